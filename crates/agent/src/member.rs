@@ -518,6 +518,7 @@ impl Member {
                     time_ms: now.wall_ms,
                     from,
                     to: Some(self.spec.name.clone()),
+                    duration_ms: None,
                 });
                 let record = store::cluster::History { entries };
                 match history {
@@ -612,6 +613,7 @@ impl Member {
             receive_lsn: receive,
             replay_lsn: None,
             lag_bytes,
+            lag_ms: None,
             api_url: self.spec.api_url.clone(),
             pg_url: format!("postgres://{}/postgres", self.spec.pg_endpoint),
             tags: Tags {

@@ -316,6 +316,10 @@ pub struct MemberStatus {
     pub replay_lsn: Option<u64>,
     /// Bytes behind the primary's last published position.
     pub lag_bytes: Option<u64>,
+    /// On a standby: how long ago the last replayed transaction committed
+    /// on the primary, 0 when everything received is replayed.
+    #[serde(default)]
+    pub lag_ms: Option<u64>,
     /// The member's REST API, e.g. `http://10.0.0.2:8008`.
     pub api_url: String,
     /// How to reach its PostgreSQL, e.g. `postgres://10.0.0.2:5432/postgres`.
@@ -455,16 +459,41 @@ impl Record for SyncState {
     const KIND: &'static str = "synchronous state";
 }
 
-/// A pending planned switchover.
+/// A pending planned switchover, or a manual failover.
+///
+/// Created (create-if-absent) by the REST API; carried out and deleted by
+/// the agents. With `from` set it is a switchover: only if that member
+/// still leads, its primary stops cleanly and hands over. With `from`
+/// unset it is a manual failover: when no member leads, only `to` may take
+/// the leader key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Switchover {
-    /// Only if this member still leads.
+    /// Only if this member still leads; `None`: a manual failover.
     pub from: Option<String>,
     /// The member to promote; `None`: the best candidate.
     pub to: Option<String>,
-    /// Not before this time; `None`: now.
+    /// Not before this time (unix ms); `None`: now.
     pub at_ms: Option<u64>,
+    /// When it was asked for (unix ms).
+    #[serde(default)]
+    pub requested_ms: u64,
+    /// Written by the old primary once it has shut down cleanly.
+    #[serde(default)]
+    pub handoff: Option<Handoff>,
+}
+
+/// The old primary's half of a switchover: it has stopped, and `to` may
+/// take the leader key once it has replayed up to `final_lsn`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handoff {
+    pub to: String,
+    /// The end of the old primary's WAL (its shutdown checkpoint).
+    pub final_lsn: u64,
+    pub timeline: u32,
+    /// When the old primary released the leader key (unix ms).
+    pub released_ms: u64,
 }
 
 impl Record for Switchover {
@@ -482,6 +511,10 @@ pub struct HistoryEntry {
     pub time_ms: u64,
     pub from: Option<String>,
     pub to: Option<String>,
+    /// From the moment the promoting member saw the need (leader key gone,
+    /// primary silent, switchover asked) to the end of the promotion.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
 }
 
 /// The timeline history, oldest first.
@@ -536,6 +569,7 @@ mod tests {
             receive_lsn: Some(0x3000060),
             replay_lsn: Some(0x3000028),
             lag_bytes: Some(56),
+            lag_ms: Some(0),
             api_url: "http://127.0.0.1:8008".to_string(),
             pg_url: "postgres://127.0.0.1:5432/postgres".to_string(),
             tags: Tags::default(),

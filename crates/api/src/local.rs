@@ -1,0 +1,90 @@
+//! What passes between an agent and its own API.
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// The member as its agent saw it in its last round.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LocalState {
+    pub member: String,
+    /// PostgreSQL accepts connections.
+    pub pg_running: bool,
+    /// Running and not in recovery.
+    pub primary: bool,
+    /// Holds the leader key (as of the last round).
+    pub leader: bool,
+    /// A standby whose WAL receiver streams.
+    pub streaming: bool,
+    pub timeline: Option<u32>,
+    /// Written (primary) or received (standby).
+    pub lsn: Option<u64>,
+    pub lag_bytes: Option<u64>,
+    pub lag_ms: Option<u64>,
+    /// How long the leader lease surely holds (leader only).
+    pub lease_remaining_ms: Option<u64>,
+    pub store_reachable: bool,
+    /// The last decision, in words.
+    pub note: String,
+    /// A long action under way (clone, rewind), if any.
+    pub activity: Option<Activity>,
+    /// Unix ms of the round.
+    pub updated_ms: u64,
+}
+
+/// A long action and how far it got.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    /// `reinit`, `clone`, `rewind`, `restart`.
+    pub what: String,
+    pub done_bytes: u64,
+    pub total_bytes: Option<u64>,
+}
+
+/// What only the agent itself can do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// Restart PostgreSQL in place (keeping its role).
+    Restart,
+    /// Throw the data directory away and clone afresh from the leader
+    /// (refused on the leader).
+    Reinit,
+}
+
+/// A request and where its answer goes: `Ok` with what was done (or
+/// started), `Err` with why it was refused.
+#[derive(Debug)]
+pub struct AgentRequest {
+    pub request: Request,
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+/// The API's end of the link.
+#[derive(Clone, Debug)]
+pub struct AgentLink {
+    pub state: watch::Receiver<LocalState>,
+    pub requests: mpsc::Sender<AgentRequest>,
+}
+
+/// The agent's end of the link.
+#[derive(Debug)]
+pub struct AgentSide {
+    pub state: watch::Sender<LocalState>,
+    pub requests: mpsc::Receiver<AgentRequest>,
+}
+
+/// A connected pair.
+pub fn link(initial: LocalState) -> (AgentLink, AgentSide) {
+    let (state_tx, state_rx) = watch::channel(initial);
+    let (request_tx, request_rx) = mpsc::channel(8);
+    (
+        AgentLink {
+            state: state_rx,
+            requests: request_tx,
+        },
+        AgentSide {
+            state: state_tx,
+            requests: request_rx,
+        },
+    )
+}
