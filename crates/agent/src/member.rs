@@ -9,8 +9,8 @@ use std::time::Duration;
 use ha::{Action, Ha, Local, Me, Millis, Observation, Plan, StoreView};
 use pg::Endpoint;
 use store::cluster::{
-    ClusterKeys, HistoryEntry, Initialize, Leader, MemberStatus, PgState, PrimaryPosition, Role,
-    SyncState, Tags,
+    ClusterKeys, Handoff, HistoryEntry, Initialize, Leader, MemberStatus, PgState, PrimaryPosition,
+    Role, SyncState, Tags,
 };
 use store::{Condition, Expect, Lease, Store, StoreError, Write};
 
@@ -44,6 +44,13 @@ pub struct Round {
     pub failed: Option<(Action, String)>,
 }
 
+/// Something this member did or saw happen, for the event log and hooks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberEvent {
+    pub kind: &'static str,
+    pub details: String,
+}
+
 /// Why an action failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
@@ -71,6 +78,13 @@ pub struct Member {
     local: Local,
     /// The last plan's note, so the log says each decision once.
     last_note: String,
+    /// The status last published.
+    last_status: Option<MemberStatus>,
+    /// Events of the rounds since the runtime last took them.
+    events: Vec<MemberEvent>,
+    /// Since when (unix ms) this member has seen no leader, for the
+    /// duration of a failover.
+    leaderless_since_ms: Option<u64>,
 }
 
 impl Member {
@@ -96,6 +110,9 @@ impl Member {
             records: ClusterRecords::default(),
             local: Local::Empty,
             last_note: String::new(),
+            last_status: None,
+            events: Vec::new(),
+            leaderless_since_ms: None,
         }
     }
 
@@ -122,6 +139,28 @@ impl Member {
         &self.records
     }
 
+    /// The events since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<MemberEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn event(&mut self, kind: &'static str, details: impl Into<String>) {
+        self.events.push(MemberEvent {
+            kind,
+            details: details.into(),
+        });
+    }
+
+    /// The local PostgreSQL as of the last round.
+    pub fn local(&self) -> &Local {
+        &self.local
+    }
+
+    /// The status last published.
+    pub fn last_status(&self) -> Option<&MemberStatus> {
+        self.last_status.as_ref()
+    }
+
     /// Whether the decision is new (for logging it once).
     pub fn note_changed(&mut self, plan: &Plan) -> bool {
         if plan.note == self.last_note {
@@ -143,7 +182,12 @@ impl Member {
         let store = match self.refresh(sent).await {
             Ok(records) => {
                 self.records = records;
-                StoreView::Reachable(self.records.to_ha())
+                if self.records.leader.is_some() {
+                    self.leaderless_since_ms = None;
+                } else {
+                    self.leaderless_since_ms.get_or_insert(sent.wall_ms);
+                }
+                StoreView::Reachable(self.records.to_ha(sent.wall_ms))
             }
             Err(err) => {
                 tracing::debug!("store unreachable: {err}");
@@ -175,11 +219,15 @@ impl Member {
         }
         let mut failed = None;
         for action in &plan.actions {
-            if let Err(err) = self.execute(action, now).await {
-                let error = err.to_string();
-                self.ha.failed(action, &error);
-                failed = Some((action.clone(), error));
-                break;
+            match self.execute(action, now).await {
+                Ok(()) => self.record_event(action, &plan),
+                Err(err) => {
+                    let error = err.to_string();
+                    self.ha.failed(action, &error);
+                    self.event("action_failed", format!("{action:?} failed: {error}"));
+                    failed = Some((action.clone(), error));
+                    break;
+                }
             }
         }
         if !plan.actions.is_empty() {
@@ -192,6 +240,65 @@ impl Member {
             }
         }
         Round { plan, failed }
+    }
+
+    /// The event an action that succeeded makes, if it changes the role or
+    /// state of the member or cluster.
+    fn record_event(&mut self, action: &Action, plan: &Plan) {
+        let term = self.records.term().unwrap_or(0);
+        let (kind, details) = match action {
+            Action::InitDb => ("initialized", "ran initdb: a new cluster".to_string()),
+            Action::AcquireLeader => ("leader", format!("took the leader key (term {term})")),
+            Action::DeposeLeader { leader } => {
+                ("deposed", format!("deposed the silent primary {leader}"))
+            }
+            Action::ReleaseLeader => ("leader_released", plan.note.clone()),
+            Action::CloneFrom { leader } => ("cloned", format!("cloned from {leader}")),
+            Action::Rewind { leader } => ("rewound", format!("rewound onto {leader}")),
+            Action::Reclone { leader, reason } => {
+                ("recloned", format!("re-cloned from {leader}: {reason}"))
+            }
+            Action::StartPrimary => ("started", "started PostgreSQL as primary".to_string()),
+            Action::StartReplica { upstream } => (
+                "started",
+                match upstream {
+                    Some(name) => format!("started PostgreSQL as a standby of {name}"),
+                    None => "started PostgreSQL as a standby".to_string(),
+                },
+            ),
+            Action::Follow { upstream } => (
+                "following",
+                match upstream {
+                    Some(name) => format!("now streams from {name}"),
+                    None => "streams from nobody".to_string(),
+                },
+            ),
+            Action::Promote => ("promoted", plan.note.clone()),
+            Action::Stop { mode } => (
+                "stopped",
+                format!("stopped PostgreSQL ({mode:?}): {}", plan.note),
+            ),
+            Action::PublishSync { members } => (
+                "synchronous",
+                if members.is_empty() {
+                    "no synchronous standby".to_string()
+                } else {
+                    format!("synchronous standbys: {}", members.join(", "))
+                },
+            ),
+            Action::HandOff { to } => (
+                "switchover",
+                format!("stopped cleanly and handed over to {to}"),
+            ),
+            Action::ClearSwitchover { outcome } => ("switchover", outcome.clone()),
+            Action::ClaimInitialize
+            | Action::CompleteInitialize { .. }
+            | Action::RenewLeader
+            | Action::ApplySynchronous { .. }
+            | Action::KeepSlots { .. }
+            | Action::RecordHistory { .. } => return,
+        };
+        self.event(kind, details);
     }
 
     async fn observe(&self) -> Local {
@@ -494,6 +601,65 @@ impl Member {
                 self.records.leader = None;
             }
             Action::KeepSlots { names, drop } => self.pg.keep_slots(names, drop).await?,
+            Action::HandOff { to } => {
+                let (final_lsn, timeline) = self.pg.shutdown_checkpoint().await?;
+                let leader = self
+                    .records
+                    .leader
+                    .as_ref()
+                    .filter(|l| l.value.member == self.spec.name)
+                    .ok_or_else(|| {
+                        ActionError::Impossible("handing over without the leader key".into())
+                    })?;
+                let request = self.records.switchover.as_ref().ok_or_else(|| {
+                    ActionError::Impossible("the switchover was cancelled".into())
+                })?;
+                let mut record = request.value.clone();
+                record.handoff = Some(Handoff {
+                    to: to.clone(),
+                    final_lsn,
+                    timeline,
+                    released_ms: now.wall_ms,
+                });
+                let key = self.keys.switchover();
+                // Both or neither: the key is released only with the
+                // record saying who may take it.
+                let conditions = [
+                    Condition {
+                        key: self.keys.leader().key().to_string(),
+                        expect: Expect::ModRevision(leader.mod_revision),
+                    },
+                    Condition {
+                        key: key.key().to_string(),
+                        expect: Expect::ModRevision(request.mod_revision),
+                    },
+                ];
+                let writes = [
+                    Write::Delete {
+                        key: self.keys.leader().key().to_string(),
+                    },
+                    Write::Put {
+                        key: key.key().to_string(),
+                        value: store::typed::encode(key.key(), &record)?,
+                        lease: None,
+                    },
+                ];
+                store.transaction(&conditions, &writes).await?;
+                self.records.leader = None;
+            }
+            Action::ClearSwitchover { .. } => {
+                if let Some(request) = &self.records.switchover {
+                    match self
+                        .keys
+                        .switchover()
+                        .compare_and_delete(store, request.mod_revision)
+                        .await
+                    {
+                        Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            }
             Action::RecordHistory { reason } => {
                 let Local::Running(running) = self.pg.observe().await else {
                     return Err(ActionError::Impossible(
@@ -518,7 +684,9 @@ impl Member {
                     time_ms: now.wall_ms,
                     from,
                     to: Some(self.spec.name.clone()),
-                    duration_ms: None,
+                    duration_ms: self
+                        .failover_started_ms()
+                        .map(|t| now.wall_ms.saturating_sub(t)),
                 });
                 let record = store::cluster::History { entries };
                 match history {
@@ -538,6 +706,19 @@ impl Member {
             }
         }
         Ok(())
+    }
+
+    /// When the failover or switchover this member just finished began
+    /// (unix ms): the request's due time for a switchover, else when it
+    /// first saw no leader.
+    fn failover_started_ms(&self) -> Option<u64> {
+        let request = self.records.switchover.as_ref().map(|s| &s.value);
+        match request {
+            Some(request) if request.from.is_some() => {
+                Some(request.at_ms.unwrap_or(0).max(request.requested_ms))
+            }
+            _ => self.leaderless_since_ms,
+        }
     }
 
     /// This member's status key, bound to its lease.
@@ -613,7 +794,11 @@ impl Member {
             receive_lsn: receive,
             replay_lsn: None,
             lag_bytes,
-            lag_ms: None,
+            lag_ms: if role == Role::Replica {
+                self.pg.lag_ms()
+            } else {
+                None
+            },
             api_url: self.spec.api_url.clone(),
             pg_url: format!("postgres://{}/postgres", self.spec.pg_endpoint),
             tags: Tags {
@@ -631,8 +816,18 @@ impl Member {
             },
             note: plan.note.clone(),
         };
+        if let Some(last) = &self.last_status {
+            if (last.role, last.state) != (status.role, status.state) && plan.actions.is_empty() {
+                let details = format!(
+                    "PostgreSQL is now {:?} as {:?} (was {:?} as {:?})",
+                    status.state, status.role, last.state, last.role
+                );
+                self.event("state", details);
+            }
+        }
         let key = self.keys.member(&self.spec.name)?;
         key.put(self.store.as_ref(), &status, Some(lease)).await?;
+        self.last_status = Some(status);
         Ok(())
     }
 
