@@ -42,6 +42,7 @@ pub struct Round {
     pub plan: Plan,
     /// The action that failed, and why; the actions after it did not run.
     pub failed: Option<(Action, String)>,
+    pub store_reachable: bool,
 }
 
 /// Something this member did or saw happen, for the event log and hooks.
@@ -161,6 +162,158 @@ impl Member {
         self.last_status.as_ref()
     }
 
+    /// What the REST API shows of this member.
+    pub fn local_state(&self, now: Now, store_reachable: bool) -> api::local::LocalState {
+        let status = self.last_status.as_ref();
+        let (pg_running, primary, streaming, timeline, lsn) = match &self.local {
+            Local::Running(r) => (true, r.primary, r.streaming, Some(r.timeline), Some(r.lsn)),
+            Local::Stopped(s) => (false, false, false, Some(s.timeline), None),
+            _ => (false, false, false, None, None),
+        };
+        api::local::LocalState {
+            member: self.spec.name.clone(),
+            pg_running,
+            primary,
+            leader: self.is_leader(),
+            streaming,
+            timeline,
+            lsn,
+            lag_bytes: status.and_then(|s| s.lag_bytes),
+            lag_ms: status.and_then(|s| s.lag_ms),
+            lease_remaining_ms: self
+                .leader_lease_valid_until()
+                .map(|until| until.saturating_sub(now.mono)),
+            store_reachable,
+            note: self.last_note.clone(),
+            activity: self
+                .pg
+                .clone_progress()
+                .map(|(done, total)| api::local::Activity {
+                    what: "clone".to_string(),
+                    done_bytes: done,
+                    total_bytes: (total > 0).then_some(total),
+                }),
+            updated_ms: now.wall_ms,
+        }
+    }
+
+    /// What keeps this member's lease and status alive while a long request
+    /// (restart, reinit) holds up the rounds: a primary restarting on
+    /// request must not look dead to the fast failover path.
+    pub fn keepalive(
+        &self,
+        note: String,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let store = self.store.clone();
+        let lease = self.lease;
+        let key = self.keys.member(&self.spec.name).ok();
+        let status = self.last_status.clone();
+        let heartbeat = Duration::from_millis(self.records.settings().heartbeat_ms.max(50));
+        async move {
+            let mut tick = tokio::time::interval(heartbeat);
+            loop {
+                tick.tick().await;
+                if let Some(lease) = lease {
+                    let _ = store.refresh_lease(lease.id).await;
+                }
+                if let (Some(key), Some(mut status)) = (&key, status.clone()) {
+                    status.note = note.clone();
+                    status.updated_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    let _ = key.put(store.as_ref(), &status, lease.map(|l| l.id)).await;
+                }
+            }
+        }
+    }
+
+    /// Restarts PostgreSQL in its current role, on request.
+    pub async fn restart(&mut self, now: Now) -> Result<String, String> {
+        let local = self.observe().await;
+        let leader = self.records.leader.as_ref().map(|l| l.value.member.clone());
+        let steps = match &local {
+            Local::Running(r) if r.primary && self.is_leader() => vec![
+                Action::Stop { mode: ha::StopMode::Fast },
+                Action::StartPrimary,
+            ],
+            Local::Running(r) if !r.primary => vec![
+                Action::Stop { mode: ha::StopMode::Fast },
+                Action::StartReplica {
+                    upstream: leader.filter(|l| *l != self.spec.name),
+                },
+            ],
+            Local::Running(_) => {
+                return Err(format!(
+                    "{} runs as a primary without the leader key; its agent is demoting it, not restarting it",
+                    self.spec.name
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "PostgreSQL on {} does not run ({}); its agent starts it on its own when it should run",
+                    self.spec.name,
+                    describe(other)
+                ))
+            }
+        };
+        for action in &steps {
+            self.execute(action, now).await.map_err(|err| {
+                format!("restart of {} failed at {action:?}: {err}", self.spec.name)
+            })?;
+        }
+        self.event("restarted", "restarted PostgreSQL on request");
+        Ok(format!("restarted PostgreSQL on {}", self.spec.name))
+    }
+
+    /// Whom a reinit would clone from, or why it is refused.
+    pub fn reinit_source(&self) -> Result<String, String> {
+        let leader = self.records.leader.as_ref().map(|l| l.value.member.clone());
+        match leader {
+            _ if self.spec.witness => Err(format!("{} is a witness: it has no data to re-clone", self.spec.name)),
+            Some(leader) if leader == self.spec.name => Err(format!(
+                "{} is the leader: switch over to another member first (`pgwarden ctl switchover`), then reinit it",
+                self.spec.name
+            )),
+            Some(leader) => {
+                let running = self
+                    .records
+                    .members
+                    .get(&leader)
+                    .is_some_and(|m| m.value.role == Role::Primary && m.value.state == PgState::Running);
+                if running {
+                    Ok(leader)
+                } else {
+                    Err(format!("the leader {leader} does not run as primary: nothing to clone from; try again after it does"))
+                }
+            }
+            None => Err("there is no leader to clone from; try again once one is elected".to_string()),
+        }
+    }
+
+    /// Throws the data directory away (moved aside) and clones afresh from
+    /// `leader`, then starts as its standby.
+    pub async fn reinit(&mut self, leader: &str, now: Now) -> Result<(), String> {
+        let steps = [
+            Action::Stop {
+                mode: ha::StopMode::Fast,
+            },
+            Action::Reclone {
+                leader: leader.to_string(),
+                reason: "reinit on request".to_string(),
+            },
+            Action::StartReplica {
+                upstream: Some(leader.to_string()),
+            },
+        ];
+        for action in &steps {
+            self.execute(action, now).await.map_err(|err| {
+                format!("reinit of {} failed at {action:?}: {err}", self.spec.name)
+            })?;
+        }
+        self.event("recloned", format!("re-cloned from {leader} on request"));
+        Ok(())
+    }
+
     /// Whether the decision is new (for logging it once).
     pub fn note_changed(&mut self, plan: &Plan) -> bool {
         if plan.note == self.last_note {
@@ -239,7 +392,11 @@ impl Member {
                 tracing::debug!("could not publish member status: {err}");
             }
         }
-        Round { plan, failed }
+        Round {
+            plan,
+            failed,
+            store_reachable: reachable,
+        }
     }
 
     /// The event an action that succeeded makes, if it changes the role or
@@ -848,6 +1005,16 @@ impl Member {
             self.store.revoke_lease(lease.id).await?;
         }
         Ok(())
+    }
+}
+
+fn describe(local: &Local) -> &'static str {
+    match local {
+        Local::Witness => "a witness",
+        Local::Empty => "no data directory yet",
+        Local::Stopped(_) => "stopped",
+        Local::Starting { .. } => "starting or not answering",
+        Local::Running(_) => "running",
     }
 }
 

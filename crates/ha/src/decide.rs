@@ -371,16 +371,23 @@ impl Ha {
                         mode: StopMode::Immediate,
                     });
                 }
-                if let Some(plan) = self.switchover_as_leader(cluster, running) {
-                    return plan;
-                }
+                let clear = match self.switchover_as_leader(cluster, running) {
+                    Some(SwitchoverStep::HandOff(plan)) => return plan,
+                    Some(SwitchoverStep::Clear(outcome)) => Some(outcome),
+                    None => None,
+                };
                 let mut plan = Plan::new(Role::Primary, format!("leading (term {})", leader.term))
                     .then(Action::RenewLeader);
                 for action in sync::manage(&self.me.name, cluster, running, &mut self.sync_floor) {
                     plan = plan.then(action);
                 }
                 let (names, drop) = self.slot_names(obs.now, cluster);
-                plan.then(Action::KeepSlots { names, drop })
+                plan = plan.then(Action::KeepSlots { names, drop });
+                if let Some(outcome) = clear {
+                    plan.note = format!("{}; {outcome}", plan.note);
+                    plan = plan.then(Action::ClearSwitchover { outcome });
+                }
+                plan
             }
             Local::Running(_) => self.promote_plan(
                 cluster,
@@ -787,16 +794,13 @@ impl Ha {
     /// A switchover asked of this leader: when it is due and the target
     /// can take over, stop cleanly and hand over; a request that no longer
     /// applies is cleared, saying why.
-    fn switchover_as_leader(&mut self, cluster: &Cluster, running: &Running) -> Option<Plan> {
+    fn switchover_as_leader(
+        &mut self,
+        cluster: &Cluster,
+        running: &Running,
+    ) -> Option<SwitchoverStep> {
         let request = cluster.switchover.as_ref()?;
         let me = self.me.name.as_str();
-        let clear = |note: String, outcome: String| {
-            Some(
-                Plan::new(Role::Primary, note)
-                    .then(Action::RenewLeader)
-                    .then(Action::ClearSwitchover { outcome }),
-            )
-        };
         if let Some(handoff) = &request.handoff {
             let outcome = if handoff.to == me {
                 format!("switchover from {} to {me} done", handoff.from)
@@ -806,7 +810,7 @@ impl Ha {
                     handoff.from, handoff.to, handoff.to
                 )
             };
-            return clear(format!("leading; {outcome}"), outcome);
+            return Some(SwitchoverStep::Clear(outcome));
         }
         let Some(from) = &request.from else {
             let outcome = match &request.to {
@@ -816,16 +820,16 @@ impl Ha {
                 }
                 None => format!("manual failover done: {me} leads"),
             };
-            return clear(format!("leading; {outcome}"), outcome);
+            return Some(SwitchoverStep::Clear(outcome));
         };
         if from != me {
             let outcome =
                 format!("switchover from {from} dropped: {from} no longer leads, {me} does");
-            return clear(format!("leading; {outcome}"), outcome);
+            return Some(SwitchoverStep::Clear(outcome));
         }
         if let Some(error) = self.handoff_failed.take() {
             let outcome = format!("switchover from {me} failed and was given up: {error}");
-            return clear(format!("leading; {outcome}"), outcome);
+            return Some(SwitchoverStep::Clear(outcome));
         }
         if !request.due {
             return None;
@@ -834,11 +838,11 @@ impl Ha {
             Ok(to) => to,
             Err(why) => {
                 let outcome = format!("switchover from {me} cancelled: {why}");
-                return clear(format!("leading; {outcome}"), outcome);
+                return Some(SwitchoverStep::Clear(outcome));
             }
         };
         self.handed_off = Some(to.clone());
-        Some(
+        Some(SwitchoverStep::HandOff(
             Plan::new(
                 Role::Primary,
                 format!(
@@ -849,7 +853,7 @@ impl Ha {
                 mode: StopMode::Fast,
             })
             .then(Action::HandOff { to }),
-        )
+        ))
     }
 
     /// Who takes over in a switchover: `to` if it may, else the best
@@ -1015,6 +1019,15 @@ impl Ha {
         }
         (self.slot_members.keys().cloned().collect(), expired)
     }
+}
+
+/// What a leader does about a switchover request.
+enum SwitchoverStep {
+    /// Stop and hand over: the whole plan of the round.
+    HandOff(Plan),
+    /// The request no longer applies: delete it, with this outcome, along
+    /// with the round's usual work.
+    Clear(String),
 }
 
 /// Stop accepting writes this long before the lease could expire in the
