@@ -129,7 +129,11 @@ pub async fn post_webhook(
 }
 
 async fn post_once(url: &str, json: &str, timeout: Duration) -> Result<u16, String> {
-    // TODO(merge): api::client
-    let _ = (url, json, timeout);
-    Err("webhooks need the API client".into())
+    let client = api::ApiClient::new(None).map_err(|e| e.to_string())?;
+    let body: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let mut call = api::Call::new(hyper::Method::POST, url, "");
+    call.body = Some(&body);
+    call.timeout = timeout;
+    let reply = client.send(call).await.map_err(|e| e.to_string())?;
+    Ok(reply.status.as_u16())
 }

@@ -30,6 +30,8 @@ pub enum AgentError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("REST API: {0}")]
+    Api(#[from] api::ApiError),
 }
 
 /// The pieces `run` wires together, built from the configuration.
@@ -172,6 +174,19 @@ impl Agent {
     pub async fn run(mut self) -> Result<(), AgentError> {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
+        let server = api::start(api::ApiContext {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            member: self.member.name().to_string(),
+            link: self.link.clone(),
+            api: self.api.clone(),
+        })
+        .await?;
+        tracing::info!(
+            "{} REST API listening on {}",
+            self.member.name(),
+            server.local_addr()
+        );
         let mut watch = self.store.watch_prefix(self.keys.prefix(), 0);
         let (fence, fence_deadline) = tokio::sync::watch::channel(None);
         let guard = tokio::spawn(lease_guard(
@@ -261,6 +276,7 @@ impl Agent {
             next_round = tokio::time::Instant::now() + heartbeat;
         }
         guard.abort();
+        server.shutdown().await;
         self.shutdown().await
     }
 

@@ -101,6 +101,9 @@ pub(crate) struct RawHooks {
 pub(crate) struct RawApi {
     pub listen: Option<String>,
     pub token_file: Option<PathBuf>,
+    pub auth_reads: Option<bool>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]

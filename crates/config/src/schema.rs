@@ -162,6 +162,13 @@ pub struct Api {
     pub token_file: Option<PathBuf>,
     /// The content of `token_file`.
     pub token: Option<Secret>,
+    /// Reads (GET) need the token too; mutating calls always do when a
+    /// token is set.
+    pub auth_reads: bool,
+    /// Serve HTTPS with this certificate chain (PEM); set together with
+    /// `key_file`, or neither is.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize)]

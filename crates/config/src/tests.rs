@@ -273,6 +273,7 @@ clone_timeout = "1h"
 
 [api]
 listen = "127.0.0.1:8008"
+auth_reads = false
 
 [credentials.superuser]
 username = "postgres"
@@ -715,4 +716,38 @@ fn hooks_are_checked() {
     assert!(fx
         .error(&format!("{MINIMAL}\n[hooks]\ncommand = \" \"\n"))
         .contains("`hooks.command` is empty"));
+}
+
+#[test]
+fn api_cert_without_key() {
+    let fx = Fixture::new();
+    assert_eq!(
+        fx.error(&format!("{MINIMAL}\n[api]\ncert_file = \"{{dir}}/superuser.password\"\n")),
+        "pgwarden.toml:13:1: `api.cert_file` is set without `api.key_file`\n  \
+         hint: HTTPS needs a certificate and its private key: set both cert_file and key_file, or neither for plain HTTP"
+    );
+}
+
+#[test]
+fn api_auth_reads_needs_a_token() {
+    let fx = Fixture::new();
+    assert_eq!(
+        fx.error(&format!("{MINIMAL}\n[api]\nauth_reads = true\n")),
+        "pgwarden.toml:13:1: `api.auth_reads = true` needs a token, and `api.token_file` is not set\n  \
+         hint: set api.token_file to a file holding the token, or remove auth_reads"
+    );
+}
+
+#[test]
+fn api_tls_and_auth_reads() {
+    let fx = Fixture::new();
+    let c = fx
+        .parse(&format!(
+            "{MINIMAL}\n[api]\ntoken_file = \"{{dir}}/superuser.password\"\nauth_reads = true\n\
+             cert_file = \"{{dir}}/superuser.password\"\nkey_file = \"{{dir}}/superuser.password\"\n"
+        ))
+        .unwrap();
+    assert!(c.api.auth_reads);
+    assert_eq!(c.api.token.as_ref().unwrap().expose(), "su-secret");
+    assert!(c.api.cert_file.is_some() && c.api.key_file.is_some());
 }

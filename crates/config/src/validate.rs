@@ -11,7 +11,8 @@ use crate::error::ConfigError;
 use crate::locate::{KeyPath, Locator, Target};
 use crate::net::{check_host_port, check_http_url, IpNet};
 use crate::raw::{
-    RawConfig, RawCredential, RawHooks, RawMember, RawPeer, RawPostgresql, RawStore, RawTiming,
+    RawApi, RawConfig, RawCredential, RawHooks, RawMember, RawPeer, RawPostgresql, RawStore,
+    RawTiming,
 };
 use crate::schema::{
     Api, Backend, Config, Credential, Credentials, Hooks, Member, ParamValue, PasswordSource, Peer,
@@ -58,7 +59,7 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>, host: &Host<'_>) -> Re
         postgresql: v.postgresql(raw.postgresql)?,
         store: v.store(raw.store)?,
         timing: v.timing(raw.timing)?,
-        api: v.api(raw.api.listen, raw.api.token_file)?,
+        api: v.api(raw.api)?,
         credentials: Credentials {
             superuser: v.credentials("superuser", raw.credentials.superuser)?,
             replication: v.credentials("replication", raw.credentials.replication)?,
@@ -724,9 +725,10 @@ impl Validator<'_> {
         })
     }
 
-    fn api(&self, listen: Option<String>, token_file: Option<PathBuf>) -> Result<Api> {
+    fn api(&self, raw: RawApi) -> Result<Api> {
         let table = KeyPath::of(&["api"]);
-        let listen = listen.unwrap_or_else(|| "127.0.0.1:8008".to_owned());
+        let token_file = raw.token_file;
+        let listen = raw.listen.unwrap_or_else(|| "127.0.0.1:8008".to_owned());
         let listen_path = table.key("listen");
         check_host_port(&listen).map_err(|e| {
             self.err(
@@ -743,10 +745,40 @@ impl Validator<'_> {
                 &PasswordSource::File(file.clone()),
             )?),
         };
+        for (key, file) in [("cert_file", &raw.cert_file), ("key_file", &raw.key_file)] {
+            if let Some(file) = file {
+                self.existing_file(&table.key(key), file)?;
+            }
+        }
+        let lone = match (&raw.cert_file, &raw.key_file) {
+            (Some(_), None) => Some(("cert_file", "key_file")),
+            (None, Some(_)) => Some(("key_file", "cert_file")),
+            _ => None,
+        };
+        if let Some((set, unset)) = lone {
+            return Err(self.err(
+                &table.key(set),
+                Target::Key,
+                format!("`api.{set}` is set without `api.{unset}`"),
+                "HTTPS needs a certificate and its private key: set both cert_file and key_file, or neither for plain HTTP",
+            ));
+        }
+        let auth_reads = raw.auth_reads.unwrap_or(false);
+        if auth_reads && token.is_none() {
+            return Err(self.err(
+                &table.key("auth_reads"),
+                Target::Key,
+                "`api.auth_reads = true` needs a token, and `api.token_file` is not set".to_owned(),
+                "set api.token_file to a file holding the token, or remove auth_reads",
+            ));
+        }
         Ok(Api {
             listen,
             token_file,
             token,
+            auth_reads,
+            cert_file: raw.cert_file,
+            key_file: raw.key_file,
         })
     }
 

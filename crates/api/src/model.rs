@@ -1,0 +1,183 @@
+//! The JSON the API answers with and takes, shared with `pgwarden ctl`.
+
+use serde::{Deserialize, Serialize};
+use store::cluster::{Event, HistoryEntry, PgState, Role, Switchover, Tags};
+
+use crate::records::Records;
+
+/// `GET /cluster`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub cluster: String,
+    /// The store revision the view was read at.
+    pub revision: i64,
+    pub leader: Option<String>,
+    pub term: Option<u64>,
+    /// The synchronous standbys the primary has applied.
+    pub sync: Vec<String>,
+    pub paused: bool,
+    pub switchover: Option<Switchover>,
+    pub members: Vec<MemberView>,
+    /// Keys the store holds that this member cannot read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub name: String,
+    /// `host:port` of its PostgreSQL, from `pg_url`.
+    pub host: String,
+    pub role: Role,
+    pub state: PgState,
+    pub leader: bool,
+    pub sync: bool,
+    pub streaming: bool,
+    pub timeline: Option<u32>,
+    pub lsn: Option<u64>,
+    pub lag_bytes: Option<u64>,
+    pub lag_ms: Option<u64>,
+    pub tags: Tags,
+    pub api_url: String,
+    pub pg_url: String,
+    pub upstream: Option<String>,
+    pub note: String,
+    pub updated_ms: u64,
+}
+
+impl ClusterView {
+    pub fn from_records(cluster: &str, records: &Records) -> ClusterView {
+        let leader = records.leader_name().map(str::to_string);
+        let sync = records.sync_members();
+        let members = records
+            .members
+            .values()
+            .map(|m| {
+                let m = &m.value;
+                MemberView {
+                    name: m.name.clone(),
+                    host: host_of(&m.pg_url),
+                    role: m.role,
+                    state: m.state,
+                    leader: leader.as_deref() == Some(m.name.as_str()),
+                    sync: sync.contains(&m.name),
+                    streaming: m.streaming,
+                    timeline: m.timeline,
+                    lsn: [m.flush_lsn, m.receive_lsn, m.replay_lsn]
+                        .into_iter()
+                        .flatten()
+                        .max(),
+                    lag_bytes: m.lag_bytes,
+                    lag_ms: m.lag_ms,
+                    tags: m.tags.clone(),
+                    api_url: m.api_url.clone(),
+                    pg_url: m.pg_url.clone(),
+                    upstream: m.upstream.clone(),
+                    note: m.note.clone(),
+                    updated_ms: m.updated_ms,
+                }
+            })
+            .collect();
+        ClusterView {
+            cluster: cluster.to_string(),
+            revision: records.revision,
+            leader,
+            term: records.term(),
+            sync,
+            paused: records.config().paused,
+            switchover: records.switchover.as_ref().map(|s| s.value.clone()),
+            members,
+            problems: records.problems.clone(),
+        }
+    }
+}
+
+/// `postgres://user@10.0.0.2:5432/postgres` → `10.0.0.2:5432`.
+pub fn host_of(pg_url: &str) -> String {
+    let rest = pg_url.split_once("://").map_or(pg_url, |(_, rest)| rest);
+    let rest = rest.split(['/', '?']).next().unwrap_or(rest);
+    rest.rsplit_once('@')
+        .map_or(rest, |(_, host)| host)
+        .to_string()
+}
+
+/// `GET /history`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryView {
+    pub entries: Vec<HistoryEntry>,
+}
+
+/// `GET /events`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventsView {
+    pub events: Vec<Event>,
+    /// The highest sequence number seen: pass it as `after` next time.
+    pub last_seq: u64,
+}
+
+/// `POST /switchover` (and the target of `POST /failover`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchoverRequest {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub at: Option<At>,
+}
+
+/// `at`: an RFC 3339 time or unix seconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum At {
+    UnixSeconds(u64),
+    Rfc3339(String),
+}
+
+impl At {
+    pub fn unix_ms(&self) -> Result<u64, String> {
+        match self {
+            At::UnixSeconds(s) => s
+                .checked_mul(1000)
+                .ok_or_else(|| format!("`at` = {s} is too large for unix seconds")),
+            At::Rfc3339(text) => crate::time::parse_rfc3339(text),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverRequest {
+    pub to: Option<String>,
+}
+
+/// `POST /restart`, `POST /reinit`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRequest {
+    pub member: Option<String>,
+}
+
+/// The answer of a completed switchover or failover.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SwitchoverDone {
+    pub from: Option<String>,
+    pub to: String,
+    pub took_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_from_pg_url() {
+        assert_eq!(
+            host_of("postgres://10.0.0.2:5432/postgres"),
+            "10.0.0.2:5432"
+        );
+        assert_eq!(
+            host_of("postgresql://u@[::1]:5433?sslmode=off"),
+            "[::1]:5433"
+        );
+        assert_eq!(host_of("db1:5432"), "db1:5432");
+    }
+}

@@ -1,0 +1,140 @@
+//! Requests only an agent can carry out (restart, reinit): for this member
+//! over the link, for another forwarded to its API.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::{json_body, AppState};
+use crate::client::Call;
+use crate::error::HttpError;
+use crate::local::{AgentRequest, Request};
+use crate::model::MemberRequest;
+
+/// How long the agent may take to accept or refuse a request (it answers
+/// once the action is done or started).
+const AGENT_ANSWER: Duration = Duration::from_secs(120);
+
+pub async fn restart(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    handle(state, headers, body, Request::Restart).await
+}
+
+pub async fn reinit(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    handle(state, headers, body, Request::Reinit).await
+}
+
+fn path(request: Request) -> &'static str {
+    match request {
+        Request::Restart => "/restart",
+        Request::Reinit => "/reinit",
+    }
+}
+
+async fn handle(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+    request: Request,
+) -> Result<Response, HttpError> {
+    let asked: MemberRequest = json_body(&body)?;
+    let member = asked.member.unwrap_or_else(|| state.member.clone());
+    if member == state.member {
+        return ask_agent(&state, request).await;
+    }
+    store::cluster::check_name("member name", &member)
+        .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let Some(status) = state
+        .keys
+        .member(&member)?
+        .get(state.store.as_ref())
+        .await?
+    else {
+        return Err(HttpError::not_found(format!(
+            "there is no member {member} (or its agent is down and its status expired); `pgwarden ctl list` shows the members"
+        )));
+    };
+    forward(&state, &headers, &status.value.api_url, &member, request).await
+}
+
+async fn ask_agent(state: &AppState, request: Request) -> Result<Response, HttpError> {
+    let (reply, answer) = oneshot::channel();
+    let agent_gone = || {
+        HttpError::unavailable(format!(
+            "the agent of {} is not taking requests (shutting down?); try again, or check its log",
+            state.member
+        ))
+    };
+    state
+        .link
+        .requests
+        .send(AgentRequest { request, reply })
+        .await
+        .map_err(|_| agent_gone())?;
+    match tokio::time::timeout(AGENT_ANSWER, answer).await {
+        Err(_) => Err(HttpError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the agent of {} did not answer within {} s; check its log",
+                state.member,
+                AGENT_ANSWER.as_secs()
+            ),
+        )),
+        Ok(Err(_)) => Err(agent_gone()),
+        Ok(Ok(Ok(done))) => {
+            Ok(Json(json!({ "member": state.member, "result": done })).into_response())
+        }
+        Ok(Ok(Err(refusal))) => Err(HttpError::conflict(refusal)),
+    }
+}
+
+/// Sends the request to `member`'s API with the caller's token and relays
+/// the answer as it is.
+async fn forward(
+    state: &AppState,
+    headers: &HeaderMap,
+    api_url: &str,
+    member: &str,
+    request: Request,
+) -> Result<Response, HttpError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+        .or_else(|| state.api.token.as_ref().map(|t| t.expose().to_string()));
+    let body = json!({ "member": member });
+    let call = Call {
+        body: Some(&body),
+        token: token.as_deref(),
+        timeout: AGENT_ANSWER + Duration::from_secs(5),
+        ..Call::new(Method::POST, api_url, path(request))
+    };
+    let reply = state.client.send(call).await.map_err(|e| {
+        HttpError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "cannot forward to {member}: {e}; run the command against {member}'s API directly"
+            ),
+        )
+    })?;
+    Ok((
+        reply.status,
+        [(header::CONTENT_TYPE, "application/json")],
+        reply.body,
+    )
+        .into_response())
+}

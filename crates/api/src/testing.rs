@@ -1,0 +1,118 @@
+//! Fixtures for tests of the API and of `pgwarden ctl`: records as agents
+//! would publish them, and an API started on a loopback port with the
+//! agent's end of the link left to the test.
+
+use std::sync::Arc;
+
+use store::cluster::{ClusterKeys, Leader, MemberStatus, PgState, Role, Tags};
+use store::Store;
+
+use crate::local::{link, AgentSide, LocalState};
+use crate::{start, ApiContext, ApiServer};
+
+/// A member status: running, timeline 1, no lag.
+pub fn member(name: &str, role: Role, streaming: bool) -> MemberStatus {
+    MemberStatus {
+        name: name.to_string(),
+        role,
+        state: PgState::Running,
+        timeline: Some(1),
+        flush_lsn: (role == Role::Primary).then_some(0x300_0000),
+        receive_lsn: (role == Role::Replica).then_some(0x300_0000),
+        replay_lsn: (role == Role::Replica).then_some(0x300_0000),
+        lag_bytes: (role == Role::Replica).then_some(0),
+        lag_ms: (role == Role::Replica).then_some(0),
+        api_url: String::new(),
+        pg_url: format!("postgres://127.0.0.1:5432/postgres?member={name}"),
+        tags: Tags::default(),
+        updated_ms: crate::time::now_ms(),
+        upstream: None,
+        streaming,
+        term: None,
+        note: String::new(),
+    }
+}
+
+/// Writes `members` and makes `leader` (if any) hold the leader key.
+pub async fn write_cluster(
+    store: &dyn Store,
+    keys: &ClusterKeys,
+    leader: Option<&str>,
+    members: &[MemberStatus],
+) {
+    for m in members {
+        keys.member(&m.name)
+            .unwrap()
+            .put(store, m, None)
+            .await
+            .unwrap();
+    }
+    match leader {
+        Some(name) => {
+            keys.leader()
+                .put(
+                    store,
+                    &Leader {
+                        member: name.to_string(),
+                    },
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        None => {
+            keys.leader().delete(store).await.unwrap();
+        }
+    }
+}
+
+/// A running API and the agent side of its link.
+pub struct TestApi {
+    pub server: ApiServer,
+    pub agent: AgentSide,
+    /// `http://127.0.0.1:PORT` (or https).
+    pub url: String,
+}
+
+/// Starts an API for `member` on a free loopback port; `api` is the `[api]`
+/// section with `listen` replaced.
+pub async fn start_api(
+    store: Arc<dyn Store>,
+    keys: ClusterKeys,
+    member: &str,
+    mut api: config::Api,
+) -> TestApi {
+    api.listen = "127.0.0.1:0".to_string();
+    let scheme = if api.cert_file.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let (link, agent) = link(LocalState {
+        member: member.to_string(),
+        ..LocalState::default()
+    });
+    let server = start(ApiContext {
+        store,
+        keys,
+        member: member.to_string(),
+        link,
+        api,
+    })
+    .await
+    .unwrap();
+    let url = format!("{scheme}://{}", server.local_addr());
+    TestApi { server, agent, url }
+}
+
+/// An `[api]` section: no token, no TLS.
+pub fn open_api() -> config::Api {
+    config::Api {
+        listen: "127.0.0.1:0".to_string(),
+        token_file: None,
+        token: None,
+        auth_reads: false,
+        cert_file: None,
+        key_file: None,
+    }
+}

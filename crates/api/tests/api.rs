@@ -1,0 +1,761 @@
+//! The REST API against a real etcd holding records the test writes, with
+//! the agent's end of the link driven by the test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::client::{ApiClient, Call, Reply};
+use api::local::{LocalState, Request};
+use api::testing::{member, open_api, start_api, write_cluster, TestApi};
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+use store::cluster::{ClusterKeys, History, HistoryEntry, Role, SyncState};
+use store::{EtcdOptions, EtcdStore, Store};
+use testkit::etcd::EtcdCluster;
+
+struct Fixture {
+    // Kept for its Drop: kills etcd.
+    _etcd: EtcdCluster,
+    store: Arc<dyn Store>,
+    keys: ClusterKeys,
+    client: ApiClient,
+}
+
+async fn fixture() -> Fixture {
+    let etcd = EtcdCluster::start(1).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        EtcdStore::connect(EtcdOptions::new(etcd.endpoints()))
+            .await
+            .unwrap(),
+    );
+    let keys = ClusterKeys::new("/pgwarden", "main").unwrap();
+    Fixture {
+        _etcd: etcd,
+        store,
+        keys,
+        client: ApiClient::new(None).unwrap(),
+    }
+}
+
+impl Fixture {
+    /// db1 leads, db2 streams, db3 runs but does not stream.
+    async fn three_members(&self) {
+        write_cluster(
+            self.store.as_ref(),
+            &self.keys,
+            Some("db1"),
+            &[
+                member("db1", Role::Primary, false),
+                member("db2", Role::Replica, true),
+                member("db3", Role::Replica, false),
+            ],
+        )
+        .await;
+    }
+
+    async fn api(&self, name: &str) -> TestApi {
+        start_api(self.store.clone(), self.keys.clone(), name, open_api()).await
+    }
+
+    async fn call(&self, api: &TestApi, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.call_with(api, method, path, body, None).await
+    }
+
+    async fn call_with(
+        &self,
+        api: &TestApi,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> Reply {
+        self.client
+            .send(Call {
+                body: body.as_ref(),
+                token,
+                timeout: Duration::from_secs(40),
+                ..Call::new(method, &api.url, path)
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn switchover_key(&self) -> Option<store::cluster::Switchover> {
+        self.keys
+            .switchover()
+            .get(self.store.as_ref())
+            .await
+            .unwrap()
+            .map(|s| s.value)
+    }
+}
+
+fn body(reply: &Reply) -> Value {
+    reply.json().unwrap()
+}
+
+fn expect(reply: &Reply, status: StatusCode) -> Value {
+    assert_eq!(
+        reply.status,
+        status,
+        "{}: {}",
+        reply.url,
+        String::from_utf8_lossy(&reply.body)
+    );
+    body(reply)
+}
+
+fn set_local(api: &TestApi, f: impl FnOnce(&mut LocalState)) {
+    api.agent.state.send_modify(f);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_show_the_cluster_and_checks_follow_the_local_state() {
+    let fx = fixture().await;
+    fx.three_members().await;
+    fx.keys
+        .sync()
+        .put(
+            fx.store.as_ref(),
+            &SyncState {
+                leader: "db1".to_string(),
+                members: vec!["db2".to_string()],
+                term: 1,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let api = fx.api("db1").await;
+
+    let cluster = expect(
+        &fx.call(&api, Method::GET, "/cluster", None).await,
+        StatusCode::OK,
+    );
+    assert_eq!(cluster["leader"], "db1");
+    assert_eq!(cluster["sync"], json!(["db2"]));
+    assert_eq!(cluster["paused"], false);
+    assert!(cluster["term"].as_u64().is_some());
+    let members = cluster["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    assert_eq!(members[0]["name"], "db1");
+    assert_eq!(members[0]["leader"], true);
+    assert_eq!(members[0]["host"], "127.0.0.1:5432");
+    assert_eq!(members[1]["sync"], true);
+    assert_eq!(members[1]["lag_bytes"], 0);
+
+    // Nothing runs yet.
+    let health = expect(
+        &fx.call(&api, Method::GET, "/health", None).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    assert_eq!(health["pg_running"], false);
+    set_local(&api, |s| {
+        s.pg_running = true;
+        s.primary = true;
+        s.leader = true;
+    });
+    expect(
+        &fx.call(&api, Method::GET, "/health", None).await,
+        StatusCode::OK,
+    );
+    expect(
+        &fx.call(&api, Method::GET, "/primary", None).await,
+        StatusCode::OK,
+    );
+    expect(
+        &fx.call(&api, Method::GET, "/read-only", None).await,
+        StatusCode::OK,
+    );
+    expect(
+        &fx.call(&api, Method::GET, "/replica", None).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    // A streaming standby 2 MB and 300 ms behind.
+    set_local(&api, |s| {
+        s.primary = false;
+        s.leader = false;
+        s.streaming = true;
+        s.lag_bytes = Some(2 << 20);
+        s.lag_ms = Some(300);
+    });
+    expect(
+        &fx.call(&api, Method::GET, "/primary", None).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    expect(
+        &fx.call(&api, Method::GET, "/replica", None).await,
+        StatusCode::OK,
+    );
+    for (query, status) in [
+        ("lag=1MB", StatusCode::SERVICE_UNAVAILABLE),
+        ("lag=16MB", StatusCode::OK),
+        ("lag=2097152", StatusCode::OK),
+        ("lag=200ms", StatusCode::SERVICE_UNAVAILABLE),
+        ("lag=5s", StatusCode::OK),
+        ("lag=soon", StatusCode::BAD_REQUEST),
+    ] {
+        let reply = fx
+            .call(&api, Method::GET, &format!("/replica?{query}"), None)
+            .await;
+        assert_eq!(reply.status, status, "{query}");
+    }
+    expect(
+        &fx.call(&api, Method::GET, "/read-only?lag=16MB", None)
+            .await,
+        StatusCode::OK,
+    );
+
+    let history = expect(
+        &fx.call(&api, Method::GET, "/history", None).await,
+        StatusCode::OK,
+    );
+    assert_eq!(history["entries"], json!([]));
+    let entry = HistoryEntry {
+        timeline: 2,
+        switch_lsn: 0x300_0000,
+        reason: "switchover".to_string(),
+        time_ms: 1_795_292_289_000,
+        from: Some("db0".to_string()),
+        to: Some("db1".to_string()),
+        duration_ms: Some(1200),
+    };
+    fx.keys
+        .history()
+        .put(
+            fx.store.as_ref(),
+            &History {
+                entries: vec![entry],
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let history = expect(
+        &fx.call(&api, Method::GET, "/history", None).await,
+        StatusCode::OK,
+    );
+    assert_eq!(history["entries"][0]["to"], "db1");
+
+    let config = expect(
+        &fx.call(&api, Method::GET, "/config", None).await,
+        StatusCode::OK,
+    );
+    assert_eq!(config["revision"], 0);
+    assert_eq!(config["config"]["ttl_ms"], 3000);
+
+    let metrics = fx.call(&api, Method::GET, "/metrics", None).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    for line in [
+        "pgwarden_role{member=\"db1\",role=\"replica\"} 1",
+        "pgwarden_lag_bytes{member=\"db1\"} 2097152",
+        "pgwarden_failovers_total 1",
+        "pgwarden_last_failover_duration_seconds 1.2",
+        "pgwarden_api_requests_total{route=\"/replica\",status=\"400\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+    }
+
+    let missing = expect(
+        &fx.call(&api, Method::GET, "/nope", None).await,
+        StatusCode::NOT_FOUND,
+    );
+    assert!(missing["error"].as_str().unwrap().contains("docs/api.md"));
+    api.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchovers_are_checked_recorded_waited_for_and_cancelled() {
+    let fx = fixture().await;
+    fx.three_members().await;
+    let api = fx.api("db1").await;
+
+    // Impossible requests change nothing.
+    for (request, status, words) in [
+        (
+            json!({"to": "db3"}),
+            StatusCode::CONFLICT,
+            "not a running streaming standby",
+        ),
+        (json!({"to": "db9"}), StatusCode::NOT_FOUND, "no member db9"),
+        (
+            json!({"from": "db2"}),
+            StatusCode::CONFLICT,
+            "not the leader",
+        ),
+        (
+            json!({"to": "db2", "bogus": 1}),
+            StatusCode::BAD_REQUEST,
+            "unknown field `bogus`",
+        ),
+        (
+            json!({"to": "db2", "at": "yesterday"}),
+            StatusCode::BAD_REQUEST,
+            "RFC 3339",
+        ),
+        (
+            json!({"to": "db2", "at": 1000}),
+            StatusCode::BAD_REQUEST,
+            "in the past",
+        ),
+        (
+            json!({"to": "../x"}),
+            StatusCode::BAD_REQUEST,
+            "member name",
+        ),
+    ] {
+        let reply = fx
+            .call(&api, Method::POST, "/switchover", Some(request.clone()))
+            .await;
+        let answer = expect(&reply, status);
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(words), "{request}: {error}");
+        assert_eq!(fx.switchover_key().await, None, "{request}");
+    }
+    let raw = fx
+        .client
+        .send(Call {
+            body: None,
+            ..Call::new(Method::POST, &api.url, "/failover")
+        })
+        .await
+        .unwrap();
+    assert_eq!(raw.status, StatusCode::BAD_REQUEST);
+
+    // Scheduled: recorded at once, then cancelled.
+    let at = api::time::format_rfc3339(api::time::now_ms() + 3_600_000);
+    let scheduled = expect(
+        &fx.call(
+            &api,
+            Method::POST,
+            "/switchover",
+            Some(json!({"to": "db2", "at": at})),
+        )
+        .await,
+        StatusCode::ACCEPTED,
+    );
+    assert_eq!(scheduled["scheduled"]["from"], "db1");
+    let pending = fx.switchover_key().await.unwrap();
+    assert_eq!(pending.to.as_deref(), Some("db2"));
+    assert!(pending.at_ms.is_some());
+    let again = expect(
+        &fx.call(
+            &api,
+            Method::POST,
+            "/switchover",
+            Some(json!({"to": "db2"})),
+        )
+        .await,
+        StatusCode::CONFLICT,
+    );
+    assert!(again["error"].as_str().unwrap().contains("already pending"));
+    expect(
+        &fx.call(&api, Method::DELETE, "/switchover", None).await,
+        StatusCode::OK,
+    );
+    assert_eq!(fx.switchover_key().await, None);
+    expect(
+        &fx.call(&api, Method::DELETE, "/switchover", None).await,
+        StatusCode::NOT_FOUND,
+    );
+
+    // Immediate: the "agents" (this task) carry it out.
+    let agents = {
+        let store = fx.store.clone();
+        let keys = fx.keys.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while keys
+                .switchover()
+                .get(store.as_ref())
+                .await
+                .unwrap()
+                .is_none()
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no switchover record appeared"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            write_cluster(
+                store.as_ref(),
+                &keys,
+                Some("db2"),
+                &[
+                    member("db1", Role::Replica, true),
+                    member("db2", Role::Primary, false),
+                ],
+            )
+            .await;
+            keys.switchover().delete(store.as_ref()).await.unwrap();
+        })
+    };
+    let done = expect(
+        &fx.call(
+            &api,
+            Method::POST,
+            "/switchover",
+            Some(json!({"from": "db1", "to": "db2"})),
+        )
+        .await,
+        StatusCode::OK,
+    );
+    agents.await.unwrap();
+    assert_eq!(done["from"], "db1");
+    assert_eq!(done["to"], "db2");
+
+    // With a healthy leader a failover is refused.
+    let refused = expect(
+        &fx.call(&api, Method::POST, "/failover", Some(json!({"to": "db1"})))
+            .await,
+        StatusCode::CONFLICT,
+    );
+    assert!(refused["error"].as_str().unwrap().contains("switchover"));
+    // Without one it is recorded for the agents (none here: it times out
+    // after the record stays pending; not awaited in this test).
+    api.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_is_patched_validated_and_guarded_by_if_match() {
+    let fx = fixture().await;
+    fx.three_members().await;
+    let api = fx.api("db1").await;
+
+    let patched = expect(
+        &fx.call(
+            &api,
+            Method::PATCH,
+            "/config",
+            Some(json!({"ttl_ms": 10000, "parameters": {"work_mem": "8MB"}})),
+        )
+        .await,
+        StatusCode::OK,
+    );
+    let revision = patched["revision"].as_i64().unwrap();
+    assert_eq!(patched["config"]["ttl_ms"], 10000);
+    let shown = expect(
+        &fx.call(&api, Method::GET, "/config", None).await,
+        StatusCode::OK,
+    );
+    assert_eq!(shown["revision"], revision);
+    assert_eq!(shown["config"]["parameters"]["work_mem"], "8MB");
+
+    for (patch, status) in [
+        (json!({"ttl": 1}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"ttl_ms": 100}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!([1, 2]), StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let answer = expect(
+            &fx.call(&api, Method::PATCH, "/config", Some(patch.clone()))
+                .await,
+            status,
+        );
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was changed"),
+            "{patch}"
+        );
+    }
+    let bad_json = fx
+        .client
+        .send(Call::new(Method::PATCH, &api.url, "/config"))
+        .await
+        .unwrap();
+    // An empty body is `{}`: a no-op patch.
+    assert_eq!(bad_json.status, StatusCode::OK);
+    let unchanged = expect(
+        &fx.call(&api, Method::GET, "/config", None).await,
+        StatusCode::OK,
+    );
+    assert_eq!(unchanged["config"]["ttl_ms"], 10000);
+    let revision = unchanged["revision"].as_i64().unwrap();
+
+    // Two editors read the same revision; one wins, the other gets 412.
+    let edit = |value: u64| {
+        let client = fx.client.clone();
+        let url = api.url.clone();
+        async move {
+            let patch = json!({"heartbeat_ms": value});
+            client
+                .send(Call {
+                    body: Some(&patch),
+                    if_match: Some(revision),
+                    ..Call::new(Method::PATCH, &url, "/config")
+                })
+                .await
+                .unwrap()
+                .status
+        }
+    };
+    let (a, b) = tokio::join!(edit(700), edit(800));
+    let mut statuses = [a, b];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::PRECONDITION_FAILED]);
+
+    expect(
+        &fx.call(&api, Method::POST, "/pause", None).await,
+        StatusCode::OK,
+    );
+    let cluster = expect(
+        &fx.call(&api, Method::GET, "/cluster", None).await,
+        StatusCode::OK,
+    );
+    assert_eq!(cluster["paused"], true);
+    expect(
+        &fx.call(&api, Method::POST, "/resume", None).await,
+        StatusCode::OK,
+    );
+    let config = expect(
+        &fx.call(&api, Method::GET, "/config", None).await,
+        StatusCode::OK,
+    );
+    assert_eq!(config["config"]["paused"], false);
+    assert_eq!(config["config"]["ttl_ms"], 10000);
+    api.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_and_reinit_reach_the_agent_here_or_are_forwarded() {
+    let fx = fixture().await;
+    fx.three_members().await;
+    let db1 = fx.api("db1").await;
+    let mut db2 = fx.api("db2").await;
+    let mut status = member("db2", Role::Replica, true);
+    status.api_url = db2.url.clone();
+    write_cluster(fx.store.as_ref(), &fx.keys, Some("db1"), &[status]).await;
+
+    let TestApi {
+        server: db1_server,
+        agent: mut db1_agent,
+        url: db1_url,
+    } = db1;
+    let db1 = TestApi {
+        server: db1_server,
+        agent: api::local::link(LocalState::default()).1,
+        url: db1_url,
+    };
+    // db1's agent restarts but refuses reinit (it leads).
+    tokio::spawn(async move {
+        while let Some(asked) = db1_agent.requests.recv().await {
+            let answer = match asked.request {
+                Request::Restart => Ok("restarting PostgreSQL".to_string()),
+                Request::Reinit => Err("db1 leads; a leader is never reinitialized".to_string()),
+            };
+            let _ = asked.reply.send(answer);
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(asked) = db2.agent.requests.recv().await {
+            let _ = asked.reply.send(Ok(format!("{:?} started", asked.request)));
+        }
+    });
+
+    let restarted = expect(
+        &fx.call(&db1, Method::POST, "/restart", None).await,
+        StatusCode::OK,
+    );
+    assert_eq!(restarted["member"], "db1");
+    let refused = expect(
+        &fx.call(
+            &db1,
+            Method::POST,
+            "/reinit",
+            Some(json!({"member": "db1"})),
+        )
+        .await,
+        StatusCode::CONFLICT,
+    );
+    assert!(refused["error"]
+        .as_str()
+        .unwrap()
+        .contains("never reinitialized"));
+    let forwarded = expect(
+        &fx.call(
+            &db1,
+            Method::POST,
+            "/reinit",
+            Some(json!({"member": "db2"})),
+        )
+        .await,
+        StatusCode::OK,
+    );
+    assert_eq!(forwarded["member"], "db2");
+    assert_eq!(forwarded["result"], "Reinit started");
+    expect(
+        &fx.call(
+            &db1,
+            Method::POST,
+            "/restart",
+            Some(json!({"member": "db9"})),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    );
+    expect(
+        &fx.call(&db1, Method::POST, "/restart", Some(json!({"who": "db2"})))
+            .await,
+        StatusCode::BAD_REQUEST,
+    );
+    db1.server.shutdown().await;
+    db2.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_long_poll_until_one_is_appended() {
+    let fx = fixture().await;
+    let api = fx.api("db1").await;
+    for i in 0..3 {
+        fx.keys
+            .append_event(
+                fx.store.as_ref(),
+                1000 + i,
+                "db1",
+                "test",
+                &format!("event {i}"),
+                100,
+            )
+            .await
+            .unwrap();
+    }
+    let all = expect(
+        &fx.call(&api, Method::GET, "/events", None).await,
+        StatusCode::OK,
+    );
+    assert_eq!(all["events"].as_array().unwrap().len(), 3);
+    assert_eq!(all["last_seq"], 3);
+    let since = expect(
+        &fx.call(&api, Method::GET, "/events?after=2", None).await,
+        StatusCode::OK,
+    );
+    assert_eq!(since["events"][0]["details"], "event 2");
+
+    // Nothing new within the wait: an empty answer after it.
+    let started = tokio::time::Instant::now();
+    let none = expect(
+        &fx.call(&api, Method::GET, "/events?after=3&wait=300ms", None)
+            .await,
+        StatusCode::OK,
+    );
+    assert_eq!(none["events"], json!([]));
+    assert_eq!(none["last_seq"], 3);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // One appended while the request waits is returned at once.
+    let appender = {
+        let store = fx.store.clone();
+        let keys = fx.keys.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            keys.append_event(store.as_ref(), 2000, "db2", "promoted", "db2 leads", 100)
+                .await
+                .unwrap();
+        })
+    };
+    let started = tokio::time::Instant::now();
+    let new = expect(
+        &fx.call(&api, Method::GET, "/events?after=3&wait=20s", None)
+            .await,
+        StatusCode::OK,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(new["events"][0]["kind"], "promoted");
+    assert_eq!(new["last_seq"], 4);
+    appender.await.unwrap();
+    expect(
+        &fx.call(&api, Method::GET, "/events?after=x", None).await,
+        StatusCode::BAD_REQUEST,
+    );
+    api.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_guard_changes_and_optionally_reads() {
+    let fx = fixture().await;
+    fx.three_members().await;
+    let mut section = open_api();
+    section.token = Some(config::Secret::new("s3cret"));
+    let api = start_api(fx.store.clone(), fx.keys.clone(), "db1", section.clone()).await;
+    expect(
+        &fx.call(&api, Method::GET, "/cluster", None).await,
+        StatusCode::OK,
+    );
+    let missing = expect(
+        &fx.call(&api, Method::POST, "/pause", None).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    assert!(missing["error"].as_str().unwrap().contains("Bearer"));
+    expect(
+        &fx.call_with(&api, Method::POST, "/pause", None, Some("wrong"))
+            .await,
+        StatusCode::UNAUTHORIZED,
+    );
+    expect(
+        &fx.call_with(&api, Method::POST, "/pause", None, Some("s3cret"))
+            .await,
+        StatusCode::OK,
+    );
+    api.server.shutdown().await;
+
+    section.auth_reads = true;
+    let api = start_api(fx.store.clone(), fx.keys.clone(), "db1", section).await;
+    expect(
+        &fx.call(&api, Method::GET, "/cluster", None).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    expect(
+        &fx.call_with(&api, Method::GET, "/cluster", None, Some("s3cret"))
+            .await,
+        StatusCode::OK,
+    );
+    api.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_certificate_the_client_trusts() {
+    // The TLS etcd's test certificates (a CA and a server certificate for
+    // 127.0.0.1) serve the API too.
+    let etcd = EtcdCluster::start_tls(1).await.unwrap();
+    let files = etcd.tls_files().unwrap().clone();
+    let store: Arc<dyn Store> =
+        Arc::new(store::MemoryStore::new(Arc::new(store::SystemClock::new())));
+    let mut section = open_api();
+    section.cert_file = Some(files.server_cert.clone());
+    section.key_file = Some(files.server_key.clone());
+    let api = start_api(
+        store,
+        ClusterKeys::new("/pgwarden", "main").unwrap(),
+        "db1",
+        section,
+    )
+    .await;
+    assert!(api.url.starts_with("https://"));
+    let trusting = ApiClient::new(Some(&files.ca)).unwrap();
+    let reply = trusting
+        .send(Call::new(Method::GET, &api.url, "/cluster"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.error_message());
+    // Without the CA the certificate is not trusted.
+    let err = ApiClient::new(None)
+        .unwrap()
+        .send(Call::new(Method::GET, &api.url, "/cluster"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+    // Plain HTTP to the HTTPS port gets no answer it can read.
+    let plain = api.url.replace("https://", "http://");
+    assert!(ApiClient::new(None)
+        .unwrap()
+        .send(Call::new(Method::GET, &plain, "/cluster"))
+        .await
+        .is_err());
+    api.server.shutdown().await;
+}
