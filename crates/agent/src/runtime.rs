@@ -434,6 +434,12 @@ fn is_long(action: &ha::Action) -> bool {
 fn wakes(keys: &ClusterKeys, key: &str) -> bool {
     matches!(
         keys.classify(key),
-        Some(ClusterKey::Leader | ClusterKey::Sync | ClusterKey::Config | ClusterKey::Initialize)
+        Some(
+            ClusterKey::Leader
+                | ClusterKey::Sync
+                | ClusterKey::Config
+                | ClusterKey::Initialize
+                | ClusterKey::Switchover
+        )
     )
 }

@@ -99,6 +99,23 @@ impl Workload {
             .cloned()
     }
 
+    /// The gap in writes around `t`: the last write acknowledged by
+    /// `before_on` before `t`, and the first one acknowledged by `after_on`
+    /// at or after it (a switchover's write unavailability).
+    pub fn gap_around(&self, t: Instant, before_on: &str, after_on: &str) -> Option<(Ack, Ack)> {
+        let acks = self.acks();
+        let last = acks
+            .iter()
+            .rev()
+            .find(|a| a.at < t && a.member == before_on)?
+            .clone();
+        let first = acks
+            .iter()
+            .find(|a| a.at >= t && a.member == after_on)?
+            .clone();
+        Some((last, first))
+    }
+
     /// Every acknowledged id so far.
     pub fn acked_ids(&self) -> Vec<i64> {
         self.acks().iter().map(|a| a.id).collect()
