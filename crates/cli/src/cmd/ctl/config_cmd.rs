@@ -144,9 +144,11 @@ pub async fn edit(target: &Target, output: Output) -> Result<(), CtlError> {
     let path = dir.path().join("pgwarden-config.toml");
     std::fs::write(&path, &text)
         .map_err(|e| CtlError::Usage(format!("cannot write {}: {e}", path.display())))?;
-    let editor = std::env::var("VISUAL")
-        .or_else(|_| std::env::var("EDITOR"))
-        .unwrap_or_else(|_| "vi".to_string());
+    let editor = ["VISUAL", "EDITOR"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|value| !value.trim().is_empty())
+        .unwrap_or_else(|| "vi".to_string());
     // Through the shell, so that EDITOR may carry arguments ("code -w").
     let status = std::process::Command::new("sh")
         .arg("-c")
