@@ -1,6 +1,8 @@
 //! The agent: observe the local PostgreSQL and the store, ask `ha::decide`
 //! what to do, do it.
 
+pub mod events;
+pub mod hooks;
 pub mod member;
 pub mod postgres;
 pub mod runtime;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use ha::{Action, Ha, Local, Me, Millis, Observation, Plan, StoreView};
 use pg::Endpoint;
 use store::cluster::{
-    ClusterKeys, HistoryEntry, Initialize, Leader, MemberStatus, PgState, PrimaryPosition, Role,
-    SyncState, Tags,
+    ClusterKeys, Handoff, HistoryEntry, Initialize, Leader, MemberStatus, PgState, PrimaryPosition,
+    Role, SyncState, Tags,
 };
 use store::{Condition, Expect, Lease, Store, StoreError, Write};
 
@@ -42,6 +42,14 @@ pub struct Round {
     pub plan: Plan,
     /// The action that failed, and why; the actions after it did not run.
     pub failed: Option<(Action, String)>,
+    pub store_reachable: bool,
+}
+
+/// Something this member did or saw happen, for the event log and hooks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberEvent {
+    pub kind: &'static str,
+    pub details: String,
 }
 
 /// Why an action failed.
@@ -71,6 +79,13 @@ pub struct Member {
     local: Local,
     /// The last plan's note, so the log says each decision once.
     last_note: String,
+    /// The status last published.
+    last_status: Option<MemberStatus>,
+    /// Events of the rounds since the runtime last took them.
+    events: Vec<MemberEvent>,
+    /// Since when (unix ms) this member has seen no leader, for the
+    /// duration of a failover.
+    leaderless_since_ms: Option<u64>,
 }
 
 impl Member {
@@ -96,6 +111,9 @@ impl Member {
             records: ClusterRecords::default(),
             local: Local::Empty,
             last_note: String::new(),
+            last_status: None,
+            events: Vec::new(),
+            leaderless_since_ms: None,
         }
     }
 
@@ -122,6 +140,180 @@ impl Member {
         &self.records
     }
 
+    /// The events since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<MemberEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn event(&mut self, kind: &'static str, details: impl Into<String>) {
+        self.events.push(MemberEvent {
+            kind,
+            details: details.into(),
+        });
+    }
+
+    /// The local PostgreSQL as of the last round.
+    pub fn local(&self) -> &Local {
+        &self.local
+    }
+
+    /// The status last published.
+    pub fn last_status(&self) -> Option<&MemberStatus> {
+        self.last_status.as_ref()
+    }
+
+    /// What the REST API shows of this member.
+    pub fn local_state(&self, now: Now, store_reachable: bool) -> api::local::LocalState {
+        let status = self.last_status.as_ref();
+        let (pg_running, primary, streaming, timeline, lsn) = match &self.local {
+            Local::Running(r) => (true, r.primary, r.streaming, Some(r.timeline), Some(r.lsn)),
+            Local::Stopped(s) => (false, false, false, Some(s.timeline), None),
+            _ => (false, false, false, None, None),
+        };
+        api::local::LocalState {
+            member: self.spec.name.clone(),
+            pg_running,
+            primary,
+            leader: self.is_leader(),
+            streaming,
+            timeline,
+            lsn,
+            lag_bytes: status.and_then(|s| s.lag_bytes),
+            lag_ms: status.and_then(|s| s.lag_ms),
+            lease_remaining_ms: self
+                .leader_lease_valid_until()
+                .map(|until| until.saturating_sub(now.mono)),
+            store_reachable,
+            note: self.last_note.clone(),
+            activity: self
+                .pg
+                .clone_progress()
+                .map(|(done, total)| api::local::Activity {
+                    what: "clone".to_string(),
+                    done_bytes: done,
+                    total_bytes: (total > 0).then_some(total),
+                }),
+            updated_ms: now.wall_ms,
+        }
+    }
+
+    /// What keeps this member's lease and status alive while a long request
+    /// (restart, reinit) holds up the rounds: a primary restarting on
+    /// request must not look dead to the fast failover path.
+    pub fn keepalive(
+        &self,
+        note: String,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let store = self.store.clone();
+        let lease = self.lease;
+        let key = self.keys.member(&self.spec.name).ok();
+        let status = self.last_status.clone();
+        let heartbeat = Duration::from_millis(self.records.settings().heartbeat_ms.max(50));
+        async move {
+            let mut tick = tokio::time::interval(heartbeat);
+            loop {
+                tick.tick().await;
+                if let Some(lease) = lease {
+                    let _ = store.refresh_lease(lease.id).await;
+                }
+                if let (Some(key), Some(mut status)) = (&key, status.clone()) {
+                    status.note = note.clone();
+                    status.updated_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    let _ = key.put(store.as_ref(), &status, lease.map(|l| l.id)).await;
+                }
+            }
+        }
+    }
+
+    /// Restarts PostgreSQL in its current role, on request.
+    pub async fn restart(&mut self, now: Now) -> Result<String, String> {
+        let local = self.observe().await;
+        let leader = self.records.leader.as_ref().map(|l| l.value.member.clone());
+        let steps = match &local {
+            Local::Running(r) if r.primary && self.is_leader() => vec![
+                Action::Stop { mode: ha::StopMode::Fast },
+                Action::StartPrimary,
+            ],
+            Local::Running(r) if !r.primary => vec![
+                Action::Stop { mode: ha::StopMode::Fast },
+                Action::StartReplica {
+                    upstream: leader.filter(|l| *l != self.spec.name),
+                },
+            ],
+            Local::Running(_) => {
+                return Err(format!(
+                    "{} runs as a primary without the leader key; its agent is demoting it, not restarting it",
+                    self.spec.name
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "PostgreSQL on {} does not run ({}); its agent starts it on its own when it should run",
+                    self.spec.name,
+                    describe(other)
+                ))
+            }
+        };
+        for action in &steps {
+            self.execute(action, now).await.map_err(|err| {
+                format!("restart of {} failed at {action:?}: {err}", self.spec.name)
+            })?;
+        }
+        self.event("restarted", "restarted PostgreSQL on request");
+        Ok(format!("restarted PostgreSQL on {}", self.spec.name))
+    }
+
+    /// Whom a reinit would clone from, or why it is refused.
+    pub fn reinit_source(&self) -> Result<String, String> {
+        let leader = self.records.leader.as_ref().map(|l| l.value.member.clone());
+        match leader {
+            _ if self.spec.witness => Err(format!("{} is a witness: it has no data to re-clone", self.spec.name)),
+            Some(leader) if leader == self.spec.name => Err(format!(
+                "{} is the leader: switch over to another member first (`pgwarden ctl switchover`), then reinit it",
+                self.spec.name
+            )),
+            Some(leader) => {
+                let running = self
+                    .records
+                    .members
+                    .get(&leader)
+                    .is_some_and(|m| m.value.role == Role::Primary && m.value.state == PgState::Running);
+                if running {
+                    Ok(leader)
+                } else {
+                    Err(format!("the leader {leader} does not run as primary: nothing to clone from; try again after it does"))
+                }
+            }
+            None => Err("there is no leader to clone from; try again once one is elected".to_string()),
+        }
+    }
+
+    /// Throws the data directory away (moved aside) and clones afresh from
+    /// `leader`, then starts as its standby.
+    pub async fn reinit(&mut self, leader: &str, now: Now) -> Result<(), String> {
+        let steps = [
+            Action::Stop {
+                mode: ha::StopMode::Fast,
+            },
+            Action::Reclone {
+                leader: leader.to_string(),
+                reason: "reinit on request".to_string(),
+            },
+            Action::StartReplica {
+                upstream: Some(leader.to_string()),
+            },
+        ];
+        for action in &steps {
+            self.execute(action, now).await.map_err(|err| {
+                format!("reinit of {} failed at {action:?}: {err}", self.spec.name)
+            })?;
+        }
+        self.event("recloned", format!("re-cloned from {leader} on request"));
+        Ok(())
+    }
+
     /// Whether the decision is new (for logging it once).
     pub fn note_changed(&mut self, plan: &Plan) -> bool {
         if plan.note == self.last_note {
@@ -143,7 +335,12 @@ impl Member {
         let store = match self.refresh(sent).await {
             Ok(records) => {
                 self.records = records;
-                StoreView::Reachable(self.records.to_ha())
+                if self.records.leader.is_some() {
+                    self.leaderless_since_ms = None;
+                } else {
+                    self.leaderless_since_ms.get_or_insert(sent.wall_ms);
+                }
+                StoreView::Reachable(self.records.to_ha(sent.wall_ms))
             }
             Err(err) => {
                 tracing::debug!("store unreachable: {err}");
@@ -175,11 +372,15 @@ impl Member {
         }
         let mut failed = None;
         for action in &plan.actions {
-            if let Err(err) = self.execute(action, now).await {
-                let error = err.to_string();
-                self.ha.failed(action, &error);
-                failed = Some((action.clone(), error));
-                break;
+            match self.execute(action, now).await {
+                Ok(()) => self.record_event(action, &plan),
+                Err(err) => {
+                    let error = err.to_string();
+                    self.ha.failed(action, &error);
+                    self.event("action_failed", format!("{action:?} failed: {error}"));
+                    failed = Some((action.clone(), error));
+                    break;
+                }
             }
         }
         if !plan.actions.is_empty() {
@@ -191,7 +392,70 @@ impl Member {
                 tracing::debug!("could not publish member status: {err}");
             }
         }
-        Round { plan, failed }
+        Round {
+            plan,
+            failed,
+            store_reachable: reachable,
+        }
+    }
+
+    /// The event an action that succeeded makes, if it changes the role or
+    /// state of the member or cluster.
+    fn record_event(&mut self, action: &Action, plan: &Plan) {
+        let term = self.records.term().unwrap_or(0);
+        let (kind, details) = match action {
+            Action::InitDb => ("initialized", "ran initdb: a new cluster".to_string()),
+            Action::AcquireLeader => ("leader", format!("took the leader key (term {term})")),
+            Action::DeposeLeader { leader } => {
+                ("deposed", format!("deposed the silent primary {leader}"))
+            }
+            Action::ReleaseLeader => ("leader_released", plan.note.clone()),
+            Action::CloneFrom { leader } => ("cloned", format!("cloned from {leader}")),
+            Action::Rewind { leader } => ("rewound", format!("rewound onto {leader}")),
+            Action::Reclone { leader, reason } => {
+                ("recloned", format!("re-cloned from {leader}: {reason}"))
+            }
+            Action::StartPrimary => ("started", "started PostgreSQL as primary".to_string()),
+            Action::StartReplica { upstream } => (
+                "started",
+                match upstream {
+                    Some(name) => format!("started PostgreSQL as a standby of {name}"),
+                    None => "started PostgreSQL as a standby".to_string(),
+                },
+            ),
+            Action::Follow { upstream } => (
+                "following",
+                match upstream {
+                    Some(name) => format!("now streams from {name}"),
+                    None => "streams from nobody".to_string(),
+                },
+            ),
+            Action::Promote => ("promoted", plan.note.clone()),
+            Action::Stop { mode } => (
+                "stopped",
+                format!("stopped PostgreSQL ({mode:?}): {}", plan.note),
+            ),
+            Action::PublishSync { members } => (
+                "synchronous",
+                if members.is_empty() {
+                    "no synchronous standby".to_string()
+                } else {
+                    format!("synchronous standbys: {}", members.join(", "))
+                },
+            ),
+            Action::HandOff { to } => (
+                "switchover",
+                format!("stopped cleanly and handed over to {to}"),
+            ),
+            Action::ClearSwitchover { outcome } => ("switchover", outcome.clone()),
+            Action::ClaimInitialize
+            | Action::CompleteInitialize { .. }
+            | Action::RenewLeader
+            | Action::ApplySynchronous { .. }
+            | Action::KeepSlots { .. }
+            | Action::RecordHistory { .. } => return,
+        };
+        self.event(kind, details);
     }
 
     async fn observe(&self) -> Local {
@@ -494,6 +758,65 @@ impl Member {
                 self.records.leader = None;
             }
             Action::KeepSlots { names, drop } => self.pg.keep_slots(names, drop).await?,
+            Action::HandOff { to } => {
+                let (final_lsn, timeline) = self.pg.shutdown_checkpoint().await?;
+                let leader = self
+                    .records
+                    .leader
+                    .as_ref()
+                    .filter(|l| l.value.member == self.spec.name)
+                    .ok_or_else(|| {
+                        ActionError::Impossible("handing over without the leader key".into())
+                    })?;
+                let request = self.records.switchover.as_ref().ok_or_else(|| {
+                    ActionError::Impossible("the switchover was cancelled".into())
+                })?;
+                let mut record = request.value.clone();
+                record.handoff = Some(Handoff {
+                    to: to.clone(),
+                    final_lsn,
+                    timeline,
+                    released_ms: now.wall_ms,
+                });
+                let key = self.keys.switchover();
+                // Both or neither: the key is released only with the
+                // record saying who may take it.
+                let conditions = [
+                    Condition {
+                        key: self.keys.leader().key().to_string(),
+                        expect: Expect::ModRevision(leader.mod_revision),
+                    },
+                    Condition {
+                        key: key.key().to_string(),
+                        expect: Expect::ModRevision(request.mod_revision),
+                    },
+                ];
+                let writes = [
+                    Write::Delete {
+                        key: self.keys.leader().key().to_string(),
+                    },
+                    Write::Put {
+                        key: key.key().to_string(),
+                        value: store::typed::encode(key.key(), &record)?,
+                        lease: None,
+                    },
+                ];
+                store.transaction(&conditions, &writes).await?;
+                self.records.leader = None;
+            }
+            Action::ClearSwitchover { .. } => {
+                if let Some(request) = &self.records.switchover {
+                    match self
+                        .keys
+                        .switchover()
+                        .compare_and_delete(store, request.mod_revision)
+                        .await
+                    {
+                        Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            }
             Action::RecordHistory { reason } => {
                 let Local::Running(running) = self.pg.observe().await else {
                     return Err(ActionError::Impossible(
@@ -518,7 +841,9 @@ impl Member {
                     time_ms: now.wall_ms,
                     from,
                     to: Some(self.spec.name.clone()),
-                    duration_ms: None,
+                    duration_ms: self
+                        .failover_started_ms()
+                        .map(|t| now.wall_ms.saturating_sub(t)),
                 });
                 let record = store::cluster::History { entries };
                 match history {
@@ -538,6 +863,19 @@ impl Member {
             }
         }
         Ok(())
+    }
+
+    /// When the failover or switchover this member just finished began
+    /// (unix ms): the request's due time for a switchover, else when it
+    /// first saw no leader.
+    fn failover_started_ms(&self) -> Option<u64> {
+        let request = self.records.switchover.as_ref().map(|s| &s.value);
+        match request {
+            Some(request) if request.from.is_some() => {
+                Some(request.at_ms.unwrap_or(0).max(request.requested_ms))
+            }
+            _ => self.leaderless_since_ms,
+        }
     }
 
     /// This member's status key, bound to its lease.
@@ -613,7 +951,11 @@ impl Member {
             receive_lsn: receive,
             replay_lsn: None,
             lag_bytes,
-            lag_ms: None,
+            lag_ms: if role == Role::Replica {
+                self.pg.lag_ms()
+            } else {
+                None
+            },
             api_url: self.spec.api_url.clone(),
             pg_url: format!("postgres://{}/postgres", self.spec.pg_endpoint),
             tags: Tags {
@@ -631,8 +973,18 @@ impl Member {
             },
             note: plan.note.clone(),
         };
+        if let Some(last) = &self.last_status {
+            if (last.role, last.state) != (status.role, status.state) && plan.actions.is_empty() {
+                let details = format!(
+                    "PostgreSQL is now {:?} as {:?} (was {:?} as {:?})",
+                    status.state, status.role, last.state, last.role
+                );
+                self.event("state", details);
+            }
+        }
         let key = self.keys.member(&self.spec.name)?;
         key.put(self.store.as_ref(), &status, Some(lease)).await?;
+        self.last_status = Some(status);
         Ok(())
     }
 
@@ -653,6 +1005,16 @@ impl Member {
             self.store.revoke_lease(lease.id).await?;
         }
         Ok(())
+    }
+}
+
+fn describe(local: &Local) -> &'static str {
+    match local {
+        Local::Witness => "a witness",
+        Local::Empty => "no data directory yet",
+        Local::Stopped(_) => "stopped",
+        Local::Starting { .. } => "starting or not answering",
+        Local::Running(_) => "running",
     }
 }
 

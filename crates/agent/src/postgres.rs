@@ -25,6 +25,17 @@ impl fmt::Display for Upstream {
 pub trait LocalPostgres: Send + Sync {
     /// What the server looks like now, in the decision core's terms.
     async fn observe(&self) -> ha::Local;
+    /// Where a cleanly stopped primary's WAL ends, its shutdown checkpoint,
+    /// and its timeline; an error if it did not shut down cleanly.
+    async fn shutdown_checkpoint(&self) -> Result<(u64, u32), PgError>;
+    /// A standby's replay delay as of the last observation, in ms.
+    fn lag_ms(&self) -> Option<u64> {
+        None
+    }
+    /// How far a clone under way has got: (done, total) bytes.
+    fn clone_progress(&self) -> Option<(u64, u64)> {
+        None
+    }
     /// initdb, start as primary, create the replication role.
     async fn initdb(&self) -> Result<(), PgError>;
     async fn start_primary(&self) -> Result<(), PgError>;
@@ -51,6 +62,8 @@ pub struct RealPostgres {
     /// first round rewrites them, and the synchronous set is re-published
     /// from scratch (shrinking it first is always safe).
     settings: Mutex<Applied>,
+    lag_ms: std::sync::Mutex<Option<u64>>,
+    progress: std::sync::Arc<std::sync::Mutex<Option<(u64, u64)>>>,
 }
 
 struct Applied {
@@ -69,6 +82,8 @@ impl RealPostgres {
                 upstream: None,
                 sync_names: Vec::new(),
             }),
+            lag_ms: std::sync::Mutex::new(None),
+            progress: Default::default(),
         }
     }
 
@@ -81,6 +96,20 @@ impl RealPostgres {
         let mut applied = self.settings.lock().await;
         change(&mut applied);
         self.instance.write_settings(&applied.settings)
+    }
+
+    async fn clone_with_progress(&self, upstream: &Upstream) -> Result<(), PgError> {
+        let progress = self.progress.clone();
+        let set = move |value| *progress.lock().unwrap_or_else(|e| e.into_inner()) = value;
+        set(Some((0, 0)));
+        let result = self
+            .instance
+            .clone_from(&upstream.endpoint, |p| {
+                set(Some((p.done_kb * 1024, p.total_kb * 1024)))
+            })
+            .await;
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        result
     }
 
     fn point_at(&self, applied: &mut Applied, upstream: Option<&Upstream>) {
@@ -103,6 +132,10 @@ impl LocalPostgres for RealPostgres {
             return ha::Local::Empty;
         }
         let probe = self.instance.probe().await;
+        *self.lag_ms.lock().unwrap_or_else(|e| e.into_inner()) = probe
+            .state()
+            .and_then(|s| s.replay_delay)
+            .map(|d| d.as_millis() as u64);
         let state = match probe {
             Probe::Up(state) => state,
             Probe::Down {
@@ -159,6 +192,25 @@ impl LocalPostgres for RealPostgres {
         })
     }
 
+    async fn shutdown_checkpoint(&self) -> Result<(u64, u32), PgError> {
+        let control = self.instance.controldata().await?;
+        if control.state != pg::ClusterState::ShutDown {
+            return Err(PgError::Refused(format!(
+                "pg_control says {:?}, not a clean primary shutdown: the standby cannot be sure to have all its WAL",
+                control.state
+            )));
+        }
+        Ok((control.checkpoint_lsn.0, control.timeline))
+    }
+
+    fn lag_ms(&self) -> Option<u64> {
+        *self.lag_ms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn clone_progress(&self) -> Option<(u64, u64)> {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn initdb(&self) -> Result<(), PgError> {
         let applied = self.settings.lock().await;
         self.instance.bootstrap(&applied.settings).await
@@ -204,7 +256,7 @@ impl LocalPostgres for RealPostgres {
     }
 
     async fn clone_data_from(&self, upstream: &Upstream) -> Result<(), PgError> {
-        self.instance.clone_from(&upstream.endpoint, |_| {}).await
+        self.clone_with_progress(upstream).await
     }
 
     async fn rewind(&self, upstream: &Upstream) -> Result<RewindOutcome, PgError> {
@@ -213,7 +265,7 @@ impl LocalPostgres for RealPostgres {
 
     async fn reclone(&self, upstream: &Upstream) -> Result<(), PgError> {
         self.instance.move_aside()?;
-        self.instance.clone_from(&upstream.endpoint, |_| {}).await
+        self.clone_with_progress(upstream).await
     }
 
     async fn follow(&self, upstream: Option<&Upstream>) -> Result<(), PgError> {

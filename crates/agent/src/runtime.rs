@@ -14,6 +14,10 @@ use store::cluster::{ClusterKey, ClusterKeys, DynamicConfig};
 use store::{EtcdOptions, EtcdStore, EtcdTls, Store, StoreError};
 use tokio::signal::unix::{signal, SignalKind};
 
+use api::local::{Activity, AgentLink, AgentRequest, AgentSide, LocalState, Request};
+
+use crate::events::EventLog;
+use crate::hooks::Hooks;
 use crate::member::{Member, MemberSpec, Now};
 use crate::postgres::{LocalPostgres, RealPostgres};
 
@@ -26,6 +30,8 @@ pub enum AgentError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("REST API: {0}")]
+    Api(#[from] api::ApiError),
 }
 
 /// The pieces `run` wires together, built from the configuration.
@@ -35,6 +41,11 @@ pub struct Agent {
     keys: ClusterKeys,
     store: Arc<dyn Store>,
     started: Instant,
+    events: EventLog,
+    /// The REST API's end of the link, until the API is started.
+    link: AgentLink,
+    side: AgentSide,
+    api: config::Api,
 }
 
 impl Agent {
@@ -132,12 +143,29 @@ impl Agent {
             api_url: format!("http://{}", config.api.listen),
         };
         let local: Arc<dyn LocalPostgres> = pg.clone();
+        let events = EventLog::spawn(
+            store.clone(),
+            keys.clone(),
+            member.name.clone(),
+            Hooks {
+                cluster: keys.cluster().to_string(),
+                config: config.hooks.clone(),
+            },
+        );
+        let (link, side) = api::local::link(LocalState {
+            member: member.name.clone(),
+            ..LocalState::default()
+        });
         Ok(Agent {
             member: Member::new(spec, keys.clone(), store.clone(), local),
             pg,
             keys,
             store,
             started: Instant::now(),
+            events,
+            link,
+            side,
+            api: config.api.clone(),
         })
     }
 
@@ -146,6 +174,19 @@ impl Agent {
     pub async fn run(mut self) -> Result<(), AgentError> {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
+        let server = api::start(api::ApiContext {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            member: self.member.name().to_string(),
+            link: self.link.clone(),
+            api: self.api.clone(),
+        })
+        .await?;
+        tracing::info!(
+            "{} REST API listening on {}",
+            self.member.name(),
+            server.local_addr()
+        );
         let mut watch = self.store.watch_prefix(self.keys.prefix(), 0);
         let (fence, fence_deadline) = tokio::sync::watch::channel(None);
         let guard = tokio::spawn(lease_guard(
@@ -182,6 +223,13 @@ impl Agent {
                         }
                     }
                 }
+                request = self.side.requests.recv() => {
+                    if let Some(request) = request {
+                        self.handle(request).await;
+                        next_round = tokio::time::Instant::now();
+                    }
+                    continue;
+                }
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,
             }
@@ -195,6 +243,11 @@ impl Agent {
             });
             let _ = fence.send(fence_at.map(tokio::time::Instant::from_std));
             postmaster_alive = self.pg.instance().postmaster_pid().is_some();
+            self.events.send(self.member.take_events());
+            self.side.state.send_replace(
+                self.member
+                    .local_state(now_since(self.started), round.store_reachable),
+            );
             let took = started.elapsed();
             let who = format!("{}:{}", self.member.name(), round.plan.role);
             tracing::debug!(
@@ -223,7 +276,75 @@ impl Agent {
             next_round = tokio::time::Instant::now() + heartbeat;
         }
         guard.abort();
+        server.shutdown().await;
         self.shutdown().await
+    }
+
+    /// A request from the REST API. Rounds wait meanwhile; the keepalive
+    /// keeps the member's lease and status fresh.
+    async fn handle(&mut self, request: AgentRequest) {
+        let AgentRequest { request, reply } = request;
+        let now = now_since(self.started);
+        let name = self.member.name().to_string();
+        match request {
+            Request::Restart => {
+                tracing::info!("{name} restarting PostgreSQL on request");
+                let keepalive = self
+                    .member
+                    .keepalive("restarting PostgreSQL on request".into());
+                let result = tokio::select! {
+                    result = self.member.restart(now) => result,
+                    _ = keepalive => unreachable!("the keepalive never ends"),
+                };
+                if let Err(err) = &result {
+                    tracing::warn!("{name} {err}");
+                }
+                let _ = reply.send(result);
+            }
+            Request::Reinit => {
+                let leader = match self.member.reinit_source() {
+                    Ok(leader) => leader,
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                        return;
+                    }
+                };
+                tracing::info!("{name} re-cloning from {leader} on request");
+                let _ = reply.send(Ok(format!("re-cloning {name} from {leader}")));
+                let keepalive = self
+                    .member
+                    .keepalive(format!("re-cloning from {leader} on request"));
+                let Agent {
+                    member, pg, side, ..
+                } = self;
+                let progress = async {
+                    let mut tick = tokio::time::interval(Duration::from_millis(250));
+                    loop {
+                        tick.tick().await;
+                        let (done, total) = pg.clone_progress().unwrap_or((0, 0));
+                        side.state.send_modify(|state| {
+                            state.pg_running = false;
+                            state.streaming = false;
+                            state.activity = Some(Activity {
+                                what: "reinit".to_string(),
+                                done_bytes: done,
+                                total_bytes: (total > 0).then_some(total),
+                            });
+                        });
+                    }
+                };
+                let result = tokio::select! {
+                    result = member.reinit(&leader, now) => result,
+                    _ = keepalive => unreachable!("the keepalive never ends"),
+                    _ = progress => unreachable!("the progress loop never ends"),
+                };
+                side.state.send_modify(|state| state.activity = None);
+                if let Err(err) = result {
+                    tracing::warn!("{name} {err}");
+                }
+            }
+        }
+        self.events.send(self.member.take_events());
     }
 
     async fn shutdown(mut self) -> Result<(), AgentError> {

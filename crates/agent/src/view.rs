@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use store::cluster::{
     ClusterKey, ClusterKeys, DynamicConfig, History, Initialize, Leader, MemberStatus, PgState,
-    PrimaryPosition, Role, SyncState,
+    PrimaryPosition, Role, Switchover, SyncState,
 };
 use store::typed::decode_kv;
 use store::{Snapshot, StoreError, Versioned};
@@ -20,6 +20,7 @@ pub struct ClusterRecords {
     pub sync: Option<Versioned<SyncState>>,
     pub history: Option<Versioned<History>>,
     pub primary_position: Option<Versioned<PrimaryPosition>>,
+    pub switchover: Option<Versioned<Switchover>>,
 }
 
 impl ClusterRecords {
@@ -43,7 +44,8 @@ impl ClusterRecords {
                 Some(ClusterKey::PrimaryPosition) => {
                     records.primary_position = Some(decode_kv(kv)?)
                 }
-                // Events and switchovers are not decisions of the core (yet).
+                Some(ClusterKey::Switchover) => records.switchover = Some(decode_kv(kv)?),
+                // Events are not decisions of the core.
                 _ => {}
             }
         }
@@ -66,8 +68,9 @@ impl ClusterRecords {
         )
     }
 
-    /// The view `ha::decide` takes.
-    pub fn to_ha(&self) -> ha::Cluster {
+    /// The view `ha::decide` takes; `wall_ms` (unix ms) tells whether a
+    /// scheduled switchover is due.
+    pub fn to_ha(&self, wall_ms: u64) -> ha::Cluster {
         let members: BTreeMap<String, ha::MemberView> = self
             .members
             .iter()
@@ -109,6 +112,19 @@ impl ClusterRecords {
             }),
             latest_timeline: history_timeline.max(member_timeline),
             last_primary_lsn: self.primary_position.as_ref().map(|p| p.value.lsn),
+            switchover: self.switchover.as_ref().map(|s| {
+                let s = &s.value;
+                ha::SwitchoverRequest {
+                    from: s.from.clone(),
+                    to: s.to.clone(),
+                    due: s.at_ms.is_none_or(|at| at <= wall_ms),
+                    handoff: s.handoff.as_ref().map(|h| ha::Handoff {
+                        from: s.from.clone().unwrap_or_default(),
+                        to: h.to.clone(),
+                        final_lsn: h.final_lsn,
+                    }),
+                }
+            }),
         }
     }
 }

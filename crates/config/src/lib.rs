@@ -25,7 +25,7 @@ pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use net::IpNet;
 pub use schema::{
-    Api, Backend, Config, Credential, Credentials, Member, ParamValue, PasswordSource, Peer,
+    Api, Backend, Config, Credential, Credentials, Hooks, Member, ParamValue, PasswordSource, Peer,
     Postgresql, Store, Tags, Timing,
 };
 pub use secret::Secret;

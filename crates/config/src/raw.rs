@@ -27,6 +27,8 @@ pub(crate) struct RawConfig {
     pub credentials: RawCredentials,
     #[serde(default)]
     pub peers: Vec<RawPeer>,
+    #[serde(default)]
+    pub hooks: RawHooks,
 }
 
 #[derive(Deserialize, Default)]
@@ -86,6 +88,15 @@ pub(crate) struct RawTiming {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHooks {
+    pub command: Option<String>,
+    pub webhook: Option<String>,
+    pub timeout: Option<String>,
+    pub retries: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawApi {
     pub listen: Option<String>,

@@ -24,6 +24,23 @@ pub struct Config {
     // Skipped when empty so that it does not open the output as `peers = []`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<Peer>,
+    pub hooks: Hooks,
+}
+
+/// What runs on every event of this member (a role change, a failover, a
+/// switchover step). Neither ever delays a decision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Hooks {
+    /// Run with `sh -c`, the event in `PGWARDEN_EVENT_*` variables and as
+    /// JSON on stdin.
+    pub command: Option<String>,
+    /// POSTed the event as JSON.
+    pub webhook: Option<String>,
+    /// For one run of the command or one webhook attempt.
+    #[serde(serialize_with = "duration::serialize")]
+    pub timeout: Duration,
+    /// Webhook attempts after the first, with doubling backoff.
+    pub retries: u32,
 }
 
 impl Config {

@@ -284,6 +284,10 @@ password = "********"
 username = "replicator"
 password_env = "REPLICATION_PW"
 password = "********"
+
+[hooks]
+timeout = "10s"
+retries = 3
 "#
     );
 }
@@ -313,7 +317,7 @@ fn unknown_top_level_key() {
     assert_eq!(
         fx.error(&format!("cluster = \"main\"\n{MINIMAL}")),
         "pgwarden.toml:1:1: unknown key `cluster` at the top level\n  \
-         hint: expected one of: member, postgresql, store, timing, api, credentials, peers"
+         hint: expected one of: member, postgresql, store, timing, api, credentials, peers, hooks"
     );
 }
 
@@ -685,6 +689,33 @@ fn error_display_is_two_lines() {
         message.lines().nth(1).unwrap().starts_with("  hint: "),
         "{message}"
     );
+}
+
+#[test]
+fn hooks_are_checked() {
+    let fx = Fixture::new();
+    let hooks = fx
+        .parse(&format!(
+            "{MINIMAL}\n[hooks]\ncommand = \"/bin/notify\"\nwebhook = \"https://h.example/x\"\nretries = 1\n"
+        ))
+        .unwrap()
+        .hooks;
+    assert_eq!(hooks.command.as_deref(), Some("/bin/notify"));
+    assert_eq!(hooks.retries, 1);
+    assert_eq!(
+        fx.error(&format!("{MINIMAL}\n[hooks]\nwebhook = \"ftp://x\"\n")),
+        format!(
+            "pgwarden.toml:{}:11: invalid `hooks.webhook` \"ftp://x\": not an http:// or https:// URL\n  \
+             hint: write the full URL, e.g. \"https://hooks.example.com/pgwarden\"",
+            MINIMAL.lines().count() + 3
+        )
+    );
+    assert!(fx
+        .error(&format!("{MINIMAL}\n[hooks]\nretries = 99\n"))
+        .contains("use 0 to 20 retries"));
+    assert!(fx
+        .error(&format!("{MINIMAL}\n[hooks]\ncommand = \" \"\n"))
+        .contains("`hooks.command` is empty"));
 }
 
 #[test]

@@ -11,10 +11,11 @@ use crate::error::ConfigError;
 use crate::locate::{KeyPath, Locator, Target};
 use crate::net::{check_host_port, check_http_url, IpNet};
 use crate::raw::{
-    RawApi, RawConfig, RawCredential, RawMember, RawPeer, RawPostgresql, RawStore, RawTiming,
+    RawApi, RawConfig, RawCredential, RawHooks, RawMember, RawPeer, RawPostgresql, RawStore,
+    RawTiming,
 };
 use crate::schema::{
-    Api, Backend, Config, Credential, Credentials, Member, ParamValue, PasswordSource, Peer,
+    Api, Backend, Config, Credential, Credentials, Hooks, Member, ParamValue, PasswordSource, Peer,
     Postgresql, Store, Tags, Timing,
 };
 use crate::secret::{self, Secret};
@@ -64,6 +65,7 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>, host: &Host<'_>) -> Re
             replication: v.credentials("replication", raw.credentials.replication)?,
         },
         peers: v.peers(raw.peers, &member.name)?,
+        hooks: v.hooks(raw.hooks)?,
         member,
     };
     Ok(config)
@@ -674,6 +676,52 @@ impl Validator<'_> {
                 "60s",
             )?,
             clone_timeout: self.duration(&table.key("clone_timeout"), raw.clone_timeout, "1h")?,
+        })
+    }
+
+    fn hooks(&self, raw: RawHooks) -> Result<Hooks> {
+        let table = KeyPath::of(&["hooks"]);
+        if let Some(command) = &raw.command {
+            if command.trim().is_empty() {
+                return Err(self.err(
+                    &table.key("command"),
+                    Target::Value,
+                    "`hooks.command` is empty",
+                    "give a command line, e.g. \"/usr/local/bin/notify-oncall\", or remove the key",
+                ));
+            }
+        }
+        if let Some(url) = &raw.webhook {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+                return Err(self.err(
+                    &table.key("webhook"),
+                    Target::Value,
+                    format!("invalid `hooks.webhook` \"{url}\": not an http:// or https:// URL"),
+                    "write the full URL, e.g. \"https://hooks.example.com/pgwarden\"",
+                ));
+            }
+        }
+        let retries_path = table.key("retries");
+        let retries = match raw.retries {
+            None => 3,
+            Some(n) if (0..=20).contains(&n) => n as u32,
+            Some(n) => {
+                return Err(self.err(
+                    &retries_path,
+                    Target::Value,
+                    format!("`{retries_path}` = {n} is out of range"),
+                    "use 0 to 20 retries",
+                ))
+            }
+        };
+        Ok(Hooks {
+            command: raw.command,
+            webhook: raw.webhook,
+            timeout: self.duration(&table.key("timeout"), raw.timeout, "10s")?,
+            retries,
         })
     }
 

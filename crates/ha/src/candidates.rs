@@ -159,6 +159,7 @@ mod tests {
                 .collect(),
             latest_timeline: 2,
             last_primary_lsn: Some(1_000),
+            switchover: None,
             settings: Settings {
                 maximum_lag_on_failover: 100,
                 ..Settings::default()

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use crate::candidates::rank_candidates;
 use crate::observation::{
-    Cluster, Initialize, Leader, Local, Me, MemberView, Millis, Observation, Running, Settings,
-    StoreView,
+    Cluster, Handoff, Initialize, Leader, Local, Me, MemberView, Millis, Observation, Running,
+    Settings, StoreView, SwitchoverRequest,
 };
 use crate::plan::{Action, Plan, Role, StopMode};
 use crate::sync::{self, ANY_STANDBY};
@@ -45,6 +45,13 @@ pub struct Ha {
     /// Where the WAL was when PostgreSQL began waiting for the applied
     /// synchronous names (a primary's memory, see `sync::Floor`).
     sync_floor: Option<sync::Floor>,
+    /// The member this one handed over to in a switchover: once it leads,
+    /// this cleanly stopped old primary follows it without pg_rewind.
+    handed_off: Option<String>,
+    /// Why the last hand-over failed: the switchover is given up.
+    handoff_failed: Option<String>,
+    /// The hand-over in the store and since when this member has seen it.
+    handoff_seen: Option<(Handoff, Millis)>,
 }
 
 impl Ha {
@@ -61,6 +68,9 @@ impl Ha {
             last_cluster: None,
             slot_members: BTreeMap::new(),
             sync_floor: None,
+            handed_off: None,
+            handoff_failed: None,
+            handoff_seen: None,
         }
     }
 
@@ -70,8 +80,13 @@ impl Ha {
 
     /// The agent reports an action that failed; the core plans around it.
     pub fn failed(&mut self, action: &Action, error: &str) {
-        if let Action::Rewind { .. } = action {
-            self.rewind_failed = Some(error.to_string());
+        match action {
+            Action::Rewind { .. } => self.rewind_failed = Some(error.to_string()),
+            Action::HandOff { .. } => {
+                self.handed_off = None;
+                self.handoff_failed = Some(error.to_string());
+            }
+            _ => {}
         }
     }
 
@@ -154,10 +169,22 @@ impl Ha {
             if !running.primary && running.streaming {
                 self.rewind_failed = None;
                 self.diverged = None;
+                self.handed_off = None;
             }
         }
         if matches!(obs.local, Local::Running(_)) {
             self.pg_down_since = None;
+        }
+        if let StoreView::Reachable(cluster) = &obs.store {
+            let handoff = cluster.switchover.as_ref().and_then(|s| s.handoff.as_ref());
+            match (handoff, &self.handoff_seen) {
+                (Some(handoff), Some((seen, _))) if handoff == seen => {}
+                (Some(handoff), _) => self.handoff_seen = Some((handoff.clone(), obs.now)),
+                (None, _) => self.handoff_seen = None,
+            }
+            if cluster.switchover.is_none() {
+                self.handoff_failed = None;
+            }
         }
     }
 
@@ -310,6 +337,25 @@ impl Ha {
     /// This member holds the leader key.
     fn lead(&mut self, obs: &Observation, cluster: &Cluster, leader: &Leader) -> Plan {
         let settings = &cluster.settings;
+        let serving = matches!(&obs.local, Local::Running(running) if running.primary);
+        if let Some(SwitchoverRequest {
+            from: None,
+            to: Some(to),
+            ..
+        }) = &cluster.switchover
+        {
+            if *to != self.me.name && !serving {
+                self.released_at = Some(obs.now);
+                return Plan::new(
+                    role_of(&obs.local),
+                    format!("manual failover to {to} asked while my PostgreSQL does not serve: giving up the leader key"),
+                )
+                .then(Action::Stop {
+                    mode: StopMode::Immediate,
+                })
+                .then(Action::ReleaseLeader);
+            }
+        }
         match &obs.local {
             Local::Running(running) if running.primary => {
                 let margin = demote_margin(settings, obs.lease_ttl_ms);
@@ -325,13 +371,23 @@ impl Ha {
                         mode: StopMode::Immediate,
                     });
                 }
+                let clear = match self.switchover_as_leader(cluster, running) {
+                    Some(SwitchoverStep::HandOff(plan)) => return plan,
+                    Some(SwitchoverStep::Clear(outcome)) => Some(outcome),
+                    None => None,
+                };
                 let mut plan = Plan::new(Role::Primary, format!("leading (term {})", leader.term))
                     .then(Action::RenewLeader);
                 for action in sync::manage(&self.me.name, cluster, running, &mut self.sync_floor) {
                     plan = plan.then(action);
                 }
                 let (names, drop) = self.slot_names(obs.now, cluster);
-                plan.then(Action::KeepSlots { names, drop })
+                plan = plan.then(Action::KeepSlots { names, drop });
+                if let Some(outcome) = clear {
+                    plan.note = format!("{}; {outcome}", plan.note);
+                    plan = plan.then(Action::ClearSwitchover { outcome });
+                }
+                plan
             }
             Local::Running(_) => self.promote_plan(
                 cluster,
@@ -573,6 +629,17 @@ impl Ha {
                     })
             }
             Local::Stopped(stopped)
+                if stopped.was_primary && self.handed_off.as_deref() == Some(name.as_str()) =>
+            {
+                Plan::new(
+                    role,
+                    format!("following {name}, which took over from me in a switchover: it has all my WAL, no rewind needed"),
+                )
+                .then(Action::StartReplica {
+                    upstream: Some(name.clone()),
+                })
+            }
+            Local::Stopped(stopped)
                 if stopped.was_primary || stopped.timeline < cluster.latest_timeline =>
             {
                 let why = if stopped.was_primary {
@@ -672,6 +739,12 @@ impl Ha {
         }
         let view = self.with_fresh_self(cluster, running);
         let (ranked, excluded) = rank_candidates(&view);
+        if let Some(plan) = self.leaderless_by_request(obs, cluster, running, &ranked) {
+            return match plan {
+                Ok(plan) => plan,
+                Err(note) => wait(note),
+            };
+        }
         let waited = self.leaderless_since.map_or(0, |since| obs.now - since);
         let Some(best) = ranked.first() else {
             let reasons: Vec<String> = excluded
@@ -718,6 +791,193 @@ impl Ha {
         }
     }
 
+    /// A switchover asked of this leader: when it is due and the target
+    /// can take over, stop cleanly and hand over; a request that no longer
+    /// applies is cleared, saying why.
+    fn switchover_as_leader(
+        &mut self,
+        cluster: &Cluster,
+        running: &Running,
+    ) -> Option<SwitchoverStep> {
+        let request = cluster.switchover.as_ref()?;
+        let me = self.me.name.as_str();
+        if let Some(handoff) = &request.handoff {
+            let outcome = if handoff.to == me {
+                format!("switchover from {} to {me} done", handoff.from)
+            } else {
+                format!(
+                    "switchover from {} to {} did not finish: {} did not take over in time, {me} leads now",
+                    handoff.from, handoff.to, handoff.to
+                )
+            };
+            return Some(SwitchoverStep::Clear(outcome));
+        }
+        let Some(from) = &request.from else {
+            let outcome = match &request.to {
+                Some(to) if to == me => format!("manual failover to {me} done"),
+                Some(to) => {
+                    format!("manual failover to {to} not carried out: {me} leads and serves")
+                }
+                None => format!("manual failover done: {me} leads"),
+            };
+            return Some(SwitchoverStep::Clear(outcome));
+        };
+        if from != me {
+            let outcome =
+                format!("switchover from {from} dropped: {from} no longer leads, {me} does");
+            return Some(SwitchoverStep::Clear(outcome));
+        }
+        if let Some(error) = self.handoff_failed.take() {
+            let outcome = format!("switchover from {me} failed and was given up: {error}");
+            return Some(SwitchoverStep::Clear(outcome));
+        }
+        if !request.due {
+            return None;
+        }
+        let to = match self.switchover_target(cluster, running, request.to.as_deref()) {
+            Ok(to) => to,
+            Err(why) => {
+                let outcome = format!("switchover from {me} cancelled: {why}");
+                return Some(SwitchoverStep::Clear(outcome));
+            }
+        };
+        self.handed_off = Some(to.clone());
+        Some(SwitchoverStep::HandOff(
+            Plan::new(
+                Role::Primary,
+                format!(
+                    "switchover to {to}: stopping cleanly, {to} takes over once it has received all my WAL"
+                ),
+            )
+            .then(Action::Stop {
+                mode: StopMode::Fast,
+            })
+            .then(Action::HandOff { to }),
+        ))
+    }
+
+    /// Who takes over in a switchover: `to` if it may, else the best
+    /// standby streaming from this primary.
+    fn switchover_target(
+        &self,
+        cluster: &Cluster,
+        running: &Running,
+        to: Option<&str>,
+    ) -> Result<String, String> {
+        let me = self.me.name.as_str();
+        let streams_from_me = |name: &str, view: &MemberView| -> Result<(), String> {
+            if view.witness {
+                return Err(format!("{name} is a witness"));
+            }
+            if view.nofailover {
+                return Err(format!("{name} is tagged nofailover"));
+            }
+            if !view.running || view.primary {
+                return Err(format!("{name} does not run as a standby"));
+            }
+            if !view.streaming || view.upstream.as_deref() != Some(me) {
+                return Err(format!("{name} does not stream from {me}"));
+            }
+            if view.timeline != Some(running.timeline) {
+                return Err(format!(
+                    "{name} is on timeline {:?}, {me} on {}",
+                    view.timeline, running.timeline
+                ));
+            }
+            Ok(())
+        };
+        if let Some(to) = to {
+            if to == me {
+                return Err(format!("{to} already leads"));
+            }
+            let view = cluster
+                .members
+                .get(to)
+                .ok_or_else(|| format!("{to} has no status in the store"))?;
+            streams_from_me(to, view)?;
+            return Ok(to.to_string());
+        }
+        let mut view = self.with_fresh_self(cluster, running);
+        view.members.remove(me);
+        let (ranked, _) = rank_candidates(&view);
+        ranked
+            .iter()
+            .find(|c| {
+                cluster
+                    .members
+                    .get(&c.name)
+                    .is_some_and(|v| streams_from_me(&c.name, v).is_ok())
+            })
+            .map(|c| c.name.clone())
+            .ok_or_else(|| format!("no standby may take over from {me}"))
+    }
+
+    /// With no leader: a hand-over in progress, or a manual failover, says
+    /// who takes the key. `Ok`: the plan; `Err`: wait, saying why; `None`:
+    /// no request applies (any more), the usual race decides.
+    fn leaderless_by_request(
+        &self,
+        obs: &Observation,
+        cluster: &Cluster,
+        running: &Running,
+        ranked: &[crate::candidates::Candidate],
+    ) -> Option<Result<Plan, String>> {
+        let request = cluster.switchover.as_ref()?;
+        let me = self.me.name.as_str();
+        if let Some(handoff) = &request.handoff {
+            let since = self
+                .handoff_seen
+                .as_ref()
+                .filter(|(seen, _)| seen == handoff)
+                .map_or(obs.now, |(_, since)| *since);
+            let waited = obs.now - since;
+            // A candidate that died midway must not block the cluster: past
+            // a TTL the usual failover takes over.
+            if waited >= cluster.settings.ttl_ms {
+                return None;
+            }
+            if handoff.to != me {
+                return Some(Err(format!(
+                    "switchover from {} to {} under way: not racing",
+                    handoff.from, handoff.to
+                )));
+            }
+            if running.lsn <= handoff.final_lsn {
+                return Some(Err(format!(
+                    "switchover from {}: waiting to receive its WAL up to {} (at {})",
+                    handoff.from, handoff.final_lsn, running.lsn
+                )));
+            }
+            let plan = Plan::new(
+                Role::Replica,
+                format!(
+                    "switchover from {}: I have all its WAL (up to {}), taking over",
+                    handoff.from, handoff.final_lsn
+                ),
+            )
+            .then(Action::AcquireLeader);
+            return Some(Ok(self.promote_plan(
+                cluster,
+                plan,
+                &format!("switchover from {}", handoff.from),
+            )));
+        }
+        let (None, Some(to)) = (&request.from, &request.to) else {
+            return None;
+        };
+        if !ranked.iter().any(|c| c.name == *to) {
+            // It may not take over: the usual race decides, and the new
+            // leader clears the request saying so.
+            return None;
+        }
+        if to != me {
+            return Some(Err(format!("manual failover to {to}: waiting for it")));
+        }
+        let plan = Plan::new(Role::Replica, "manual failover to me: taking over")
+            .then(Action::AcquireLeader);
+        Some(Ok(self.promote_plan(cluster, plan, "manual failover")))
+    }
+
     /// The cluster view with this member's own entry from its fresh local
     /// observation rather than its last published status.
     fn with_fresh_self(&self, cluster: &Cluster, running: &Running) -> Cluster {
@@ -759,6 +1019,15 @@ impl Ha {
         }
         (self.slot_members.keys().cloned().collect(), expired)
     }
+}
+
+/// What a leader does about a switchover request.
+enum SwitchoverStep {
+    /// Stop and hand over: the whole plan of the round.
+    HandOff(Plan),
+    /// The request no longer applies: delete it, with this outcome, along
+    /// with the round's usual work.
+    Clear(String),
 }
 
 /// Stop accepting writes this long before the lease could expire in the

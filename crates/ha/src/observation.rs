@@ -91,6 +91,8 @@ pub struct Replica {
 
 /// The store, if it answers.
 #[derive(Clone, Debug, PartialEq)]
+// One per round, moved once: boxing the cluster would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum StoreView {
     /// No answer (timeout, no quorum): nothing read is trustworthy.
     Unreachable,
@@ -111,6 +113,31 @@ pub struct Cluster {
     pub latest_timeline: u32,
     /// The last WAL position the primary published (kept after it dies).
     pub last_primary_lsn: Option<u64>,
+    /// A switchover or manual failover asked for.
+    pub switchover: Option<SwitchoverRequest>,
+}
+
+/// The `switchover` key: a planned switchover (`from` set) or a manual
+/// failover (`from` unset).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwitchoverRequest {
+    /// The leader it was asked of; `None`: a manual failover.
+    pub from: Option<String>,
+    /// Who is to take over; `None`: the best candidate.
+    pub to: Option<String>,
+    /// Its scheduled time has come (the agent reads the wall clock).
+    pub due: bool,
+    /// The old primary has stopped and handed over.
+    pub handoff: Option<Handoff>,
+}
+
+/// The old primary stopped cleanly at `final_lsn` and released the key;
+/// `to` takes it once it has received that far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handoff {
+    pub from: String,
+    pub to: String,
+    pub final_lsn: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -77,6 +77,17 @@ pub enum Action {
     RecordHistory {
         reason: String,
     },
+    /// The old primary's half of a switchover, after a clean stop: in one
+    /// store transaction guarded by the leader key and the switchover key,
+    /// delete the leader key and record where its WAL ends, so that `to`
+    /// (and only `to`) takes over once it has received that far.
+    HandOff {
+        to: String,
+    },
+    /// Delete the switchover key and say how it ended (an event).
+    ClearSwitchover {
+        outcome: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

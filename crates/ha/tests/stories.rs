@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ha::{
-    Action, Cluster, Ha, Initialize, Leader, Local, Me, MemberView, Observation, Replica, Running,
-    Settings, StopMode, Stopped, StoreView, SyncSet,
+    Action, Cluster, Ha, Handoff, Initialize, Leader, Local, Me, MemberView, Observation, Replica,
+    Running, Settings, StopMode, Stopped, StoreView, SwitchoverRequest, SyncSet,
 };
 
 const SYSID: u64 = 7_300_000_000_000_000_001;
@@ -72,6 +72,7 @@ fn cluster() -> Cluster {
         sync: None,
         latest_timeline: 1,
         last_primary_lsn: Some(1_000),
+        switchover: None,
     }
 }
 
@@ -452,6 +453,220 @@ mod old_primary {
             cluster,
         ));
         assert!(plan.is_idle(), "{plan:?}");
+    }
+}
+
+mod switchover {
+    use super::*;
+
+    /// db1 leads; db2 and db3 stream from it; a switchover to `to` asked.
+    fn asked(to: Option<&str>, due: bool) -> Cluster {
+        let mut cluster = cluster();
+        for name in ["db2", "db3"] {
+            cluster.members.get_mut(name).unwrap().upstream = Some("db1".into());
+        }
+        cluster.switchover = Some(SwitchoverRequest {
+            from: Some("db1".into()),
+            to: to.map(str::to_string),
+            due,
+            handoff: None,
+        });
+        cluster
+    }
+
+    fn leading(now: u64, cluster: Cluster) -> Observation {
+        let mut obs = observe(now, Local::Running(primary(1_000)), cluster);
+        obs.lease_valid_until = Some(now + 2_900);
+        obs
+    }
+
+    fn handed_over(to: &str) -> Cluster {
+        let mut cluster = asked(Some(to), true);
+        cluster.leader = None;
+        cluster.members.get_mut("db1").unwrap().running = false;
+        cluster.switchover.as_mut().unwrap().handoff = Some(Handoff {
+            from: "db1".into(),
+            to: to.into(),
+            final_lsn: 1_040,
+        });
+        cluster
+    }
+
+    #[test]
+    fn the_leader_stops_cleanly_then_hands_over_to_the_target() {
+        let plan = me("db1").decide(&leading(0, asked(Some("db3"), true)));
+        assert_eq!(
+            plan.actions,
+            [
+                Action::Stop {
+                    mode: StopMode::Fast
+                },
+                Action::HandOff { to: "db3".into() }
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_target_the_most_advanced_streaming_standby_is_chosen() {
+        let plan = me("db1").decide(&leading(0, asked(None, true)));
+        assert_eq!(plan.actions[1], Action::HandOff { to: "db2".into() });
+    }
+
+    #[test]
+    fn a_scheduled_switchover_waits_for_its_time() {
+        let plan = me("db1").decide(&leading(0, asked(Some("db2"), false)));
+        assert_eq!(plan.actions[0], Action::RenewLeader);
+        assert!(!plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::HandOff { .. })));
+    }
+
+    #[test]
+    fn a_target_that_does_not_stream_cancels_it_and_the_leader_keeps_serving() {
+        let mut cluster = asked(Some("db3"), true);
+        cluster.members.get_mut("db3").unwrap().streaming = false;
+        let plan = me("db1").decide(&leading(0, cluster));
+        assert_eq!(plan.actions[0], Action::RenewLeader);
+        let Some(Action::ClearSwitchover { outcome }) = plan.actions.last() else {
+            panic!("{plan:?}");
+        };
+        assert!(
+            outcome.contains("db3 does not stream from db1"),
+            "{outcome}"
+        );
+    }
+
+    #[test]
+    fn a_failed_hand_over_is_given_up_and_the_leader_restarts_in_place() {
+        let mut ha = me("db1");
+        let plan = ha.decide(&leading(0, asked(Some("db2"), true)));
+        ha.failed(&plan.actions[1], "the switchover key changed");
+        let stopped = Local::Stopped(Stopped {
+            system_id: SYSID,
+            timeline: 1,
+            was_primary: true,
+        });
+        let plan = ha.decide(&observe(100, stopped, asked(Some("db2"), true)));
+        assert_eq!(plan.actions, [Action::RenewLeader, Action::StartPrimary]);
+        let plan = ha.decide(&leading(900, asked(Some("db2"), true)));
+        let Some(Action::ClearSwitchover { outcome }) = plan.actions.last() else {
+            panic!("{plan:?}");
+        };
+        assert!(outcome.contains("failed"), "{outcome}");
+    }
+
+    #[test]
+    fn the_target_takes_over_once_it_has_received_the_final_wal() {
+        let mut ha = me("db2");
+        let plan = ha.decide(&observe(0, standby(1_040, Some("db1")), handed_over("db2")));
+        assert!(plan.is_idle(), "{plan:?}");
+        assert!(plan.note.contains("waiting to receive"), "{}", plan.note);
+        let plan = ha.decide(&observe(
+            50,
+            standby(1_090, Some("db1")),
+            handed_over("db2"),
+        ));
+        assert_eq!(plan.actions[0], Action::AcquireLeader);
+        assert!(plan.actions.contains(&Action::Promote), "{plan:?}");
+    }
+
+    #[test]
+    fn the_others_do_not_race_the_target_until_a_ttl_has_passed() {
+        let mut ha = me("db3");
+        // db3 is further than db2, and would win an ordinary race.
+        let plan = ha.decide(&observe(0, standby(1_100, Some("db1")), handed_over("db2")));
+        assert!(plan.is_idle(), "{plan:?}");
+        assert!(plan.note.contains("under way"), "{}", plan.note);
+        let plan = ha.decide(&observe(
+            3_100,
+            standby(1_100, Some("db1")),
+            handed_over("db2"),
+        ));
+        assert_eq!(plan.actions[0], Action::AcquireLeader);
+    }
+
+    #[test]
+    fn the_old_primary_follows_the_target_without_rewinding() {
+        let mut ha = me("db1");
+        let plan = ha.decide(&leading(0, asked(Some("db2"), true)));
+        assert_eq!(plan.actions[1], Action::HandOff { to: "db2".into() });
+        let stopped = Local::Stopped(Stopped {
+            system_id: SYSID,
+            timeline: 1,
+            was_primary: true,
+        });
+        let plan = ha.decide(&observe(100, stopped.clone(), handed_over("db2")));
+        assert!(plan.is_idle(), "{plan:?}");
+        let mut promoted = handed_over("db2");
+        promoted.leader = Some(Leader {
+            member: "db2".into(),
+            term: 9,
+        });
+        promoted.members.insert("db2".into(), member(true, 1_100));
+        promoted.members.get_mut("db2").unwrap().timeline = Some(2);
+        promoted.latest_timeline = 2;
+        let plan = ha.decide(&observe(400, stopped, promoted));
+        assert_eq!(
+            plan.actions,
+            [Action::StartReplica {
+                upstream: Some("db2".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn the_new_leader_clears_the_request_saying_how_it_ended() {
+        let mut cluster = handed_over("db2");
+        cluster.leader = Some(Leader {
+            member: "db2".into(),
+            term: 9,
+        });
+        let plan = me("db2").decide(&leading(0, cluster.clone()));
+        assert_eq!(
+            plan.actions.last(),
+            Some(&Action::ClearSwitchover {
+                outcome: "switchover from db1 to db2 done".into()
+            })
+        );
+        cluster.leader = Some(Leader {
+            member: "db3".into(),
+            term: 9,
+        });
+        let plan = me("db3").decide(&leading(0, cluster));
+        let Some(Action::ClearSwitchover { outcome }) = plan.actions.last() else {
+            panic!("{plan:?}");
+        };
+        assert!(outcome.contains("did not finish"), "{outcome}");
+    }
+
+    #[test]
+    fn a_manual_failover_lets_only_the_named_member_take_over() {
+        let mut cluster = leaderless();
+        cluster.switchover = Some(SwitchoverRequest {
+            from: None,
+            to: Some("db3".into()),
+            due: true,
+            handoff: None,
+        });
+        // db2 is the better candidate but was not named.
+        let plan = me("db2").decide(&observe(0, standby(1_000, None), cluster.clone()));
+        assert!(plan.is_idle(), "{plan:?}");
+        let plan = me("db3").decide(&observe(0, standby(900, None), cluster));
+        assert_eq!(plan.actions[0], Action::AcquireLeader);
+    }
+
+    #[test]
+    fn a_leader_that_does_not_serve_gives_up_the_key_for_a_manual_failover() {
+        let mut cluster = cluster();
+        cluster.switchover = Some(SwitchoverRequest {
+            from: None,
+            to: Some("db2".into()),
+            due: true,
+            handoff: None,
+        });
+        let plan = me("db1").decide(&observe(0, Local::Starting { was_primary: true }, cluster));
+        assert_eq!(plan.actions.last(), Some(&Action::ReleaseLeader));
     }
 }
 

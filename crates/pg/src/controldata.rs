@@ -1,6 +1,7 @@
 //! What pg_controldata says about a stopped (or running) data directory.
 
 use crate::error::PgError;
+use crate::lsn::Lsn;
 
 /// The lines of pg_controldata pgwarden decides on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -9,6 +10,9 @@ pub struct ControlData {
     pub state: ClusterState,
     /// The timeline of the latest checkpoint.
     pub timeline: u32,
+    /// Where the latest checkpoint record starts: after a clean shutdown,
+    /// the shutdown checkpoint, the last record of the WAL.
+    pub checkpoint_lsn: Lsn,
 }
 
 /// "Database cluster state" from pg_control.
@@ -77,6 +81,13 @@ pub(crate) fn parse(text: &str) -> Result<ControlData, PgError> {
         system_identifier: number("Database system identifier")?,
         state,
         timeline: number("Latest checkpoint's TimeLineID")? as u32,
+        checkpoint_lsn: {
+            let value = field("Latest checkpoint location")?;
+            value.parse().map_err(|detail| PgError::Unexpected {
+                program: "pg_controldata".into(),
+                detail: format!("`Latest checkpoint location` is `{value}`: {detail}"),
+            })?
+        },
     })
 }
 
@@ -88,6 +99,7 @@ mod tests {
         Catalog version number:               202209061\n\
         Database system identifier:           7311234567890123456\n\
         Database cluster state:               shut down in recovery\n\
+        Latest checkpoint location:           0/3000060\n\
         Latest checkpoint's TimeLineID:       3\n\
         Latest checkpoint's PrevTimeLineID:   3\n";
 
@@ -98,6 +110,7 @@ mod tests {
         assert_eq!(data.state, ClusterState::ShutDownInRecovery);
         assert!(data.state.is_clean_shutdown());
         assert_eq!(data.timeline, 3);
+        assert_eq!(data.checkpoint_lsn, Lsn(0x3000060));
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct ServerState {
     pub replication: Vec<ReplicationRow>,
     /// This standby's WAL receiver, when it runs.
     pub wal_receiver: Option<WalReceiver>,
+    /// On a standby: how old the last replayed commit is, 0 when it has
+    /// replayed everything it received (an idle primary is no lag).
+    pub replay_delay: Option<Duration>,
 }
 
 impl ServerState {
@@ -162,7 +165,10 @@ async fn query_state(client: &Client) -> Result<ServerState, PgError> {
                          THEN (SELECT greatest(max(('x' || substr(name, 1, 8))::bit(32)::int), \
                                                 (SELECT timeline_id FROM pg_control_checkpoint())) \
                                FROM pg_ls_waldir() WHERE name LIKE '%.history') \
-                         ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END",
+                         ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
+                    CASE WHEN NOT pg_is_in_recovery() THEN NULL \
+                         WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8 \
+                         ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END",
             &[],
         )
         .await
@@ -217,6 +223,10 @@ async fn query_state(client: &Client) -> Result<ServerState, PgError> {
         replayed_lsn: lsn(row.get(4))?,
         replication,
         wal_receiver,
+        replay_delay: row
+            .get::<_, Option<f64>>(6)
+            .filter(|secs| secs.is_finite())
+            .map(|secs| Duration::from_secs_f64(secs.max(0.0))),
     })
 }
 

@@ -143,6 +143,21 @@ impl LocalPostgres for SimPostgres {
         world.start(self.node)
     }
 
+    async fn shutdown_checkpoint(&self) -> Result<(u64, u32), PgError> {
+        let world = self.world();
+        let node = &world.nodes[self.node];
+        match &node.data {
+            Some(data) if node.server.is_none() && data.clean_shutdown => {
+                // The checkpoint is the last record; a standby holds it once
+                // its position is past the record's start.
+                Ok((data.wal.len() as u64 - 1, data.timeline()))
+            }
+            _ => Err(PgError::Refused(
+                "simulated: not a clean primary shutdown".into(),
+            )),
+        }
+    }
+
     async fn stop(&self, mode: ha::StopMode) -> Result<(), PgError> {
         self.world().stop(self.node, mode)
     }

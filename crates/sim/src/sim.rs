@@ -268,6 +268,9 @@ enum FaultKind {
     Delay,
     /// The store has no quorum: nobody reaches it.
     StoreOutage,
+    /// Not a fault: an operator asks for a switchover (or, with no leader,
+    /// a manual failover), which must be as safe under faults as the rest.
+    Switchover,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -419,6 +422,45 @@ impl Sim {
         Member::new(spec, self.keys.clone(), store, pg)
     }
 
+    /// What the REST API would write: a switchover from the leader, or a
+    /// manual failover when there is none; to a random member or to the
+    /// best candidate.
+    fn ask_switchover(&mut self) {
+        let leader = block_on(self.keys.leader().get(&self.store))
+            .ok()
+            .flatten()
+            .map(|l| l.value.member);
+        let names: Vec<String> = (0..self.agents.len())
+            .map(|i| self.world().nodes[i].name.clone())
+            .filter(|n| Some(n) != leader.as_ref())
+            .collect();
+        let to = if self.rng.chance(1, 3) {
+            None
+        } else {
+            Some(names[self.rng.below(names.len() as u64) as usize].clone())
+        };
+        if leader.is_none() && to.is_none() {
+            return;
+        }
+        let request = store::cluster::Switchover {
+            from: leader.clone(),
+            to: to.clone(),
+            at_ms: None,
+            requested_ms: WALL_EPOCH_MS + self.now,
+            handoff: None,
+        };
+        let created = block_on(self.keys.switchover().create(&self.store, &request, None)).is_ok();
+        if created {
+            self.fault_count += 1;
+            let what = match &leader {
+                Some(from) => format!("a switchover from {from}"),
+                None => "a manual failover".to_string(),
+            };
+            let target = to.unwrap_or_else(|| "the best candidate".into());
+            self.event(format!("OPERATOR asks for {what} to {target}"));
+        }
+    }
+
     fn event(&mut self, text: String) {
         let line = format!("[{:>8}] {text}", secs(self.now));
         self.history.push(line);
@@ -509,7 +551,7 @@ impl Sim {
     }
 
     fn inject(&mut self) {
-        const KINDS: [(FaultKind, u64); 7] = [
+        const KINDS: [(FaultKind, u64); 8] = [
             (FaultKind::HostCrash, 3),
             (FaultKind::AgentCrash, 2),
             (FaultKind::PgCrash, 2),
@@ -517,6 +559,7 @@ impl Sim {
             (FaultKind::CutOff, 3),
             (FaultKind::Delay, 2),
             (FaultKind::StoreOutage, 1),
+            (FaultKind::Switchover, 3),
         ];
         let total: u64 = KINDS.iter().map(|(_, w)| w).sum();
         let mut pick = self.rng.below(total);
@@ -532,6 +575,10 @@ impl Sim {
             })
             .map(|(k, _)| *k)
             .expect("a kind");
+        if kind == FaultKind::Switchover {
+            self.ask_switchover();
+            return;
+        }
         if kind == FaultKind::StoreOutage {
             if self.outage_until.is_none() {
                 let lasts = self.rng.range(10, 160) * STEP_MS;
@@ -673,7 +720,7 @@ impl Sim {
                     ),
                 );
             }
-            FaultKind::StoreOutage => unreachable!("handled above"),
+            FaultKind::StoreOutage | FaultKind::Switchover => unreachable!("handled above"),
         }
     }
 
@@ -723,7 +770,7 @@ impl Sim {
                 self.world().nodes[i].slow_network = false;
                 self.member_event(i, "FAULT over: messages flow normally".into());
             }
-            FaultKind::StoreOutage => {}
+            FaultKind::StoreOutage | FaultKind::Switchover => {}
         }
     }
 
@@ -783,7 +830,9 @@ impl Sim {
             mono: started,
             wall_ms: WALL_EPOCH_MS + started,
         };
-        let Round { plan, failed } = block_on(member.round(&|| now));
+        let Round { plan, failed, .. } = block_on(member.round(&|| now));
+        // Events go to the store in the real agent; here the log says it all.
+        member.take_events();
         self.rounds += 1;
         let agent = &mut self.agents[i];
         agent.delayed = None;

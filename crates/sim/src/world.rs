@@ -48,6 +48,9 @@ pub struct DataDir {
     /// primary.
     pub was_primary: bool,
     pub standby_signal: bool,
+    /// The last stop was a fast stop of a primary: its WAL ends with the
+    /// shutdown checkpoint.
+    pub clean_shutdown: bool,
     /// The settings file as last written.
     pub conf: Conf,
     pub slots: Vec<String>,
@@ -657,6 +660,7 @@ impl World {
             wal: Vec::new(),
             was_primary: false,
             standby_signal: false,
+            clean_shutdown: false,
             conf,
             slots: Vec::new(),
         });
@@ -718,6 +722,7 @@ impl World {
         };
         let primary = !data.standby_signal;
         data.was_primary = primary;
+        data.clean_shutdown = false;
         n.caught_up = None;
         n.server = Some(Server {
             primary,
@@ -753,6 +758,7 @@ impl World {
         self.nodes[node].server = None;
         if let Some(data) = self.nodes[node].data.as_mut() {
             data.was_primary = server.primary;
+            data.clean_shutdown = server.primary && mode == ha::StopMode::Fast;
         }
         self.drop_pending(node);
         self.reconnect(node);
@@ -824,6 +830,7 @@ impl World {
         self.nodes[node].data = Some(DataDir {
             was_primary,
             standby_signal: false,
+            clean_shutdown: false,
             slots: Vec::new(),
             ..src
         });

@@ -1,0 +1,144 @@
+//! Planned switchover and manual failover through the REST API, with real
+//! agents, PostgreSQL and etcd.
+
+use std::path::Path;
+use std::time::Duration;
+
+use api::{ApiClient, Call};
+use hyper::Method;
+use testkit::{wait_for, AgentCluster, ClusterOptions};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const ALL: [&str; 3] = ["db1", "db2", "db3"];
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_pgwarden"))
+}
+
+async fn healthy(cluster: &AgentCluster, members: &[&str]) -> String {
+    match cluster.wait_healthy(members, DEADLINE).await {
+        Ok(primary) => primary,
+        Err(err) => panic!("{err}\n{}", cluster.logs()),
+    }
+}
+
+async fn api_url(cluster: &AgentCluster, member: &str) -> String {
+    let status = cluster
+        .keys
+        .member(member)
+        .unwrap()
+        .get(cluster.store.as_ref())
+        .await
+        .unwrap()
+        .expect("a member status");
+    status.value.api_url
+}
+
+async fn post(url: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let client = ApiClient::new(None).unwrap();
+    let mut call = Call::new(Method::POST, url, path);
+    call.body = Some(&body);
+    call.timeout = Duration::from_secs(40);
+    let reply = client.send(call).await.unwrap();
+    let json = serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null);
+    (reply.status.as_u16(), json)
+}
+
+async fn event_kinds(cluster: &AgentCluster, member: &str) -> Vec<String> {
+    let events = cluster
+        .keys
+        .events()
+        .list(cluster.store.as_ref())
+        .await
+        .unwrap();
+    events
+        .entries
+        .values()
+        .filter(|e| e.value.member == member)
+        .map(|e| format!("{}: {}", e.value.kind, e.value.details))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_switchover_under_load_loses_nothing_and_the_old_primary_streams_without_rewind() {
+    let mut options = ClusterOptions::default();
+    options.config.synchronous_mode = true;
+    let cluster = AgentCluster::start(binary(), options).await.unwrap();
+    let old = healthy(&cluster, &ALL).await;
+    cluster.wait_synchronous(DEADLINE).await.unwrap();
+    let target = ALL.iter().find(|m| **m != old).unwrap().to_string();
+    let mut load = cluster.workload();
+    assert!(load.wait_acks(200, DEADLINE).await, "no progress\n{}", cluster.logs());
+
+    let url = api_url(&cluster, &old).await;
+    let (status, body) = post(&url, "/switchover", serde_json::json!({ "to": target })).await;
+    assert_eq!(status, 200, "{body}\n{}", cluster.logs());
+    assert_eq!(body["to"], target.as_str(), "{body}");
+
+    let primary = healthy(&cluster, &ALL).await;
+    assert_eq!(primary, target);
+    let before = load.acked();
+    assert!(
+        load.wait_acks(before + 200, DEADLINE).await,
+        "no writes after the switchover\n{}",
+        cluster.logs()
+    );
+    let report = load.stop().await;
+    let missing = cluster
+        .missing_ids(&target, &report.acked_ids())
+        .await
+        .unwrap();
+    assert!(missing.is_empty(), "{} acknowledged writes lost", missing.len());
+
+    let kinds = event_kinds(&cluster, &old).await;
+    assert!(
+        kinds.iter().any(|k| k.starts_with("switchover: stopped cleanly")),
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds.iter().any(|k| k.starts_with("rewound") || k.starts_with("recloned")),
+        "the old primary needed a repair after a clean switchover: {kinds:?}\n{}",
+        cluster.logs()
+    );
+    let switchover = cluster
+        .keys
+        .switchover()
+        .get(cluster.store.as_ref())
+        .await
+        .unwrap();
+    assert!(switchover.is_none(), "the request is cleared: {switchover:?}");
+}
+
+#[tokio::test]
+async fn a_switchover_to_a_member_that_does_not_stream_is_refused_and_changes_nothing() {
+    let mut cluster = AgentCluster::start(binary(), ClusterOptions::default())
+        .await
+        .unwrap();
+    let old = healthy(&cluster, &ALL).await;
+    let target = ALL.iter().find(|m| **m != old).unwrap().to_string();
+    cluster.kill_host(&target);
+    let url = api_url(&cluster, &old).await;
+    wait_for("the target's status to expire", DEADLINE, || async {
+        cluster
+            .keys
+            .member(&target)
+            .unwrap()
+            .get(cluster.store.as_ref())
+            .await
+            .unwrap()
+            .map_or(Ok(()), |status| Err(status.value.state))
+    })
+    .await
+    .unwrap();
+    let (status, body) = post(&url, "/switchover", serde_json::json!({ "to": target })).await;
+    assert!((400..500).contains(&status), "{status} {body}");
+    assert!(body["error"].as_str().unwrap_or("").contains(&target), "{body}");
+    assert_eq!(cluster.leader().await.as_deref(), Some(old.as_str()));
+    let switchover = cluster
+        .keys
+        .switchover()
+        .get(cluster.store.as_ref())
+        .await
+        .unwrap();
+    assert!(switchover.is_none());
+}
