@@ -68,7 +68,11 @@ async fn a_switchover_under_load_loses_nothing_and_the_old_primary_streams_witho
     cluster.wait_synchronous(DEADLINE).await.unwrap();
     let target = ALL.iter().find(|m| **m != old).unwrap().to_string();
     let mut load = cluster.workload();
-    assert!(load.wait_acks(200, DEADLINE).await, "no progress\n{}", cluster.logs());
+    assert!(
+        load.wait_acks(200, DEADLINE).await,
+        "no progress\n{}",
+        cluster.logs()
+    );
 
     let url = api_url(&cluster, &old).await;
     let (status, body) = post(&url, "/switchover", serde_json::json!({ "to": target })).await;
@@ -88,15 +92,23 @@ async fn a_switchover_under_load_loses_nothing_and_the_old_primary_streams_witho
         .missing_ids(&target, &report.acked_ids())
         .await
         .unwrap();
-    assert!(missing.is_empty(), "{} acknowledged writes lost", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes lost",
+        missing.len()
+    );
 
     let kinds = event_kinds(&cluster, &old).await;
     assert!(
-        kinds.iter().any(|k| k.starts_with("switchover: stopped cleanly")),
+        kinds
+            .iter()
+            .any(|k| k.starts_with("switchover: stopped cleanly")),
         "{kinds:?}"
     );
     assert!(
-        !kinds.iter().any(|k| k.starts_with("rewound") || k.starts_with("recloned")),
+        !kinds
+            .iter()
+            .any(|k| k.starts_with("rewound") || k.starts_with("recloned")),
         "the old primary needed a repair after a clean switchover: {kinds:?}\n{}",
         cluster.logs()
     );
@@ -106,7 +118,10 @@ async fn a_switchover_under_load_loses_nothing_and_the_old_primary_streams_witho
         .get(cluster.store.as_ref())
         .await
         .unwrap();
-    assert!(switchover.is_none(), "the request is cleared: {switchover:?}");
+    assert!(
+        switchover.is_none(),
+        "the request is cleared: {switchover:?}"
+    );
 }
 
 #[tokio::test]
@@ -132,7 +147,10 @@ async fn a_switchover_to_a_member_that_does_not_stream_is_refused_and_changes_no
     .unwrap();
     let (status, body) = post(&url, "/switchover", serde_json::json!({ "to": target })).await;
     assert!((400..500).contains(&status), "{status} {body}");
-    assert!(body["error"].as_str().unwrap_or("").contains(&target), "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains(&target),
+        "{body}"
+    );
     assert_eq!(cluster.leader().await.as_deref(), Some(old.as_str()));
     let switchover = cluster
         .keys
