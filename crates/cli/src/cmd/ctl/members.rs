@@ -54,13 +54,21 @@ pub async fn reinit(
     follow_clone(target, member, &api_url).await
 }
 
-/// Polls the member's `/health` until it streams, drawing its activity.
+/// Polls the member's `/health` until it streams again, drawing its
+/// activity. The agent answers a reinit before it starts, so a member
+/// that still streams from before is not done: done is streaming after the
+/// clone was seen (or PostgreSQL was seen down), or streaming for a long
+/// while with neither seen (a clone too quick to catch).
 async fn follow_clone(target: &Target, member: &str, api_url: &str) -> Result<(), CtlError> {
+    const POLL: Duration = Duration::from_millis(500);
+    const UNSEEN: u32 = 60;
     let bar = ProgressBar::new_spinner();
     bar.set_message(format!("{member}: waiting for the clone to start"));
-    let mut saw_activity = false;
+    let mut seen_work = false;
+    let mut polls = 0u32;
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(POLL).await;
+        polls += 1;
         // Unreachable or 503 while PostgreSQL is down: keep waiting.
         let Ok(reply) = target
             .send_to(
@@ -81,7 +89,7 @@ async fn follow_clone(target: &Target, member: &str, api_url: &str) -> Result<()
         };
         match &local.activity {
             Some(activity) => {
-                saw_activity = true;
+                seen_work = true;
                 if let Some(total) = activity.total_bytes {
                     if bar.length() != Some(total) {
                         bar.set_length(total);
@@ -97,11 +105,15 @@ async fn follow_clone(target: &Target, member: &str, api_url: &str) -> Result<()
                 bar.set_position(activity.done_bytes);
                 bar.set_message(format!("{member}: {}", activity.what));
             }
-            None if local.streaming && (saw_activity || local.pg_running) => {
+            None if local.streaming && (seen_work || polls > UNSEEN) => {
                 bar.finish_with_message(format!("{member}: streaming from the leader"));
+                eprintln!("{member} streams from the leader again");
                 return Ok(());
             }
-            None => bar.tick(),
+            None => {
+                seen_work |= !local.pg_running;
+                bar.tick();
+            }
         }
     }
 }
