@@ -273,3 +273,87 @@ async fn the_token_comes_from_a_file_or_the_environment() {
     .await;
     assert_eq!(code(&output), 0, "{}", text(&output));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_configuration_gives_the_address_token_and_peers() {
+    let mut section = open_api();
+    section.token = Some(config::Secret::new("s3cret"));
+    let fx = fixture(section).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    // Validation wants a PostgreSQL bin dir; ctl never runs it.
+    for program in [
+        "postgres",
+        "pg_ctl",
+        "initdb",
+        "pg_basebackup",
+        "pg_rewind",
+        "pg_controldata",
+    ] {
+        let path = bin.join(program);
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    std::fs::write(dir.path().join("pw"), "pw\n").unwrap();
+    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+    // This member's own API is down; its peer's answers.
+    let file = dir.path().join("pgwarden.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[member]\nname = \"db9\"\ndata_dir = \"{d}/data\"\nbin_dir = \"{d}/bin\"\n\n\
+             [api]\nlisten = \"0.0.0.0:1\"\ntoken_file = \"{d}/token\"\n\n\
+             [credentials.superuser]\npassword_file = \"{d}/pw\"\n\n\
+             [credentials.replication]\npassword_file = \"{d}/pw\"\n\n\
+             [[peers]]\nname = \"db1\"\napi = \"{}\"\n",
+            fx.api.url
+        ),
+    )
+    .unwrap();
+    let output = ctl(&["-c", file.to_str().unwrap(), "pause"], &[]).await;
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    let config = fx
+        .keys
+        .config()
+        .get(fx.store.as_ref())
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert!(config.paused);
+    // A broken configuration is a usage error.
+    std::fs::write(&file, "[member]\nnmae = 1\n").unwrap();
+    let output = ctl(&["-c", file.to_str().unwrap(), "list"], &[]).await;
+    assert_eq!(code(&output), 2, "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("pgwarden.toml:2:1"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_members_are_trusted_through_the_ca_file() {
+    // The TLS etcd's test certificates serve the API too.
+    let etcd = EtcdCluster::start_tls(1).await.unwrap();
+    let files = etcd.tls_files().unwrap().clone();
+    let mut section = open_api();
+    section.cert_file = Some(files.server_cert.clone());
+    section.key_file = Some(files.server_key.clone());
+    let fx = fixture(section).await;
+    assert!(fx.api.url.starts_with("https://"));
+    let ca = files.ca.to_str().unwrap();
+    let output = ctl(&["--api", &fx.api.url, "--ca-file", ca, "list"], &[]).await;
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    // Not trusted without it: the member is unreachable, said why.
+    let output = ctl(&["--api", &fx.api.url, "list"], &[]).await;
+    assert_eq!(code(&output), 3, "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("certificate"),
+        "{}",
+        text(&output)
+    );
+}
