@@ -33,7 +33,8 @@ fn lag_mb(m: &MemberView) -> String {
         return String::new();
     }
     match m.lag_bytes {
-        Some(bytes) => format!("{}", bytes.div_ceil(1 << 20)),
+        // Rounded like patronictl: a few bytes behind shows as 0.
+        Some(bytes) => format!("{}", (bytes + (1 << 19)) >> 20),
         None => "unknown".to_string(),
     }
 }
