@@ -357,3 +357,34 @@ async fn https_members_are_trusted_through_the_ca_file() {
         text(&output)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_that_does_not_happen_exits_4_showing_the_cluster() {
+    let fx = fixture(open_api()).await;
+    // "Agents" that drop the request without changing the leader.
+    let agents = {
+        let store = fx.store.clone();
+        let keys = fx.keys.clone();
+        tokio::spawn(async move {
+            while keys
+                .switchover()
+                .get(store.as_ref())
+                .await
+                .unwrap()
+                .is_none()
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            keys.switchover().delete(store.as_ref()).await.unwrap();
+        })
+    };
+    let output = ctl(
+        &["--api", &fx.api.url, "switchover", "--to", "db2", "--force"],
+        &[],
+    )
+    .await;
+    agents.await.unwrap();
+    assert_eq!(code(&output), 4, "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Cluster: main (leader db1"), "{stderr}");
+}
