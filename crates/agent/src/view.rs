@@ -118,11 +118,18 @@ impl ClusterRecords {
                     from: s.from.clone(),
                     to: s.to.clone(),
                     due: s.at_ms.is_none_or(|at| at <= wall_ms),
-                    handoff: s.handoff.as_ref().map(|h| ha::Handoff {
-                        from: s.from.clone().unwrap_or_default(),
-                        to: h.to.clone(),
-                        final_lsn: h.final_lsn,
-                    }),
+                    // A hand-over older than two TTLs is over, even for an
+                    // agent that has just started and never saw it begin.
+                    handoff: s
+                        .handoff
+                        .as_ref()
+                        .filter(|h| wall_ms <= h.released_ms + 2 * self.settings().ttl_ms)
+                        .map(|h| ha::Handoff {
+                            from: s.from.clone().unwrap_or_default(),
+                            to: h.to.clone(),
+                            final_lsn: h.final_lsn,
+                            timeline: h.timeline,
+                        }),
                 }
             }),
         }

@@ -925,6 +925,15 @@ impl Ha {
         let request = cluster.switchover.as_ref()?;
         let me = self.me.name.as_str();
         if let Some(handoff) = &request.handoff {
+            // Someone was promoted, or wrote, after the hand-over: it is
+            // over, and honouring it could pass over acknowledged commits.
+            let moved_on = cluster.latest_timeline > handoff.timeline
+                || cluster
+                    .last_primary_lsn
+                    .is_some_and(|lsn| lsn > handoff.final_lsn);
+            if moved_on {
+                return None;
+            }
             let since = self
                 .handoff_seen
                 .as_ref()

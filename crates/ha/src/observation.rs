@@ -138,6 +138,9 @@ pub struct Handoff {
     pub from: String,
     pub to: String,
     pub final_lsn: u64,
+    /// The old primary's timeline: a later one in the cluster means the
+    /// hand-over is history, whatever the key still says.
+    pub timeline: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

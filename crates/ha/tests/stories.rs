@@ -488,7 +488,9 @@ mod switchover {
             from: "db1".into(),
             to: to.into(),
             final_lsn: 1_040,
+            timeline: 1,
         });
+        cluster.last_primary_lsn = Some(1_000);
         cluster
     }
 
@@ -638,6 +640,20 @@ mod switchover {
             panic!("{plan:?}");
         };
         assert!(outcome.contains("did not finish"), "{outcome}");
+    }
+
+    #[test]
+    fn a_hand_over_the_cluster_moved_on_from_is_ignored() {
+        // db1 handed over to db2, then db3 took over after the timeout and
+        // wrote; a late db2 must not take over on the old hand-over.
+        let mut cluster = handed_over("db2");
+        cluster.latest_timeline = 2;
+        let plan = me("db2").decide(&observe(0, standby(1_090, None), cluster.clone()));
+        assert!(!plan.note.contains("switchover"), "{}", plan.note);
+        cluster.latest_timeline = 1;
+        cluster.last_primary_lsn = Some(1_200);
+        let plan = me("db2").decide(&observe(0, standby(1_090, None), cluster));
+        assert!(!plan.note.contains("switchover"), "{}", plan.note);
     }
 
     #[test]
