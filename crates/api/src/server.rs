@@ -52,7 +52,8 @@ pub async fn start(ctx: ApiContext) -> Result<ApiServer, ApiError> {
         )),
         _ => None,
     };
-    let client = ApiClient::new(None).map_err(|e| ApiError::Tls(e.to_string()))?;
+    let client =
+        ApiClient::new(ctx.api.ca_file.as_deref()).map_err(|e| ApiError::Tls(e.to_string()))?;
     let listen = ctx.api.listen.clone();
     let listener = TcpListener::bind(&listen)
         .await

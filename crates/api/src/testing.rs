@@ -114,5 +114,6 @@ pub fn open_api() -> config::Api {
         auth_reads: false,
         cert_file: None,
         key_file: None,
+        ca_file: None,
     }
 }

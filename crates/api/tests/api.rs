@@ -759,3 +759,113 @@ async fn https_with_a_certificate_the_client_trusts() {
         .is_err());
     api.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_is_waited_for_and_a_switchover_ended_otherwise_is_503() {
+    let fx = fixture().await;
+    // db1 holds the key but its PostgreSQL crashed: no healthy leader.
+    let mut crashed = member("db1", Role::Primary, false);
+    crashed.state = store::cluster::PgState::Crashed;
+    write_cluster(
+        fx.store.as_ref(),
+        &fx.keys,
+        Some("db1"),
+        &[
+            crashed,
+            member("db2", Role::Replica, false),
+            member("db3", Role::Replica, true),
+        ],
+    )
+    .await;
+    let api = fx.api("db3").await;
+
+    let refused = expect(
+        &fx.call(
+            &api,
+            Method::POST,
+            "/switchover",
+            Some(json!({"to": "db3"})),
+        )
+        .await,
+        StatusCode::CONFLICT,
+    );
+    assert!(refused["error"].as_str().unwrap().contains("failover"));
+
+    let agents = {
+        let store = fx.store.clone();
+        let keys = fx.keys.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            let asked = loop {
+                if let Some(asked) = keys.switchover().get(store.as_ref()).await.unwrap() {
+                    break asked.value;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no failover record appeared"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert_eq!(asked.from, None);
+            assert_eq!(asked.to.as_deref(), Some("db2"));
+            write_cluster(
+                store.as_ref(),
+                &keys,
+                Some("db2"),
+                &[member("db2", Role::Primary, false)],
+            )
+            .await;
+            keys.switchover().delete(store.as_ref()).await.unwrap();
+        })
+    };
+    let done = expect(
+        &fx.call(&api, Method::POST, "/failover", Some(json!({"to": "db2"})))
+            .await,
+        StatusCode::OK,
+    );
+    agents.await.unwrap();
+    assert_eq!(done["to"], "db2");
+    assert_eq!(done["from"], Value::Null);
+
+    // The agents drop a switchover without changing the leader: 503 with
+    // the cluster as it is, after a short settling time.
+    let agents = {
+        let store = fx.store.clone();
+        let keys = fx.keys.clone();
+        tokio::spawn(async move {
+            while keys
+                .switchover()
+                .get(store.as_ref())
+                .await
+                .unwrap()
+                .is_none()
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            keys.switchover().delete(store.as_ref()).await.unwrap();
+        })
+    };
+    let started = tokio::time::Instant::now();
+    let ended = expect(
+        &fx.call(
+            &api,
+            Method::POST,
+            "/switchover",
+            Some(json!({"to": "db3"})),
+        )
+        .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    agents.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        ended["error"].as_str().unwrap().contains("ctl events"),
+        "{ended}"
+    );
+    assert_eq!(ended["cluster"]["leader"], "db2");
+    api.server.shutdown().await;
+}

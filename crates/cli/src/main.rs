@@ -6,7 +6,7 @@ mod logging;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// pgwarden keeps a PostgreSQL cluster available: it bootstraps and clones
 /// standbys, fails over automatically, and routes clients to the primary.
@@ -31,6 +31,9 @@ enum Command {
     Config(ConfigCommand),
     /// Run a three-member cluster on this machine and show it working.
     Demo(cmd::demo::DemoArgs),
+    /// Operate a cluster through a member's REST API: list, switchover,
+    /// failover, restart, reinit, pause, resume, history, events, config.
+    Ctl(cmd::ctl::CtlArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,10 +48,13 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
+
     let result = match cli.command {
         Command::Agent { config } => cmd::agent::run(&config),
         Command::Config(ConfigCommand::Check { file }) => cmd::config_check::run(&file),
         Command::Demo(args) => cmd::demo::run(args),
+        // ctl has its own exit codes (docs/ctl.md).
+        Command::Ctl(args) => return cmd::ctl::run(args, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

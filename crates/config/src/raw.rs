@@ -104,6 +104,7 @@ pub(crate) struct RawApi {
     pub auth_reads: Option<bool>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]

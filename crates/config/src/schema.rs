@@ -169,6 +169,9 @@ pub struct Api {
     /// `key_file`, or neither is.
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// The CA (PEM) that signed the other members' API certificates, for
+    /// forwarding requests to them over HTTPS; else the system's CAs.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -750,4 +750,10 @@ fn api_tls_and_auth_reads() {
     assert!(c.api.auth_reads);
     assert_eq!(c.api.token.as_ref().unwrap().expose(), "su-secret");
     assert!(c.api.cert_file.is_some() && c.api.key_file.is_some());
+    assert!(c.api.ca_file.is_none());
+    let err = fx.error(&format!(
+        "{MINIMAL}\n[api]\nca_file = \"{{dir}}/no-such-ca.pem\"\n"
+    ));
+    assert!(err.starts_with("pgwarden.toml:13:11: "), "{err}");
+    assert!(err.contains("no-such-ca.pem"), "{err}");
 }

@@ -745,7 +745,11 @@ impl Validator<'_> {
                 &PasswordSource::File(file.clone()),
             )?),
         };
-        for (key, file) in [("cert_file", &raw.cert_file), ("key_file", &raw.key_file)] {
+        for (key, file) in [
+            ("cert_file", &raw.cert_file),
+            ("key_file", &raw.key_file),
+            ("ca_file", &raw.ca_file),
+        ] {
             if let Some(file) = file {
                 self.existing_file(&table.key(key), file)?;
             }
@@ -779,6 +783,7 @@ impl Validator<'_> {
             auth_reads,
             cert_file: raw.cert_file,
             key_file: raw.key_file,
+            ca_file: raw.ca_file,
         })
     }
 

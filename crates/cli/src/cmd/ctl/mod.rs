@@ -1,0 +1,191 @@
+//! `pgwarden ctl`: the operator's commands, spoken to a member's REST API.
+//! docs/ctl.md describes them and the exit codes.
+
+mod config_cmd;
+mod error;
+mod list;
+mod members;
+mod render;
+mod switchover;
+mod target;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+pub use error::CtlError;
+use target::Target;
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// A member's API URL, e.g. http://10.0.0.1:8008; repeat it to list
+    /// several: each is tried in turn until one answers.
+    #[arg(
+        long = "api",
+        global = true,
+        env = "PGWARDEN_API",
+        value_delimiter = ','
+    )]
+    pub api: Vec<String>,
+    /// Take the API address, token and peers from a member's pgwarden.toml.
+    #[arg(short = 'c', long = "config", global = true)]
+    pub config: Option<PathBuf>,
+    /// File holding the API token (else $PGWARDEN_API_TOKEN, else the
+    /// token of -c's configuration).
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the members' API certificates.
+    #[arg(long, global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// The members, their roles, state, timeline and lag.
+    List {
+        /// Redraw every SECS seconds (2 when no value is given).
+        #[arg(long, short = 'w', num_args = 0..=1, default_missing_value = "2", value_name = "SECS")]
+        watch: Option<u64>,
+    },
+    /// Hand the primary role to a standby, cleanly.
+    Switchover {
+        /// The current leader (checked: refused if another member leads).
+        #[arg(long)]
+        from: Option<String>,
+        /// The standby to promote; without it the agents pick the best.
+        #[arg(long)]
+        to: Option<String>,
+        /// When: RFC 3339 (2026-11-21T03:00:00Z) or unix seconds.
+        #[arg(long)]
+        at: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+        /// Cancel the pending switchover instead.
+        #[arg(long, conflicts_with_all = ["from", "to", "at"])]
+        cancel: bool,
+    },
+    /// Promote a member when no healthy leader exists.
+    Failover {
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restart a member's PostgreSQL in place.
+    Restart { member: String },
+    /// Throw a standby's data away and clone it afresh from the leader.
+    Reinit {
+        member: String,
+        /// Return once the agent accepted; do not follow the clone.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Suspend automatic failover (maintenance).
+    Pause,
+    /// Resume automatic failover.
+    Resume,
+    /// The timeline history: every promotion.
+    History,
+    /// The cluster's event log.
+    Events {
+        /// Keep printing new events as they come.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Show or change the cluster-wide dynamic configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the dynamic configuration.
+    Show,
+    /// Set values: ttl_ms=10000 parameters.work_mem=8MB (KEY=null removes).
+    Set {
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+    /// Edit it in $EDITOR; saved only if valid and unchanged meanwhile.
+    Edit,
+}
+
+/// Runs a ctl command; `cli` is the whole command line's definition, for
+/// completions.
+pub fn run(args: CtlArgs, cli: clap::Command) -> ExitCode {
+    if let CtlCommand::Completions { shell } = args.command {
+        let mut cli = cli;
+        clap_complete::generate(shell, &mut cli, "pgwarden", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pgwarden ctl: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("pgwarden ctl: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+async fn dispatch(args: CtlArgs) -> Result<(), CtlError> {
+    let target = Target::new(&args)?;
+    let output = args.output;
+    match args.command {
+        CtlCommand::List { watch } => list::run(&target, output, watch).await,
+        CtlCommand::Switchover {
+            from,
+            to,
+            at,
+            force,
+            cancel,
+        } => {
+            if cancel {
+                switchover::cancel(&target, output).await
+            } else {
+                switchover::switchover(&target, output, from, to, at, force).await
+            }
+        }
+        CtlCommand::Failover { to, force } => {
+            switchover::failover(&target, output, to, force).await
+        }
+        CtlCommand::Restart { member } => members::restart(&target, output, &member).await,
+        CtlCommand::Reinit { member, no_wait } => {
+            members::reinit(&target, output, &member, !no_wait).await
+        }
+        CtlCommand::Pause => config_cmd::pause(&target, output, true).await,
+        CtlCommand::Resume => config_cmd::pause(&target, output, false).await,
+        CtlCommand::History => list::history(&target, output).await,
+        CtlCommand::Events { follow } => list::events(&target, output, follow).await,
+        CtlCommand::Config(ConfigCommand::Show) => config_cmd::show(&target, output).await,
+        CtlCommand::Config(ConfigCommand::Set { settings }) => {
+            config_cmd::set(&target, output, &settings).await
+        }
+        CtlCommand::Config(ConfigCommand::Edit) => config_cmd::edit(&target, output).await,
+        CtlCommand::Completions { .. } => unreachable!("handled before the runtime starts"),
+    }
+}

@@ -1,0 +1,241 @@
+//! Text for people: the member table, history, events. Pure functions of
+//! what the API answered.
+
+use api::model::{ClusterView, MemberView};
+use store::cluster::{Event, HistoryEntry, PgState, Role};
+
+/// PostgreSQL's `X/Y` form of a WAL position.
+pub fn lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+fn role(m: &MemberView) -> &'static str {
+    match (m.leader, m.role) {
+        (true, _) => "Leader",
+        (false, Role::Replica) if m.sync => "Sync Standby",
+        (false, Role::Replica) => "Replica",
+        (false, Role::Primary) => "Primary (not leader)",
+        (false, Role::Witness) => "Witness",
+        (false, Role::Unknown) => "Unknown",
+    }
+}
+
+fn state(m: &MemberView) -> String {
+    match (m.state, m.role) {
+        (PgState::Running, Role::Replica) if m.streaming => "streaming".to_string(),
+        (PgState::Running, Role::Replica) => "running (not streaming)".to_string(),
+        (state, _) => format!("{state:?}").to_lowercase(),
+    }
+}
+
+fn lag_mb(m: &MemberView) -> String {
+    if m.leader || m.role == Role::Primary {
+        return String::new();
+    }
+    match m.lag_bytes {
+        // Rounded like patronictl: a few bytes behind shows as 0.
+        Some(bytes) => format!("{}", (bytes + (1 << 19)) >> 20),
+        None => "unknown".to_string(),
+    }
+}
+
+/// A bordered table like `patronictl list`.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([h.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let rule: String = widths
+        .iter()
+        .map(|w| format!("+{}", "-".repeat(w + 2)))
+        .collect::<String>()
+        + "+\n";
+    let line = |cells: Vec<String>| -> String {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("| {c:<w$} ", w = *w))
+            .collect::<String>()
+            + "|\n"
+    };
+    let mut out = rule.clone();
+    out += &line(headers.iter().map(|h| h.to_string()).collect());
+    out += &rule;
+    for row in rows {
+        out += &line(row.clone());
+    }
+    out += &rule;
+    out
+}
+
+pub fn cluster(view: &ClusterView) -> String {
+    let rows: Vec<Vec<String>> = view
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                m.name.clone(),
+                m.host.clone(),
+                role(m).to_string(),
+                state(m),
+                m.timeline.map_or(String::new(), |t| t.to_string()),
+                lag_mb(m),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "Cluster: {} (leader {}, term {})\n",
+        view.cluster,
+        view.leader.as_deref().unwrap_or("none"),
+        view.term.map_or("-".to_string(), |t| t.to_string())
+    );
+    out += &table(
+        &["Member", "Host", "Role", "State", "TL", "Lag in MB"],
+        &rows,
+    );
+    if view.paused {
+        out += " Maintenance mode: automatic failover is paused (`pgwarden ctl resume` ends it)\n";
+    }
+    if let Some(s) = &view.switchover {
+        out += &format!(
+            " Pending {}: from {} to {}{}{}\n",
+            if s.from.is_some() {
+                "switchover"
+            } else {
+                "failover"
+            },
+            s.from.as_deref().unwrap_or("-"),
+            s.to.as_deref().unwrap_or("the best candidate"),
+            s.at_ms
+                .map(|at| format!(" at {}", api::time::format_rfc3339(at)))
+                .unwrap_or_default(),
+            if s.handoff.is_some() {
+                " (handing over)"
+            } else {
+                ""
+            }
+        );
+    }
+    for problem in &view.problems {
+        out += &format!(" Problem: {problem}\n");
+    }
+    out
+}
+
+pub fn history(entries: &[HistoryEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.timeline.to_string(),
+                lsn(e.switch_lsn),
+                e.reason.clone(),
+                api::time::format_rfc3339(e.time_ms),
+                e.from.clone().unwrap_or_default(),
+                e.to.clone().unwrap_or_default(),
+                e.duration_ms
+                    .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &["TL", "LSN", "Reason", "Time", "From", "To", "Took"],
+        &rows,
+    )
+}
+
+pub fn event(e: &Event) -> String {
+    format!(
+        "{} #{} {} {}: {}",
+        api::time::format_rfc3339(e.time_ms),
+        e.seq,
+        e.member,
+        e.kind,
+        e.details
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use api::model::ClusterView;
+    use store::cluster::Tags;
+
+    use super::*;
+
+    fn member(name: &str, role: Role, leader: bool, sync: bool, lag: Option<u64>) -> MemberView {
+        MemberView {
+            name: name.to_string(),
+            host: "10.0.0.1:5432".to_string(),
+            role,
+            state: PgState::Running,
+            leader,
+            sync,
+            streaming: role == Role::Replica,
+            timeline: Some(2),
+            lsn: Some(0x1_0000_0010),
+            lag_bytes: lag,
+            lag_ms: None,
+            tags: Tags::default(),
+            api_url: String::new(),
+            pg_url: String::new(),
+            upstream: None,
+            note: String::new(),
+            updated_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_member_table() {
+        let view = ClusterView {
+            cluster: "main".to_string(),
+            revision: 9,
+            leader: Some("db1".to_string()),
+            term: Some(7),
+            sync: vec!["db2".to_string()],
+            paused: true,
+            switchover: None,
+            members: vec![
+                member("db1", Role::Primary, true, false, None),
+                member("db2", Role::Replica, false, true, Some(0)),
+                member("db3", Role::Replica, false, false, Some(3 << 20)),
+            ],
+            problems: vec![],
+        };
+        let text = cluster(&view);
+        assert!(
+            text.starts_with("Cluster: main (leader db1, term 7)\n+--------+"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| Member | Host          | Role         | State     | TL | Lag in MB |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| db1    | 10.0.0.1:5432 | Leader       | running   | 2  |           |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| db2    | 10.0.0.1:5432 | Sync Standby | streaming | 2  | 0         |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| db3    | 10.0.0.1:5432 | Replica      | streaming | 2  | 3         |"),
+            "{text}"
+        );
+        assert!(text.contains("Maintenance mode"), "{text}");
+    }
+
+    #[test]
+    fn lsns_look_like_postgresql_s() {
+        assert_eq!(lsn(0x1_0000_0010), "1/10");
+        assert_eq!(lsn(0x300_0000), "0/3000000");
+    }
+}

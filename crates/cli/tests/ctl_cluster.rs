@@ -1,0 +1,140 @@
+//! `pgwarden ctl` against real agents, PostgreSQL and etcd: list, a
+//! switchover, the history, and a reinit followed until the member streams.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use testkit::{AgentCluster, ClusterOptions};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const ALL: [&str; 3] = ["db1", "db2", "db3"];
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_pgwarden"))
+}
+
+async fn ctl(api: &str, args: &[&str]) -> Output {
+    let run = tokio::process::Command::new(binary())
+        .arg("ctl")
+        .arg("--api")
+        .arg(api)
+        .args(args)
+        .env_remove("PGWARDEN_API")
+        .env_remove("PGWARDEN_API_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output();
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("ctl finished within 120 s")
+        .unwrap()
+}
+
+fn show(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Polls `ctl -o json list` until the leader is `leader` (any, when
+/// `None`) and every other member streams; returns the leader.
+async fn wait_listed(api: &str, leader: Option<&str>) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let output = ctl(api, &["-o", "json", "list"]).await;
+        let view: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+        let members = view["members"].as_array().cloned().unwrap_or_default();
+        let current = view["leader"].as_str().map(str::to_string);
+        let streams = members.len() == ALL.len()
+            && members
+                .iter()
+                .all(|m| m["leader"] == true || m["streaming"] == true);
+        if let Some(current) = current {
+            if streams && leader.is_none_or(|l| l == current) {
+                return current;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited for leader {leader:?} and every standby streaming; last seen:\n{}",
+            show(&output)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_operator_lists_switches_over_and_reinitializes() {
+    let cluster = AgentCluster::start(binary(), ClusterOptions::default())
+        .await
+        .unwrap();
+    let old = match cluster.wait_healthy(&ALL, DEADLINE).await {
+        Ok(primary) => primary,
+        Err(err) => panic!("{err}\n{}", cluster.logs()),
+    };
+    let status = cluster
+        .keys
+        .member(&old)
+        .unwrap()
+        .get(cluster.store.as_ref())
+        .await
+        .unwrap()
+        .unwrap();
+    let api = status.value.api_url;
+
+    wait_listed(&api, Some(&old)).await;
+    let list = ctl(&api, &["list"]).await;
+    assert_eq!(list.status.code(), Some(0), "{}", show(&list));
+    let table = String::from_utf8_lossy(&list.stdout);
+    for name in ALL {
+        assert!(table.contains(&format!("| {name} ")), "{table}");
+    }
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&format!("| {old} ")) && l.contains("Leader")),
+        "{table}"
+    );
+
+    let target = ALL.iter().find(|m| **m != old).unwrap().to_string();
+    let switched = ctl(&api, &["switchover", "--to", &target, "--force"]).await;
+    assert_eq!(
+        switched.status.code(),
+        Some(0),
+        "{}\n{}",
+        show(&switched),
+        cluster.logs()
+    );
+    assert!(
+        String::from_utf8_lossy(&switched.stdout).contains(&format!("{target} is the new leader"))
+    );
+    let history = ctl(&api, &["history"]).await;
+    assert!(
+        String::from_utf8_lossy(&history.stdout).contains(&target),
+        "{}",
+        show(&history)
+    );
+
+    // The old primary, now a standby, is cloned afresh; ctl follows it.
+    wait_listed(&api, Some(&target)).await;
+    let reinit = ctl(&api, &["reinit", &old]).await;
+    assert_eq!(
+        reinit.status.code(),
+        Some(0),
+        "{}\n{}",
+        show(&reinit),
+        cluster.logs()
+    );
+    assert!(
+        String::from_utf8_lossy(&reinit.stderr).contains("streams from the leader again"),
+        "{}",
+        show(&reinit)
+    );
+    // Reinit of the leader is refused by its agent.
+    let refused = ctl(&api, &["reinit", &target]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));
+}
