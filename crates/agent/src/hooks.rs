@@ -137,3 +137,123 @@ async fn post_once(url: &str, json: &str, timeout: Duration) -> Result<u16, Stri
     let reply = client.send(call).await.map_err(|e| e.to_string())?;
     Ok(reply.status.as_u16())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn event() -> Event {
+        Event {
+            seq: 7,
+            time_ms: 1_700_000_000_000,
+            member: "db2".into(),
+            kind: "promoted".into(),
+            details: "switchover from db1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_command_sees_the_event_in_its_environment_and_on_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let command = format!(
+            "echo \"$PGWARDEN_EVENT_KIND $PGWARDEN_EVENT_MEMBER $PGWARDEN_EVENT_SEQ\" > {0}; cat >> {0}",
+            out.display()
+        );
+        let json = event_json("main", &event());
+        run_command(&command, "main", &event(), &json, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let written = std::fs::read_to_string(&out).unwrap();
+        assert!(written.starts_with("promoted db2 7\n"), "{written}");
+        let stdin: serde_json::Value =
+            serde_json::from_str(written.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(stdin["details"], "switchover from db1");
+        assert_eq!(stdin["cluster"], "main");
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_slow_command_is_an_error_saying_so() {
+        let json = event_json("main", &event());
+        let err = run_command(
+            "echo oops >&2; exit 3",
+            "main",
+            &event(),
+            &json,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("oops"), "{err}");
+        let started = std::time::Instant::now();
+        let err = run_command(
+            "sleep 30",
+            "main",
+            &event(),
+            &json,
+            Duration::from_millis(200),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("killed"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Answers 503 to the first `failures` requests, then 204.
+    async fn webhook_server(
+        failures: usize,
+    ) -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let mut buf = vec![0u8; 8192];
+                let _ = socket.read(&mut buf).await;
+                let status = if n < failures {
+                    "503 Service Unavailable"
+                } else {
+                    "204 No Content"
+                };
+                let answer =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        (url, seen, task)
+    }
+
+    #[tokio::test]
+    async fn the_webhook_is_retried_until_it_answers_2xx() {
+        let (url, seen, task) = webhook_server(2).await;
+        let json = event_json("main", &event());
+        post_webhook(&url, &json, Duration::from_secs(2), 3)
+            .await
+            .unwrap();
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn the_webhook_gives_up_after_its_retries() {
+        let (url, seen, task) = webhook_server(100).await;
+        let json = event_json("main", &event());
+        let err = post_webhook(&url, &json, Duration::from_secs(2), 1)
+            .await
+            .unwrap_err();
+        assert!(err.contains("503") && err.contains("2 attempts"), "{err}");
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        task.abort();
+    }
+}

@@ -442,7 +442,7 @@ impl World {
 
     fn stream(&mut self, standby: usize, upstream: usize, max: usize) {
         let from = self.wal(standby).len();
-        let to = self.wal(upstream).len().min(from + max);
+        let to = self.wal(upstream).len().min(from.saturating_add(max));
         if to > from {
             let new: Vec<Rec> = self.wal(upstream)[from..to].to_vec();
             if let Some(data) = self.nodes[standby].data.as_mut() {
