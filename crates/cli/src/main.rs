@@ -29,6 +29,13 @@ enum Command {
     /// Work with a pgwarden.toml configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Route clients: a read-write port to the current primary, a read-only
+    /// port over healthy standbys (docs/proxy.md).
+    Proxy {
+        /// The proxy's configuration (proxy.toml).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Run a three-member cluster on this machine and show it working.
     Demo(cmd::demo::DemoArgs),
 }
@@ -49,6 +56,7 @@ fn main() -> ExitCode {
         Command::Agent { config } => cmd::agent::run(&config),
         Command::Config(ConfigCommand::Check { file }) => cmd::config_check::run(&file),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Proxy { config } => cmd::proxy::run(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

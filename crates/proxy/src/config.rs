@@ -141,8 +141,20 @@ pub fn parse(source: &str, file_name: &str) -> Result<ProxyConfig, ConfigError> 
         }
         taken.push((key, addr));
     }
-    let hold_timeout = duration(&file, &["proxy", "hold_timeout"], proxy.hold_timeout, "30s", true)?;
-    let store_grace = duration(&file, &["proxy", "store_grace"], proxy.store_grace, "3s", false)?;
+    let hold_timeout = duration(
+        &file,
+        &["proxy", "hold_timeout"],
+        proxy.hold_timeout,
+        "30s",
+        true,
+    )?;
+    let store_grace = duration(
+        &file,
+        &["proxy", "store_grace"],
+        proxy.store_grace,
+        "3s",
+        false,
+    )?;
     let max_lag = proxy
         .max_lag
         .map(|text| duration(&file, &["proxy", "max_lag"], Some(text), "", true))
@@ -169,7 +181,9 @@ pub fn parse(source: &str, file_name: &str) -> Result<ProxyConfig, ConfigError> 
         let Ok(weight) = u32::try_from(weight) else {
             return Err(file.value_error(
                 &["proxy", "weights", &member],
-                format!("weight {weight} for `{member}` is not a whole number from 0 to 4294967295"),
+                format!(
+                    "weight {weight} for `{member}` is not a whole number from 0 to 4294967295"
+                ),
                 "write e.g. db1 = 2; 0 keeps the member out of reads",
             ));
         };
@@ -214,7 +228,11 @@ fn duration(
     let text = value.unwrap_or_else(|| default.to_string());
     let hint = "write a whole number followed by ms, s, m or h, e.g. \"500ms\", \"30s\"";
     let d = parse_duration(&text).map_err(|e| {
-        file.value_error(path, format!("invalid duration for `{}`: {e}", path.join(".")), hint)
+        file.value_error(
+            path,
+            format!("invalid duration for `{}`: {e}", path.join(".")),
+            hint,
+        )
     })?;
     if d.is_zero() && !zero_ok {
         return Err(file.value_error(
@@ -292,7 +310,10 @@ listen = "127.0.0.1:8009"
     fn errors_name_the_spot_and_say_what_to_do() {
         let cases = [
             ("", "proxy.toml:1:1: missing required section [proxy]"),
-            ("[proxy]\n", "proxy.toml:1:1: missing required key `read_write`"),
+            (
+                "[proxy]\n",
+                "proxy.toml:1:1: missing required key `read_write`",
+            ),
             (
                 "[proxy]\nread_write = \"localhost:5000\"\n",
                 "proxy.toml:2:14: `proxy.read_write` is not an IP address and port",
@@ -328,7 +349,10 @@ listen = "127.0.0.1:8009"
         ];
         for (source, expected) in cases {
             let message = error(source);
-            assert!(message.contains(expected), "{source:?}:\n{message}\nshould contain {expected}");
+            assert!(
+                message.contains(expected),
+                "{source:?}:\n{message}\nshould contain {expected}"
+            );
             assert!(message.contains("\n  hint: "), "{message}");
         }
     }

@@ -109,14 +109,13 @@ impl Proxy {
                 shutdown: shutdown.clone(),
                 next: AtomicUsize::new(0),
             });
-            proxy.tasks.push(tokio::spawn(listener::serve(listener, ctx)));
+            proxy
+                .tasks
+                .push(tokio::spawn(listener::serve(listener, ctx)));
         }
         if let Some(listener) = http {
             proxy.tasks.push(tokio::spawn(http::serve(
-                listener,
-                metrics,
-                routes,
-                shutdown,
+                listener, metrics, routes, shutdown,
             )));
         }
         Ok(proxy)

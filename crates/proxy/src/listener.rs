@@ -86,7 +86,10 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) 
         Ok(routed) => routed,
         Err(why) => {
             ctx.metrics.refused_total.fetch_add(1, Relaxed);
-            tracing::warn!("proxy: {} connection from {peer} refused: {why}", ctx.port.name());
+            tracing::warn!(
+                "proxy: {} connection from {peer} refused: {why}",
+                ctx.port.name()
+            );
             refuse(client, &why).await;
             return;
         }
@@ -190,10 +193,12 @@ async fn route(ctx: &PortContext) -> Result<Routed, String> {
                         });
                     }
                     Ok(Err(err)) => {
-                        last_problem = format!("{} at {} refused: {err}", backend.member, backend.addr)
+                        last_problem =
+                            format!("{} at {} refused: {err}", backend.member, backend.addr)
                     }
                     Err(_) => {
-                        last_problem = format!("{} at {} did not answer", backend.member, backend.addr)
+                        last_problem =
+                            format!("{} at {} did not answer", backend.member, backend.addr)
                     }
                 }
                 held.start();
@@ -239,7 +244,8 @@ fn choose(table: &Table, ctx: &PortContext) -> Choice {
         Port::ReadWrite => {
             if table.store_lost {
                 return Choice::Refuse(
-                    "the store is unreachable, so the primary is unknown; check the store".to_string(),
+                    "the store is unreachable, so the primary is unknown; check the store"
+                        .to_string(),
                 );
             }
             primary().unwrap_or_else(|| Choice::Hold("no primary".to_string()))
@@ -253,7 +259,11 @@ fn choose(table: &Table, ctx: &PortContext) -> Choice {
             let start = ctx.next.fetch_add(1, Relaxed);
             if let Some(i) = pick_standby(&table.routes.standbys, &open, start) {
                 let standby = &table.routes.standbys[i];
-                return Choice::Backend(standby.backend.clone(), None, table.standby_stats[i].clone());
+                return Choice::Backend(
+                    standby.backend.clone(),
+                    None,
+                    table.standby_stats[i].clone(),
+                );
             }
             if table.routes.reads_to_primary {
                 if let Some(choice) = primary() {

@@ -65,13 +65,20 @@ impl Routes {
     pub fn serves_reads(&self, member: &str) -> bool {
         self.standbys.iter().any(|s| s.backend.member == member)
             || (self.reads_to_primary
-                && self.primary.as_ref().is_some_and(|p| p.backend.member == member))
+                && self
+                    .primary
+                    .as_ref()
+                    .is_some_and(|p| p.backend.member == member))
     }
 }
 
 /// Computes the routes. `members` are the decodable member statuses (a bad
 /// record only hides its own member).
-pub fn compute(leader: Option<&LeaderKey>, members: &[MemberStatus], policy: &ReadPolicy) -> Routes {
+pub fn compute(
+    leader: Option<&LeaderKey>,
+    members: &[MemberStatus],
+    policy: &ReadPolicy,
+) -> Routes {
     let mut routes = Routes::default();
     for status in members {
         let backend = match backend_of(status) {
@@ -275,7 +282,10 @@ mod tests {
         let primary = routes.primary.unwrap();
         assert_eq!(primary.backend.addr, "127.0.0.1:5001");
         assert_eq!(primary.term, 7);
-        assert_eq!(names(&compute(None, &cluster(), &ReadPolicy::default())), ["db2", "db3"]);
+        assert_eq!(
+            names(&compute(None, &cluster(), &ReadPolicy::default())),
+            ["db2", "db3"]
+        );
     }
 
     #[test]
@@ -292,7 +302,10 @@ mod tests {
         let mut promoting = cluster();
         promoting[1].state = PgState::Promoting;
         promoting[1].term = Some(7);
-        assert_eq!(compute(Some(&leader("db2")), &promoting, &policy).primary, None);
+        assert_eq!(
+            compute(Some(&leader("db2")), &promoting, &policy).primary,
+            None
+        );
 
         // A demoted member still claiming primary without the key: no writes.
         let routes = compute(Some(&leader("db2")), &cluster(), &policy);
@@ -395,14 +408,22 @@ mod tests {
         let mut s = status("db1", Role::Replica, 1);
         for (url, addr) in [
             ("postgres://10.0.0.2:5433/postgres", "10.0.0.2:5433"),
-            ("postgresql://u:p@db.example:6000/x?sslmode=off", "db.example:6000"),
+            (
+                "postgresql://u:p@db.example:6000/x?sslmode=off",
+                "db.example:6000",
+            ),
             ("postgres://db.example", "db.example:5432"),
             ("postgres://[::1]:5432/postgres", "[::1]:5432"),
         ] {
             s.pg_url = url.to_string();
             assert_eq!(backend_of(&s).unwrap().addr, addr, "{url}");
         }
-        for url in ["http://h:1", "postgres://:5432", "postgres://h:0", "postgres://h:x"] {
+        for url in [
+            "http://h:1",
+            "postgres://:5432",
+            "postgres://h:0",
+            "postgres://h:x",
+        ] {
             s.pg_url = url.to_string();
             assert!(backend_of(&s).is_err(), "{url}");
         }

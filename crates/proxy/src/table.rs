@@ -39,7 +39,10 @@ impl Table {
     pub fn describe(&self) -> String {
         let writes = match (&self.routes.primary, self.store_lost) {
             (_, true) => "refused (store unreachable)".to_string(),
-            (Some(p), _) => format!("{} at {} (term {})", p.backend.member, p.backend.addr, p.term),
+            (Some(p), _) => format!(
+                "{} at {} (term {})",
+                p.backend.member, p.backend.addr, p.term
+            ),
             (None, _) => "held (no primary)".to_string(),
         };
         let reads: Vec<String> = self
