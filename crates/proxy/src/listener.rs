@@ -180,7 +180,10 @@ async fn route(ctx: &PortContext) -> Result<Routed, String> {
             Choice::Refuse(why) => return Err(why),
             Choice::Hold(why) => last_problem = why,
             Choice::Backend(backend, term, stats) => {
-                let limit = CONNECT_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+                // The hold bounds the wait for a route, but a connect always gets a
+                // fair chance, also with hold_timeout = 0.
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let limit = CONNECT_TIMEOUT.min(remaining.max(Duration::from_secs(1)));
                 match tokio::time::timeout(limit, TcpStream::connect(&backend.addr)).await {
                     Ok(Ok(server)) => {
                         let _ = server.set_nodelay(true);
