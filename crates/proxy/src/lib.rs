@@ -1,11 +1,11 @@
 //! `pgwarden proxy`: layer-4 routing driven by the store (docs/proxy.md).
 //!
-//! * [`routing`]: pure — from the leader key and member statuses to routes.
-//! * [`watcher`]: store I/O — keeps the cluster view and publishes tables.
-//! * [`table`]: the published routing table, read lock-free per connection.
-//! * [`listener`]: accept, route (or hold), forward, fence.
-//! * [`metrics`], [`http`]: counters and the `/health` + `/metrics` endpoint.
-//! * [`config`]: `proxy.toml`.
+//! * [`routing`] — pure — from the leader key and member statuses to routes.
+//! * [`watcher`] — store I/O — keeps the cluster view and publishes tables.
+//! * [`table`] — the published routing table, read lock-free per connection.
+//! * [`listener`] — accept, route (or hold), forward, fence.
+//! * [`metrics`], [`http`] — counters and the `/health` + `/metrics` endpoint.
+//! * [`config`] — `proxy.toml`.
 
 pub mod config;
 pub mod http;
