@@ -109,6 +109,8 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) 
     let mut routes = ctx.routes.clone();
     let mut shutdown = ctx.shutdown.clone();
     tokio::select! {
+        // The copy first: it is what wakes this task nearly every time.
+        biased;
         result = tokio::io::copy_bidirectional(&mut client, &mut server) => {
             if let Err(err) = result {
                 tracing::debug!("proxy: {peer} ↔ {}: {err}", backend.member);

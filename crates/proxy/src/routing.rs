@@ -61,6 +61,15 @@ pub struct Routes {
 }
 
 impl Routes {
+    /// Whether both send connections to the same places. The reasons for
+    /// exclusions are left out: a lagging standby's lag changes every
+    /// heartbeat without changing where anything goes.
+    pub fn same_routing(&self, other: &Routes) -> bool {
+        self.primary == other.primary
+            && self.standbys == other.standbys
+            && self.reads_to_primary == other.reads_to_primary
+    }
+
     /// Whether a read-only connection to `member` may stay open.
     pub fn serves_reads(&self, member: &str) -> bool {
         self.standbys.iter().any(|s| s.backend.member == member)
@@ -366,6 +375,24 @@ mod tests {
         assert!(compute(Some(&leader("db1")), &members, &policy).reads_to_primary);
         // No primary: nothing to fall back to.
         assert!(!compute(None, &members, &policy).reads_to_primary);
+    }
+
+    #[test]
+    fn a_changing_lag_of_an_excluded_standby_changes_no_route() {
+        let policy = ReadPolicy {
+            max_lag_bytes: Some(100),
+            ..ReadPolicy::default()
+        };
+        let mut members = cluster();
+        members[2].lag_bytes = Some(1_000);
+        let before = compute(Some(&leader("db1")), &members, &policy);
+        members[2].lag_bytes = Some(2_000);
+        let after = compute(Some(&leader("db1")), &members, &policy);
+        assert_ne!(before, after);
+        assert!(before.same_routing(&after));
+        members[1].lag_bytes = Some(2_000);
+        let worse = compute(Some(&leader("db1")), &members, &policy);
+        assert!(!before.same_routing(&worse));
     }
 
     #[test]

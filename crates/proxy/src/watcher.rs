@@ -127,7 +127,10 @@ impl Watcher {
         }
         let routes = compute(leader.as_ref(), &members, &self.policy);
         let current = self.tx.borrow().clone();
-        if current.loaded && current.routes == routes && current.store_lost == store_lost {
+        if current.loaded
+            && current.routes.same_routing(&routes)
+            && current.store_lost == store_lost
+        {
             return;
         }
         let table = Table::new(routes, store_lost, &self.metrics);
