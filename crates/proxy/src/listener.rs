@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::forward::{forward, Forwarding};
 use crate::metrics::{BackendStats, Metrics};
 use crate::routing::{pick_standby, Backend};
 use crate::table::Table;
@@ -41,6 +42,7 @@ pub struct PortContext {
     pub shutdown: watch::Receiver<()>,
     /// Rotates the start of the least-connections scan so ties spread.
     pub next: AtomicUsize,
+    pub forwarding: Forwarding,
 }
 
 /// How long one backend connect may take before the client is held again.
@@ -80,7 +82,7 @@ struct Routed {
     stats: Arc<BackendStats>,
 }
 
-async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) {
+async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) {
     let _ = client.set_nodelay(true);
     let routed = match route(&ctx).await {
         Ok(routed) => routed,
@@ -95,7 +97,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) 
         }
     };
     let Routed {
-        mut server,
+        server,
         backend,
         term,
         stats,
@@ -111,7 +113,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) 
     tokio::select! {
         // The copy first: it is what wakes this task nearly every time.
         biased;
-        result = tokio::io::copy_bidirectional(&mut client, &mut server) => {
+        result = forward(client, server, ctx.forwarding) => {
             if let Err(err) = result {
                 tracing::debug!("proxy: {peer} ↔ {}: {err}", backend.member);
             }
