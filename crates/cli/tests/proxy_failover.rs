@@ -62,6 +62,30 @@ async fn routes_writes_to(proxy: &Proxy, member: &str) {
     .unwrap();
 }
 
+/// Waits until the proxy balances reads over `member` (its status says
+/// streaming, which can lag behind what PostgreSQL itself reports).
+async fn routes_reads_to(proxy: &Proxy, member: &str) {
+    wait_for(
+        &format!("the proxy to route reads to {member}"),
+        DEADLINE,
+        || async {
+            let table = proxy.table();
+            if table
+                .routes
+                .standbys
+                .iter()
+                .any(|s| s.backend.member == member)
+            {
+                Ok(())
+            } else {
+                Err(table.describe())
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
 async fn connect(addr: SocketAddr) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut config = tokio_postgres::Config::new();
     config
@@ -93,6 +117,7 @@ async fn the_proxy_follows_a_host_death_and_a_client_connecting_in_the_gap_sees_
     let new = if old == "db1" { "db2" } else { "db1" };
     let proxy = start_proxy(&cluster).await;
     routes_writes_to(&proxy, &old).await;
+    routes_reads_to(&proxy, new).await;
 
     let writer = connect(proxy.read_write).await.unwrap();
     assert_eq!(
