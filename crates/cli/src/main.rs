@@ -29,6 +29,13 @@ enum Command {
     /// Work with a pgwarden.toml configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Route clients: a read-write port to the current primary, a read-only
+    /// port over healthy standbys (docs/proxy.md).
+    Proxy {
+        /// The proxy's configuration (proxy.toml).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Run a three-member cluster on this machine and show it working.
     Demo(cmd::demo::DemoArgs),
     /// Operate a cluster through a member's REST API: list, switchover,
@@ -55,6 +62,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         // ctl has its own exit codes (docs/ctl.md).
         Command::Ctl(args) => return cmd::ctl::run(args, Cli::command()),
+        Command::Proxy { config } => cmd::proxy::run(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@
 mod bindir;
 mod duration;
 mod error;
+mod file;
 mod locate;
 mod net;
 mod raw;
@@ -23,6 +24,7 @@ use std::path::Path;
 
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
+pub use file::{StoreTable, TomlFile};
 pub use net::IpNet;
 pub use schema::{
     Api, Backend, Config, Credential, Credentials, Hooks, Member, ParamValue, PasswordSource, Peer,

@@ -64,7 +64,7 @@ pub(crate) struct RawPostgresql {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawStore {
+pub struct RawStore {
     pub backend: Option<Backend>,
     pub endpoints: Option<Vec<String>>,
     pub namespace: Option<String>,
@@ -131,7 +131,10 @@ pub(crate) struct RawPeer {
 
 /// Deserializes `source`, turning serde's messages (which speak of fields,
 /// variants and Rust types) into ones that speak of keys, values and TOML types.
-pub(crate) fn deserialize(loc: &Locator<'_>, source: &str) -> Result<RawConfig, ConfigError> {
+pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(
+    loc: &Locator<'_>,
+    source: &str,
+) -> Result<T, ConfigError> {
     toml::from_str(source).map_err(|e| {
         let span = e.span();
         let path = loc.path_at(span.clone().map_or(0, |s| s.start));

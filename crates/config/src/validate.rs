@@ -71,6 +71,11 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>, host: &Host<'_>) -> Re
     Ok(config)
 }
 
+/// Only the `[store]` table, for files other than pgwarden.toml that share it.
+pub(crate) fn store(raw: RawStore, loc: &Locator<'_>, host: &Host<'_>) -> Result<Store> {
+    Validator { loc, host }.store(raw)
+}
+
 struct Validator<'a> {
     loc: &'a Locator<'a>,
     host: &'a Host<'a>,

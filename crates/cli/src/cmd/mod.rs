@@ -2,3 +2,4 @@ pub mod agent;
 pub mod config_check;
 pub mod ctl;
 pub mod demo;
+pub mod proxy;

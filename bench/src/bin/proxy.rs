@@ -1,0 +1,320 @@
+//! bench/proxy: pgbench select-only against one PostgreSQL directly,
+//! through `pgwarden proxy` and through HAProxy (TCP mode, the reference),
+//! interleaved round by round, with established connections and with a new
+//! connection per transaction.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgwarden_bench::{figure_line, summary};
+use store::cluster::{ClusterKeys, Leader, MemberStatus, PgState, Role, Tags};
+use store::{EtcdOptions, EtcdStore, Store};
+use testkit::{free_port, wait_for, PgCluster};
+
+struct Args {
+    pgwarden: PathBuf,
+    rounds: usize,
+    seconds: u64,
+}
+
+fn args() -> Result<Args, String> {
+    let mut args = Args {
+        pgwarden: PathBuf::from("target/release/pgwarden"),
+        rounds: 5,
+        seconds: 10,
+    };
+    let mut it = std::env::args().skip(1);
+    let number = |v: Option<String>, flag: &str| {
+        v.and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+            .ok_or(format!("{flag} needs a positive number"))
+    };
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--pgwarden" => args.pgwarden = it.next().ok_or("--pgwarden needs a path")?.into(),
+            "--rounds" => args.rounds = number(it.next(), "--rounds")? as usize,
+            "--seconds" => args.seconds = number(it.next(), "--seconds")?,
+            other => {
+                return Err(format!(
+                    "unknown argument {other}; use --pgwarden PATH --rounds N --seconds S"
+                ))
+            }
+        }
+    }
+    if !args.pgwarden.is_file() {
+        return Err(format!(
+            "{} does not exist: build it with cargo build --release",
+            args.pgwarden.display()
+        ));
+    }
+    Ok(args)
+}
+
+/// A child process killed on drop (also when the bench fails half-way).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
+const TARGETS: [&str; 4] = ["direct", "pgwarden", "haproxy", "splice"];
+const MODES: [(&str, &[&str]); 2] = [("established", &["-M", "prepared"]), ("new_conn", &["-C"])];
+
+#[tokio::main]
+async fn main() {
+    let args = match args() {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("bench/proxy: {err}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(err) = run(args).await {
+        eprintln!("bench/proxy: {err}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    for program in [PGBENCH, "/usr/sbin/haproxy"] {
+        if !Path::new(program).is_file() {
+            return Err(format!("{program} is missing: run scripts/install-deps").into());
+        }
+    }
+    eprintln!("bench/proxy: starting PostgreSQL and etcd");
+    let mut cluster = PgCluster::empty()?;
+    let mut node = cluster.new_node("db1")?;
+    node.settings.max_connections = 100;
+    node.settings
+        .parameters
+        .insert("shared_buffers".into(), "256MB".into());
+    node.instance.bootstrap(&node.settings).await?;
+    cluster.nodes.push(node);
+    let node = &cluster.nodes[0];
+    let pg_port = node.endpoint().port;
+    let password = node.instance.spec().superuser.password.clone();
+    // Trust on loopback: with SCRAM (4096 hash iterations per login) the
+    // new-connection mode would measure password hashing, not the proxies.
+    let hba = node
+        .query_text("SHOW hba_file")
+        .await?
+        .ok_or("PostgreSQL did not say where pg_hba.conf is")?;
+    std::fs::write(&hba, "host all all 127.0.0.1/32 trust\n")?;
+    cluster.run_as.chown(Path::new(&hba))?;
+    node.execute("SELECT pg_reload_conf()").await?;
+
+    let etcd = testkit::etcd::EtcdCluster::start(1).await?;
+    let store: Arc<dyn Store> =
+        Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await?);
+    let keys = ClusterKeys::new("/pgwarden", "bench")?;
+    let leader = Leader {
+        member: "db1".into(),
+    };
+    let term = keys.leader().create(store.as_ref(), &leader, None).await? as u64;
+    let status = MemberStatus {
+        name: "db1".into(),
+        role: Role::Primary,
+        state: PgState::Running,
+        timeline: Some(1),
+        flush_lsn: None,
+        receive_lsn: None,
+        replay_lsn: None,
+        lag_bytes: None,
+        lag_ms: None,
+        api_url: String::new(),
+        pg_url: format!("postgres://127.0.0.1:{pg_port}/postgres"),
+        tags: Tags::default(),
+        updated_ms: 0,
+        upstream: None,
+        streaming: false,
+        term: Some(term),
+        note: "published by bench/proxy".into(),
+    };
+    keys.member("db1")?
+        .put(store.as_ref(), &status, None)
+        .await?;
+
+    // The same proxy twice: user-space copy (the default) and splice(2).
+    let proxy_port = free_port();
+    let splice_port = free_port();
+    let mut proxies = Vec::new();
+    for (port, forwarding) in [(proxy_port, "copy"), (splice_port, "splice")] {
+        let http_port = free_port();
+        let proxy_toml = cluster.dir.join(&format!("proxy-{forwarding}.toml"));
+        std::fs::write(
+            &proxy_toml,
+            format!(
+                "[store]\nendpoints = {:?}\ncluster = \"bench\"\n\n[proxy]\nread_write = \"127.0.0.1:{port}\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+                etcd.endpoints()
+            ),
+        )?;
+        let log = std::fs::File::create(cluster.dir.join(&format!("proxy-{forwarding}.log")))?;
+        proxies.push(Proc(
+            Command::new(&args.pgwarden)
+                .args(["proxy", "-c"])
+                .arg(&proxy_toml)
+                .env("RUST_LOG", "warn")
+                .env("PGWARDEN_PROXY_FORWARDING", forwarding)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?,
+        ));
+        wait_for(
+            "the proxy to route to db1",
+            Duration::from_secs(30),
+            || async { healthy(http_port).await },
+        )
+        .await?;
+    }
+
+    let haproxy_port = free_port();
+    let haproxy_cfg = cluster.dir.join("haproxy.cfg");
+    std::fs::write(
+        &haproxy_cfg,
+        format!(
+            "global\n  maxconn 4096\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\nlisten pg\n  bind 127.0.0.1:{haproxy_port}\n  server db1 127.0.0.1:{pg_port}\n"
+        ),
+    )?;
+    let _haproxy = Proc(
+        Command::new("/usr/sbin/haproxy")
+            .args(["-db", "-q", "-f"])
+            .arg(&haproxy_cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+
+    eprintln!("bench/proxy: pgbench -i -s 10");
+    pgbench(pg_port, &password, &["-i", "-s", "10", "-q"])?;
+    let port_of = |target: &str| match target {
+        "direct" => pg_port,
+        "pgwarden" => proxy_port,
+        "splice" => splice_port,
+        _ => haproxy_port,
+    };
+    // Everyone answers before the clock starts.
+    for target in TARGETS {
+        pgbench(port_of(target), &password, &["-S", "-n", "-t", "10"])?;
+    }
+
+    // results[mode][target] = one (tps, latency ms) per round.
+    let mut results = vec![vec![Vec::new(); TARGETS.len()]; MODES.len()];
+    let seconds = args.seconds.to_string();
+    for round in 0..args.rounds {
+        for (m, (mode, flags)) in MODES.iter().enumerate() {
+            for k in 0..TARGETS.len() {
+                // Rotate the order so no target always runs first.
+                let t = (k + round) % TARGETS.len();
+                let mut pgbench_args = vec!["-S", "-n", "-c", "16", "-j", "2", "-T", &seconds];
+                pgbench_args.extend_from_slice(flags);
+                let output = pgbench(port_of(TARGETS[t]), &password, &pgbench_args)?;
+                let (tps, latency) = parse(&output)
+                    .ok_or_else(|| format!("cannot read pgbench's output:\n{output}"))?;
+                eprintln!(
+                    "round {}/{} {mode:<11} {:<8} {tps:>9.0} tps {latency:>7.3} ms",
+                    round + 1,
+                    args.rounds,
+                    TARGETS[t]
+                );
+                results[m][t].push((tps, latency));
+            }
+        }
+    }
+
+    println!(
+        "\n{:<11} {:<8} {:>10} {:>12} {:>16}",
+        "mode", "target", "tps", "latency ms", "ratio to direct"
+    );
+    let mut figures = Vec::new();
+    for (m, (mode, _)) in MODES.iter().enumerate() {
+        for (t, target) in TARGETS.iter().enumerate() {
+            let tps: Vec<f64> = results[m][t].iter().map(|r| r.0).collect();
+            let latency: Vec<f64> = results[m][t].iter().map(|r| r.1).collect();
+            let ratios: Vec<f64> = results[m][t]
+                .iter()
+                .zip(&results[m][0])
+                .map(|(r, direct)| r.0 / direct.0)
+                .collect();
+            println!(
+                "{mode:<11} {target:<8} {:>10.0} {:>12.3} {:>16.2}",
+                summary(&tps).1,
+                summary(&latency).1,
+                summary(&ratios).1
+            );
+            if t > 0 {
+                let name = match *target {
+                    "pgwarden" => "proxy",
+                    "splice" => "proxy_splice",
+                    other => other,
+                };
+                figures.push(ratio_line(&format!("{name}_{mode}_ratio"), &ratios));
+            }
+            figures.push(figure_line(&format!("{target}_{mode}_tps"), &tps, "tps"));
+        }
+    }
+    println!();
+    for line in figures {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+async fn healthy(port: u16) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /health HTTP/1.1\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .await
+        .map_err(|e| e.to_string())?;
+    if out.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(out)
+    }
+}
+
+fn ratio_line(name: &str, values: &[f64]) -> String {
+    let (min, median, max) = summary(values);
+    format!("figure {name} {min:.2} {median:.2} {max:.2} ratio")
+}
+
+fn pgbench(port: u16, password: &str, extra: &[&str]) -> Result<String, String> {
+    let output = Command::new(PGBENCH)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(extra)
+        .arg("postgres")
+        .env("PGPASSWORD", password)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("run {PGBENCH}: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(format!("pgbench on port {port} {extra:?} failed:\n{text}"));
+    }
+    Ok(text)
+}
+
+/// tps and average latency (ms) from pgbench's report.
+fn parse(output: &str) -> Option<(f64, f64)> {
+    let number_after = |prefix: &str| {
+        output
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+    };
+    Some((number_after("tps = ")?, number_after("latency average = ")?))
+}

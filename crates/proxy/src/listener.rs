@@ -1,0 +1,364 @@
+//! The two client ports: accept, pick a backend from the current table
+//! (holding the client while there is none), then forward bytes until
+//! either side closes or the backend loses its route.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::forward::{forward, Forwarding};
+use crate::metrics::{BackendStats, Metrics};
+use crate::routing::{pick_standby, Backend};
+use crate::table::Table;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    ReadWrite,
+    ReadOnly,
+}
+
+impl Port {
+    fn name(self) -> &'static str {
+        match self {
+            Port::ReadWrite => "read-write",
+            Port::ReadOnly => "read-only",
+        }
+    }
+}
+
+/// What every connection of one port shares.
+pub struct PortContext {
+    pub port: Port,
+    pub routes: watch::Receiver<Arc<Table>>,
+    pub hold_timeout: Duration,
+    pub metrics: Arc<Metrics>,
+    /// Ends every connection when the proxy stops (the sender is dropped).
+    pub shutdown: watch::Receiver<()>,
+    /// Rotates the start of the least-connections scan so ties spread.
+    pub next: AtomicUsize,
+    pub forwarding: Forwarding,
+}
+
+/// How long one backend connect may take before the client is held again.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// After a failed connect, try again this soon even if the routes are the
+/// same (a primary restarting in place keeps its route).
+const RETRY: Duration = Duration::from_millis(100);
+
+pub async fn serve(listener: TcpListener, ctx: Arc<PortContext>) {
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((client, peer)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move { handle(client, peer, ctx).await });
+            }
+            // Out of file descriptors and the like: the listener itself is
+            // fine; back off so the loop does not spin.
+            Err(err) => {
+                tracing::warn!("proxy: {} port: accept failed: {err}", ctx.port.name());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// A routed backend connection and what identifies its route.
+struct Routed {
+    server: TcpStream,
+    backend: Backend,
+    /// The primary's term for a read-write route.
+    term: Option<u64>,
+    stats: Arc<BackendStats>,
+}
+
+async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) {
+    let _ = client.set_nodelay(true);
+    let routed = match route(&ctx).await {
+        Ok(routed) => routed,
+        Err(why) => {
+            ctx.metrics.refused_total.fetch_add(1, Relaxed);
+            tracing::warn!(
+                "proxy: {} connection from {peer} refused: {why}",
+                ctx.port.name()
+            );
+            refuse(client, &why).await;
+            return;
+        }
+    };
+    let Routed {
+        server,
+        backend,
+        term,
+        stats,
+    } = routed;
+    let open = match ctx.port {
+        Port::ReadWrite => &stats.open_read_write,
+        Port::ReadOnly => &stats.open_read_only,
+    };
+    let _open = Open::new(open);
+    stats.total.fetch_add(1, Relaxed);
+    let mut routes = ctx.routes.clone();
+    let mut shutdown = ctx.shutdown.clone();
+    tokio::select! {
+        // The copy first: it is what wakes this task nearly every time.
+        biased;
+        result = forward(client, server, ctx.forwarding) => {
+            if let Err(err) = result {
+                tracing::debug!("proxy: {peer} ↔ {}: {err}", backend.member);
+            }
+        }
+        _ = lost_route(&mut routes, ctx.port, &backend, term) => {
+            ctx.metrics.fenced_total.fetch_add(1, Relaxed);
+            tracing::info!(
+                "proxy: closed {} connection from {peer} to {}: it is no longer routed there",
+                ctx.port.name(),
+                backend.member
+            );
+        }
+        _ = shutdown.changed() => {}
+    }
+    // Dropping both sockets closes them: the client sees the connection end
+    // and cannot send another byte to a backend that lost its route.
+}
+
+/// Resolves once `backend` no longer has the route this connection got.
+async fn lost_route(
+    routes: &mut watch::Receiver<Arc<Table>>,
+    port: Port,
+    backend: &Backend,
+    term: Option<u64>,
+) {
+    loop {
+        if routes.changed().await.is_err() {
+            return;
+        }
+        let table = routes.borrow_and_update().clone();
+        let still = match port {
+            Port::ReadWrite => {
+                !table.store_lost
+                    && table
+                        .routes
+                        .primary
+                        .as_ref()
+                        .is_some_and(|p| p.backend == *backend && Some(p.term) == term)
+            }
+            Port::ReadOnly => {
+                table.routes.serves_reads(&backend.member)
+                    && (table.routes.standbys.iter().any(|s| s.backend == *backend)
+                        || table
+                            .routes
+                            .primary
+                            .as_ref()
+                            .is_some_and(|p| p.backend == *backend))
+            }
+        };
+        if !still {
+            return;
+        }
+    }
+}
+
+/// Picks and connects a backend, holding while there is none (or it does
+/// not answer) until `hold_timeout`.
+async fn route(ctx: &PortContext) -> Result<Routed, String> {
+    let started = Instant::now();
+    let deadline = started + ctx.hold_timeout;
+    let mut routes = ctx.routes.clone();
+    let mut held = Held::new(&ctx.metrics);
+    let mut last_problem;
+    loop {
+        let table = routes.borrow_and_update().clone();
+        let choice = choose(&table, ctx);
+        match choice {
+            Choice::Refuse(why) => return Err(why),
+            Choice::Hold(why) => last_problem = why,
+            Choice::Backend(backend, term, stats) => {
+                // The hold bounds the wait for a route, but a connect always gets a
+                // fair chance, also with hold_timeout = 0.
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let limit = CONNECT_TIMEOUT.min(remaining.max(Duration::from_secs(1)));
+                match tokio::time::timeout(limit, TcpStream::connect(&backend.addr)).await {
+                    Ok(Ok(server)) => {
+                        let _ = server.set_nodelay(true);
+                        held.done();
+                        return Ok(Routed {
+                            server,
+                            backend,
+                            term,
+                            stats,
+                        });
+                    }
+                    Ok(Err(err)) => {
+                        last_problem =
+                            format!("{} at {} refused: {err}", backend.member, backend.addr)
+                    }
+                    Err(_) => {
+                        last_problem =
+                            format!("{} at {} did not answer", backend.member, backend.addr)
+                    }
+                }
+                held.start();
+                tokio::select! {
+                    _ = routes.changed() => {}
+                    _ = tokio::time::sleep(RETRY) => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!("{last_problem} for {:?}", ctx.hold_timeout));
+                }
+                continue;
+            }
+        }
+        held.start();
+        tokio::select! {
+            changed = routes.changed() => if changed.is_err() {
+                return Err("the proxy is stopping".to_string());
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(format!("{last_problem} for {:?}", ctx.hold_timeout));
+            }
+        }
+    }
+}
+
+enum Choice {
+    Backend(Backend, Option<u64>, Arc<BackendStats>),
+    Hold(String),
+    Refuse(String),
+}
+
+fn choose(table: &Table, ctx: &PortContext) -> Choice {
+    let primary = || {
+        table
+            .routes
+            .primary
+            .as_ref()
+            .zip(table.primary_stats.as_ref())
+            .map(|(p, stats)| Choice::Backend(p.backend.clone(), Some(p.term), stats.clone()))
+    };
+    match ctx.port {
+        Port::ReadWrite => {
+            if table.store_lost {
+                return Choice::Refuse(
+                    "the store is unreachable, so the primary is unknown; check the store"
+                        .to_string(),
+                );
+            }
+            primary().unwrap_or_else(|| Choice::Hold("no primary".to_string()))
+        }
+        Port::ReadOnly => {
+            let open: Vec<u64> = table
+                .standby_stats
+                .iter()
+                .map(|s| s.open_read_only.load(Relaxed))
+                .collect();
+            let start = ctx.next.fetch_add(1, Relaxed);
+            if let Some(i) = pick_standby(&table.routes.standbys, &open, start) {
+                let standby = &table.routes.standbys[i];
+                return Choice::Backend(
+                    standby.backend.clone(),
+                    None,
+                    table.standby_stats[i].clone(),
+                );
+            }
+            if table.routes.reads_to_primary {
+                if let Some(choice) = primary() {
+                    return choice;
+                }
+            }
+            Choice::Hold("no standby qualifies for reads".to_string())
+        }
+    }
+}
+
+/// Tells the client why, in the PostgreSQL protocol (an ErrorResponse with
+/// SQLSTATE 57P03, cannot_connect_now), so psql and drivers show the reason.
+async fn refuse(mut client: TcpStream, why: &str) {
+    // Read what the client sent first (its startup packet): closing a socket
+    // with unread data resets it, and the client would lose the message.
+    let mut scratch = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_millis(200), client.read(&mut scratch)).await;
+    let message = format!("pgwarden proxy: {why}");
+    let mut fields = Vec::new();
+    for (code, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "57P03"),
+        (b'M', message.as_str()),
+    ] {
+        fields.push(code);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut packet = vec![b'E'];
+    packet.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+    packet.extend_from_slice(&fields);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        client.write_all(&packet).await?;
+        client.shutdown().await
+    })
+    .await;
+}
+
+/// Counts a connection open for as long as it lives.
+struct Open<'a>(&'a AtomicU64);
+
+impl<'a> Open<'a> {
+    fn new(counter: &'a AtomicU64) -> Open<'a> {
+        counter.fetch_add(1, Relaxed);
+        Open(counter)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The held-connections gauge and hold time, also when the client gives up.
+struct Held<'a> {
+    metrics: &'a Metrics,
+    since: Option<Instant>,
+}
+
+impl<'a> Held<'a> {
+    fn new(metrics: &'a Metrics) -> Held<'a> {
+        Held {
+            metrics,
+            since: None,
+        }
+    }
+
+    fn start(&mut self) {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+            self.metrics.held.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn done(&mut self) {
+        if let Some(since) = self.since.take() {
+            self.metrics.held.fetch_sub(1, Relaxed);
+            self.metrics.add_hold(since.elapsed());
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.done();
+    }
+}

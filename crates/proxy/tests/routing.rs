@@ -1,0 +1,388 @@
+//! The proxy against a store it reads and fake backends (plain TCP
+//! listeners published as members' pg_url): routing, holding, fencing, lag,
+//! bad bytes and a lost store, without PostgreSQL.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proxy::{Proxy, Settings};
+use store::cluster::{ClusterKeys, Leader, MemberStatus, PgState, Role, Tags};
+use store::{EtcdOptions, EtcdStore, MemoryStore, Store};
+use testkit::wait_for;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// An echo server that says who it is first; `GARBAGE` makes it answer with
+/// junk and hang up, like a broken backend.
+struct Fake {
+    name: String,
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn fake(name: &str) -> Fake {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let me = name.to_string();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Relaxed);
+            let me = me.clone();
+            tokio::spawn(async move {
+                if s.write_all(format!("{me}\n").as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if buf[..n].starts_with(b"GARBAGE") {
+                        let _ = s.write_all(&[0xff, 0x00, 0x13, 0x37, b'\n']).await;
+                        return;
+                    }
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Fake {
+        name: name.to_string(),
+        addr,
+        accepted,
+        _task: task,
+    }
+}
+
+fn status(fake: &Fake, role: Role, term: Option<u64>) -> MemberStatus {
+    MemberStatus {
+        name: fake.name.clone(),
+        role,
+        state: PgState::Running,
+        timeline: Some(1),
+        flush_lsn: None,
+        receive_lsn: None,
+        replay_lsn: None,
+        lag_bytes: Some(0),
+        lag_ms: Some(0),
+        api_url: String::new(),
+        pg_url: format!("postgres://{}/postgres", fake.addr),
+        tags: Tags::default(),
+        updated_ms: 0,
+        upstream: None,
+        streaming: role == Role::Replica,
+        term,
+        note: String::new(),
+    }
+}
+
+fn keys() -> ClusterKeys {
+    ClusterKeys::new("/pgwarden", "test").unwrap()
+}
+
+/// Makes `fake` the leader in a new term and publishes it as primary.
+async fn lead(store: &dyn Store, fake: &Fake) -> u64 {
+    let keys = keys();
+    keys.leader().delete(store).await.unwrap();
+    let leader = Leader {
+        member: fake.name.clone(),
+    };
+    let term = keys.leader().create(store, &leader, None).await.unwrap() as u64;
+    publish(store, status(fake, Role::Primary, Some(term))).await;
+    term
+}
+
+async fn publish(store: &dyn Store, status: MemberStatus) {
+    keys()
+        .member(&status.name)
+        .unwrap()
+        .put(store, &status, None)
+        .await
+        .unwrap();
+}
+
+fn settings() -> Settings {
+    let mut settings = Settings::new("127.0.0.1:0".parse().unwrap());
+    settings.read_only = Some("127.0.0.1:0".parse().unwrap());
+    settings.http = Some("127.0.0.1:0".parse().unwrap());
+    settings.refresh = Duration::from_millis(200);
+    settings
+}
+
+/// Connects and reads the backend's greeting: its name, or what went wrong.
+async fn who(addr: SocketAddr) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match tokio::time::timeout(DEADLINE, s.read(&mut byte)).await {
+            Ok(Ok(1)) if byte[0] == b'\n' => break,
+            Ok(Ok(1)) => line.push(byte[0]),
+            Ok(Ok(_)) => break,
+            Ok(Err(e)) => return (s, format!("error: {e}")),
+            Err(_) => return (s, "timed out".to_string()),
+        }
+    }
+    (s, String::from_utf8_lossy(&line).into_owned())
+}
+
+/// Whether the proxy closed `s` (EOF or reset) within a short time.
+async fn closed(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(DEADLINE, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+async fn echoes(s: &mut TcpStream, text: &str) -> bool {
+    if s.write_all(text.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; text.len()];
+    matches!(
+        tokio::time::timeout(DEADLINE, s.read_exact(&mut buf)).await,
+        Ok(Ok(_))
+    ) && buf == text.as_bytes()
+}
+
+#[tokio::test]
+async fn writes_follow_the_leader_and_old_connections_are_cut_at_a_leader_change() {
+    let store = Arc::new(MemoryStore::with_system_clock());
+    let (db1, db2) = (fake("db1").await, fake("db2").await);
+    lead(store.as_ref(), &db1).await;
+    publish(store.as_ref(), status(&db2, Role::Replica, None)).await;
+    let proxy = Proxy::start(settings(), store.clone(), keys())
+        .await
+        .unwrap();
+
+    let (mut old, name) = who(proxy.read_write).await;
+    assert_eq!(name, "db1");
+    let (mut reader, name) = who(proxy.read_only.unwrap()).await;
+    assert_eq!(name, "db2");
+
+    // db1 loses the key; db2 promotes in a new term.
+    lead(store.as_ref(), &db2).await;
+    publish(store.as_ref(), status(&db1, Role::Replica, None)).await;
+    assert!(
+        closed(&mut old).await,
+        "the old primary's client stayed connected"
+    );
+    assert_eq!(who(proxy.read_write).await.1, "db2");
+    // The reader was on db2, which no longer serves reads as a standby.
+    assert!(closed(&mut reader).await);
+    assert_eq!(who(proxy.read_only.unwrap()).await.1, "db1");
+    assert!(proxy.metrics.fenced_total.load(Relaxed) >= 2);
+    let metrics = http_get(proxy.http.unwrap(), "/metrics").await;
+    assert!(
+        metrics.contains("pgwarden_proxy_routing_changes_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pgwarden_proxy_backend_connections{member=\"db2\""),
+        "{metrics}"
+    );
+    let health = http_get(proxy.http.unwrap(), "/health").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+}
+
+#[tokio::test]
+async fn a_client_that_connects_with_no_primary_is_held_until_there_is_one() {
+    let store = Arc::new(MemoryStore::with_system_clock());
+    let db1 = fake("db1").await;
+    publish(store.as_ref(), status(&db1, Role::Replica, None)).await;
+    let proxy = Proxy::start(settings(), store.clone(), keys())
+        .await
+        .unwrap();
+    let rw = proxy.read_write;
+    let client = tokio::spawn(async move { who(rw).await.1 });
+    let metrics = proxy.metrics.clone();
+    wait_for("the client to be held", DEADLINE, || async {
+        match metrics.held.load(Relaxed) {
+            1 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await
+    .unwrap();
+    let health = http_get(proxy.http.unwrap(), "/health").await;
+    assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+    lead(store.as_ref(), &db1).await;
+    assert_eq!(client.await.unwrap(), "db1");
+    assert_eq!(proxy.metrics.held.load(Relaxed), 0);
+    assert_eq!(proxy.metrics.held_total.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_held_client_is_refused_with_a_reason_after_the_hold_timeout() {
+    let store = Arc::new(MemoryStore::with_system_clock());
+    let mut settings = settings();
+    settings.hold_timeout = Duration::from_millis(300);
+    let proxy = Proxy::start(settings, store, keys()).await.unwrap();
+    let mut s = TcpStream::connect(proxy.read_write).await.unwrap();
+    s.write_all(b"\0\0\0\x08\x04\xd2\x16\x2f").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, s.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(answer.first(), Some(&b'E'), "{text}");
+    assert!(
+        text.contains("57P03") && text.contains("no primary"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn garbage_from_a_client_or_a_backend_closes_only_that_connection() {
+    let store = Arc::new(MemoryStore::with_system_clock());
+    let db1 = fake("db1").await;
+    lead(store.as_ref(), &db1).await;
+    let proxy = Proxy::start(settings(), store.clone(), keys())
+        .await
+        .unwrap();
+    let (mut good, _) = who(proxy.read_write).await;
+    let (mut bad_backend, _) = who(proxy.read_write).await;
+    let (mut bad_client, _) = who(proxy.read_write).await;
+
+    bad_backend.write_all(b"GARBAGE please").await.unwrap();
+    assert!(closed(&mut bad_backend).await);
+    // Bytes no PostgreSQL would accept pass through untouched: the proxy
+    // does not parse, so nothing a client sends can hurt another client.
+    let junk: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    bad_client.write_all(&junk).await.unwrap();
+    let mut back = vec![0u8; junk.len()];
+    bad_client.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, junk);
+    drop(bad_client);
+
+    assert!(echoes(&mut good, "still here").await);
+    assert_eq!(who(proxy.read_write).await.1, "db1");
+}
+
+#[tokio::test]
+async fn an_unreachable_store_keeps_the_routes_for_the_grace_then_refuses_writes() {
+    let store = Arc::new(MemoryStore::with_system_clock());
+    let (db1, db2) = (fake("db1").await, fake("db2").await);
+    lead(store.as_ref(), &db1).await;
+    publish(store.as_ref(), status(&db2, Role::Replica, None)).await;
+    let mut settings = settings();
+    settings.store_grace = Duration::from_millis(1500);
+    settings.refresh = Duration::from_millis(200);
+    let proxy = Proxy::start(settings, store.clone(), keys()).await.unwrap();
+    let (mut writer, name) = who(proxy.read_write).await;
+    assert_eq!(name, "db1");
+
+    store.set_available(false);
+    let lost_at = std::time::Instant::now();
+    // Within the grace the last routes hold.
+    let (_, name) = who(proxy.read_write).await;
+    assert!(
+        name == "db1" || lost_at.elapsed() >= Duration::from_millis(1500),
+        "{name}"
+    );
+    assert!(echoes(&mut writer, "x").await || lost_at.elapsed() >= Duration::from_millis(1500));
+    // Then writes are refused, open ones cut; reads keep the last routes.
+    let rw = proxy.read_write;
+    wait_for("read-write connections to be refused", DEADLINE, || async {
+        let (_, answer) = who(rw).await;
+        if answer.starts_with('E') {
+            Ok(())
+        } else {
+            Err(answer)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(lost_at.elapsed() >= Duration::from_millis(1500));
+    assert!(closed(&mut writer).await);
+    assert_eq!(who(proxy.read_only.unwrap()).await.1, "db2");
+
+    store.set_available(true);
+    wait_for("writes routed again", DEADLINE, || async {
+        match who(rw).await.1 {
+            name if name == "db1" => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_standby_beyond_the_lag_limit_gets_no_reads_and_loses_its_connections() {
+    let etcd = testkit::etcd::EtcdCluster::start(1).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        EtcdStore::connect(EtcdOptions::new(etcd.endpoints()))
+            .await
+            .unwrap(),
+    );
+    let (db1, db2, db3) = (fake("db1").await, fake("db2").await, fake("db3").await);
+    lead(store.as_ref(), &db1).await;
+    publish(store.as_ref(), status(&db2, Role::Replica, None)).await;
+    let mut far = status(&db3, Role::Replica, None);
+    far.lag_bytes = Some(50 << 20);
+    publish(store.as_ref(), far).await;
+    let mut settings = settings();
+    settings.policy.max_lag_bytes = Some(1 << 20);
+    settings.policy.max_lag = Some(Duration::from_secs(10));
+    let proxy = Proxy::start(settings, store.clone(), keys()).await.unwrap();
+    let ro = proxy.read_only.unwrap();
+    wait_for("db2 in the read set", DEADLINE, || async {
+        match who(ro).await.1 {
+            name if name == "db2" => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await
+    .unwrap();
+    let mut readers = Vec::new();
+    for _ in 0..10 {
+        let (s, name) = who(ro).await;
+        assert_eq!(name, "db2");
+        readers.push(s);
+    }
+    assert_eq!(
+        db3.accepted.load(Relaxed),
+        0,
+        "the lagging standby got reads"
+    );
+
+    // db2 falls behind in time (lag_ms unknown counts as behind too): its
+    // readers are closed and reads fall back to the primary.
+    let mut behind = status(&db2, Role::Replica, None);
+    behind.lag_ms = None;
+    publish(store.as_ref(), behind).await;
+    for reader in &mut readers {
+        assert!(
+            closed(reader).await,
+            "a reader stayed on the lagging standby"
+        );
+    }
+    assert_eq!(who(ro).await.1, "db1");
+    assert_eq!(db3.accepted.load(Relaxed), 0);
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
