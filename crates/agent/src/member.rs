@@ -550,15 +550,13 @@ impl Member {
                      start `pgwarden agent` on {name}"
                 ))
             })?;
-        let endpoint = parse_pg_url(&status.value.pg_url).ok_or_else(|| {
-            ActionError::Impossible(format!(
-                "{name} publishes an unusable PostgreSQL address {}: check member.connect_address and member.port in its pgwarden.toml",
-                status.value.pg_url
-            ))
-        })?;
+        let address = status
+            .value
+            .pg_address()
+            .map_err(|e| ActionError::Impossible(format!("{name} publishes an {e}")))?;
         Ok(Upstream {
             name: name.to_string(),
-            endpoint,
+            endpoint: Endpoint::new(address.host, address.port),
         })
     }
 
@@ -1016,13 +1014,4 @@ fn describe(local: &Local) -> &'static str {
         Local::Starting { .. } => "starting or not answering",
         Local::Running(_) => "running",
     }
-}
-
-/// `postgres://host:port/…` → the endpoint.
-pub fn parse_pg_url(url: &str) -> Option<Endpoint> {
-    let rest = url.strip_prefix("postgres://")?;
-    let authority = rest.split('/').next()?;
-    let (host, port) = authority.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some(Endpoint::new(host, port.parse().ok()?))
 }

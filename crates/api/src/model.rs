@@ -92,13 +92,10 @@ impl ClusterView {
     }
 }
 
-/// `postgres://user@10.0.0.2:5432/postgres` → `10.0.0.2:5432`.
+/// `postgres://user@10.0.0.2:5432/postgres` → `10.0.0.2:5432`; an
+/// unusable URL is shown as it is.
 pub fn host_of(pg_url: &str) -> String {
-    let rest = pg_url.split_once("://").map_or(pg_url, |(_, rest)| rest);
-    let rest = rest.split(['/', '?']).next().unwrap_or(rest);
-    rest.rsplit_once('@')
-        .map_or(rest, |(_, host)| host)
-        .to_string()
+    store::cluster::parse_pg_url(pg_url).map_or_else(|_| pg_url.to_string(), |a| a.to_string())
 }
 
 /// `GET /history`.

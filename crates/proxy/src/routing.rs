@@ -175,39 +175,12 @@ fn standby_problem(status: &MemberStatus, policy: &ReadPolicy, weight: u32) -> O
     None
 }
 
-/// `host:port` of a `postgres://[user[:password]@]host[:port][/db][?…]` URL.
+/// Where a member's connections go, from its `pg_url`.
 pub fn backend_of(status: &MemberStatus) -> Result<Backend, String> {
-    let url = &status.pg_url;
-    let bad = |why: &str| format!("has an unusable pg_url \"{url}\": {why}");
-    let rest = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))
-        .ok_or_else(|| bad("it does not start with postgres://"))?;
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed `[`"))?;
-        (format!("[{host}]"), after.strip_prefix(':'))
-    } else {
-        match host_port.rsplit_once(':') {
-            Some((host, port)) => (host.to_string(), Some(port)),
-            None => (host_port.to_string(), None),
-        }
-    };
-    if host.is_empty() || host == "[]" {
-        return Err(bad("it names no host"));
-    }
-    let port: u16 = match port {
-        None => 5432,
-        Some(p) => p
-            .parse()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| bad("the port is not a number from 1 to 65535"))?,
-    };
+    let address = status.pg_address().map_err(|e| format!("has an {e}"))?;
     Ok(Backend {
         member: status.name.clone(),
-        addr: format!("{host}:{port}"),
+        addr: address.to_string(),
     })
 }
 
