@@ -111,14 +111,21 @@ pub async fn post_webhook(
     timeout: Duration,
     retries: u32,
 ) -> Result<(), String> {
+    let client =
+        api::ApiClient::new(None).map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+    let body: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("the event is not JSON: {e}"))?;
     let mut backoff = Duration::from_millis(200);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let error = match post_once(url, json, timeout).await {
-            Ok(200..=299) => return Ok(()),
-            Ok(status) => format!("answered HTTP {status}"),
-            Err(err) => err,
+        let mut call = api::Call::new(hyper::Method::POST, url, "");
+        call.body = Some(&body);
+        call.timeout = timeout;
+        let error = match client.send(call).await {
+            Ok(reply) if reply.status.is_success() => return Ok(()),
+            Ok(reply) => format!("answered HTTP {}", reply.status.as_u16()),
+            Err(err) => err.to_string(),
         };
         if attempt > retries {
             return Err(format!("{error} (after {attempt} attempts)"));
@@ -126,16 +133,6 @@ pub async fn post_webhook(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
-}
-
-async fn post_once(url: &str, json: &str, timeout: Duration) -> Result<u16, String> {
-    let client = api::ApiClient::new(None).map_err(|e| e.to_string())?;
-    let body: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    let mut call = api::Call::new(hyper::Method::POST, url, "");
-    call.body = Some(&body);
-    call.timeout = timeout;
-    let reply = client.send(call).await.map_err(|e| e.to_string())?;
-    Ok(reply.status.as_u16())
 }
 
 #[cfg(test)]

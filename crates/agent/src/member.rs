@@ -121,18 +121,21 @@ impl Member {
         &self.spec.name
     }
 
-    /// Whether this member holds the leader key, as of the last round.
+    /// Whether this member holds the leader key under the lease it holds
+    /// now, as of the last round: a key bound to an earlier lease protects
+    /// no leadership.
     pub fn is_leader(&self) -> bool {
-        self.records.leader.as_ref().is_some_and(|l| {
-            l.value.member == self.spec.name && l.lease == self.lease.map(|l| l.id)
-        })
+        let (Some(lease), Some(leader)) = (self.lease, &self.records.leader) else {
+            return false;
+        };
+        leader.value.member == self.spec.name && leader.lease == Some(lease.id)
     }
 
     /// Until when this member's *leader* lease surely holds (monotonic ms),
-    /// as of its last successful refresh; `None` when it holds no leader key
-    /// under its current lease. This is what the decision core is told.
+    /// as of its last successful refresh; `None` when it does not lead. This
+    /// is what the decision core is told.
     pub fn lease_valid_until(&self) -> Option<Millis> {
-        self.leader_lease_valid_until()
+        self.lease_valid_until.filter(|_| self.is_leader())
     }
 
     /// The cluster records of the last round.
@@ -150,16 +153,6 @@ impl Member {
             kind,
             details: details.into(),
         });
-    }
-
-    /// The local PostgreSQL as of the last round.
-    pub fn local(&self) -> &Local {
-        &self.local
-    }
-
-    /// The status last published.
-    pub fn last_status(&self) -> Option<&MemberStatus> {
-        self.last_status.as_ref()
     }
 
     /// What the REST API shows of this member.
@@ -181,7 +174,7 @@ impl Member {
             lag_bytes: status.and_then(|s| s.lag_bytes),
             lag_ms: status.and_then(|s| s.lag_ms),
             lease_remaining_ms: self
-                .leader_lease_valid_until()
+                .lease_valid_until()
                 .map(|until| until.saturating_sub(now.mono)),
             store_reachable,
             note: self.last_note.clone(),
@@ -256,11 +249,7 @@ impl Member {
                 ))
             }
         };
-        for action in &steps {
-            self.execute(action, now).await.map_err(|err| {
-                format!("restart of {} failed at {action:?}: {err}", self.spec.name)
-            })?;
-        }
+        self.run_steps("restart", &steps, now).await?;
         self.event("restarted", "restarted PostgreSQL on request");
         Ok(format!("restarted PostgreSQL on {}", self.spec.name))
     }
@@ -305,12 +294,18 @@ impl Member {
                 upstream: Some(leader.to_string()),
             },
         ];
-        for action in &steps {
+        self.run_steps("reinit", &steps, now).await?;
+        self.event("recloned", format!("re-cloned from {leader} on request"));
+        Ok(())
+    }
+
+    /// The steps of a request, stopping at the first that fails.
+    async fn run_steps(&mut self, what: &str, steps: &[Action], now: Now) -> Result<(), String> {
+        for action in steps {
             self.execute(action, now).await.map_err(|err| {
-                format!("reinit of {} failed at {action:?}: {err}", self.spec.name)
+                format!("{what} of {} failed at {action:?}: {err}", self.spec.name)
             })?;
         }
-        self.event("recloned", format!("re-cloned from {leader} on request"));
         Ok(())
     }
 
@@ -353,7 +348,7 @@ impl Member {
             now: now.mono,
             local: local.clone(),
             store,
-            lease_valid_until: self.leader_lease_valid_until(),
+            lease_valid_until: self.lease_valid_until(),
             lease_ttl_ms: self.lease.map(|l| l.ttl.as_millis() as Millis),
             failsafe_confirmations: BTreeSet::new(),
         };
@@ -525,15 +520,18 @@ impl Member {
         ClusterRecords::decode(&self.keys, &snapshot)
     }
 
-    /// The leader lease's validity, only while the leader key is bound to
-    /// the lease this member holds now: a lease granted after the old one
-    /// expired protects no leadership.
-    fn leader_lease_valid_until(&self) -> Option<Millis> {
-        let lease = self.lease?;
-        let leader = self.records.leader.as_ref()?;
-        (leader.value.member == self.spec.name && leader.lease == Some(lease.id))
-            .then_some(self.lease_valid_until)
-            .flatten()
+    /// This member's leader key as this round read it; acting as the leader
+    /// without it is refused.
+    fn own_leader(&self, doing: &str) -> Result<&store::Versioned<Leader>, ActionError> {
+        self.records
+            .leader
+            .as_ref()
+            .filter(|l| l.value.member == self.spec.name)
+            .ok_or_else(|| {
+                ActionError::Impossible(format!(
+                    "cannot {doing}: this member no longer holds the leader key"
+                ))
+            })
     }
 
     fn lease_id(&self) -> Result<store::LeaseId, ActionError> {
@@ -631,16 +629,8 @@ impl Member {
                         lsn: running.lsn,
                         term: self.records.term().unwrap_or(0),
                     };
-                    let key = self.keys.primary_position();
-                    let condition = Condition {
-                        key: self.keys.leader().key().to_string(),
-                        expect: Expect::ModRevision(leader.mod_revision),
-                    };
-                    let write = Write::Put {
-                        key: key.key().to_string(),
-                        value: store::typed::encode(key.key(), &position)?,
-                        lease: None,
-                    };
+                    let condition = unchanged(self.keys.leader().key(), leader.mod_revision);
+                    let write = put(&self.keys.primary_position(), &position)?;
                     store.transaction(&[condition], &[write]).await?;
                 }
             }
@@ -695,21 +685,9 @@ impl Member {
                 // Only while this member still holds the leader key it read:
                 // a deposed primary must not change the set under its
                 // successor.
-                let leader = self
-                    .records
-                    .leader
-                    .as_ref()
-                    .filter(|l| l.value.member == self.spec.name)
-                    .ok_or_else(|| {
-                        ActionError::Impossible(
-                            "publishing the synchronous set without the leader key".into(),
-                        )
-                    })?;
+                let leader = self.own_leader("publish the synchronous set")?;
                 let conditions = [
-                    Condition {
-                        key: self.keys.leader().key().to_string(),
-                        expect: Expect::ModRevision(leader.mod_revision),
-                    },
+                    unchanged(self.keys.leader().key(), leader.mod_revision),
                     Condition {
                         key: self.keys.sync().key().to_string(),
                         expect: self
@@ -719,11 +697,7 @@ impl Member {
                             .map_or(Expect::Absent, |s| Expect::ModRevision(s.mod_revision)),
                     },
                 ];
-                let write = Write::Put {
-                    key: self.keys.sync().key().to_string(),
-                    value: store::typed::encode(self.keys.sync().key(), &sync)?,
-                    lease: None,
-                };
+                let write = put(&self.keys.sync(), &sync)?;
                 store.transaction(&conditions, &[write]).await?;
             }
             Action::DeposeLeader { leader } => {
@@ -739,14 +713,8 @@ impl Member {
                     ActionError::Impossible("no synchronous set to depose against".into())
                 })?;
                 let conditions = [
-                    Condition {
-                        key: self.keys.leader().key().to_string(),
-                        expect: Expect::ModRevision(current.mod_revision),
-                    },
-                    Condition {
-                        key: self.keys.sync().key().to_string(),
-                        expect: Expect::ModRevision(sync.mod_revision),
-                    },
+                    unchanged(self.keys.leader().key(), current.mod_revision),
+                    unchanged(self.keys.sync().key(), sync.mod_revision),
                 ];
                 let delete = Write::Delete {
                     key: self.keys.leader().key().to_string(),
@@ -758,14 +726,7 @@ impl Member {
             Action::KeepSlots { names, drop } => self.pg.keep_slots(names, drop).await?,
             Action::HandOff { to } => {
                 let (final_lsn, timeline) = self.pg.shutdown_checkpoint().await?;
-                let leader = self
-                    .records
-                    .leader
-                    .as_ref()
-                    .filter(|l| l.value.member == self.spec.name)
-                    .ok_or_else(|| {
-                        ActionError::Impossible("handing over without the leader key".into())
-                    })?;
+                let leader = self.own_leader("hand over")?;
                 let request = self.records.switchover.as_ref().ok_or_else(|| {
                     ActionError::Impossible("the switchover was cancelled".into())
                 })?;
@@ -780,24 +741,14 @@ impl Member {
                 // Both or neither: the key is released only with the
                 // record saying who may take it.
                 let conditions = [
-                    Condition {
-                        key: self.keys.leader().key().to_string(),
-                        expect: Expect::ModRevision(leader.mod_revision),
-                    },
-                    Condition {
-                        key: key.key().to_string(),
-                        expect: Expect::ModRevision(request.mod_revision),
-                    },
+                    unchanged(self.keys.leader().key(), leader.mod_revision),
+                    unchanged(key.key(), request.mod_revision),
                 ];
                 let writes = [
                     Write::Delete {
                         key: self.keys.leader().key().to_string(),
                     },
-                    Write::Put {
-                        key: key.key().to_string(),
-                        value: store::typed::encode(key.key(), &record)?,
-                        lease: None,
-                    },
+                    put(&key, &record)?,
                 ];
                 store.transaction(&conditions, &writes).await?;
                 self.records.leader = None;
@@ -1014,4 +965,21 @@ fn describe(local: &Local) -> &'static str {
         Local::Starting { .. } => "starting or not answering",
         Local::Running(_) => "running",
     }
+}
+
+/// A transaction condition: `key` is still as this round read it.
+fn unchanged(key: &str, revision: i64) -> Condition {
+    Condition {
+        key: key.to_string(),
+        expect: Expect::ModRevision(revision),
+    }
+}
+
+/// A transaction write of a record, unleased.
+fn put<T: store::Record>(key: &store::TypedKey<T>, value: &T) -> Result<Write, StoreError> {
+    Ok(Write::Put {
+        key: key.key().to_string(),
+        value: store::typed::encode(key.key(), value)?,
+        lease: None,
+    })
 }
