@@ -1,26 +1,16 @@
 //! Three agents on loopback bootstrap a cluster from nothing.
 
-use std::path::Path;
-use std::time::Duration;
+mod common;
 
+use common::{binary, healthy, ALL};
 use testkit::{AgentCluster, ClusterOptions};
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_pgwarden"))
-}
 
 #[tokio::test]
 async fn three_agents_bootstrap_one_primary_and_two_streaming_standbys() {
     let cluster = AgentCluster::start(binary(), ClusterOptions::default())
         .await
         .unwrap();
-    let primary = match cluster
-        .wait_healthy(&["db1", "db2", "db3"], Duration::from_secs(60))
-        .await
-    {
-        Ok(primary) => primary,
-        Err(err) => panic!("{err}\n{}", cluster.logs()),
-    };
+    let primary = healthy(&cluster, &ALL).await;
     // Exactly one member ran initdb; the others cloned it.
     let ids: Vec<_> = futures_ids(&cluster).await;
     assert!(

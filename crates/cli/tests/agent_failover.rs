@@ -1,29 +1,13 @@
 //! Automatic failover with real agents, PostgreSQL and etcd.
 
-use std::path::Path;
 use std::time::Duration;
 
 use pg::Probe;
 use testkit::{wait_for, AgentCluster, ClusterOptions};
 
-const DEADLINE: Duration = Duration::from_secs(60);
+mod common;
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_pgwarden"))
-}
-
-async fn healthy(cluster: &AgentCluster, members: &[&str]) -> String {
-    match cluster.wait_healthy(members, DEADLINE).await {
-        Ok(primary) => primary,
-        Err(err) => panic!("{err}\n{}", cluster.logs()),
-    }
-}
-
-fn others<'a>(all: &[&'a str], except: &str) -> Vec<&'a str> {
-    all.iter().copied().filter(|m| *m != except).collect()
-}
-
-const ALL: [&str; 3] = ["db1", "db2", "db3"];
+use common::{binary, healthy, others, ALL, DEADLINE};
 
 #[tokio::test]
 async fn host_death_fails_over_and_the_old_primary_rejoins_as_a_standby() {

@@ -1,17 +1,14 @@
 //! The other side of fast failover: a healthy primary keeps its job when the
 //! machine is busy or the store elects a new leader.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use testkit::load::CpuHog;
 use testkit::{AgentCluster, ClusterOptions};
 
-const ALL: [&str; 3] = ["db1", "db2", "db3"];
+mod common;
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_pgwarden"))
-}
+use common::{binary, ALL};
 
 /// The leader key's holder and term (its create revision).
 async fn leadership(cluster: &AgentCluster) -> Option<(String, i64)> {

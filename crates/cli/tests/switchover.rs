@@ -1,38 +1,15 @@
 //! Planned switchover and manual failover through the REST API, with real
 //! agents, PostgreSQL and etcd.
 
-use std::path::Path;
 use std::time::Duration;
 
 use api::{ApiClient, Call};
 use hyper::Method;
 use testkit::{wait_for, AgentCluster, ClusterOptions};
 
-const DEADLINE: Duration = Duration::from_secs(60);
-const ALL: [&str; 3] = ["db1", "db2", "db3"];
+mod common;
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_pgwarden"))
-}
-
-async fn healthy(cluster: &AgentCluster, members: &[&str]) -> String {
-    match cluster.wait_healthy(members, DEADLINE).await {
-        Ok(primary) => primary,
-        Err(err) => panic!("{err}\n{}", cluster.logs()),
-    }
-}
-
-async fn api_url(cluster: &AgentCluster, member: &str) -> String {
-    let status = cluster
-        .keys
-        .member(member)
-        .unwrap()
-        .get(cluster.store.as_ref())
-        .await
-        .unwrap()
-        .expect("a member status");
-    status.value.api_url
-}
+use common::{api_url, binary, healthy, ALL, DEADLINE};
 
 async fn post(url: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     let client = ApiClient::new(None).unwrap();
