@@ -137,3 +137,64 @@ async fn a_switchover_to_a_member_that_does_not_stream_is_refused_and_changes_no
         .unwrap();
     assert!(switchover.is_none());
 }
+
+#[tokio::test]
+async fn paused_a_dead_primary_is_replaced_only_by_a_manual_failover_to_the_named_member() {
+    let mut cluster = AgentCluster::start(binary(), ClusterOptions::default())
+        .await
+        .unwrap();
+    let old = healthy(&cluster, &ALL).await;
+    let survivors: Vec<&str> = ALL.iter().copied().filter(|m| *m != old).collect();
+    let target = survivors[1].to_string();
+    let (status, body) = post(
+        &api_url(&cluster, &old).await,
+        "/pause",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let target_api = api_url(&cluster, &target).await;
+    cluster.kill_host(&old);
+    wait_for(
+        "the dead primary's leader key to expire",
+        DEADLINE,
+        || async {
+            match cluster.keys.leader().get(cluster.store.as_ref()).await {
+                Ok(None) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    let (status, body) = post(
+        &target_api,
+        "/failover",
+        serde_json::json!({ "to": target }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", cluster.logs());
+    assert_eq!(body["to"], target.as_str(), "{body}");
+    // Paused, the other standby does not follow on its own.
+    let (status, body) = post(&target_api, "/resume", serde_json::json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(healthy(&cluster, &survivors).await, target);
+    let history = cluster
+        .keys
+        .history()
+        .get(cluster.store.as_ref())
+        .await
+        .unwrap()
+        .unwrap();
+    let last = history.value.entries.last().unwrap();
+    assert_eq!(
+        (last.to.as_deref(), last.reason.as_str()),
+        (Some(target.as_str()), "manual failover")
+    );
+    let kinds = event_kinds(&cluster, &target).await;
+    assert!(
+        kinds.contains(&format!("switchover: manual failover to {target} done")),
+        "{kinds:?}"
+    );
+}

@@ -328,8 +328,46 @@ impl Ha {
             role,
             "paused: observing and publishing, no automatic action",
         );
+        // A manual failover is the operator's action, not an automatic
+        // one: it is what pause leaves them to do.
+        let failover_to = match &cluster.switchover {
+            Some(SwitchoverRequest {
+                from: None,
+                to: Some(to),
+                ..
+            }) => Some(to.as_str()),
+            _ => None,
+        };
         match &obs.local {
-            Local::Running(running) if leads && running.primary => plan.then(Action::RenewLeader),
+            Local::Running(running) if leads && running.primary => {
+                let plan = plan.then(Action::RenewLeader);
+                match failover_to {
+                    Some(to) => {
+                        let outcome = if to == self.me.name {
+                            format!("manual failover to {to} done")
+                        } else {
+                            format!(
+                                "manual failover to {to} not carried out: {} leads and serves",
+                                self.me.name
+                            )
+                        };
+                        plan.then(Action::ClearSwitchover { outcome })
+                    }
+                    None => plan,
+                }
+            }
+            Local::Running(running)
+                if cluster.leader.is_none()
+                    && !running.primary
+                    && failover_to == Some(self.me.name.as_str()) =>
+            {
+                let plan = Plan::new(
+                    Role::Replica,
+                    "paused, but a manual failover names me: taking over",
+                )
+                .then(Action::AcquireLeader);
+                self.promote_plan(cluster, plan, "manual failover")
+            }
             _ => plan,
         }
     }

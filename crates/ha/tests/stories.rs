@@ -673,6 +673,42 @@ mod switchover {
     }
 
     #[test]
+    fn paused_only_a_manual_failover_promotes_and_only_the_named_member() {
+        let mut cluster = leaderless();
+        cluster.settings.paused = true;
+        let plan = me("db2").decide(&observe(0, standby(1_000, None), cluster.clone()));
+        assert!(plan.is_idle(), "paused: no automatic failover: {plan:?}");
+        cluster.switchover = Some(SwitchoverRequest {
+            from: None,
+            to: Some("db3".into()),
+            due: true,
+            handoff: None,
+        });
+        let plan = me("db2").decide(&observe(0, standby(1_000, None), cluster.clone()));
+        assert!(plan.is_idle(), "{plan:?}");
+        let plan = me("db3").decide(&observe(0, standby(900, None), cluster.clone()));
+        assert_eq!(plan.actions[0], Action::AcquireLeader);
+        assert!(plan.actions.contains(&Action::Promote), "{plan:?}");
+        // Once it leads, it clears the request.
+        cluster.leader = Some(Leader {
+            member: "db3".into(),
+            term: 9,
+        });
+        let mut obs = observe(10, Local::Running(primary(900)), cluster);
+        obs.lease_valid_until = Some(2_900);
+        let plan = me("db3").decide(&obs);
+        assert_eq!(
+            plan.actions,
+            [
+                Action::RenewLeader,
+                Action::ClearSwitchover {
+                    outcome: "manual failover to db3 done".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
     fn a_leader_that_does_not_serve_gives_up_the_key_for_a_manual_failover() {
         let mut cluster = cluster();
         cluster.switchover = Some(SwitchoverRequest {
