@@ -150,14 +150,15 @@ impl LocalPostgres for RealPostgres {
                         return ha::Local::Starting { was_primary: false };
                     }
                 };
-                let was_primary = control.state.was_primary();
+                // A fresh clone's pg_control says "in production" (copied
+                // from the primary) until it has run; standby.signal says
+                // what it was started as. Taking it for a former primary
+                // had the agent run pg_rewind on a clone whose postmaster
+                // was still coming up.
+                let was_primary =
+                    control.state.was_primary() && !self.instance.is_standby_configured();
                 return if postmaster_alive {
-                    // A fresh clone's pg_control still says "in production"
-                    // for a moment after it starts; standby.signal says what
-                    // it was started as.
-                    ha::Local::Starting {
-                        was_primary: was_primary && !self.instance.is_standby_configured(),
-                    }
+                    ha::Local::Starting { was_primary }
                 } else {
                     ha::Local::Stopped(ha::Stopped {
                         system_id: control.system_identifier,

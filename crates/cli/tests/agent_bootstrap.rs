@@ -35,6 +35,23 @@ async fn three_agents_bootstrap_one_primary_and_two_streaming_standbys() {
         log.contains(&format!("{primary}:primary leading (term ")),
         "{log}"
     );
+    // A fresh clone is cloned, started and streaming: nothing to repair
+    // (its copied pg_control once passed it off as a former primary to
+    // rewind while it was starting).
+    let events = cluster
+        .keys
+        .events()
+        .list(cluster.store.as_ref())
+        .await
+        .unwrap();
+    let repairs: Vec<String> = events
+        .entries
+        .values()
+        .map(|e| &e.value)
+        .filter(|e| matches!(e.kind.as_str(), "rewound" | "recloned" | "action_failed"))
+        .map(|e| format!("{} {}: {}", e.member, e.kind, e.details))
+        .collect();
+    assert!(repairs.is_empty(), "{repairs:?}\n{}", cluster.logs());
 }
 
 async fn futures_ids(cluster: &AgentCluster) -> Vec<u64> {
