@@ -43,6 +43,25 @@ fn primary(lsn: u64) -> Running {
     }
 }
 
+/// A data directory that last ran as the primary, stopped (timeline 1).
+fn stopped_primary() -> Local {
+    Local::Stopped(Stopped {
+        system_id: SYSID,
+        timeline: 1,
+        was_primary: true,
+    })
+}
+
+/// `ctl failover --to <to>`.
+fn manual_failover(to: &str) -> SwitchoverRequest {
+    SwitchoverRequest {
+        from: None,
+        to: Some(to.into()),
+        due: true,
+        handoff: None,
+    }
+}
+
 fn member(primary: bool, lsn: u64) -> MemberView {
     MemberView {
         running: true,
@@ -235,11 +254,7 @@ mod leading {
     #[test]
     fn given_my_postgresql_crashed_i_restart_it_in_place_then_give_up_the_key_after_the_grace() {
         let mut ha = me("db1");
-        let crashed = Local::Stopped(Stopped {
-            system_id: SYSID,
-            timeline: 1,
-            was_primary: true,
-        });
+        let crashed = stopped_primary();
         let plan = ha.decide(&observe(10_000, crashed.clone(), cluster()));
         assert_eq!(plan.actions, [Action::RenewLeader, Action::StartPrimary]);
         let grace = Settings::default().restart_grace_ms;
@@ -410,11 +425,7 @@ mod old_primary {
     #[test]
     fn given_i_was_primary_i_rewind_before_following_and_re_clone_when_rewind_fails() {
         let mut ha = me("db1");
-        let stopped = Local::Stopped(Stopped {
-            system_id: SYSID,
-            timeline: 1,
-            was_primary: true,
-        });
+        let stopped = stopped_primary();
         let plan = ha.decide(&observe(0, stopped.clone(), new_leader()));
         assert_eq!(
             plan.actions,
@@ -443,15 +454,7 @@ mod old_primary {
     fn given_no_leader_yet_a_former_primary_waits_instead_of_starting() {
         let mut cluster = leaderless();
         cluster.members.insert("db1".into(), MemberView::default());
-        let plan = me("db1").decide(&observe(
-            0,
-            Local::Stopped(Stopped {
-                system_id: SYSID,
-                timeline: 1,
-                was_primary: true,
-            }),
-            cluster,
-        ));
+        let plan = me("db1").decide(&observe(0, stopped_primary(), cluster));
         assert!(plan.is_idle(), "{plan:?}");
     }
 }
@@ -544,11 +547,7 @@ mod switchover {
         let mut ha = me("db1");
         let plan = ha.decide(&leading(0, asked(Some("db2"), true)));
         ha.failed(&plan.actions[1], "the switchover key changed");
-        let stopped = Local::Stopped(Stopped {
-            system_id: SYSID,
-            timeline: 1,
-            was_primary: true,
-        });
+        let stopped = stopped_primary();
         let plan = ha.decide(&observe(100, stopped, asked(Some("db2"), true)));
         assert_eq!(plan.actions, [Action::RenewLeader, Action::StartPrimary]);
         let plan = ha.decide(&leading(900, asked(Some("db2"), true)));
@@ -593,11 +592,7 @@ mod switchover {
         let mut ha = me("db1");
         let plan = ha.decide(&leading(0, asked(Some("db2"), true)));
         assert_eq!(plan.actions[1], Action::HandOff { to: "db2".into() });
-        let stopped = Local::Stopped(Stopped {
-            system_id: SYSID,
-            timeline: 1,
-            was_primary: true,
-        });
+        let stopped = stopped_primary();
         let plan = ha.decide(&observe(100, stopped.clone(), handed_over("db2")));
         assert!(plan.is_idle(), "{plan:?}");
         let mut promoted = handed_over("db2");
@@ -659,12 +654,7 @@ mod switchover {
     #[test]
     fn a_manual_failover_lets_only_the_named_member_take_over() {
         let mut cluster = leaderless();
-        cluster.switchover = Some(SwitchoverRequest {
-            from: None,
-            to: Some("db3".into()),
-            due: true,
-            handoff: None,
-        });
+        cluster.switchover = Some(manual_failover("db3"));
         // db2 is the better candidate but was not named.
         let plan = me("db2").decide(&observe(0, standby(1_000, None), cluster.clone()));
         assert!(plan.is_idle(), "{plan:?}");
@@ -678,12 +668,7 @@ mod switchover {
         cluster.settings.paused = true;
         let plan = me("db2").decide(&observe(0, standby(1_000, None), cluster.clone()));
         assert!(plan.is_idle(), "paused: no automatic failover: {plan:?}");
-        cluster.switchover = Some(SwitchoverRequest {
-            from: None,
-            to: Some("db3".into()),
-            due: true,
-            handoff: None,
-        });
+        cluster.switchover = Some(manual_failover("db3"));
         let plan = me("db2").decide(&observe(0, standby(1_000, None), cluster.clone()));
         assert!(plan.is_idle(), "{plan:?}");
         let plan = me("db3").decide(&observe(0, standby(900, None), cluster.clone()));
@@ -711,12 +696,7 @@ mod switchover {
     #[test]
     fn a_leader_that_does_not_serve_gives_up_the_key_for_a_manual_failover() {
         let mut cluster = cluster();
-        cluster.switchover = Some(SwitchoverRequest {
-            from: None,
-            to: Some("db2".into()),
-            due: true,
-            handoff: None,
-        });
+        cluster.switchover = Some(manual_failover("db2"));
         let plan = me("db1").decide(&observe(0, Local::Starting { was_primary: true }, cluster));
         assert_eq!(plan.actions.last(), Some(&Action::ReleaseLeader));
     }
