@@ -14,7 +14,7 @@ use store::cluster::{ClusterKey, ClusterKeys, DynamicConfig};
 use store::{EtcdOptions, EtcdStore, EtcdTls, Store, StoreError};
 use tokio::signal::unix::{signal, SignalKind};
 
-use api::local::{Activity, AgentLink, AgentRequest, AgentSide, LocalState, Request};
+use api::local::{Activity, AgentRequest, AgentSide, LocalState, Request};
 
 use crate::events::EventLog;
 use crate::hooks::Hooks;
@@ -42,10 +42,9 @@ pub struct Agent {
     store: Arc<dyn Store>,
     started: Instant,
     events: EventLog,
-    /// The REST API's end of the link, until the API is started.
-    link: AgentLink,
     side: AgentSide,
-    api: config::Api,
+    /// What the REST API is started with.
+    api: api::ApiContext,
 }
 
 impl Agent {
@@ -159,13 +158,18 @@ impl Agent {
         Ok(Agent {
             member: Member::new(spec, keys.clone(), store.clone(), local),
             pg,
-            keys,
-            store,
+            keys: keys.clone(),
+            store: store.clone(),
             started: Instant::now(),
             events,
-            link,
             side,
-            api: config.api.clone(),
+            api: api::ApiContext {
+                store,
+                keys,
+                member: member.name.clone(),
+                link,
+                api: config.api.clone(),
+            },
         })
     }
 
@@ -174,19 +178,8 @@ impl Agent {
     pub async fn run(mut self) -> Result<(), AgentError> {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
-        let server = api::start(api::ApiContext {
-            store: self.store.clone(),
-            keys: self.keys.clone(),
-            member: self.member.name().to_string(),
-            link: self.link.clone(),
-            api: self.api.clone(),
-        })
-        .await?;
-        tracing::info!(
-            "{} REST API listening on {}",
-            self.member.name(),
-            server.local_addr()
-        );
+        // The API logs where it listens.
+        let server = api::start(self.api.clone()).await?;
         let mut watch = self.store.watch_prefix(self.keys.prefix(), 0);
         let (fence, fence_deadline) = tokio::sync::watch::channel(None);
         let guard = tokio::spawn(lease_guard(
