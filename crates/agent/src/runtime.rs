@@ -262,8 +262,10 @@ impl Agent {
                 Duration::from_millis(self.member.records().settings().heartbeat_ms.max(50));
             if took > heartbeat && !round.plan.actions.iter().any(is_long) {
                 tracing::warn!(
-                    "{who} a round took {} ms, more than the heartbeat",
-                    took.as_millis()
+                    "{who} a round took {} ms, more than the heartbeat ({} ms): the host, its disk or the store is slow; \
+                     rounds slower than the lease TTL demote a primary",
+                    took.as_millis(),
+                    heartbeat.as_millis()
                 );
             }
             next_round = tokio::time::Instant::now() + heartbeat;
@@ -394,7 +396,11 @@ async fn lease_guard(
                                 "{member}: the leader lease runs out and no round renewed it: stopping PostgreSQL now"
                             );
                             if let Err(err) = pg.stop(ha::StopMode::Immediate).await {
-                                tracing::error!("{member}: could not stop PostgreSQL: {err}");
+                                tracing::error!(
+                                    "{member}: could not stop PostgreSQL ({err}); it may still accept writes without the leader key: \
+                                     stop it by hand now (pg_ctl stop -m immediate -D {})",
+                                    pg.instance().data_dir().display()
+                                );
                             }
                             if deadline.changed().await.is_err() {
                                 return;
