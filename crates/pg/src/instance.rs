@@ -147,13 +147,18 @@ impl Instance {
     /// The libpq password file, beside the data directory so that neither a
     /// clone nor a backup carries it.
     pub fn passfile(&self) -> PathBuf {
+        self.beside_data_dir(".pgpass")
+    }
+
+    /// `<parent>/<data dir name><suffix>`: a path next to the data directory.
+    fn beside_data_dir(&self, suffix: &str) -> PathBuf {
         let name = self
             .spec
             .data_dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "data".into());
-        self.spec.data_dir.with_file_name(format!("{name}.pgpass"))
+        self.spec.data_dir.with_file_name(format!("{name}{suffix}"))
     }
 
     fn pg_ctl(&self, what: &'static str) -> Invocation<'static> {
@@ -572,16 +577,7 @@ impl Instance {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let name = self
-            .spec
-            .data_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "data".into());
-        let aside = self
-            .spec
-            .data_dir
-            .with_file_name(format!("{name}.moved-{stamp}"));
+        let aside = self.beside_data_dir(&format!(".moved-{stamp}"));
         fs::rename(&self.spec.data_dir, &aside)
             .map_err(|e| PgError::io("move the data directory aside", &aside, e))?;
         tracing::warn!(
