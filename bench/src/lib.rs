@@ -1,6 +1,150 @@
-//! Shared pieces of the benchmarks: figures and their machine-readable lines.
+//! Shared pieces of the benchmarks: the command line, figures and their
+//! machine-readable lines, and the cluster under a write load that the
+//! failover and switchover benchmarks start from.
 
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use testkit::{AgentCluster, ClusterOptions, Workload};
+
+/// How long any awaited cluster state may take.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// A benchmark's command line: `--pgwarden PATH` and the positive numbers
+/// the benchmark takes (`--rounds N`, …).
+#[derive(Debug)]
+pub struct Args {
+    pub pgwarden: PathBuf,
+    numbers: BTreeMap<&'static str, u64>,
+}
+
+impl Args {
+    /// Parses `args` (without the program name); `numbers` lists each
+    /// numeric flag with its default.
+    pub fn parse(
+        args: impl IntoIterator<Item = String>,
+        numbers: &[(&'static str, u64)],
+    ) -> Result<Args, String> {
+        let mut parsed = Args {
+            pgwarden: PathBuf::from("target/release/pgwarden"),
+            numbers: numbers.iter().copied().collect(),
+        };
+        let mut it = args.into_iter();
+        while let Some(arg) = it.next() {
+            if arg == "--pgwarden" {
+                parsed.pgwarden = it.next().ok_or("--pgwarden needs a path")?.into();
+            } else if let Some((flag, value)) = parsed.numbers.iter_mut().find(|(f, _)| **f == arg)
+            {
+                *value = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or(format!("{flag} needs a positive number"))?;
+            } else {
+                let usage: Vec<String> = std::iter::once("--pgwarden PATH".to_string())
+                    .chain(numbers.iter().map(|(flag, _)| format!("{flag} N")))
+                    .collect();
+                return Err(format!("unknown argument {arg}; use {}", usage.join(" ")));
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// The value of a numeric flag named to [`Args::parse`].
+    pub fn number(&self, flag: &str) -> u64 {
+        self.numbers[flag]
+    }
+
+    /// This process's arguments; on a mistake or a missing pgwarden binary,
+    /// says so and exits with status 2.
+    pub fn from_env_or_exit(bench: &str, numbers: &[(&'static str, u64)]) -> Args {
+        let args = Args::parse(std::env::args().skip(1), numbers).and_then(|args| {
+            if args.pgwarden.is_file() {
+                Ok(args)
+            } else {
+                Err(format!(
+                    "{} does not exist: build it with cargo build --release",
+                    args.pgwarden.display()
+                ))
+            }
+        });
+        args.unwrap_or_else(|err| {
+            eprintln!("{bench}: {err}");
+            std::process::exit(2)
+        })
+    }
+}
+
+/// Ends the process with status 1 if the benchmark failed, saying why.
+pub fn exit_on_error<E: Display>(bench: &str, result: Result<(), E>) {
+    if let Err(err) = result {
+        eprintln!("{bench}: {err}");
+        std::process::exit(1);
+    }
+}
+
+/// A three-member cluster in synchronous mode with fsync on, under a write
+/// load that has had its first 100 writes acknowledged.
+pub async fn synchronous_cluster_under_load(
+    pgwarden: &std::path::Path,
+) -> Result<(AgentCluster, Workload), String> {
+    let mut options = ClusterOptions {
+        fsync: true,
+        ..ClusterOptions::default()
+    };
+    options.config.synchronous_mode = true;
+    let cluster = AgentCluster::start(pgwarden, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    ready(&cluster).await?;
+    let mut load = cluster.workload();
+    if !load.wait_acks(100, DEADLINE).await {
+        return Err(format!(
+            "the write load made no progress\n{}",
+            cluster.logs()
+        ));
+    }
+    Ok((cluster, load))
+}
+
+/// Waits until one primary leads, every other member streams from it and a
+/// synchronous standby is published: the state every round starts from.
+/// Returns the primary.
+pub async fn ready(cluster: &AgentCluster) -> Result<String, String> {
+    let members: Vec<&str> = cluster.members.iter().map(|m| m.name.as_str()).collect();
+    let primary = cluster
+        .wait_healthy(&members, DEADLINE)
+        .await
+        .map_err(|e| format!("{e}\n{}", cluster.logs()))?;
+    cluster
+        .wait_synchronous(DEADLINE)
+        .await
+        .map_err(|e| format!("{e}\n{}", cluster.logs()))?;
+    Ok(primary)
+}
+
+/// How many acknowledged writes are missing on `primary`; names a few on
+/// stderr when any are.
+pub async fn lost_writes(
+    cluster: &AgentCluster,
+    load: &Workload,
+    primary: &str,
+) -> Result<usize, String> {
+    let missing = cluster
+        .missing_ids(primary, &load.acked_ids())
+        .await
+        .map_err(|e| e.to_string())?;
+    if !missing.is_empty() {
+        eprintln!(
+            "LOST {} acknowledged writes, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+    Ok(missing.len())
+}
 
 /// min / median / max of a series.
 pub fn summary(values: &[f64]) -> (f64, f64, f64) {
@@ -44,6 +188,41 @@ mod tests {
         assert_eq!(
             figure_line("lost", &[0.0, 0.0], "rows"),
             "figure lost 0 0 0 rows"
+        );
+    }
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        Args::parse(
+            args.iter().map(|a| a.to_string()),
+            &[("--rounds", 10), ("--seconds", 5)],
+        )
+    }
+
+    #[test]
+    fn arguments_with_defaults_and_mistakes() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.pgwarden, PathBuf::from("target/release/pgwarden"));
+        assert_eq!((args.number("--rounds"), args.number("--seconds")), (10, 5));
+
+        let args = parse(&["--rounds", "3", "--pgwarden", "/bin/pgwarden"]).unwrap();
+        assert_eq!(args.pgwarden, PathBuf::from("/bin/pgwarden"));
+        assert_eq!((args.number("--rounds"), args.number("--seconds")), (3, 5));
+
+        assert_eq!(
+            parse(&["--rounds", "0"]).unwrap_err(),
+            "--rounds needs a positive number"
+        );
+        assert_eq!(
+            parse(&["--seconds"]).unwrap_err(),
+            "--seconds needs a positive number"
+        );
+        assert_eq!(
+            parse(&["--pgwarden"]).unwrap_err(),
+            "--pgwarden needs a path"
+        );
+        assert_eq!(
+            parse(&["--fast"]).unwrap_err(),
+            "unknown argument --fast; use --pgwarden PATH --rounds N --seconds N"
         );
     }
 }

@@ -2,83 +2,25 @@
 //! on a real three-member cluster in synchronous mode, under a write load
 //! that logs every acknowledged id.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use api::{ApiClient, Call};
-use pgwarden_bench::{figure_line, secs};
-use testkit::{AgentCluster, ClusterOptions, Workload};
+use pgwarden_bench::{
+    figure_line, lost_writes, ready, secs, synchronous_cluster_under_load, Args, DEADLINE,
+};
+use testkit::AgentCluster;
 
-const ALL: [&str; 3] = ["db1", "db2", "db3"];
-const DEADLINE: Duration = Duration::from_secs(90);
-
-struct Args {
-    pgwarden: PathBuf,
-    rounds: usize,
-}
-
-fn args() -> Result<Args, String> {
-    let mut pgwarden = PathBuf::from("target/release/pgwarden");
-    let mut rounds = 10;
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--pgwarden" => pgwarden = it.next().ok_or("--pgwarden needs a path")?.into(),
-            "--rounds" => {
-                rounds = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|n| *n > 0)
-                    .ok_or("--rounds needs a positive number")?
-            }
-            other => {
-                return Err(format!(
-                    "unknown argument {other}; use --pgwarden PATH --rounds N"
-                ))
-            }
-        }
-    }
-    if !pgwarden.is_file() {
-        return Err(format!(
-            "{} does not exist: build it with cargo build --release",
-            pgwarden.display()
-        ));
-    }
-    Ok(Args { pgwarden, rounds })
-}
+const BENCH: &str = "bench/switchover";
 
 #[tokio::main]
 async fn main() {
-    let args = match args() {
-        Ok(args) => args,
-        Err(err) => {
-            eprintln!("bench/switchover: {err}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(err) = run(args).await {
-        eprintln!("bench/switchover: {err}");
-        std::process::exit(1);
-    }
+    let args = Args::from_env_or_exit(BENCH, &[("--rounds", 10)]);
+    pgwarden_bench::exit_on_error(BENCH, run(args).await);
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let mut options = ClusterOptions {
-        fsync: true,
-        ..ClusterOptions::default()
-    };
-    options.config.synchronous_mode = true;
-    let cluster = AgentCluster::start(&args.pgwarden, options)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (cluster, mut load) = synchronous_cluster_under_load(&args.pgwarden).await?;
     let first = ready(&cluster).await?;
-    let mut load = cluster.workload();
-    if !load.wait_acks(100, DEADLINE).await {
-        return Err(format!(
-            "the write load made no progress\n{}",
-            cluster.logs()
-        ));
-    }
     let client = ApiClient::new(None).map_err(|e| e.to_string())?;
 
     let (mut gaps, mut rejoin, mut lost) = (Vec::new(), Vec::new(), Vec::new());
@@ -87,8 +29,13 @@ async fn run(args: Args) -> Result<(), String> {
         "round", "from", "to", "writes paused (s)", "old streams again (s)", "lost"
     );
     // Back and forth between the first primary and one standby.
-    let mut other = ALL.iter().find(|m| **m != first).unwrap().to_string();
-    for round in 1..=args.rounds {
+    let mut other = cluster
+        .members
+        .iter()
+        .map(|m| m.name.clone())
+        .find(|m| *m != first)
+        .ok_or("the cluster has no standby")?;
+    for round in 1..=args.number("--rounds") {
         let old = ready(&cluster).await?;
         let target = std::mem::replace(&mut other, old.clone());
         let asked = Instant::now();
@@ -105,7 +52,7 @@ async fn run(args: Args) -> Result<(), String> {
             .ok_or("no write acknowledged on both sides of the switchover")?;
         let gap = secs(first.at - last.at);
         let streams = old_streams_again(&cluster, &old, &target).await? - asked;
-        let missing = lost_so_far(&cluster, &load, &target).await?;
+        let missing = lost_writes(&cluster, &load, &target).await?;
         println!(
             "{:>5} {:>6} {:>6} {:>18.3} {:>22.2} {:>6}",
             round,
@@ -192,37 +139,4 @@ async fn old_streams_again(
         "{old} never streamed from {target}\n{}",
         cluster.logs()
     ))
-}
-
-/// Waits until one primary leads, both standbys stream and a synchronous
-/// standby is published: the state every round starts from.
-async fn ready(cluster: &AgentCluster) -> Result<String, String> {
-    let primary = cluster
-        .wait_healthy(&ALL, DEADLINE)
-        .await
-        .map_err(|e| format!("{e}\n{}", cluster.logs()))?;
-    cluster
-        .wait_synchronous(DEADLINE)
-        .await
-        .map_err(|e| format!("{e}\n{}", cluster.logs()))?;
-    Ok(primary)
-}
-
-async fn lost_so_far(
-    cluster: &AgentCluster,
-    load: &Workload,
-    primary: &str,
-) -> Result<usize, String> {
-    let missing = cluster
-        .missing_ids(primary, &load.acked_ids())
-        .await
-        .map_err(|e| e.to_string())?;
-    if !missing.is_empty() {
-        eprintln!(
-            "LOST {} acknowledged writes, e.g. {:?}",
-            missing.len(),
-            &missing[..missing.len().min(10)]
-        );
-    }
-    Ok(missing.len())
 }

@@ -137,6 +137,39 @@ impl Validator<'_> {
         ))
     }
 
+    /// `ca_file`, `cert_file` and `key_file` of `table`: each given one must
+    /// exist, and a certificate comes with its key.
+    fn tls_files(
+        &self,
+        table: &KeyPath,
+        [ca_file, cert_file, key_file]: [&Option<PathBuf>; 3],
+        pair_hint: &str,
+    ) -> Result<()> {
+        for (key, file) in [
+            ("ca_file", ca_file),
+            ("cert_file", cert_file),
+            ("key_file", key_file),
+        ] {
+            if let Some(file) = file {
+                self.existing_file(&table.key(key), file)?;
+            }
+        }
+        let lone = match (cert_file, key_file) {
+            (Some(_), None) => Some(("cert_file", "key_file")),
+            (None, Some(_)) => Some(("key_file", "cert_file")),
+            _ => None,
+        };
+        if let Some((set, unset)) = lone {
+            return Err(self.err(
+                &table.key(set),
+                Target::Key,
+                format!("`{}` is set without `{}`", table.key(set), table.key(unset)),
+                pair_hint,
+            ));
+        }
+        Ok(())
+    }
+
     fn duration(&self, path: &KeyPath, value: Option<String>, default: &str) -> Result<Duration> {
         let text = value.unwrap_or_else(|| default.to_owned());
         let d = parse_duration(&text).map_err(|e| {
@@ -469,28 +502,11 @@ impl Validator<'_> {
             self.duration(&table.key("request_timeout"), raw.request_timeout, "2s")?;
         let auth = self.store_auth(&table, raw.username, raw.password_file, raw.password_env)?;
 
-        for (key, file) in [
-            ("ca_file", &raw.ca_file),
-            ("cert_file", &raw.cert_file),
-            ("key_file", &raw.key_file),
-        ] {
-            if let Some(file) = file {
-                self.existing_file(&table.key(key), file)?;
-            }
-        }
-        let lone = match (&raw.cert_file, &raw.key_file) {
-            (Some(_), None) => Some(("cert_file", "key_file")),
-            (None, Some(_)) => Some(("key_file", "cert_file")),
-            _ => None,
-        };
-        if let Some((set, unset)) = lone {
-            return Err(self.err(
-                &table.key(set),
-                Target::Key,
-                format!("`store.{set}` is set without `store.{unset}`"),
-                "a client certificate needs its private key: set both cert_file and key_file, or neither",
-            ));
-        }
+        self.tls_files(
+            &table,
+            [&raw.ca_file, &raw.cert_file, &raw.key_file],
+            "a client certificate needs its private key: set both cert_file and key_file, or neither",
+        )?;
         Ok(Store {
             backend: raw.backend.unwrap_or(Backend::Etcd),
             endpoints,
@@ -750,28 +766,11 @@ impl Validator<'_> {
                 &PasswordSource::File(file.clone()),
             )?),
         };
-        for (key, file) in [
-            ("cert_file", &raw.cert_file),
-            ("key_file", &raw.key_file),
-            ("ca_file", &raw.ca_file),
-        ] {
-            if let Some(file) = file {
-                self.existing_file(&table.key(key), file)?;
-            }
-        }
-        let lone = match (&raw.cert_file, &raw.key_file) {
-            (Some(_), None) => Some(("cert_file", "key_file")),
-            (None, Some(_)) => Some(("key_file", "cert_file")),
-            _ => None,
-        };
-        if let Some((set, unset)) = lone {
-            return Err(self.err(
-                &table.key(set),
-                Target::Key,
-                format!("`api.{set}` is set without `api.{unset}`"),
-                "HTTPS needs a certificate and its private key: set both cert_file and key_file, or neither for plain HTTP",
-            ));
-        }
+        self.tls_files(
+            &table,
+            [&raw.ca_file, &raw.cert_file, &raw.key_file],
+            "HTTPS needs a certificate and its private key: set both cert_file and key_file, or neither for plain HTTP",
+        )?;
         let auth_reads = raw.auth_reads.unwrap_or(false);
         if auth_reads && token.is_none() {
             return Err(self.err(

@@ -161,6 +161,10 @@ mod tests {
             err.to_string().contains("did not finish within 200ms"),
             "{err}"
         );
+        assert!(
+            err.to_string().contains("raise timing.pg_ctl_timeout"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -197,6 +201,7 @@ mod tests {
         .err()
         .expect("a missing program cannot run");
         assert!(err.to_string().contains("/nonexistent/pg_ghost"), "{err}");
+        assert!(err.to_string().contains("member.bin_dir"), "{err}");
     }
 
     #[tokio::test]

@@ -5,14 +5,19 @@ use std::time::Duration;
 /// operation and carries what the tool said, so an operator can act on it.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("{what}: could not run {program}: {source}")]
+    #[error(
+        "{what}: could not run {program}: {source}; check that member.bin_dir holds \
+         PostgreSQL's programs and that they are executable"
+    )]
     Spawn {
         what: String,
         program: String,
         source: std::io::Error,
     },
     #[error(
-        "{what}: {program} did not finish within {timeout:?} and was killed; its stderr: {stderr}"
+        "{what}: {program} did not finish within {timeout:?} and was killed; if it needs longer \
+         on this host, raise timing.pg_ctl_timeout (timing.clone_timeout for pg_basebackup and \
+         pg_rewind); its stderr: {stderr}"
     )]
     Timeout {
         what: String,

@@ -147,24 +147,29 @@ impl Instance {
     /// The libpq password file, beside the data directory so that neither a
     /// clone nor a backup carries it.
     pub fn passfile(&self) -> PathBuf {
+        self.beside_data_dir(".pgpass")
+    }
+
+    /// `<parent>/<data dir name><suffix>`: a path next to the data directory.
+    fn beside_data_dir(&self, suffix: &str) -> PathBuf {
         let name = self
             .spec
             .data_dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "data".into());
-        self.spec.data_dir.with_file_name(format!("{name}.pgpass"))
+        self.spec.data_dir.with_file_name(format!("{name}{suffix}"))
     }
 
     fn pg_ctl(&self, what: &'static str) -> Invocation<'static> {
-        Invocation::new(
-            what,
-            &self.spec.bin_dir,
-            "pg_ctl",
-            self.spec.timeouts.pg_ctl,
-        )
-        .arg("-D")
-        .arg(self.data_path())
+        self.tool(what, "pg_ctl", self.spec.timeouts.pg_ctl)
+    }
+
+    /// One of PostgreSQL's programs, run on this data directory (`-D`).
+    fn tool<'a>(&self, what: &'a str, program: &str, timeout: Duration) -> Invocation<'a> {
+        Invocation::new(what, &self.spec.bin_dir, program, timeout)
+            .arg("-D")
+            .arg(self.data_path())
     }
 
     fn data_path(&self) -> String {
@@ -225,23 +230,17 @@ impl Instance {
             &self.spec.superuser.password,
             0o600,
         )?;
-        let result = Invocation::new(
-            what,
-            &self.spec.bin_dir,
-            "initdb",
-            self.spec.timeouts.pg_ctl,
-        )
-        .arg("-D")
-        .arg(self.data_path())
-        .arg("--data-checksums")
-        .arg("--encoding=UTF8")
-        .arg("--no-locale")
-        .arg(format!("--username={}", self.spec.superuser.name))
-        .arg(format!("--pwfile={}", pwfile.display()))
-        .arg("--auth-local=peer")
-        .arg("--auth-host=scram-sha-256")
-        .run(&self.spec.run_as)
-        .await;
+        let result = self
+            .tool(what, "initdb", self.spec.timeouts.pg_ctl)
+            .arg("--data-checksums")
+            .arg("--encoding=UTF8")
+            .arg("--no-locale")
+            .arg(format!("--username={}", self.spec.superuser.name))
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .arg("--auth-local=peer")
+            .arg("--auth-host=scram-sha-256")
+            .run(&self.spec.run_as)
+            .await;
         remove_if_present(&pwfile)?;
         result?;
         let hba = render_hba(&self.spec.replication.name, &self.spec.hba_networks);
@@ -464,17 +463,15 @@ impl Instance {
 
     /// pg_controldata of this data directory.
     pub async fn controldata(&self) -> Result<ControlData, PgError> {
-        let out = Invocation::new(
-            "read pg_control",
-            &self.spec.bin_dir,
-            "pg_controldata",
-            self.spec.timeouts.pg_ctl,
-        )
-        .arg("-D")
-        .arg(self.data_path())
-        .env("LC_ALL", "C")
-        .run(&self.spec.run_as)
-        .await?;
+        let out = self
+            .tool(
+                "read pg_control",
+                "pg_controldata",
+                self.spec.timeouts.pg_ctl,
+            )
+            .env("LC_ALL", "C")
+            .run(&self.spec.run_as)
+            .await?;
         controldata::parse(&out.stdout)
     }
 
@@ -497,27 +494,21 @@ impl Instance {
             ("user", &self.spec.replication.name),
             ("application_name", "pgwarden_clone"),
         ]);
-        let result = Invocation::new(
-            what,
-            &self.spec.bin_dir,
-            "pg_basebackup",
-            self.spec.timeouts.clone,
-        )
-        .arg("-D")
-        .arg(self.data_path())
-        .arg("--wal-method=stream")
-        .arg("--checkpoint=fast")
-        .arg("--progress")
-        .arg("--no-password")
-        .arg("-d")
-        .arg(conninfo)
-        .env("PGPASSFILE", self.passfile().display().to_string())
-        .run_with_stderr_lines(&self.spec.run_as, |line| {
-            if let Some(progress) = parse_basebackup_progress(line) {
-                on_progress(progress);
-            }
-        })
-        .await;
+        let result = self
+            .tool(what, "pg_basebackup", self.spec.timeouts.clone)
+            .arg("--wal-method=stream")
+            .arg("--checkpoint=fast")
+            .arg("--progress")
+            .arg("--no-password")
+            .arg("-d")
+            .arg(conninfo)
+            .env("PGPASSFILE", self.passfile().display().to_string())
+            .run_with_stderr_lines(&self.spec.run_as, |line| {
+                if let Some(progress) = parse_basebackup_progress(line) {
+                    on_progress(progress);
+                }
+            })
+            .await;
         if result.is_err() {
             // Leave no half copy that a later start could mistake for a cluster.
             let _ = fs::remove_dir_all(&self.spec.data_dir);
@@ -549,20 +540,18 @@ impl Instance {
             ("user", &self.spec.superuser.name),
             ("dbname", "postgres"),
         ]);
-        let out = Invocation::new(
-            "rewind with pg_rewind",
-            &self.spec.bin_dir,
-            "pg_rewind",
-            self.spec.timeouts.clone,
-        )
-        .arg("-D")
-        .arg(self.data_path())
-        .arg(format!("--source-server={conninfo}"))
-        .arg("--no-sync")
-        .env("PGPASSFILE", self.passfile().display().to_string())
-        .env("LC_ALL", "C")
-        .run(&self.spec.run_as)
-        .await;
+        let out = self
+            .tool(
+                "rewind with pg_rewind",
+                "pg_rewind",
+                self.spec.timeouts.clone,
+            )
+            .arg(format!("--source-server={conninfo}"))
+            .arg("--no-sync")
+            .env("PGPASSFILE", self.passfile().display().to_string())
+            .env("LC_ALL", "C")
+            .run(&self.spec.run_as)
+            .await;
         if let Some(kept) = kept {
             write_atomically(&self.spec.run_as, &managed, &kept, 0o600)?;
         }
@@ -588,16 +577,7 @@ impl Instance {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let name = self
-            .spec
-            .data_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "data".into());
-        let aside = self
-            .spec
-            .data_dir
-            .with_file_name(format!("{name}.moved-{stamp}"));
+        let aside = self.beside_data_dir(&format!(".moved-{stamp}"));
         fs::rename(&self.spec.data_dir, &aside)
             .map_err(|e| PgError::io("move the data directory aside", &aside, e))?;
         tracing::warn!(

@@ -346,6 +346,25 @@ async fn stop_modes_restart_and_reload() {
 }
 
 #[tokio::test]
+async fn move_aside_keeps_the_data_directory_beside_its_old_place() {
+    let cluster = PgCluster::start(0).await.unwrap();
+    let instance = &cluster.nodes[0].instance;
+    let err = instance.move_aside().unwrap_err();
+    assert!(err.to_string().contains("stop it first"), "{err}");
+    instance.stop(StopMode::Fast).await.unwrap();
+    let aside = instance.move_aside().unwrap();
+    assert!(!instance.data_dir().exists());
+    assert_eq!(aside.parent(), instance.data_dir().parent());
+    let name = aside.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("node0.moved-"), "{name}");
+    assert!(aside.join("PG_VERSION").is_file());
+    assert_eq!(
+        instance.passfile(),
+        instance.data_dir().with_file_name("node0.pgpass")
+    );
+}
+
+#[tokio::test]
 async fn a_failed_start_shows_the_server_log() {
     let mut cluster = PgCluster::start(0).await.unwrap();
     let node = &mut cluster.nodes[0];

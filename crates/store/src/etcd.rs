@@ -416,6 +416,19 @@ impl Inner {
     }
 }
 
+/// The transaction condition for `expect` on `full` (a namespaced key).
+fn compare(full: String, expect: Expect) -> Compare {
+    match expect {
+        Expect::Absent => Compare::create_revision(full, CompareOp::Equal, 0),
+        Expect::ModRevision(r) => Compare::mod_revision(full, CompareOp::Equal, r),
+    }
+}
+
+/// A put attached to `lease`, or detached from any lease.
+fn put_options(lease: Option<LeaseId>) -> Option<PutOptions> {
+    lease.map(|l| PutOptions::new().with_lease(l.0))
+}
+
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {
     header.map_or(0, |h| h.revision())
 }
@@ -484,7 +497,7 @@ impl Store for EtcdStore {
             .inner
             .call(&format!("put `{key}`"), |client, _, _| {
                 let (full, value) = (full.clone(), value.clone());
-                let options = lease.map(|l| PutOptions::new().with_lease(l.0));
+                let options = put_options(lease);
                 async move {
                     client
                         .kv_client()
@@ -506,12 +519,7 @@ impl Store for EtcdStore {
     ) -> Result<i64, StoreError> {
         let inner = self.inner.clone();
         let full = inner.full_key(key);
-        let compare = match expect {
-            Expect::Absent => Compare::create_revision(full.clone(), CompareOp::Equal, 0),
-            Expect::ModRevision(revision) => {
-                Compare::mod_revision(full.clone(), CompareOp::Equal, revision)
-            }
-        };
+        let compare = compare(full.clone(), expect);
         self.inner
             .call(&format!("compare-and-set `{key}`"), |client, _, attempt| {
                 let txn = Txn::new()
@@ -519,7 +527,7 @@ impl Store for EtcdStore {
                     .and_then(vec![TxnOp::put(
                         full.clone(),
                         value.clone(),
-                        lease.map(|l| PutOptions::new().with_lease(l.0)),
+                        put_options(lease),
                     )])
                     .or_else(vec![TxnOp::get(full.clone(), None)]);
                 let (inner, value, key) = (inner.clone(), value.clone(), key.to_string());
@@ -561,22 +569,14 @@ impl Store for EtcdStore {
         let inner = self.inner.clone();
         let compares: Vec<Compare> = conditions
             .iter()
-            .map(|c| {
-                let full = inner.full_key(&c.key);
-                match c.expect {
-                    Expect::Absent => Compare::create_revision(full, CompareOp::Equal, 0),
-                    Expect::ModRevision(r) => Compare::mod_revision(full, CompareOp::Equal, r),
-                }
-            })
+            .map(|c| compare(inner.full_key(&c.key), c.expect))
             .collect();
         let ops: Vec<TxnOp> = writes
             .iter()
             .map(|w| match w {
-                Write::Put { key, value, lease } => TxnOp::put(
-                    inner.full_key(key),
-                    value.clone(),
-                    lease.map(|l| PutOptions::new().with_lease(l.0)),
-                ),
+                Write::Put { key, value, lease } => {
+                    TxnOp::put(inner.full_key(key), value.clone(), put_options(*lease))
+                }
                 Write::Delete { key } => TxnOp::delete(inner.full_key(key), None),
             })
             .collect();

@@ -166,11 +166,6 @@ impl MemoryStore {
         self.shared.lock().revision
     }
 
-    /// When the lease expires, on the store's clock, if it is still alive.
-    pub fn lease_deadline(&self, lease: LeaseId) -> Option<Duration> {
-        self.shared.lock().leases.get(&lease).map(|l| l.deadline)
-    }
-
     fn call<T>(
         &self,
         op: impl FnOnce(&mut State) -> Result<T, StoreError>,

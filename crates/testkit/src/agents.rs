@@ -264,10 +264,7 @@ password_file = "{repl}"
     }
 
     pub fn member(&self, name: &str) -> &AgentMember {
-        self.members
-            .iter()
-            .find(|m| m.name == name)
-            .unwrap_or_else(|| panic!("no member {name} in this test cluster"))
+        &self.members[self.index(name)]
     }
 
     fn index(&self, name: &str) -> usize {
@@ -281,17 +278,14 @@ password_file = "{repl}"
     pub fn kill_host(&mut self, name: &str) {
         let i = self.index(name);
         let member = &mut self.members[i];
+        let agent = member.agent.take();
         let mut pids = member.postgres_pids();
-        if let Some(mut child) = member.agent.take() {
-            pids.push(child.id() as i32);
-            for pid in &pids {
-                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-            }
+        pids.extend(agent.as_ref().map(|child| child.id() as i32));
+        for pid in pids {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if let Some(mut child) = agent {
             let _ = child.wait();
-        } else {
-            for pid in &pids {
-                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-            }
         }
     }
 

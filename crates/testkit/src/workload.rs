@@ -78,11 +78,6 @@ impl Workload {
         self.acks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The latest acknowledged write.
-    pub fn last_ack(&self) -> Option<Ack> {
-        self.acks().last().cloned()
-    }
-
     /// The first write acknowledged on a connection opened after `t` (not
     /// by `not_on`): the first write that got through after a fault.
     pub fn first_ack_reconnected_after(&self, t: Instant, not_on: Option<&str>) -> Option<Ack> {
