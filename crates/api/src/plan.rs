@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use store::cluster::{MemberStatus, Switchover};
 
 use crate::model::SwitchoverRequest;
-use crate::records::{runs_primary, streams, Records};
+use crate::records::{streams, Records};
 
 /// How far in the past `at` may be (clock skew between the operator's
 /// machine and the member) before it is refused as a mistake.
@@ -177,10 +177,6 @@ pub fn finished(records: &Records, asked: &Switchover) -> Option<String> {
         return None;
     }
     Some(leader.name.clone())
-}
-
-pub fn is_running_primary(m: &MemberStatus) -> bool {
-    runs_primary(m)
 }
 
 #[cfg(test)]
