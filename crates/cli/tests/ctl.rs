@@ -200,6 +200,28 @@ async fn list_config_and_refusals_against_an_api() {
     let output = ctl(&[&apis[..], &["resume"]].concat(), &[]).await;
     assert_eq!(code(&output), 0, "{}", text(&output));
 
+    // Someone else changes the configuration while the editor is open:
+    // the edit is refused (412 underneath), nothing of it is saved.
+    let racing = format!(
+        "{} ctl --api {} config set heartbeat_ms=700 >/dev/null; sed -i 's/^paused = false/paused = true/'",
+        env!("CARGO_BIN_EXE_pgwarden"),
+        fx.api.url
+    );
+    let output = ctl(
+        &[&apis[..], &["config", "edit"]].concat(),
+        &[("EDITOR", &racing), ("VISUAL", "")],
+    )
+    .await;
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("someone else changed"),
+        "{}",
+        text(&output)
+    );
+    let config = fx.stored_config().await;
+    assert_eq!(config.heartbeat_ms, 700);
+    assert!(!config.paused);
+
     // A switchover to a standby that does not stream: refused, exit 1.
     let output = ctl(
         &[&apis[..], &["switchover", "--to", "db3", "--force"]].concat(),
