@@ -384,8 +384,8 @@ async fn switchovers_are_checked_recorded_waited_for_and_cancelled() {
         )
         .await;
     assert!(refused["error"].as_str().unwrap().contains("switchover"));
-    // Without one it is recorded for the agents (none here: it times out
-    // after the record stays pending; not awaited in this test).
+    // Without one it is recorded and waited for: see
+    // a_failover_is_waited_for_and_a_switchover_ended_otherwise_is_503.
     api.server.shutdown().await;
 }
 
