@@ -1,7 +1,7 @@
 //! The JSON the API answers with and takes, shared with `pgwarden ctl`.
 
 use serde::{Deserialize, Serialize};
-use store::cluster::{Event, HistoryEntry, PgState, Role, Switchover, Tags};
+use store::cluster::{DynamicConfig, Event, HistoryEntry, PgState, Role, Switchover, Tags};
 
 use crate::records::Records;
 
@@ -110,6 +110,15 @@ pub struct EventsView {
     pub events: Vec<Event>,
     /// The highest sequence number seen: pass it as `after` next time.
     pub last_seq: u64,
+}
+
+/// `GET /config`, and the answer of `PATCH /config`, `/pause`, `/resume`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfigView {
+    /// The config key's store revision (0: never written); `If-Match`
+    /// takes it.
+    pub revision: i64,
+    pub config: DynamicConfig,
 }
 
 /// `POST /switchover` (and the target of `POST /failover`).

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use store::cluster::{MemberStatus, Switchover};
 
 use crate::model::SwitchoverRequest;
-use crate::records::{runs_primary, streams, Records};
+use crate::records::{streams, Records};
 
 /// How far in the past `at` may be (clock skew between the operator's
 /// machine and the member) before it is refused as a mistake.
@@ -179,41 +179,16 @@ pub fn finished(records: &Records, asked: &Switchover) -> Option<String> {
     Some(leader.name.clone())
 }
 
-pub fn is_running_primary(m: &MemberStatus) -> bool {
-    runs_primary(m)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use store::cluster::{Leader, PgState, Role, Tags};
+    use store::cluster::{Leader, PgState, Role};
     use store::Versioned;
 
     use super::*;
     use crate::model::At;
-
-    fn status(name: &str, role: Role, streaming: bool) -> MemberStatus {
-        MemberStatus {
-            name: name.to_string(),
-            role,
-            state: PgState::Running,
-            timeline: Some(1),
-            flush_lsn: None,
-            receive_lsn: None,
-            replay_lsn: None,
-            lag_bytes: Some(0),
-            lag_ms: Some(0),
-            api_url: String::new(),
-            pg_url: String::new(),
-            tags: Tags::default(),
-            updated_ms: 0,
-            upstream: None,
-            streaming,
-            term: None,
-            note: String::new(),
-        }
-    }
+    use crate::testing::member;
 
     fn versioned<T>(value: T) -> Versioned<T> {
         Versioned {
@@ -228,9 +203,9 @@ mod tests {
     fn cluster() -> Records {
         let mut members = BTreeMap::new();
         for m in [
-            status("db1", Role::Primary, false),
-            status("db2", Role::Replica, true),
-            status("db3", Role::Replica, false),
+            member("db1", Role::Primary, false),
+            member("db2", Role::Replica, true),
+            member("db3", Role::Replica, false),
         ] {
             members.insert(m.name.clone(), versioned(m));
         }

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use store::cluster::{
-    ClusterKey, ClusterKeys, DynamicConfig, Event, History, Leader, MemberStatus, PgState, Role,
-    Switchover, SyncState,
+    ClusterKey, ClusterKeys, DynamicConfig, Leader, MemberStatus, PgState, Role, Switchover,
+    SyncState,
 };
 use store::typed::decode_kv;
 use store::{Snapshot, Store, StoreError, Versioned};
@@ -21,8 +21,6 @@ pub struct Records {
     pub members: BTreeMap<String, Versioned<MemberStatus>>,
     pub sync: Option<Versioned<SyncState>>,
     pub switchover: Option<Versioned<Switchover>>,
-    pub history: Option<Versioned<History>>,
-    pub events: Vec<Event>,
     /// Keys that hold something this build cannot read.
     pub problems: Vec<String>,
 }
@@ -43,10 +41,8 @@ impl Records {
                     }
                     Some(ClusterKey::Sync) => records.sync = Some(decode_kv(kv)?),
                     Some(ClusterKey::Switchover) => records.switchover = Some(decode_kv(kv)?),
-                    Some(ClusterKey::History) => records.history = Some(decode_kv(kv)?),
-                    Some(ClusterKey::Event(_)) => {
-                        records.events.push(decode_kv::<Event>(kv)?.value)
-                    }
+                    // The history and the events have their own endpoints,
+                    // which read them when asked.
                     _ => {}
                 }
                 Ok(())
@@ -55,7 +51,6 @@ impl Records {
                 records.problems.push(e.to_string());
             }
         }
-        records.events.sort_by_key(|e| e.seq);
         records
     }
 

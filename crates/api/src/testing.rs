@@ -3,9 +3,12 @@
 //! agent's end of the link left to the test.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use store::cluster::{ClusterKeys, Leader, MemberStatus, PgState, Role, Tags};
-use store::Store;
+use futures::StreamExt;
+use store::cluster::{ClusterKeys, Leader, MemberStatus, PgState, Role, Switchover, Tags};
+use store::typed::decode_kv;
+use store::{EventKind, Store};
 
 use crate::local::{link, AgentSide, LocalState};
 use crate::{start, ApiContext, ApiServer};
@@ -64,6 +67,50 @@ pub async fn write_cluster(
             keys.leader().delete(store).await.unwrap();
         }
     }
+}
+
+/// The cluster most tests start from: db1 leads, db2 streams, db3 runs but
+/// does not stream.
+pub async fn write_three_members(store: &dyn Store, keys: &ClusterKeys) {
+    write_cluster(
+        store,
+        keys,
+        Some("db1"),
+        &[
+            member("db1", Role::Primary, false),
+            member("db2", Role::Replica, true),
+            member("db3", Role::Replica, false),
+        ],
+    )
+    .await;
+}
+
+/// Waits, as the agents would, for a switchover (or failover) record to be
+/// written, and returns it; panics after `deadline`.
+pub async fn switchover_requested(
+    store: &dyn Store,
+    keys: &ClusterKeys,
+    deadline: Duration,
+) -> Switchover {
+    let key = keys.switchover();
+    let snapshot = store.get_prefix(key.key()).await.unwrap();
+    if let Some(kv) = snapshot.kvs.iter().find(|kv| kv.key == key.key()) {
+        return decode_kv::<Switchover>(kv).unwrap().value;
+    }
+    let mut watch = store.watch_prefix(key.key(), snapshot.revision + 1);
+    let written = async {
+        while let Some(change) = watch.next().await {
+            // Errors are reconnections the stream handles itself.
+            let Ok(change) = change else { continue };
+            if change.kind == EventKind::Put && change.kv.key == key.key() {
+                return decode_kv::<Switchover>(&change.kv).unwrap().value;
+            }
+        }
+        panic!("the watch on {} ended", key.key());
+    };
+    tokio::time::timeout(deadline, written)
+        .await
+        .unwrap_or_else(|_| panic!("no switchover record appeared within {deadline:?}"))
 }
 
 /// A running API and the agent side of its link.

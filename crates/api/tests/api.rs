@@ -6,12 +6,17 @@ use std::time::Duration;
 
 use api::client::{ApiClient, Call, Reply};
 use api::local::{LocalState, Request};
-use api::testing::{member, open_api, start_api, write_cluster, TestApi};
+use api::testing::{
+    member, open_api, start_api, switchover_requested, write_cluster, write_three_members, TestApi,
+};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-use store::cluster::{ClusterKeys, History, HistoryEntry, Role, SyncState};
+use store::cluster::{
+    ClusterKeys, History, HistoryEntry, MemberStatus, Role, Switchover, SyncState,
+};
 use store::{EtcdOptions, EtcdStore, Store};
 use testkit::etcd::EtcdCluster;
+use tokio::task::JoinHandle;
 
 struct Fixture {
     // Kept for its Drop: kills etcd.
@@ -40,17 +45,7 @@ async fn fixture() -> Fixture {
 impl Fixture {
     /// db1 leads, db2 streams, db3 runs but does not stream.
     async fn three_members(&self) {
-        write_cluster(
-            self.store.as_ref(),
-            &self.keys,
-            Some("db1"),
-            &[
-                member("db1", Role::Primary, false),
-                member("db2", Role::Replica, true),
-                member("db3", Role::Replica, false),
-            ],
-        )
-        .await;
+        write_three_members(self.store.as_ref(), &self.keys).await;
     }
 
     async fn api(&self, name: &str) -> TestApi {
@@ -80,7 +75,41 @@ impl Fixture {
             .unwrap()
     }
 
-    async fn switchover_key(&self) -> Option<store::cluster::Switchover> {
+    /// A GET that must answer `status`; its JSON body.
+    async fn get(&self, api: &TestApi, path: &str, status: StatusCode) -> Value {
+        self.expect(api, Method::GET, path, None, status).await
+    }
+
+    /// A call that must answer `status`; its JSON body.
+    async fn expect(
+        &self,
+        api: &TestApi,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        status: StatusCode,
+    ) -> Value {
+        expect(&self.call(api, method, path, body).await, status)
+    }
+
+    /// Stands in for the agents: waits for a switchover (or failover)
+    /// record, writes `result` (the new leader and statuses) when given,
+    /// then deletes the record as agents do when they are done with it.
+    /// Yields the record they were asked to carry out.
+    fn agents(&self, result: Option<(&'static str, Vec<MemberStatus>)>) -> JoinHandle<Switchover> {
+        let store = self.store.clone();
+        let keys = self.keys.clone();
+        tokio::spawn(async move {
+            let asked = switchover_requested(store.as_ref(), &keys, Duration::from_secs(20)).await;
+            if let Some((leader, statuses)) = result {
+                write_cluster(store.as_ref(), &keys, Some(leader), &statuses).await;
+            }
+            keys.switchover().delete(store.as_ref()).await.unwrap();
+            asked
+        })
+    }
+
+    async fn switchover_key(&self) -> Option<Switchover> {
         self.keys
             .switchover()
             .get(self.store.as_ref())
@@ -128,10 +157,7 @@ async fn reads_show_the_cluster_and_checks_follow_the_local_state() {
         .unwrap();
     let api = fx.api("db1").await;
 
-    let cluster = expect(
-        &fx.call(&api, Method::GET, "/cluster", None).await,
-        StatusCode::OK,
-    );
+    let cluster = fx.get(&api, "/cluster", StatusCode::OK).await;
     assert_eq!(cluster["leader"], "db1");
     assert_eq!(cluster["sync"], json!(["db2"]));
     assert_eq!(cluster["paused"], false);
@@ -145,32 +171,20 @@ async fn reads_show_the_cluster_and_checks_follow_the_local_state() {
     assert_eq!(members[1]["lag_bytes"], 0);
 
     // Nothing runs yet.
-    let health = expect(
-        &fx.call(&api, Method::GET, "/health", None).await,
-        StatusCode::SERVICE_UNAVAILABLE,
-    );
+    let health = fx
+        .get(&api, "/health", StatusCode::SERVICE_UNAVAILABLE)
+        .await;
     assert_eq!(health["pg_running"], false);
     set_local(&api, |s| {
         s.pg_running = true;
         s.primary = true;
         s.leader = true;
     });
-    expect(
-        &fx.call(&api, Method::GET, "/health", None).await,
-        StatusCode::OK,
-    );
-    expect(
-        &fx.call(&api, Method::GET, "/primary", None).await,
-        StatusCode::OK,
-    );
-    expect(
-        &fx.call(&api, Method::GET, "/read-only", None).await,
-        StatusCode::OK,
-    );
-    expect(
-        &fx.call(&api, Method::GET, "/replica", None).await,
-        StatusCode::SERVICE_UNAVAILABLE,
-    );
+    fx.get(&api, "/health", StatusCode::OK).await;
+    fx.get(&api, "/primary", StatusCode::OK).await;
+    fx.get(&api, "/read-only", StatusCode::OK).await;
+    fx.get(&api, "/replica", StatusCode::SERVICE_UNAVAILABLE)
+        .await;
     // A streaming standby 2 MB and 300 ms behind.
     set_local(&api, |s| {
         s.primary = false;
@@ -179,14 +193,9 @@ async fn reads_show_the_cluster_and_checks_follow_the_local_state() {
         s.lag_bytes = Some(2 << 20);
         s.lag_ms = Some(300);
     });
-    expect(
-        &fx.call(&api, Method::GET, "/primary", None).await,
-        StatusCode::SERVICE_UNAVAILABLE,
-    );
-    expect(
-        &fx.call(&api, Method::GET, "/replica", None).await,
-        StatusCode::OK,
-    );
+    fx.get(&api, "/primary", StatusCode::SERVICE_UNAVAILABLE)
+        .await;
+    fx.get(&api, "/replica", StatusCode::OK).await;
     for (query, status) in [
         ("lag=1MB", StatusCode::SERVICE_UNAVAILABLE),
         ("lag=16MB", StatusCode::OK),
@@ -200,16 +209,9 @@ async fn reads_show_the_cluster_and_checks_follow_the_local_state() {
             .await;
         assert_eq!(reply.status, status, "{query}");
     }
-    expect(
-        &fx.call(&api, Method::GET, "/read-only?lag=16MB", None)
-            .await,
-        StatusCode::OK,
-    );
+    fx.get(&api, "/read-only?lag=16MB", StatusCode::OK).await;
 
-    let history = expect(
-        &fx.call(&api, Method::GET, "/history", None).await,
-        StatusCode::OK,
-    );
+    let history = fx.get(&api, "/history", StatusCode::OK).await;
     assert_eq!(history["entries"], json!([]));
     let entry = HistoryEntry {
         timeline: 2,
@@ -231,16 +233,10 @@ async fn reads_show_the_cluster_and_checks_follow_the_local_state() {
         )
         .await
         .unwrap();
-    let history = expect(
-        &fx.call(&api, Method::GET, "/history", None).await,
-        StatusCode::OK,
-    );
+    let history = fx.get(&api, "/history", StatusCode::OK).await;
     assert_eq!(history["entries"][0]["to"], "db1");
 
-    let config = expect(
-        &fx.call(&api, Method::GET, "/config", None).await,
-        StatusCode::OK,
-    );
+    let config = fx.get(&api, "/config", StatusCode::OK).await;
     assert_eq!(config["revision"], 0);
     assert_eq!(config["config"]["ttl_ms"], 3000);
 
@@ -256,10 +252,7 @@ async fn reads_show_the_cluster_and_checks_follow_the_local_state() {
         assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
     }
 
-    let missing = expect(
-        &fx.call(&api, Method::GET, "/nope", None).await,
-        StatusCode::NOT_FOUND,
-    );
+    let missing = fx.get(&api, "/nope", StatusCode::NOT_FOUND).await;
     assert!(missing["error"].as_str().unwrap().contains("docs/api.md"));
     api.server.shutdown().await;
 }
@@ -324,96 +317,75 @@ async fn switchovers_are_checked_recorded_waited_for_and_cancelled() {
 
     // Scheduled: recorded at once, then cancelled.
     let at = api::time::format_rfc3339(api::time::now_ms() + 3_600_000);
-    let scheduled = expect(
-        &fx.call(
+    let scheduled = fx
+        .expect(
             &api,
             Method::POST,
             "/switchover",
             Some(json!({"to": "db2", "at": at})),
+            StatusCode::ACCEPTED,
         )
-        .await,
-        StatusCode::ACCEPTED,
-    );
+        .await;
     assert_eq!(scheduled["scheduled"]["from"], "db1");
     let pending = fx.switchover_key().await.unwrap();
     assert_eq!(pending.to.as_deref(), Some("db2"));
     assert!(pending.at_ms.is_some());
-    let again = expect(
-        &fx.call(
+    let again = fx
+        .expect(
             &api,
             Method::POST,
             "/switchover",
             Some(json!({"to": "db2"})),
+            StatusCode::CONFLICT,
         )
-        .await,
-        StatusCode::CONFLICT,
-    );
+        .await;
     assert!(again["error"].as_str().unwrap().contains("already pending"));
-    expect(
-        &fx.call(&api, Method::DELETE, "/switchover", None).await,
-        StatusCode::OK,
-    );
+    fx.expect(&api, Method::DELETE, "/switchover", None, StatusCode::OK)
+        .await;
     assert_eq!(fx.switchover_key().await, None);
-    expect(
-        &fx.call(&api, Method::DELETE, "/switchover", None).await,
+    fx.expect(
+        &api,
+        Method::DELETE,
+        "/switchover",
+        None,
         StatusCode::NOT_FOUND,
-    );
+    )
+    .await;
 
     // Immediate: the "agents" (this task) carry it out.
-    let agents = {
-        let store = fx.store.clone();
-        let keys = fx.keys.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            while keys
-                .switchover()
-                .get(store.as_ref())
-                .await
-                .unwrap()
-                .is_none()
-            {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "no switchover record appeared"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            write_cluster(
-                store.as_ref(),
-                &keys,
-                Some("db2"),
-                &[
-                    member("db1", Role::Replica, true),
-                    member("db2", Role::Primary, false),
-                ],
-            )
-            .await;
-            keys.switchover().delete(store.as_ref()).await.unwrap();
-        })
-    };
-    let done = expect(
-        &fx.call(
+    let agents = fx.agents(Some((
+        "db2",
+        vec![
+            member("db1", Role::Replica, true),
+            member("db2", Role::Primary, false),
+        ],
+    )));
+    let done = fx
+        .expect(
             &api,
             Method::POST,
             "/switchover",
             Some(json!({"from": "db1", "to": "db2"})),
+            StatusCode::OK,
         )
-        .await,
-        StatusCode::OK,
-    );
+        .await;
     agents.await.unwrap();
     assert_eq!(done["from"], "db1");
     assert_eq!(done["to"], "db2");
 
     // With a healthy leader a failover is refused.
-    let refused = expect(
-        &fx.call(&api, Method::POST, "/failover", Some(json!({"to": "db1"})))
-            .await,
-        StatusCode::CONFLICT,
-    );
+    let refused = fx
+        .expect(
+            &api,
+            Method::POST,
+            "/failover",
+            Some(json!({"to": "db1"})),
+            StatusCode::CONFLICT,
+        )
+        .await;
     assert!(refused["error"].as_str().unwrap().contains("switchover"));
-    // Without one it is recorded for the agents (none here: it times out
-    // after the record stays pending; not awaited in this test).
+    // Without one it is recorded and waited for: see
+    // a_failover_is_waited_for_and_a_switchover_ended_otherwise_is_503.
     api.server.shutdown().await;
 }
 
@@ -423,22 +395,18 @@ async fn config_is_patched_validated_and_guarded_by_if_match() {
     fx.three_members().await;
     let api = fx.api("db1").await;
 
-    let patched = expect(
-        &fx.call(
+    let patched = fx
+        .expect(
             &api,
             Method::PATCH,
             "/config",
             Some(json!({"ttl_ms": 10000, "parameters": {"work_mem": "8MB"}})),
+            StatusCode::OK,
         )
-        .await,
-        StatusCode::OK,
-    );
+        .await;
     let revision = patched["revision"].as_i64().unwrap();
     assert_eq!(patched["config"]["ttl_ms"], 10000);
-    let shown = expect(
-        &fx.call(&api, Method::GET, "/config", None).await,
-        StatusCode::OK,
-    );
+    let shown = fx.get(&api, "/config", StatusCode::OK).await;
     assert_eq!(shown["revision"], revision);
     assert_eq!(shown["config"]["parameters"]["work_mem"], "8MB");
 
@@ -467,10 +435,7 @@ async fn config_is_patched_validated_and_guarded_by_if_match() {
         .unwrap();
     // An empty body is `{}`: a no-op patch.
     assert_eq!(bad_json.status, StatusCode::OK);
-    let unchanged = expect(
-        &fx.call(&api, Method::GET, "/config", None).await,
-        StatusCode::OK,
-    );
+    let unchanged = fx.get(&api, "/config", StatusCode::OK).await;
     assert_eq!(unchanged["config"]["ttl_ms"], 10000);
     let revision = unchanged["revision"].as_i64().unwrap();
 
@@ -496,23 +461,13 @@ async fn config_is_patched_validated_and_guarded_by_if_match() {
     statuses.sort();
     assert_eq!(statuses, [StatusCode::OK, StatusCode::PRECONDITION_FAILED]);
 
-    expect(
-        &fx.call(&api, Method::POST, "/pause", None).await,
-        StatusCode::OK,
-    );
-    let cluster = expect(
-        &fx.call(&api, Method::GET, "/cluster", None).await,
-        StatusCode::OK,
-    );
+    fx.expect(&api, Method::POST, "/pause", None, StatusCode::OK)
+        .await;
+    let cluster = fx.get(&api, "/cluster", StatusCode::OK).await;
     assert_eq!(cluster["paused"], true);
-    expect(
-        &fx.call(&api, Method::POST, "/resume", None).await,
-        StatusCode::OK,
-    );
-    let config = expect(
-        &fx.call(&api, Method::GET, "/config", None).await,
-        StatusCode::OK,
-    );
+    fx.expect(&api, Method::POST, "/resume", None, StatusCode::OK)
+        .await;
+    let config = fx.get(&api, "/config", StatusCode::OK).await;
     assert_eq!(config["config"]["paused"], false);
     assert_eq!(config["config"]["ttl_ms"], 10000);
     api.server.shutdown().await;
@@ -554,52 +509,50 @@ async fn restart_and_reinit_reach_the_agent_here_or_are_forwarded() {
         }
     });
 
-    let restarted = expect(
-        &fx.call(&db1, Method::POST, "/restart", None).await,
-        StatusCode::OK,
-    );
+    let restarted = fx
+        .expect(&db1, Method::POST, "/restart", None, StatusCode::OK)
+        .await;
     assert_eq!(restarted["member"], "db1");
-    let refused = expect(
-        &fx.call(
+    let refused = fx
+        .expect(
             &db1,
             Method::POST,
             "/reinit",
             Some(json!({"member": "db1"})),
+            StatusCode::CONFLICT,
         )
-        .await,
-        StatusCode::CONFLICT,
-    );
+        .await;
     assert!(refused["error"]
         .as_str()
         .unwrap()
         .contains("never reinitialized"));
-    let forwarded = expect(
-        &fx.call(
+    let forwarded = fx
+        .expect(
             &db1,
             Method::POST,
             "/reinit",
             Some(json!({"member": "db2"})),
+            StatusCode::OK,
         )
-        .await,
-        StatusCode::OK,
-    );
+        .await;
     assert_eq!(forwarded["member"], "db2");
     assert_eq!(forwarded["result"], "Reinit started");
-    expect(
-        &fx.call(
-            &db1,
-            Method::POST,
-            "/restart",
-            Some(json!({"member": "db9"})),
-        )
-        .await,
+    fx.expect(
+        &db1,
+        Method::POST,
+        "/restart",
+        Some(json!({"member": "db9"})),
         StatusCode::NOT_FOUND,
-    );
-    expect(
-        &fx.call(&db1, Method::POST, "/restart", Some(json!({"who": "db2"})))
-            .await,
+    )
+    .await;
+    fx.expect(
+        &db1,
+        Method::POST,
+        "/restart",
+        Some(json!({"who": "db2"})),
         StatusCode::BAD_REQUEST,
-    );
+    )
+    .await;
     db1.server.shutdown().await;
     db2.server.shutdown().await;
 }
@@ -621,25 +574,17 @@ async fn events_long_poll_until_one_is_appended() {
             .await
             .unwrap();
     }
-    let all = expect(
-        &fx.call(&api, Method::GET, "/events", None).await,
-        StatusCode::OK,
-    );
+    let all = fx.get(&api, "/events", StatusCode::OK).await;
     assert_eq!(all["events"].as_array().unwrap().len(), 3);
     assert_eq!(all["last_seq"], 3);
-    let since = expect(
-        &fx.call(&api, Method::GET, "/events?after=2", None).await,
-        StatusCode::OK,
-    );
+    let since = fx.get(&api, "/events?after=2", StatusCode::OK).await;
     assert_eq!(since["events"][0]["details"], "event 2");
 
     // Nothing new within the wait: an empty answer after it.
     let started = tokio::time::Instant::now();
-    let none = expect(
-        &fx.call(&api, Method::GET, "/events?after=3&wait=300ms", None)
-            .await,
-        StatusCode::OK,
-    );
+    let none = fx
+        .get(&api, "/events?after=3&wait=300ms", StatusCode::OK)
+        .await;
     assert_eq!(none["events"], json!([]));
     assert_eq!(none["last_seq"], 3);
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -656,11 +601,9 @@ async fn events_long_poll_until_one_is_appended() {
         })
     };
     let started = tokio::time::Instant::now();
-    let new = expect(
-        &fx.call(&api, Method::GET, "/events?after=3&wait=20s", None)
-            .await,
-        StatusCode::OK,
-    );
+    let new = fx
+        .get(&api, "/events?after=3&wait=20s", StatusCode::OK)
+        .await;
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -669,10 +612,8 @@ async fn events_long_poll_until_one_is_appended() {
     assert_eq!(new["events"][0]["kind"], "promoted");
     assert_eq!(new["last_seq"], 4);
     appender.await.unwrap();
-    expect(
-        &fx.call(&api, Method::GET, "/events?after=x", None).await,
-        StatusCode::BAD_REQUEST,
-    );
+    fx.get(&api, "/events?after=x", StatusCode::BAD_REQUEST)
+        .await;
     api.server.shutdown().await;
 }
 
@@ -683,14 +624,10 @@ async fn tokens_guard_changes_and_optionally_reads() {
     let mut section = open_api();
     section.token = Some(config::Secret::new("s3cret"));
     let api = start_api(fx.store.clone(), fx.keys.clone(), "db1", section.clone()).await;
-    expect(
-        &fx.call(&api, Method::GET, "/cluster", None).await,
-        StatusCode::OK,
-    );
-    let missing = expect(
-        &fx.call(&api, Method::POST, "/pause", None).await,
-        StatusCode::UNAUTHORIZED,
-    );
+    fx.get(&api, "/cluster", StatusCode::OK).await;
+    let missing = fx
+        .expect(&api, Method::POST, "/pause", None, StatusCode::UNAUTHORIZED)
+        .await;
     assert!(missing["error"].as_str().unwrap().contains("Bearer"));
     expect(
         &fx.call_with(&api, Method::POST, "/pause", None, Some("wrong"))
@@ -706,10 +643,7 @@ async fn tokens_guard_changes_and_optionally_reads() {
 
     section.auth_reads = true;
     let api = start_api(fx.store.clone(), fx.keys.clone(), "db1", section).await;
-    expect(
-        &fx.call(&api, Method::GET, "/cluster", None).await,
-        StatusCode::UNAUTHORIZED,
-    );
+    fx.get(&api, "/cluster", StatusCode::UNAUTHORIZED).await;
     expect(
         &fx.call_with(&api, Method::GET, "/cluster", None, Some("s3cret"))
             .await,
@@ -779,83 +713,46 @@ async fn a_failover_is_waited_for_and_a_switchover_ended_otherwise_is_503() {
     .await;
     let api = fx.api("db3").await;
 
-    let refused = expect(
-        &fx.call(
+    let refused = fx
+        .expect(
             &api,
             Method::POST,
             "/switchover",
             Some(json!({"to": "db3"})),
+            StatusCode::CONFLICT,
         )
-        .await,
-        StatusCode::CONFLICT,
-    );
+        .await;
     assert!(refused["error"].as_str().unwrap().contains("failover"));
 
-    let agents = {
-        let store = fx.store.clone();
-        let keys = fx.keys.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            let asked = loop {
-                if let Some(asked) = keys.switchover().get(store.as_ref()).await.unwrap() {
-                    break asked.value;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "no failover record appeared"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            };
-            assert_eq!(asked.from, None);
-            assert_eq!(asked.to.as_deref(), Some("db2"));
-            write_cluster(
-                store.as_ref(),
-                &keys,
-                Some("db2"),
-                &[member("db2", Role::Primary, false)],
-            )
-            .await;
-            keys.switchover().delete(store.as_ref()).await.unwrap();
-        })
-    };
-    let done = expect(
-        &fx.call(&api, Method::POST, "/failover", Some(json!({"to": "db2"})))
-            .await,
-        StatusCode::OK,
-    );
-    agents.await.unwrap();
+    let agents = fx.agents(Some(("db2", vec![member("db2", Role::Primary, false)])));
+    let done = fx
+        .expect(
+            &api,
+            Method::POST,
+            "/failover",
+            Some(json!({"to": "db2"})),
+            StatusCode::OK,
+        )
+        .await;
+    let asked = agents.await.unwrap();
+    assert_eq!(asked.from, None);
+    assert_eq!(asked.to.as_deref(), Some("db2"));
     assert_eq!(done["to"], "db2");
     assert_eq!(done["from"], Value::Null);
 
     // The agents drop a switchover without changing the leader: 503 with
     // the cluster as it is, after a short settling time.
-    let agents = {
-        let store = fx.store.clone();
-        let keys = fx.keys.clone();
-        tokio::spawn(async move {
-            while keys
-                .switchover()
-                .get(store.as_ref())
-                .await
-                .unwrap()
-                .is_none()
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            keys.switchover().delete(store.as_ref()).await.unwrap();
-        })
-    };
+    let agents = fx.agents(None);
     let started = tokio::time::Instant::now();
-    let ended = expect(
-        &fx.call(
+    let ended = fx
+        .expect(
             &api,
             Method::POST,
             "/switchover",
             Some(json!({"to": "db3"})),
+            StatusCode::SERVICE_UNAVAILABLE,
         )
-        .await,
-        StatusCode::SERVICE_UNAVAILABLE,
-    );
+        .await;
     agents.await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(15),

@@ -4,9 +4,11 @@
 use std::process::Output;
 use std::sync::Arc;
 
-use api::testing::{member, open_api, start_api, write_cluster, TestApi};
+use std::time::Duration;
+
+use api::testing::{open_api, start_api, switchover_requested, write_three_members, TestApi};
 use serde_json::Value;
-use store::cluster::{ClusterKeys, Role};
+use store::cluster::{ClusterKeys, DynamicConfig};
 use store::{EtcdOptions, EtcdStore, Store};
 use testkit::etcd::EtcdCluster;
 
@@ -25,23 +27,26 @@ async fn fixture(section: config::Api) -> Fixture {
             .unwrap(),
     );
     let keys = ClusterKeys::new("/pgwarden", "main").unwrap();
-    write_cluster(
-        store.as_ref(),
-        &keys,
-        Some("db1"),
-        &[
-            member("db1", Role::Primary, false),
-            member("db2", Role::Replica, true),
-            member("db3", Role::Replica, false),
-        ],
-    )
-    .await;
+    write_three_members(store.as_ref(), &keys).await;
     let api = start_api(store.clone(), keys.clone(), "db1", section).await;
     Fixture {
         _etcd: etcd,
         store,
         keys,
         api,
+    }
+}
+
+impl Fixture {
+    /// The dynamic configuration as the store holds it.
+    async fn stored_config(&self) -> DynamicConfig {
+        self.keys
+            .config()
+            .get(self.store.as_ref())
+            .await
+            .unwrap()
+            .expect("a configuration was written")
+            .value
     }
 }
 
@@ -163,14 +168,7 @@ async fn list_config_and_refusals_against_an_api() {
     )
     .await;
     assert_eq!(code(&output), 0, "{}", text(&output));
-    let config = fx
-        .keys
-        .config()
-        .get(fx.store.as_ref())
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let config = fx.stored_config().await;
     assert_eq!(config.ttl_ms, 10_000);
     assert_eq!(config.parameters["work_mem"], "8MB");
 
@@ -182,14 +180,7 @@ async fn list_config_and_refusals_against_an_api() {
         "{}",
         text(&output)
     );
-    let config = fx
-        .keys
-        .config()
-        .get(fx.store.as_ref())
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let config = fx.stored_config().await;
     assert_eq!(config.ttl_ms, 10_000);
 
     // An editor that pauses the cluster.
@@ -202,19 +193,34 @@ async fn list_config_and_refusals_against_an_api() {
     )
     .await;
     assert_eq!(code(&output), 0, "{}", text(&output));
-    let config = fx
-        .keys
-        .config()
-        .get(fx.store.as_ref())
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let config = fx.stored_config().await;
     assert!(config.paused);
     assert_eq!(config.parameters["work_mem"], "8MB");
 
     let output = ctl(&[&apis[..], &["resume"]].concat(), &[]).await;
     assert_eq!(code(&output), 0, "{}", text(&output));
+
+    // Someone else changes the configuration while the editor is open:
+    // the edit is refused (412 underneath), nothing of it is saved.
+    let racing = format!(
+        "{} ctl --api {} config set heartbeat_ms=700 >/dev/null; sed -i 's/^paused = false/paused = true/'",
+        env!("CARGO_BIN_EXE_pgwarden"),
+        fx.api.url
+    );
+    let output = ctl(
+        &[&apis[..], &["config", "edit"]].concat(),
+        &[("EDITOR", &racing), ("VISUAL", "")],
+    )
+    .await;
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("someone else changed"),
+        "{}",
+        text(&output)
+    );
+    let config = fx.stored_config().await;
+    assert_eq!(config.heartbeat_ms, 700);
+    assert!(!config.paused);
 
     // A switchover to a standby that does not stream: refused, exit 1.
     let output = ctl(
@@ -315,14 +321,7 @@ async fn a_member_configuration_gives_the_address_token_and_peers() {
     .unwrap();
     let output = ctl(&["-c", file.to_str().unwrap(), "pause"], &[]).await;
     assert_eq!(code(&output), 0, "{}", text(&output));
-    let config = fx
-        .keys
-        .config()
-        .get(fx.store.as_ref())
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let config = fx.stored_config().await;
     assert!(config.paused);
     // A broken configuration is a usage error.
     std::fs::write(&file, "[member]\nnmae = 1\n").unwrap();
@@ -366,15 +365,7 @@ async fn a_switchover_that_does_not_happen_exits_4_showing_the_cluster() {
         let store = fx.store.clone();
         let keys = fx.keys.clone();
         tokio::spawn(async move {
-            while keys
-                .switchover()
-                .get(store.as_ref())
-                .await
-                .unwrap()
-                .is_none()
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            switchover_requested(store.as_ref(), &keys, Duration::from_secs(20)).await;
             keys.switchover().delete(store.as_ref()).await.unwrap();
         })
     };

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use testkit::{AgentCluster, ClusterOptions};
+use testkit::{wait_for, AgentCluster, ClusterOptions};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const ALL: [&str; 3] = ["db1", "db2", "db3"];
@@ -39,32 +39,36 @@ fn show(output: &Output) -> String {
     )
 }
 
-/// Polls `ctl -o json list` until the leader is `leader` (any, when
-/// `None`) and every other member streams; returns the leader.
-async fn wait_listed(api: &str, leader: Option<&str>) -> String {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+/// A `ctl` run as the wait error shows it: as printed, not escaped.
+struct Seen(String);
+
+impl std::fmt::Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\n{}", self.0)
+    }
+}
+
+/// Polls `ctl -o json list` until the leader is `leader` and every other
+/// member streams.
+async fn wait_listed(api: &str, leader: &str) {
+    let what = format!("leader {leader} and every standby streaming in `ctl list`");
+    wait_for(&what, DEADLINE, || async {
         let output = ctl(api, &["-o", "json", "list"]).await;
         let view: serde_json::Value =
             serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
         let members = view["members"].as_array().cloned().unwrap_or_default();
-        let current = view["leader"].as_str().map(str::to_string);
         let streams = members.len() == ALL.len()
             && members
                 .iter()
                 .all(|m| m["leader"] == true || m["streaming"] == true);
-        if let Some(current) = current {
-            if streams && leader.is_none_or(|l| l == current) {
-                return current;
-            }
+        if streams && view["leader"] == leader {
+            Ok(())
+        } else {
+            Err(Seen(show(&output)))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "waited for leader {leader:?} and every standby streaming; last seen:\n{}",
-            show(&output)
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err}"))
 }
 
 #[tokio::test]
@@ -86,7 +90,7 @@ async fn an_operator_lists_switches_over_and_reinitializes() {
         .unwrap();
     let api = status.value.api_url;
 
-    wait_listed(&api, Some(&old)).await;
+    wait_listed(&api, &old).await;
     let list = ctl(&api, &["list"]).await;
     assert_eq!(list.status.code(), Some(0), "{}", show(&list));
     let table = String::from_utf8_lossy(&list.stdout);
@@ -120,7 +124,7 @@ async fn an_operator_lists_switches_over_and_reinitializes() {
     );
 
     // The old primary, now a standby, is cloned afresh; ctl follows it.
-    wait_listed(&api, Some(&target)).await;
+    wait_listed(&api, &target).await;
     let reinit = ctl(&api, &["reinit", &old]).await;
     assert_eq!(
         reinit.status.code(),

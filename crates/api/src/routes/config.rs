@@ -12,23 +12,29 @@ use store::{Expect, StoreError};
 use super::{json_body, AppState};
 use crate::error::HttpError;
 use crate::merge::{patch_config, Invalid};
+use crate::model::ConfigView;
 
 /// Read-merge-write attempts when no `If-Match` was given and another
 /// writer got in between.
 const ATTEMPTS: usize = 5;
 
-async fn read(state: &AppState) -> Result<(DynamicConfig, i64), HttpError> {
+async fn read(state: &AppState) -> Result<ConfigView, HttpError> {
     Ok(match state.keys.config().get(state.store.as_ref()).await? {
-        Some(config) => (config.value, config.mod_revision),
+        Some(config) => ConfigView {
+            revision: config.mod_revision,
+            config: config.value,
+        },
         // Never written: the defaults, and revision 0 means "absent" to a
         // compare-and-set.
-        None => (DynamicConfig::default(), 0),
+        None => ConfigView {
+            revision: 0,
+            config: DynamicConfig::default(),
+        },
     })
 }
 
-pub async fn show(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
-    let (config, revision) = read(&state).await?;
-    Ok(Json(json!({ "revision": revision, "config": config })))
+pub async fn show(State(state): State<AppState>) -> Result<Json<ConfigView>, HttpError> {
+    Ok(Json(read(&state).await?))
 }
 
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, HttpError> {
@@ -53,11 +59,14 @@ async fn apply(
     state: &AppState,
     patch: &Value,
     expected: Option<i64>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<ConfigView>, HttpError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (current, revision) = read(state).await?;
+        let ConfigView {
+            revision,
+            config: current,
+        } = read(state).await?;
         if let Some(expected) = expected {
             if expected != revision {
                 return Err(stale(expected, revision));
@@ -84,9 +93,14 @@ async fn apply(
             )
             .await
         {
-            Ok(written) => return Ok(Json(json!({ "revision": written, "config": patched }))),
+            Ok(written) => {
+                return Ok(Json(ConfigView {
+                    revision: written,
+                    config: patched,
+                }))
+            }
             Err(StoreError::Conflict { .. }) if expected.is_some() => {
-                let now = read(state).await?.1;
+                let now = read(state).await?.revision;
                 return Err(stale(revision, now));
             }
             Err(StoreError::Conflict { .. }) if attempt < ATTEMPTS => continue,
@@ -114,16 +128,16 @@ pub async fn patch(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<ConfigView>, HttpError> {
     let expected = if_match(&headers)?;
     let patch: Value = json_body(&body)?;
     apply(&state, &patch, expected).await
 }
 
-pub async fn pause(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
+pub async fn pause(State(state): State<AppState>) -> Result<Json<ConfigView>, HttpError> {
     apply(&state, &json!({"paused": true}), None).await
 }
 
-pub async fn resume(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
+pub async fn resume(State(state): State<AppState>) -> Result<Json<ConfigView>, HttpError> {
     apply(&state, &json!({"paused": false}), None).await
 }

@@ -2,18 +2,14 @@
 
 use std::time::Duration;
 
+use api::client::Reply;
+use api::model::ConfigView;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 use store::cluster::DynamicConfig;
 
 use super::target::{success, Target};
 use super::{CtlError, Output};
-
-#[derive(serde::Deserialize)]
-struct Shown {
-    revision: i64,
-    config: DynamicConfig,
-}
 
 /// `KEY=VALUE` settings as one merge patch. The value is JSON when it
 /// parses as JSON (`10000`, `true`, `null`), else a string (`8MB`).
@@ -77,29 +73,26 @@ pub fn diff_patch(old: &Value, new: &Value) -> Value {
     }
 }
 
-fn print_config(output: Output, answer: &Value) -> Result<(), CtlError> {
+fn print_config(output: Output, shown: &ConfigView) {
     match output {
         Output::Json => println!(
             "{}",
-            serde_json::to_string_pretty(answer).expect("plain data")
+            serde_json::to_string_pretty(shown).expect("plain data")
         ),
         Output::Table => {
-            let shown: Shown = serde_json::from_value(answer.clone())
-                .map_err(|e| CtlError::Refused(format!("unexpected answer: {e}")))?;
             println!("# revision {}", shown.revision);
             print!("{}", toml::to_string(&shown.config).expect("plain data"));
         }
     }
-    Ok(())
 }
 
 pub async fn show(target: &Target, output: Output) -> Result<(), CtlError> {
-    let answer: Value = target.get("/config").await?;
-    print_config(output, &answer)
+    print_config(output, &target.get("/config").await?);
+    Ok(())
 }
 
-async fn patch(target: &Target, body: &Value, if_match: Option<i64>) -> Result<Value, CtlError> {
-    let reply = target
+async fn patch(target: &Target, body: &Value, if_match: Option<i64>) -> Result<Reply, CtlError> {
+    target
         .send(
             Method::PATCH,
             "/config",
@@ -107,15 +100,20 @@ async fn patch(target: &Target, body: &Value, if_match: Option<i64>) -> Result<V
             if_match,
             Duration::from_secs(10),
         )
-        .await?;
-    success(&reply)?;
+        .await
+}
+
+/// The configuration a successful change answers with.
+fn changed(reply: &Reply) -> Result<ConfigView, CtlError> {
+    success(reply)?;
     reply.json().map_err(|e| CtlError::Refused(e.to_string()))
 }
 
 pub async fn set(target: &Target, output: Output, settings: &[String]) -> Result<(), CtlError> {
     let body = settings_patch(settings)?;
-    let answer = patch(target, &body, None).await?;
-    print_config(output, &answer)
+    let reply = patch(target, &body, None).await?;
+    print_config(output, &changed(&reply)?);
+    Ok(())
 }
 
 pub async fn pause(target: &Target, output: Output, paused: bool) -> Result<(), CtlError> {
@@ -135,9 +133,7 @@ pub async fn pause(target: &Target, output: Output, paused: bool) -> Result<(), 
 /// Opens $EDITOR (else `vi`) on the TOML form; saves the changes only if
 /// they are valid and nobody changed the configuration meanwhile.
 pub async fn edit(target: &Target, output: Output) -> Result<(), CtlError> {
-    let answer: Value = target.get("/config").await?;
-    let shown: Shown = serde_json::from_value(answer)
-        .map_err(|e| CtlError::Refused(format!("unexpected answer: {e}")))?;
+    let shown: ConfigView = target.get("/config").await?;
     let text = toml::to_string(&shown.config).expect("plain data");
     let dir = tempfile::tempdir()
         .map_err(|e| CtlError::Usage(format!("cannot make a temporary file: {e}")))?;
@@ -182,15 +178,15 @@ pub async fn edit(target: &Target, output: Output) -> Result<(), CtlError> {
     }
     let old = serde_json::to_value(&shown.config).expect("plain data");
     let body = diff_patch(&old, &serde_json::to_value(&new).expect("plain data"));
-    match patch(target, &body, Some(shown.revision)).await {
-        Err(CtlError::Refused(message)) if message.contains(&StatusCode::PRECONDITION_FAILED.to_string()) => {
-            Err(CtlError::Refused(format!(
-                "someone else changed the configuration while you edited it; nothing was saved: run `pgwarden ctl config edit` again ({message})"
-            )))
-        }
-        Err(e) => Err(e),
-        Ok(answer) => print_config(output, &answer),
+    let reply = patch(target, &body, Some(shown.revision)).await?;
+    if reply.status == StatusCode::PRECONDITION_FAILED {
+        return Err(CtlError::Refused(format!(
+            "someone else changed the configuration while you edited it; nothing was saved: run `pgwarden ctl config edit` again ({})",
+            reply.error_message()
+        )));
     }
+    print_config(output, &changed(&reply)?);
+    Ok(())
 }
 
 #[cfg(test)]

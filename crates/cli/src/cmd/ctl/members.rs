@@ -112,6 +112,11 @@ async fn follow_clone(target: &Target, member: &str, api_url: &str) -> Result<()
             }
             None => {
                 seen_work |= !local.pg_running;
+                // The agent's last decision in words: why nothing moves,
+                // when it does not.
+                if !local.note.is_empty() {
+                    bar.set_message(format!("{member}: {}", local.note));
+                }
                 bar.tick();
             }
         }

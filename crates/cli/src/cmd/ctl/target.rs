@@ -43,7 +43,7 @@ fn read_token(path: &std::path::Path) -> Result<String, CtlError> {
     let token = text.trim_end_matches(['\n', '\r']).to_string();
     if token.is_empty() {
         return Err(CtlError::Usage(format!(
-            "the token file {} is empty",
+            "the token file {} is empty; put the API token in it (the content of the members' api.token_file)",
             path.display()
         )));
     }
@@ -108,7 +108,7 @@ impl Target {
             }
         }
         Err(CtlError::Unreachable(format!(
-            "no member's API answered; check the URLs (--api, -c) and that the agents run:\n  {}",
+            "no member's API answered; check the URLs (--api, -c), that the agents run, and for https that --ca-file names the CA of their certificates:\n  {}",
             failures.join("\n  ")
         )))
     }
