@@ -19,6 +19,7 @@ pub mod plan;
 pub mod records;
 mod routes;
 mod server;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod time;
 pub mod tls;
