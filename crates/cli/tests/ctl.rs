@@ -1,12 +1,15 @@
 //! `pgwarden ctl` as an operator runs it: against an API started here on a
 //! real etcd, with exit codes checked.
 
+mod common;
+
 use std::process::Output;
 use std::sync::Arc;
 
 use std::time::Duration;
 
 use api::testing::{open_api, start_api, switchover_requested, write_three_members, TestApi};
+use common::{ctl, shown as text};
 use serde_json::Value;
 use store::cluster::{ClusterKeys, DynamicConfig};
 use store::{EtcdOptions, EtcdStore, Store};
@@ -52,31 +55,8 @@ impl Fixture {
 
 /// Runs `pgwarden ctl ARGS` with `env` set (and nothing inherited that
 /// would change the target).
-async fn ctl(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"));
-    command
-        .arg("ctl")
-        .args(args)
-        .env_remove("PGWARDEN_API")
-        .env_remove("PGWARDEN_API_TOKEN")
-        .stdin(std::process::Stdio::null());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().await.unwrap()
-}
-
 fn code(output: &Output) -> i32 {
     output.status.code().unwrap_or(-1)
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

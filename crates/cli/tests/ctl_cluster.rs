@@ -1,42 +1,15 @@
 //! `pgwarden ctl` against real agents, PostgreSQL and etcd: list, a
 //! switchover, the history, and a reinit followed until the member streams.
 
-use std::path::Path;
-use std::process::Output;
-use std::time::Duration;
+mod common;
 
+use std::process::Output;
+
+use common::{binary, shown as show, ALL, DEADLINE};
 use testkit::{wait_for, AgentCluster, ClusterOptions};
 
-const DEADLINE: Duration = Duration::from_secs(60);
-const ALL: [&str; 3] = ["db1", "db2", "db3"];
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_pgwarden"))
-}
-
 async fn ctl(api: &str, args: &[&str]) -> Output {
-    let run = tokio::process::Command::new(binary())
-        .arg("ctl")
-        .arg("--api")
-        .arg(api)
-        .args(args)
-        .env_remove("PGWARDEN_API")
-        .env_remove("PGWARDEN_API_TOKEN")
-        .stdin(std::process::Stdio::null())
-        .output();
-    tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("ctl finished within 120 s")
-        .unwrap()
-}
-
-fn show(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    common::ctl(&[&["--api", api], args].concat(), &[]).await
 }
 
 /// A `ctl` run as the wait error shows it: as printed, not escaped.

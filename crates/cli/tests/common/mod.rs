@@ -42,3 +42,33 @@ pub async fn api_url(cluster: &AgentCluster, member: &str) -> String {
         .unwrap_or_else(|| panic!("{member} has no status\n{}", cluster.logs()));
     status.value.api_url
 }
+
+/// `pgwarden ctl ARGS` with `env` and none of the caller's `PGWARDEN_API*`
+/// variables, no stdin (no prompt can wait), at most 120 s.
+pub async fn ctl(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(binary());
+    command
+        .arg("ctl")
+        .args(args)
+        .env_remove("PGWARDEN_API")
+        .env_remove("PGWARDEN_API_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("ctl finished within 120 s")
+        .unwrap()
+}
+
+/// A finished command as a failed assertion should show it.
+pub fn shown(output: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
