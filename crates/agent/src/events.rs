@@ -3,7 +3,6 @@
 //! slow store write or hook never delays a decision.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use store::cluster::{ClusterKeys, Event};
 use store::Store;
@@ -32,9 +31,7 @@ impl EventLog {
         let hooks = Arc::new(hooks);
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
-                let time_ms = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
+                let time_ms = api::time::now_ms();
                 tracing::info!("{member} event {}: {}", event.kind, event.details);
                 let stored = keys
                     .append_event(

@@ -211,9 +211,7 @@ impl Member {
                 }
                 if let (Some(key), Some(mut status)) = (&key, status.clone()) {
                     status.note = note.clone();
-                    status.updated_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
+                    status.updated_ms = api::time::now_ms();
                     let _ = key.put(store.as_ref(), &status, lease.map(|l| l.id)).await;
                 }
             }

@@ -6,7 +6,7 @@
 //! milliseconds, and within 100 ms of the local postmaster dying.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use pg::{Endpoint, Instance, InstanceSpec, Role as PgRole, RunAs, Settings, Timeouts};
@@ -366,9 +366,7 @@ const FENCE_BEFORE_EXPIRY_MS: u64 = 500;
 fn now_since(started: Instant) -> Now {
     Now {
         mono: started.elapsed().as_millis() as u64,
-        wall_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        wall_ms: api::time::now_ms(),
     }
 }
 
