@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use store::cluster::{
     ClusterKeys, History, HistoryEntry, MemberStatus, Role, Switchover, SyncState,
 };
-use store::{EtcdOptions, EtcdStore, Store};
+use store::Store;
 use testkit::etcd::EtcdCluster;
 use tokio::task::JoinHandle;
 
@@ -28,11 +28,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let etcd = EtcdCluster::start(1).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        EtcdStore::connect(EtcdOptions::new(etcd.endpoints()))
-            .await
-            .unwrap(),
-    );
+    let store = etcd.store().await.unwrap();
     let keys = ClusterKeys::new("/pgwarden", "main").unwrap();
     Fixture {
         _etcd: etcd,

@@ -12,7 +12,7 @@ use api::testing::{open_api, start_api, switchover_requested, write_three_member
 use common::{ctl, shown as text};
 use serde_json::Value;
 use store::cluster::{ClusterKeys, DynamicConfig};
-use store::{EtcdOptions, EtcdStore, Store};
+use store::Store;
 use testkit::etcd::EtcdCluster;
 
 struct Fixture {
@@ -24,11 +24,7 @@ struct Fixture {
 
 async fn fixture(section: config::Api) -> Fixture {
     let etcd = EtcdCluster::start(1).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        EtcdStore::connect(EtcdOptions::new(etcd.endpoints()))
-            .await
-            .unwrap(),
-    );
+    let store = etcd.store().await.unwrap();
     let keys = ClusterKeys::new("/pgwarden", "main").unwrap();
     write_three_members(store.as_ref(), &keys).await;
     let api = start_api(store.clone(), keys.clone(), "db1", section).await;

@@ -11,7 +11,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pg::{Endpoint, Instance, InstanceSpec, Probe, Role, RunAs, Timeouts};
 use store::cluster::{ClusterKeys, DynamicConfig};
-use store::{EtcdOptions, EtcdStore, Store};
+use store::Store;
 
 use crate::dir::TestDir;
 use crate::etcd::EtcdCluster;
@@ -128,8 +128,7 @@ impl AgentCluster {
         let run_as = RunAs::detect()?;
         let dir = TestDir::new(&run_as)?;
         let etcd = EtcdCluster::start(options.etcd_nodes).await?;
-        let store: Arc<dyn Store> =
-            Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await?);
+        let store = etcd.store().await?;
         let keys = ClusterKeys::new("/pgwarden", CLUSTER)?;
         keys.config()
             .create(store.as_ref(), &options.config, None)

@@ -215,6 +215,14 @@ impl EtcdCluster {
         self.nodes.iter().map(Node::client_url).collect()
     }
 
+    /// A store client over every node, with the default options.
+    pub async fn store(&self) -> Result<std::sync::Arc<dyn store::Store>, store::StoreError> {
+        let options = store::EtcdOptions::new(self.endpoints());
+        Ok(std::sync::Arc::new(
+            store::EtcdStore::connect(options).await?,
+        ))
+    }
+
     /// Client URL of one node.
     pub fn endpoint(&self, node: usize) -> String {
         self.nodes[node].client_url()
