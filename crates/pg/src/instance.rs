@@ -16,6 +16,10 @@ use crate::probe::{self, Probe};
 use crate::run_as::RunAs;
 use crate::settings::Settings;
 
+/// How long a postmaster started in the background may take to write its
+/// postmaster.pid (it does so first thing).
+const POSTMASTER_PID_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The file pgwarden owns inside the data directory.
 pub const MANAGED_FILE: &str = "pgwarden.conf";
 const INCLUDE_LINE: &str = "include_if_exists = 'pgwarden.conf'";
@@ -340,6 +344,25 @@ impl Instance {
             .run(&self.spec.run_as)
             .await
             .map_err(|err| self.with_log_tail(err))?;
+        if !wait {
+            // pg_ctl -W returns once the postmaster is forked. Until it has
+            // written postmaster.pid, an observation takes the server for
+            // stopped and may act on a data directory that is starting.
+            let deadline = std::time::Instant::now() + POSTMASTER_PID_WAIT;
+            while self.postmaster_pid().is_none() {
+                if std::time::Instant::now() >= deadline {
+                    return Err(self.with_log_tail(PgError::Failed {
+                        what: "start PostgreSQL".into(),
+                        program: "postgres".into(),
+                        status: format!("no postmaster.pid within {POSTMASTER_PID_WAIT:?}"),
+                        stderr:
+                            "the server exited at once or did not start; the server log says why"
+                                .into(),
+                    }));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
         Ok(())
     }
 

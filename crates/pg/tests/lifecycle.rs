@@ -343,6 +343,12 @@ async fn stop_modes_restart_and_reload() {
     let control = node.instance.controldata().await.unwrap();
     assert!(control.state.is_clean_shutdown(), "{control:?}");
     assert_eq!(control.timeline, 1);
+
+    // A start in the background returns with the postmaster known, so the
+    // next observation cannot take a starting server for a stopped one.
+    node.instance.start_in_background().await.unwrap();
+    assert!(node.instance.postmaster_pid().is_some());
+    node.instance.stop(StopMode::Fast).await.unwrap();
 }
 
 #[tokio::test]
