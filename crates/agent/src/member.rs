@@ -15,7 +15,8 @@ use store::cluster::{
 use store::{Condition, Expect, Lease, Store, StoreError, Write};
 
 use crate::postgres::{LocalPostgres, Upstream};
-use crate::view::ClusterRecords;
+use crate::view::HaView;
+use store::ClusterRecords;
 
 /// What a member is, fixed for its life.
 #[derive(Clone, Debug)]
@@ -514,8 +515,13 @@ impl Member {
     }
 
     async fn read(&self) -> Result<ClusterRecords, StoreError> {
-        let snapshot = self.store.get_prefix(self.keys.prefix()).await?;
-        ClusterRecords::decode(&self.keys, &snapshot)
+        let mut records = ClusterRecords::read(self.store.as_ref(), &self.keys).await?;
+        // A key holding garbage fails the read: deciding on half a cluster
+        // would be worse.
+        match records.problems.pop() {
+            Some(problem) => Err(problem),
+            None => Ok(records),
+        }
     }
 
     /// This member's leader key as this round read it; acting as the leader

@@ -20,6 +20,7 @@ use crate::events::EventLog;
 use crate::hooks::Hooks;
 use crate::member::{Member, MemberSpec, Now};
 use crate::postgres::{LocalPostgres, RealPostgres};
+use crate::view::HaView;
 
 /// Why the agent could not start or had to stop.
 #[derive(Debug, thiserror::Error)]

@@ -1,76 +1,25 @@
-//! The cluster as the store holds it, turned into the decision core's view.
+//! The cluster records turned into the decision core's view.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use store::cluster::{
-    ClusterKey, ClusterKeys, DynamicConfig, History, Initialize, Leader, MemberStatus, PgState,
-    PrimaryPosition, Role, Switchover, SyncState,
-};
-use store::typed::decode_kv;
-use store::{Snapshot, StoreError, Versioned};
+use store::cluster::{DynamicConfig, MemberStatus, PgState, Role};
+use store::ClusterRecords;
 
-/// Everything under the cluster prefix, decoded.
-#[derive(Clone, Debug, Default)]
-pub struct ClusterRecords {
-    pub revision: i64,
-    pub config: Option<Versioned<DynamicConfig>>,
-    pub initialize: Option<Versioned<Initialize>>,
-    pub leader: Option<Versioned<Leader>>,
-    pub members: BTreeMap<String, Versioned<MemberStatus>>,
-    pub sync: Option<Versioned<SyncState>>,
-    pub history: Option<Versioned<History>>,
-    pub primary_position: Option<Versioned<PrimaryPosition>>,
-    pub switchover: Option<Versioned<Switchover>>,
-}
-
-impl ClusterRecords {
-    /// Decodes a snapshot of the cluster prefix. A key holding garbage is an
-    /// error naming it: deciding on half a cluster would be worse.
-    pub fn decode(keys: &ClusterKeys, snapshot: &Snapshot) -> Result<ClusterRecords, StoreError> {
-        let mut records = ClusterRecords {
-            revision: snapshot.revision,
-            ..ClusterRecords::default()
-        };
-        for kv in &snapshot.kvs {
-            match keys.classify(&kv.key) {
-                Some(ClusterKey::Config) => records.config = Some(decode_kv(kv)?),
-                Some(ClusterKey::Initialize) => records.initialize = Some(decode_kv(kv)?),
-                Some(ClusterKey::Leader) => records.leader = Some(decode_kv(kv)?),
-                Some(ClusterKey::Member(name)) => {
-                    records.members.insert(name, decode_kv(kv)?);
-                }
-                Some(ClusterKey::Sync) => records.sync = Some(decode_kv(kv)?),
-                Some(ClusterKey::History) => records.history = Some(decode_kv(kv)?),
-                Some(ClusterKey::PrimaryPosition) => {
-                    records.primary_position = Some(decode_kv(kv)?)
-                }
-                Some(ClusterKey::Switchover) => records.switchover = Some(decode_kv(kv)?),
-                // Events are not decisions of the core.
-                _ => {}
-            }
-        }
-        Ok(records)
-    }
-
-    /// The leader's term: the revision that created its key, which the store
-    /// increments on every write, so a later leader always has a larger one.
-    pub fn term(&self) -> Option<u64> {
-        self.leader.as_ref().map(|l| l.create_revision as u64)
-    }
-
-    pub fn settings(&self) -> ha::Settings {
-        settings(
-            &self
-                .config
-                .as_ref()
-                .map(|c| c.value.clone())
-                .unwrap_or_default(),
-        )
-    }
-
+/// What the decision core sees of the records.
+pub trait HaView {
+    /// The dynamic settings, defaults where the key is missing.
+    fn settings(&self) -> ha::Settings;
     /// The view `ha::decide` takes; `wall_ms` (unix ms) tells whether a
     /// scheduled switchover is due.
-    pub fn to_ha(&self, wall_ms: u64) -> ha::Cluster {
+    fn to_ha(&self, wall_ms: u64) -> ha::Cluster;
+}
+
+impl HaView for ClusterRecords {
+    fn settings(&self) -> ha::Settings {
+        settings(&self.config())
+    }
+
+    fn to_ha(&self, wall_ms: u64) -> ha::Cluster {
         let members: BTreeMap<String, ha::MemberView> = self
             .members
             .iter()

@@ -16,7 +16,6 @@ pub mod merge;
 pub mod metrics;
 pub mod model;
 pub mod plan;
-pub mod records;
 mod routes;
 mod server;
 #[cfg(any(test, feature = "testing"))]

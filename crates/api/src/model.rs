@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use store::cluster::{DynamicConfig, Event, HistoryEntry, PgState, Role, Switchover, Tags};
 
-use crate::records::Records;
+use store::ClusterRecords;
 
 /// `GET /cluster`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,7 +46,7 @@ pub struct MemberView {
 }
 
 impl ClusterView {
-    pub fn from_records(cluster: &str, records: &Records) -> ClusterView {
+    pub fn from_records(cluster: &str, records: &ClusterRecords) -> ClusterView {
         let leader = records.leader_name().map(str::to_string);
         let sync = records.sync_members();
         let members = records
@@ -87,7 +87,7 @@ impl ClusterView {
             paused: records.config().paused,
             switchover: records.switchover.as_ref().map(|s| s.value.clone()),
             members,
-            problems: records.problems.clone(),
+            problems: records.problems.iter().map(|p| p.to_string()).collect(),
         }
     }
 }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use store::cluster::{MemberStatus, Switchover};
 
 use crate::model::SwitchoverRequest;
-use crate::records::{streams, Records};
+use store::ClusterRecords;
 
 /// How far in the past `at` may be (clock skew between the operator's
 /// machine and the member) before it is refused as a mistake.
@@ -38,7 +38,7 @@ fn candidate_problem(m: &MemberStatus, leader: Option<&str>) -> Option<String> {
             m.name
         ));
     }
-    if !streams(m) {
+    if !m.is_streaming_standby() {
         return Some(format!(
             "{} is not a running streaming standby (role {:?}, state {:?}, streaming {}); wait until it streams or run `pgwarden ctl reinit {}`",
             m.name, m.role, m.state, m.streaming, m.name
@@ -49,7 +49,7 @@ fn candidate_problem(m: &MemberStatus, leader: Option<&str>) -> Option<String> {
 
 /// The `switchover` record to create for `request`, or why not.
 pub fn plan_switchover(
-    records: &Records,
+    records: &ClusterRecords,
     request: &SwitchoverRequest,
     now_ms: u64,
 ) -> Result<Switchover, Refusal> {
@@ -122,7 +122,11 @@ pub fn plan_switchover(
 }
 
 /// The `switchover` record of a manual failover to `to`, or why not.
-pub fn plan_failover(records: &Records, to: &str, now_ms: u64) -> Result<Switchover, Refusal> {
+pub fn plan_failover(
+    records: &ClusterRecords,
+    to: &str,
+    now_ms: u64,
+) -> Result<Switchover, Refusal> {
     if let Some(leader) = records.healthy_leader() {
         return Err(refuse(
             StatusCode::CONFLICT,
@@ -165,7 +169,7 @@ pub fn plan_failover(records: &Records, to: &str, now_ms: u64) -> Result<Switcho
 /// Whether a switchover (`from` set) or failover finished: the record is
 /// gone and a member other than `from` (the `to`, when named) leads and
 /// runs read-write.
-pub fn finished(records: &Records, asked: &Switchover) -> Option<String> {
+pub fn finished(records: &ClusterRecords, asked: &Switchover) -> Option<String> {
     if records.switchover.is_some() {
         return None;
     }
@@ -200,7 +204,7 @@ mod tests {
     }
 
     /// db1 leads; db2 streams; db3 runs but does not stream.
-    fn cluster() -> Records {
+    fn cluster() -> ClusterRecords {
         let mut members = BTreeMap::new();
         for m in [
             member("db1", Role::Primary, false),
@@ -209,12 +213,12 @@ mod tests {
         ] {
             members.insert(m.name.clone(), versioned(m));
         }
-        Records {
+        ClusterRecords {
             leader: Some(versioned(Leader {
                 member: "db1".to_string(),
             })),
             members,
-            ..Records::default()
+            ..ClusterRecords::default()
         }
     }
 

@@ -346,6 +346,16 @@ impl Record for MemberStatus {
 }
 
 impl MemberStatus {
+    /// PostgreSQL runs read-write here, by its own account.
+    pub fn is_running_primary(&self) -> bool {
+        self.role == Role::Primary && self.state == PgState::Running
+    }
+
+    /// A standby whose WAL receiver streams, by its own account.
+    pub fn is_streaming_standby(&self) -> bool {
+        self.role == Role::Replica && self.state == PgState::Running && self.streaming
+    }
+
     /// Where its PostgreSQL listens, from `pg_url`.
     pub fn pg_address(&self) -> Result<PgAddress, String> {
         parse_pg_url(&self.pg_url)

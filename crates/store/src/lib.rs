@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod error;
 pub mod etcd;
 pub mod memory;
+pub mod records;
 pub mod typed;
 pub mod types;
 
@@ -26,6 +27,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::StoreError;
 pub use etcd::{EtcdOptions, EtcdStore, EtcdTls};
 pub use memory::MemoryStore;
+pub use records::ClusterRecords;
 pub use typed::{Record, TypedKey, TypedPrefix, TypedSnapshot, Versioned};
 pub use types::{
     Condition, EventKind, Expect, KeyValue, Lease, LeaseId, Snapshot, WatchEvent, WatchStream,

@@ -17,13 +17,13 @@ use tokio::time::Instant;
 use super::AppState;
 use crate::error::HttpError;
 use crate::model::{ClusterView, EventsView, HistoryView};
-use crate::records::Records;
+use store::ClusterRecords;
 
 /// The longest a `/events?wait=` long poll holds.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
 pub async fn cluster(State(state): State<AppState>) -> Result<Json<ClusterView>, HttpError> {
-    let records = Records::read(state.store.as_ref(), &state.keys).await?;
+    let records = ClusterRecords::read(state.store.as_ref(), &state.keys).await?;
     Ok(Json(ClusterView::from_records(
         state.keys.cluster(),
         &records,

@@ -19,8 +19,8 @@ use super::{json_body, AppState};
 use crate::error::HttpError;
 use crate::model::{ClusterView, FailoverRequest, SwitchoverDone, SwitchoverRequest};
 use crate::plan::{finished, plan_failover, plan_switchover, Refusal};
-use crate::records::Records;
 use crate::time::now_ms;
+use store::ClusterRecords;
 
 /// How long an immediate switchover or failover call waits for the result.
 const WAIT: Duration = Duration::from_secs(30);
@@ -59,7 +59,7 @@ pub async fn request(State(state): State<AppState>, body: Bytes) -> Result<Respo
         store::cluster::check_name("member name", name)
             .map_err(|e| HttpError::bad_request(e.to_string()))?;
     }
-    let records = Records::read(state.store.as_ref(), &state.keys).await?;
+    let records = ClusterRecords::read(state.store.as_ref(), &state.keys).await?;
     let planned = plan_switchover(&records, &request, now_ms())?;
     let revision = create(&state, &planned).await?;
     if planned.at_ms.is_some() {
@@ -77,7 +77,7 @@ pub async fn failover(State(state): State<AppState>, body: Bytes) -> Result<Resp
     };
     store::cluster::check_name("member name", &to)
         .map_err(|e| HttpError::bad_request(e.to_string()))?;
-    let records = Records::read(state.store.as_ref(), &state.keys).await?;
+    let records = ClusterRecords::read(state.store.as_ref(), &state.keys).await?;
     let planned = plan_failover(&records, &to, now_ms())?;
     let revision = create(&state, &planned).await?;
     wait_done(&state, &planned, revision).await
@@ -94,7 +94,7 @@ async fn wait_done(
     let mut watch = state.store.watch_prefix(state.keys.prefix(), revision + 1);
     let mut gone_since: Option<Instant> = None;
     loop {
-        let records = Records::read(state.store.as_ref(), &state.keys).await?;
+        let records = ClusterRecords::read(state.store.as_ref(), &state.keys).await?;
         if let Some(leader) = finished(&records, asked) {
             let done = SwitchoverDone {
                 from: asked.from.clone(),

@@ -1,0 +1,151 @@
+//! One read of a cluster's prefix, decoded: what the agent decides on, what
+//! the REST API shows and what a switchover is checked against.
+
+use std::collections::BTreeMap;
+
+use crate::cluster::{
+    ClusterKey, ClusterKeys, DynamicConfig, History, Initialize, Leader, MemberStatus,
+    PrimaryPosition, Switchover, SyncState,
+};
+use crate::error::StoreError;
+use crate::typed::{decode_kv, Versioned};
+use crate::types::KeyValue;
+use crate::Store;
+
+/// Everything under the cluster prefix but the events, at one revision.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterRecords {
+    pub revision: i64,
+    pub config: Option<Versioned<DynamicConfig>>,
+    pub initialize: Option<Versioned<Initialize>>,
+    pub leader: Option<Versioned<Leader>>,
+    pub members: BTreeMap<String, Versioned<MemberStatus>>,
+    pub sync: Option<Versioned<SyncState>>,
+    pub history: Option<Versioned<History>>,
+    pub primary_position: Option<Versioned<PrimaryPosition>>,
+    pub switchover: Option<Versioned<Switchover>>,
+    /// Keys holding something this build cannot read, each naming its key.
+    /// The agent refuses to decide on half a cluster; the API shows the
+    /// rest and lists these.
+    pub problems: Vec<StoreError>,
+}
+
+impl ClusterRecords {
+    pub fn decode<'a>(
+        keys: &ClusterKeys,
+        revision: i64,
+        kvs: impl IntoIterator<Item = &'a KeyValue>,
+    ) -> ClusterRecords {
+        let mut records = ClusterRecords {
+            revision,
+            ..ClusterRecords::default()
+        };
+        for kv in kvs {
+            if let Err(err) = records.add(keys, kv) {
+                records.problems.push(err);
+            }
+        }
+        records
+    }
+
+    fn add(&mut self, keys: &ClusterKeys, kv: &KeyValue) -> Result<(), StoreError> {
+        match keys.classify(&kv.key) {
+            Some(ClusterKey::Config) => self.config = Some(decode_kv(kv)?),
+            Some(ClusterKey::Initialize) => self.initialize = Some(decode_kv(kv)?),
+            Some(ClusterKey::Leader) => self.leader = Some(decode_kv(kv)?),
+            Some(ClusterKey::Member(name)) => {
+                self.members.insert(name, decode_kv(kv)?);
+            }
+            Some(ClusterKey::Sync) => self.sync = Some(decode_kv(kv)?),
+            Some(ClusterKey::History) => self.history = Some(decode_kv(kv)?),
+            Some(ClusterKey::PrimaryPosition) => self.primary_position = Some(decode_kv(kv)?),
+            Some(ClusterKey::Switchover) => self.switchover = Some(decode_kv(kv)?),
+            // Events are read by whoever shows them, when asked.
+            Some(ClusterKey::Event(_)) | None => {}
+        }
+        Ok(())
+    }
+
+    /// Reads the whole cluster prefix at one revision.
+    pub async fn read(store: &dyn Store, keys: &ClusterKeys) -> Result<ClusterRecords, StoreError> {
+        let snapshot = store.get_prefix(keys.prefix()).await?;
+        Ok(ClusterRecords::decode(
+            keys,
+            snapshot.revision,
+            &snapshot.kvs,
+        ))
+    }
+
+    /// The leader's term: the revision that created its key, which the store
+    /// increments on every write, so a later leader always has a larger one.
+    pub fn term(&self) -> Option<u64> {
+        self.leader.as_ref().map(|l| l.create_revision as u64)
+    }
+
+    /// The dynamic configuration, defaults where the key is missing.
+    pub fn config(&self) -> DynamicConfig {
+        self.config
+            .as_ref()
+            .map(|c| c.value.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn leader_name(&self) -> Option<&str> {
+        self.leader.as_ref().map(|l| l.value.member.as_str())
+    }
+
+    pub fn member(&self, name: &str) -> Option<&MemberStatus> {
+        self.members.get(name).map(|m| &m.value)
+    }
+
+    /// The leader, when its own status says it runs read-write.
+    pub fn healthy_leader(&self) -> Option<&MemberStatus> {
+        self.member(self.leader_name()?)
+            .filter(|m| m.is_running_primary())
+    }
+
+    /// The synchronous standbys the primary has published.
+    pub fn sync_members(&self) -> Vec<String> {
+        self.sync
+            .as_ref()
+            .map(|s| s.value.members.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{ManualClock, MemoryStore};
+
+    #[tokio::test]
+    async fn a_bad_key_is_a_problem_naming_it_and_the_rest_is_read() {
+        let store = MemoryStore::new(Arc::new(ManualClock::default()));
+        let keys = ClusterKeys::new("/pgwarden", "main").unwrap();
+        let leader = Leader {
+            member: "db1".into(),
+        };
+        keys.leader().create(&store, &leader, None).await.unwrap();
+        store
+            .put("/pgwarden/main/members/db2", b"garbage".to_vec(), None)
+            .await
+            .unwrap();
+        keys.append_event(&store, 1, "db1", "test", "ignored", 10)
+            .await
+            .unwrap();
+        let records = ClusterRecords::read(&store, &keys).await.unwrap();
+        assert_eq!(records.leader_name(), Some("db1"));
+        assert_eq!(
+            records.term(),
+            Some(records.leader.as_ref().unwrap().create_revision as u64)
+        );
+        assert!(records.members.is_empty());
+        assert_eq!(records.problems.len(), 1, "{:?}", records.problems);
+        assert!(records.problems[0]
+            .to_string()
+            .contains("/pgwarden/main/members/db2"));
+        assert_eq!(records.config(), DynamicConfig::default());
+    }
+}
