@@ -2,13 +2,16 @@
 //! listeners published as members' pg_url): routing, holding, fencing, lag,
 //! bad bytes and a lost store, without PostgreSQL.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::member_status;
 use proxy::{Proxy, Settings};
-use store::cluster::{ClusterKeys, Leader, MemberStatus, PgState, Role, Tags};
+use store::cluster::{ClusterKeys, Leader, MemberStatus, Role};
 use store::{EtcdOptions, EtcdStore, MemoryStore, Store};
 use testkit::wait_for;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,25 +71,7 @@ async fn fake(name: &str) -> Fake {
 }
 
 fn status(fake: &Fake, role: Role, term: Option<u64>) -> MemberStatus {
-    MemberStatus {
-        name: fake.name.clone(),
-        role,
-        state: PgState::Running,
-        timeline: Some(1),
-        flush_lsn: None,
-        receive_lsn: None,
-        replay_lsn: None,
-        lag_bytes: Some(0),
-        lag_ms: Some(0),
-        api_url: String::new(),
-        pg_url: format!("postgres://{}/postgres", fake.addr),
-        tags: Tags::default(),
-        updated_ms: 0,
-        upstream: None,
-        streaming: role == Role::Replica,
-        term,
-        note: String::new(),
-    }
+    member_status(&fake.name, role, fake.addr, term)
 }
 
 fn keys() -> ClusterKeys {
