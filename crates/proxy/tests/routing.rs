@@ -371,6 +371,38 @@ async fn a_standby_beyond_the_lag_limit_gets_no_reads_and_loses_its_connections(
     assert_eq!(db3.accepted.load(Relaxed), 0);
 }
 
+#[tokio::test]
+async fn a_member_whose_status_cannot_be_read_is_named_in_the_routing_line() {
+    let (_etcd, store) = etcd().await;
+    let (db1, db2) = (fake("db1").await, fake("db2").await);
+    lead(store.as_ref(), &db1).await;
+    publish(store.as_ref(), status(&db2, Role::Replica, None)).await;
+    let db3 = keys().member("db3").unwrap();
+    store
+        .put(db3.key(), b"{\"not\": \"a status\"}".to_vec(), None)
+        .await
+        .unwrap();
+    let proxy = Proxy::start(settings(), store.clone(), keys())
+        .await
+        .unwrap();
+    let health = wait_for("the routes to be loaded", DEADLINE, || async {
+        let health = http_get(proxy.http.unwrap(), "/health").await;
+        if health.starts_with("HTTP/1.1 200") {
+            Ok(health)
+        } else {
+            Err(health)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        health.contains("db3 has a status the proxy cannot read: bad data under"),
+        "{health}"
+    );
+    assert_eq!(who(proxy.read_write).await.1, "db1");
+    assert_eq!(who(proxy.read_only.unwrap()).await.1, "db2");
+}
+
 async fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
