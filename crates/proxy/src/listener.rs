@@ -215,7 +215,7 @@ async fn route(ctx: &PortContext) -> Result<Routed, String> {
                     _ = tokio::time::sleep_until(deadline) => {}
                 }
                 if Instant::now() >= deadline {
-                    return Err(format!("{last_problem} for {:?}", ctx.hold_timeout));
+                    return Err(gave_up(&last_problem, ctx.hold_timeout));
                 }
                 continue;
             }
@@ -226,10 +226,17 @@ async fn route(ctx: &PortContext) -> Result<Routed, String> {
                 return Err("the proxy is stopping".to_string());
             },
             _ = tokio::time::sleep_until(deadline) => {
-                return Err(format!("{last_problem} for {:?}", ctx.hold_timeout));
+                return Err(gave_up(&last_problem, ctx.hold_timeout));
             }
         }
     }
+}
+
+/// Why a held client is refused, and where to look next.
+fn gave_up(problem: &str, hold_timeout: Duration) -> String {
+    format!(
+        "{problem} for {hold_timeout:?}; the proxy's routing log line says why each member is left out, `pgwarden ctl list` shows the cluster"
+    )
 }
 
 enum Choice {

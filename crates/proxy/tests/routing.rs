@@ -237,7 +237,7 @@ async fn a_held_client_is_refused_with_a_reason_after_the_hold_timeout() {
     let text = String::from_utf8_lossy(&answer);
     assert_eq!(answer.first(), Some(&b'E'), "{text}");
     assert!(
-        text.contains("57P03") && text.contains("no primary"),
+        text.contains("57P03") && text.contains("no primary") && text.contains("pgwarden ctl list"),
         "{text}"
     );
 }
