@@ -63,7 +63,7 @@ impl Drop for Proc {
 }
 
 const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
-const TARGETS: [&str; 4] = ["direct", "pgwarden", "haproxy", "splice"];
+const TARGETS: [&str; 3] = ["direct", "pgwarden", "haproxy"];
 const MODES: [(&str, &[&str]); 2] = [("established", &["-M", "prepared"]), ("new_conn", &["-C"])];
 
 #[tokio::main]
@@ -140,39 +140,33 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .put(store.as_ref(), &status, None)
         .await?;
 
-    // The same proxy twice: user-space copy (the default) and splice(2).
     let proxy_port = free_port();
-    let splice_port = free_port();
-    let mut proxies = Vec::new();
-    for (port, forwarding) in [(proxy_port, "copy"), (splice_port, "splice")] {
-        let http_port = free_port();
-        let proxy_toml = cluster.dir.join(&format!("proxy-{forwarding}.toml"));
-        std::fs::write(
-            &proxy_toml,
-            format!(
-                "[store]\nendpoints = {:?}\ncluster = \"bench\"\n\n[proxy]\nread_write = \"127.0.0.1:{port}\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
-                etcd.endpoints()
-            ),
-        )?;
-        let log = std::fs::File::create(cluster.dir.join(&format!("proxy-{forwarding}.log")))?;
-        proxies.push(Proc(
-            Command::new(&args.pgwarden)
-                .args(["proxy", "-c"])
-                .arg(&proxy_toml)
-                .env("RUST_LOG", "warn")
-                .env("PGWARDEN_PROXY_FORWARDING", forwarding)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()?,
-        ));
-        wait_for(
-            "the proxy to route to db1",
-            Duration::from_secs(30),
-            || async { healthy(http_port).await },
-        )
-        .await?;
-    }
+    let http_port = free_port();
+    let proxy_toml = cluster.dir.join("proxy.toml");
+    std::fs::write(
+        &proxy_toml,
+        format!(
+            "[store]\nendpoints = {:?}\ncluster = \"bench\"\n\n[proxy]\nread_write = \"127.0.0.1:{proxy_port}\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+            etcd.endpoints()
+        ),
+    )?;
+    let log = std::fs::File::create(cluster.dir.join("proxy.log"))?;
+    let _proxy = Proc(
+        Command::new(&args.pgwarden)
+            .args(["proxy", "-c"])
+            .arg(&proxy_toml)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?,
+    );
+    wait_for(
+        "the proxy to route to db1",
+        Duration::from_secs(30),
+        || async { healthy(http_port).await },
+    )
+    .await?;
 
     let haproxy_port = free_port();
     let haproxy_cfg = cluster.dir.join("haproxy.cfg");
@@ -196,7 +190,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let port_of = |target: &str| match target {
         "direct" => pg_port,
         "pgwarden" => proxy_port,
-        "splice" => splice_port,
         _ => haproxy_port,
     };
     // Everyone answers before the clock starts.
@@ -251,7 +244,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             if t > 0 {
                 let name = match *target {
                     "pgwarden" => "proxy",
-                    "splice" => "proxy_splice",
                     other => other,
                 };
                 figures.push(ratio_line(&format!("{name}_{mode}_ratio"), &ratios));

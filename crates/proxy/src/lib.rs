@@ -3,13 +3,11 @@
 //! * [`routing`] — pure — from the leader key and member statuses to routes.
 //! * [`watcher`] — store I/O — keeps the cluster view and publishes tables.
 //! * [`table`] — the published routing table, read lock-free per connection.
-//! * [`listener`] — accept, route (or hold), fence.
-//! * [`forward`] — the bytes: `copy_bidirectional` or splice(2).
+//! * [`listener`] — accept, route (or hold), forward, fence.
 //! * [`metrics`], [`http`] — counters and the `/health` + `/metrics` endpoint.
 //! * [`config`] — `proxy.toml`.
 
 pub mod config;
-pub mod forward;
 pub mod http;
 pub mod listener;
 pub mod metrics;
@@ -110,7 +108,6 @@ impl Proxy {
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
                 next: AtomicUsize::new(0),
-                forwarding: forward::Forwarding::from_env(),
             });
             proxy
                 .tasks

@@ -12,7 +12,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::forward::{forward, Forwarding};
 use crate::metrics::{BackendStats, Metrics};
 use crate::routing::{pick_standby, Backend};
 use crate::table::Table;
@@ -42,7 +41,6 @@ pub struct PortContext {
     pub shutdown: watch::Receiver<()>,
     /// Rotates the start of the least-connections scan so ties spread.
     pub next: AtomicUsize,
-    pub forwarding: Forwarding,
 }
 
 /// How long one backend connect may take before the client is held again.
@@ -82,7 +80,7 @@ struct Routed {
     stats: Arc<BackendStats>,
 }
 
-async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) {
+async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) {
     let _ = client.set_nodelay(true);
     let routed = match route(&ctx).await {
         Ok(routed) => routed,
@@ -97,7 +95,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) {
         }
     };
     let Routed {
-        server,
+        mut server,
         backend,
         term,
         stats,
@@ -113,7 +111,9 @@ async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) {
     tokio::select! {
         // The copy first: it is what wakes this task nearly every time.
         biased;
-        result = forward(client, server, ctx.forwarding) => {
+        // Half-closes like TCP: when one side stops sending, the other's
+        // write half is shut down and the opposite direction goes on.
+        result = tokio::io::copy_bidirectional(&mut client, &mut server) => {
             if let Err(err) = result {
                 tracing::debug!("proxy: {peer} ↔ {}: {err}", backend.member);
             }
@@ -215,7 +215,7 @@ async fn route(ctx: &PortContext) -> Result<Routed, String> {
                     _ = tokio::time::sleep_until(deadline) => {}
                 }
                 if Instant::now() >= deadline {
-                    return Err(format!("{last_problem} for {:?}", ctx.hold_timeout));
+                    return Err(gave_up(&last_problem, ctx.hold_timeout));
                 }
                 continue;
             }
@@ -226,10 +226,17 @@ async fn route(ctx: &PortContext) -> Result<Routed, String> {
                 return Err("the proxy is stopping".to_string());
             },
             _ = tokio::time::sleep_until(deadline) => {
-                return Err(format!("{last_problem} for {:?}", ctx.hold_timeout));
+                return Err(gave_up(&last_problem, ctx.hold_timeout));
             }
         }
     }
+}
+
+/// Why a held client is refused, and where to look next.
+fn gave_up(problem: &str, hold_timeout: Duration) -> String {
+    format!(
+        "{problem} for {hold_timeout:?}; the proxy's routing log line says why each member is left out, `pgwarden ctl list` shows the cluster"
+    )
 }
 
 enum Choice {

@@ -13,7 +13,8 @@ pub struct Table {
     /// The store has not answered for longer than `store_grace`: refuse
     /// writes rather than guess who is primary.
     pub store_lost: bool,
-    /// No view of the cluster yet (startup).
+    /// Built from a view of the cluster; false only in the empty table
+    /// published at startup.
     pub loaded: bool,
     pub primary_stats: Option<Arc<BackendStats>>,
     /// In the order of `routes.standbys`.

@@ -107,6 +107,7 @@ impl Watcher {
     fn publish(&self, view: &View, store_lost: bool) {
         let mut leader = None;
         let mut members: Vec<MemberStatus> = Vec::new();
+        let mut unreadable = Vec::new();
         for kv in view.kvs.values() {
             match self.keys.classify(&kv.key) {
                 Some(ClusterKey::Leader) => match decode_kv::<Leader>(kv) {
@@ -118,14 +119,22 @@ impl Watcher {
                     }
                     Err(err) => tracing::warn!("proxy: {err}"),
                 },
-                Some(ClusterKey::Member(_)) => match decode_kv::<MemberStatus>(kv) {
+                Some(ClusterKey::Member(name)) => match decode_kv::<MemberStatus>(kv) {
                     Ok(status) => members.push(status.value),
-                    Err(err) => tracing::debug!("proxy: {err}"),
+                    // Named in the routing line, so a member left out by a
+                    // record this proxy cannot read (another version's, say)
+                    // does not just vanish.
+                    Err(err) => unreadable.push((name, err)),
                 },
                 _ => {}
             }
         }
-        let routes = compute(leader.as_ref(), &members, &self.policy);
+        let mut routes = compute(leader.as_ref(), &members, &self.policy);
+        for (name, err) in unreadable {
+            routes
+                .excluded
+                .insert(name, format!("has a status the proxy cannot read: {err}"));
+        }
         let current = self.tx.borrow().clone();
         if current.loaded
             && current.routes.same_routing(&routes)

@@ -1,15 +1,19 @@
-//! The proxy against a store it reads and fake backends (plain TCP
-//! listeners published as members' pg_url): routing, holding, fencing, lag,
-//! bad bytes and a lost store, without PostgreSQL.
+//! The proxy against a real etcd and fake backends (plain TCP listeners
+//! published as members' pg_url): routing, holding, fencing, lag, bad bytes
+//! and a lost store, without PostgreSQL.
+
+mod common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::member_status;
 use proxy::{Proxy, Settings};
-use store::cluster::{ClusterKeys, Leader, MemberStatus, PgState, Role, Tags};
-use store::{EtcdOptions, EtcdStore, MemoryStore, Store};
+use store::cluster::{ClusterKeys, Leader, MemberStatus, Role};
+use store::{EtcdOptions, EtcdStore, Store};
+use testkit::etcd::EtcdCluster;
 use testkit::wait_for;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -68,25 +72,16 @@ async fn fake(name: &str) -> Fake {
 }
 
 fn status(fake: &Fake, role: Role, term: Option<u64>) -> MemberStatus {
-    MemberStatus {
-        name: fake.name.clone(),
-        role,
-        state: PgState::Running,
-        timeline: Some(1),
-        flush_lsn: None,
-        receive_lsn: None,
-        replay_lsn: None,
-        lag_bytes: Some(0),
-        lag_ms: Some(0),
-        api_url: String::new(),
-        pg_url: format!("postgres://{}/postgres", fake.addr),
-        tags: Tags::default(),
-        updated_ms: 0,
-        upstream: None,
-        streaming: role == Role::Replica,
-        term,
-        note: String::new(),
-    }
+    member_status(&fake.name, role, fake.addr, term)
+}
+
+/// A one-node etcd (kept alive by the caller) and a client of it.
+async fn etcd() -> (EtcdCluster, Arc<dyn Store>) {
+    let etcd = EtcdCluster::start(1).await.unwrap();
+    let store = EtcdStore::connect(EtcdOptions::new(etcd.endpoints()))
+        .await
+        .unwrap();
+    (etcd, Arc::new(store))
 }
 
 fn keys() -> ClusterKeys {
@@ -164,7 +159,7 @@ async fn echoes(s: &mut TcpStream, text: &str) -> bool {
 
 #[tokio::test]
 async fn writes_follow_the_leader_and_old_connections_are_cut_at_a_leader_change() {
-    let store = Arc::new(MemoryStore::with_system_clock());
+    let (_etcd, store) = etcd().await;
     let (db1, db2) = (fake("db1").await, fake("db2").await);
     lead(store.as_ref(), &db1).await;
     publish(store.as_ref(), status(&db2, Role::Replica, None)).await;
@@ -204,7 +199,7 @@ async fn writes_follow_the_leader_and_old_connections_are_cut_at_a_leader_change
 
 #[tokio::test]
 async fn a_client_that_connects_with_no_primary_is_held_until_there_is_one() {
-    let store = Arc::new(MemoryStore::with_system_clock());
+    let (_etcd, store) = etcd().await;
     let db1 = fake("db1").await;
     publish(store.as_ref(), status(&db1, Role::Replica, None)).await;
     let proxy = Proxy::start(settings(), store.clone(), keys())
@@ -231,7 +226,7 @@ async fn a_client_that_connects_with_no_primary_is_held_until_there_is_one() {
 
 #[tokio::test]
 async fn a_held_client_is_refused_with_a_reason_after_the_hold_timeout() {
-    let store = Arc::new(MemoryStore::with_system_clock());
+    let (_etcd, store) = etcd().await;
     let mut settings = settings();
     settings.hold_timeout = Duration::from_millis(300);
     let proxy = Proxy::start(settings, store, keys()).await.unwrap();
@@ -242,14 +237,14 @@ async fn a_held_client_is_refused_with_a_reason_after_the_hold_timeout() {
     let text = String::from_utf8_lossy(&answer);
     assert_eq!(answer.first(), Some(&b'E'), "{text}");
     assert!(
-        text.contains("57P03") && text.contains("no primary"),
+        text.contains("57P03") && text.contains("no primary") && text.contains("pgwarden ctl list"),
         "{text}"
     );
 }
 
 #[tokio::test]
 async fn garbage_from_a_client_or_a_backend_closes_only_that_connection() {
-    let store = Arc::new(MemoryStore::with_system_clock());
+    let (_etcd, store) = etcd().await;
     let db1 = fake("db1").await;
     lead(store.as_ref(), &db1).await;
     let proxy = Proxy::start(settings(), store.clone(), keys())
@@ -276,18 +271,22 @@ async fn garbage_from_a_client_or_a_backend_closes_only_that_connection() {
 
 #[tokio::test]
 async fn an_unreachable_store_keeps_the_routes_for_the_grace_then_refuses_writes() {
-    let store = Arc::new(MemoryStore::with_system_clock());
+    let (mut etcd, store) = etcd().await;
     let (db1, db2) = (fake("db1").await, fake("db2").await);
     lead(store.as_ref(), &db1).await;
     publish(store.as_ref(), status(&db2, Role::Replica, None)).await;
     let mut settings = settings();
     settings.store_grace = Duration::from_millis(1500);
-    settings.refresh = Duration::from_millis(200);
+    // A re-read interval that divides the grace: the store is declared lost
+    // at the first re-read more than the grace after the last good one,
+    // which was less than one interval before the kill, so not before the
+    // grace has passed since the kill.
+    settings.refresh = Duration::from_millis(250);
     let proxy = Proxy::start(settings, store.clone(), keys()).await.unwrap();
     let (mut writer, name) = who(proxy.read_write).await;
     assert_eq!(name, "db1");
 
-    store.set_available(false);
+    etcd.kill(0).unwrap();
     let lost_at = std::time::Instant::now();
     // Within the grace the last routes hold.
     let (_, name) = who(proxy.read_write).await;
@@ -312,7 +311,7 @@ async fn an_unreachable_store_keeps_the_routes_for_the_grace_then_refuses_writes
     assert!(closed(&mut writer).await);
     assert_eq!(who(proxy.read_only.unwrap()).await.1, "db2");
 
-    store.set_available(true);
+    etcd.restart(0).await.unwrap();
     wait_for("writes routed again", DEADLINE, || async {
         match who(rw).await.1 {
             name if name == "db1" => Ok(()),
@@ -325,12 +324,7 @@ async fn an_unreachable_store_keeps_the_routes_for_the_grace_then_refuses_writes
 
 #[tokio::test]
 async fn a_standby_beyond_the_lag_limit_gets_no_reads_and_loses_its_connections() {
-    let etcd = testkit::etcd::EtcdCluster::start(1).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        EtcdStore::connect(EtcdOptions::new(etcd.endpoints()))
-            .await
-            .unwrap(),
-    );
+    let (_etcd, store) = etcd().await;
     let (db1, db2, db3) = (fake("db1").await, fake("db2").await, fake("db3").await);
     lead(store.as_ref(), &db1).await;
     publish(store.as_ref(), status(&db2, Role::Replica, None)).await;
@@ -375,6 +369,38 @@ async fn a_standby_beyond_the_lag_limit_gets_no_reads_and_loses_its_connections(
     }
     assert_eq!(who(ro).await.1, "db1");
     assert_eq!(db3.accepted.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_member_whose_status_cannot_be_read_is_named_in_the_routing_line() {
+    let (_etcd, store) = etcd().await;
+    let (db1, db2) = (fake("db1").await, fake("db2").await);
+    lead(store.as_ref(), &db1).await;
+    publish(store.as_ref(), status(&db2, Role::Replica, None)).await;
+    let db3 = keys().member("db3").unwrap();
+    store
+        .put(db3.key(), b"{\"not\": \"a status\"}".to_vec(), None)
+        .await
+        .unwrap();
+    let proxy = Proxy::start(settings(), store.clone(), keys())
+        .await
+        .unwrap();
+    let health = wait_for("the routes to be loaded", DEADLINE, || async {
+        let health = http_get(proxy.http.unwrap(), "/health").await;
+        if health.starts_with("HTTP/1.1 200") {
+            Ok(health)
+        } else {
+            Err(health)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        health.contains("db3 has a status the proxy cannot read: bad data under"),
+        "{health}"
+    );
+    assert_eq!(who(proxy.read_write).await.1, "db1");
+    assert_eq!(who(proxy.read_only.unwrap()).await.1, "db2");
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> String {
