@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use pg::{Endpoint, Instance, InstanceSpec, Role as PgRole, RunAs, Settings, Timeouts};
 use store::cluster::{ClusterKey, ClusterKeys, DynamicConfig};
-use store::{EtcdOptions, EtcdStore, EtcdTls, Store, StoreError};
+use store::{EtcdOptions, EtcdStore, Store, StoreError};
 use tokio::signal::unix::{signal, SignalKind};
 
 use api::local::{Activity, AgentRequest, AgentSide, LocalState, Request};
@@ -98,27 +98,8 @@ impl Agent {
         ));
 
         let store_config = &config.store;
-        let tls =
-            (store_config.ca_file.is_some() || store_config.cert_file.is_some()).then(|| EtcdTls {
-                ca: store_config.ca_file.clone(),
-                cert: store_config.cert_file.clone(),
-                key: store_config.key_file.clone(),
-                domain: None,
-            });
-        let store: Arc<dyn Store> = Arc::new(
-            EtcdStore::connect(EtcdOptions {
-                endpoints: store_config.endpoints.clone(),
-                namespace: String::new(),
-                timeout: store_config.request_timeout,
-                username: store_config.auth.as_ref().map(|a| a.username.clone()),
-                password: store_config
-                    .auth
-                    .as_ref()
-                    .map(|a| a.password.expose().to_string()),
-                tls,
-            })
-            .await?,
-        );
+        let store: Arc<dyn Store> =
+            Arc::new(EtcdStore::connect(EtcdOptions::from_config(store_config)).await?);
         let keys = ClusterKeys::new(&store_config.namespace, &store_config.cluster)?;
         let seeded = DynamicConfig {
             ttl_ms: config.timing.lease_ttl.as_millis() as u64,

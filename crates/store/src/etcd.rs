@@ -72,6 +72,27 @@ impl EtcdOptions {
             tls: None,
         }
     }
+
+    /// What a `[store]` section of pgwarden.toml or proxy.toml describes.
+    pub fn from_config(section: &config::Store) -> EtcdOptions {
+        let tls = (section.ca_file.is_some() || section.cert_file.is_some()).then(|| EtcdTls {
+            ca: section.ca_file.clone(),
+            cert: section.cert_file.clone(),
+            key: section.key_file.clone(),
+            domain: None,
+        });
+        EtcdOptions {
+            endpoints: section.endpoints.clone(),
+            namespace: String::new(),
+            timeout: section.request_timeout,
+            username: section.auth.as_ref().map(|a| a.username.clone()),
+            password: section
+                .auth
+                .as_ref()
+                .map(|a| a.password.expose().to_string()),
+            tls,
+        }
+    }
 }
 
 /// TLS towards etcd (rustls): PEM files.
