@@ -165,7 +165,8 @@ pub fn summary(values: &[f64]) -> (f64, f64, f64) {
 /// `figure <name> <min> <median> <max> <unit>`
 pub fn figure_line(name: &str, values: &[f64], unit: &str) -> String {
     let (min, median, max) = summary(values);
-    let precision = if unit == "s" { 2 } else { 0 };
+    // Seconds and ratios want hundredths; counts (rows, tps) are whole.
+    let precision = if matches!(unit, "s" | "ratio") { 2 } else { 0 };
     format!("figure {name} {min:.precision$} {median:.precision$} {max:.precision$} {unit}")
 }
 
@@ -184,6 +185,10 @@ mod tests {
         assert_eq!(
             figure_line("x", &[1.0, 1.5, 2.0], "s"),
             "figure x 1.00 1.50 2.00 s"
+        );
+        assert_eq!(
+            figure_line("r", &[0.7, 0.81], "ratio"),
+            "figure r 0.70 0.76 0.81 ratio"
         );
         assert_eq!(
             figure_line("lost", &[0.0, 0.0], "rows"),

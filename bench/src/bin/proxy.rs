@@ -3,54 +3,13 @@
 //! interleaved round by round, with established connections and with a new
 //! connection per transaction.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use pgwarden_bench::{figure_line, summary};
+use pgwarden_bench::{figure_line, summary, Args};
 use store::cluster::{ClusterKeys, Leader, MemberStatus, PgState, Role, Tags};
-use store::{EtcdOptions, EtcdStore, Store};
 use testkit::{free_port, wait_for, PgCluster};
-
-struct Args {
-    pgwarden: PathBuf,
-    rounds: usize,
-    seconds: u64,
-}
-
-fn args() -> Result<Args, String> {
-    let mut args = Args {
-        pgwarden: PathBuf::from("target/release/pgwarden"),
-        rounds: 5,
-        seconds: 10,
-    };
-    let mut it = std::env::args().skip(1);
-    let number = |v: Option<String>, flag: &str| {
-        v.and_then(|n| n.parse::<u64>().ok())
-            .filter(|n| *n > 0)
-            .ok_or(format!("{flag} needs a positive number"))
-    };
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--pgwarden" => args.pgwarden = it.next().ok_or("--pgwarden needs a path")?.into(),
-            "--rounds" => args.rounds = number(it.next(), "--rounds")? as usize,
-            "--seconds" => args.seconds = number(it.next(), "--seconds")?,
-            other => {
-                return Err(format!(
-                    "unknown argument {other}; use --pgwarden PATH --rounds N --seconds S"
-                ))
-            }
-        }
-    }
-    if !args.pgwarden.is_file() {
-        return Err(format!(
-            "{} does not exist: build it with cargo build --release",
-            args.pgwarden.display()
-        ));
-    }
-    Ok(args)
-}
 
 /// A child process killed on drop (also when the bench fails half-way).
 struct Proc(Child);
@@ -68,17 +27,8 @@ const MODES: [(&str, &[&str]); 2] = [("established", &["-M", "prepared"]), ("new
 
 #[tokio::main]
 async fn main() {
-    let args = match args() {
-        Ok(args) => args,
-        Err(err) => {
-            eprintln!("bench/proxy: {err}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(err) = run(args).await {
-        eprintln!("bench/proxy: {err}");
-        std::process::exit(1);
-    }
+    let args = Args::from_env_or_exit("bench/proxy", &[("--rounds", 5), ("--seconds", 10)]);
+    pgwarden_bench::exit_on_error("bench/proxy", run(args).await);
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -110,8 +60,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     node.execute("SELECT pg_reload_conf()").await?;
 
     let etcd = testkit::etcd::EtcdCluster::start(1).await?;
-    let store: Arc<dyn Store> =
-        Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await?);
+    let store = etcd.store().await?;
     let keys = ClusterKeys::new("/pgwarden", "bench")?;
     let leader = Leader {
         member: "db1".into(),
@@ -199,8 +148,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     // results[mode][target] = one (tps, latency ms) per round.
     let mut results = vec![vec![Vec::new(); TARGETS.len()]; MODES.len()];
-    let seconds = args.seconds.to_string();
-    for round in 0..args.rounds {
+    let seconds = args.number("--seconds").to_string();
+    for round in 0..args.number("--rounds") as usize {
         for (m, (mode, flags)) in MODES.iter().enumerate() {
             for k in 0..TARGETS.len() {
                 // Rotate the order so no target always runs first.
@@ -213,7 +162,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 eprintln!(
                     "round {}/{} {mode:<11} {:<8} {tps:>9.0} tps {latency:>7.3} ms",
                     round + 1,
-                    args.rounds,
+                    args.number("--rounds"),
                     TARGETS[t]
                 );
                 results[m][t].push((tps, latency));
@@ -246,7 +195,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     "pgwarden" => "proxy",
                     other => other,
                 };
-                figures.push(ratio_line(&format!("{name}_{mode}_ratio"), &ratios));
+                figures.push(figure_line(
+                    &format!("{name}_{mode}_ratio"),
+                    &ratios,
+                    "ratio",
+                ));
             }
             figures.push(figure_line(&format!("{target}_{mode}_tps"), &tps, "tps"));
         }
@@ -275,11 +228,6 @@ async fn healthy(port: u16) -> Result<(), String> {
     } else {
         Err(out)
     }
-}
-
-fn ratio_line(name: &str, values: &[f64]) -> String {
-    let (min, median, max) = summary(values);
-    format!("figure {name} {min:.2} {median:.2} {max:.2} ratio")
 }
 
 fn pgbench(port: u16, password: &str, extra: &[&str]) -> Result<String, String> {
