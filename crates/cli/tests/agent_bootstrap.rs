@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{binary, healthy, ALL};
+use common::{binary, events, healthy, ALL};
 use testkit::{AgentCluster, ClusterOptions};
 
 #[tokio::test]
@@ -38,16 +38,9 @@ async fn three_agents_bootstrap_one_primary_and_two_streaming_standbys() {
     // A fresh clone is cloned, started and streaming: nothing to repair
     // (its copied pg_control once passed it off as a former primary to
     // rewind while it was starting).
-    let events = cluster
-        .keys
-        .events()
-        .list(cluster.store.as_ref())
+    let repairs: Vec<String> = events(&cluster)
         .await
-        .unwrap();
-    let repairs: Vec<String> = events
-        .entries
-        .values()
-        .map(|e| &e.value)
+        .into_iter()
         .filter(|e| matches!(e.kind.as_str(), "rewound" | "recloned" | "action_failed"))
         .map(|e| format!("{} {}: {}", e.member, e.kind, e.details))
         .collect();

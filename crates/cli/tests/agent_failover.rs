@@ -7,7 +7,7 @@ use testkit::{wait_for, AgentCluster, ClusterOptions};
 
 mod common;
 
-use common::{binary, healthy, others, ALL, DEADLINE};
+use common::{binary, healthy, last_promotion, others, ALL, DEADLINE};
 
 #[tokio::test]
 async fn host_death_fails_over_and_the_old_primary_rejoins_as_a_standby() {
@@ -26,14 +26,7 @@ async fn host_death_fails_over_and_the_old_primary_rejoins_as_a_standby() {
         primary, new,
         "the old primary must come back as a standby, not take over"
     );
-    let history = cluster
-        .keys
-        .history()
-        .get(cluster.store.as_ref())
-        .await
-        .unwrap()
-        .unwrap();
-    let last = history.value.entries.last().unwrap();
+    let last = last_promotion(&cluster).await;
     assert_eq!(last.to.as_deref(), Some(new.as_str()));
     assert_eq!(last.timeline, 2);
 }

@@ -9,7 +9,7 @@ use testkit::{wait_for, AgentCluster, ClusterOptions};
 
 mod common;
 
-use common::{api_url, binary, healthy, ALL, DEADLINE};
+use common::{api_url, binary, events, healthy, last_promotion, switchover_request, ALL, DEADLINE};
 
 async fn post(url: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     let client = ApiClient::new(None).unwrap();
@@ -22,17 +22,11 @@ async fn post(url: &str, path: &str, body: serde_json::Value) -> (u16, serde_jso
 }
 
 async fn event_kinds(cluster: &AgentCluster, member: &str) -> Vec<String> {
-    let events = cluster
-        .keys
-        .events()
-        .list(cluster.store.as_ref())
+    events(cluster)
         .await
-        .unwrap();
-    events
-        .entries
-        .values()
-        .filter(|e| e.value.member == member)
-        .map(|e| format!("{}: {}", e.value.kind, e.value.details))
+        .into_iter()
+        .filter(|e| e.member == member)
+        .map(|e| format!("{}: {}", e.kind, e.details))
         .collect()
 }
 
@@ -89,12 +83,7 @@ async fn a_switchover_under_load_loses_nothing_and_the_old_primary_streams_witho
         "the old primary needed a repair after a clean switchover: {kinds:?}\n{}",
         cluster.logs()
     );
-    let switchover = cluster
-        .keys
-        .switchover()
-        .get(cluster.store.as_ref())
-        .await
-        .unwrap();
+    let switchover = switchover_request(&cluster).await;
     assert!(
         switchover.is_none(),
         "the request is cleared: {switchover:?}"
@@ -129,13 +118,7 @@ async fn a_switchover_to_a_member_that_does_not_stream_is_refused_and_changes_no
         "{body}"
     );
     assert_eq!(cluster.leader().await.as_deref(), Some(old.as_str()));
-    let switchover = cluster
-        .keys
-        .switchover()
-        .get(cluster.store.as_ref())
-        .await
-        .unwrap();
-    assert!(switchover.is_none());
+    assert!(switchover_request(&cluster).await.is_none());
 }
 
 #[tokio::test]
@@ -180,14 +163,7 @@ async fn paused_a_dead_primary_is_replaced_only_by_a_manual_failover_to_the_name
     let (status, body) = post(&target_api, "/resume", serde_json::json!({})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(healthy(&cluster, &survivors).await, target);
-    let history = cluster
-        .keys
-        .history()
-        .get(cluster.store.as_ref())
-        .await
-        .unwrap()
-        .unwrap();
-    let last = history.value.entries.last().unwrap();
+    let last = last_promotion(&cluster).await;
     assert_eq!(
         (last.to.as_deref(), last.reason.as_str()),
         (Some(target.as_str()), "manual failover")

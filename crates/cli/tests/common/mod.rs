@@ -72,3 +72,37 @@ pub fn shown(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// The event log, oldest first.
+pub async fn events(cluster: &AgentCluster) -> Vec<store::cluster::Event> {
+    let events = cluster
+        .keys
+        .events()
+        .list(cluster.store.as_ref())
+        .await
+        .unwrap();
+    events.entries.into_values().map(|e| e.value).collect()
+}
+
+/// The newest entry of the timeline history.
+pub async fn last_promotion(cluster: &AgentCluster) -> store::cluster::HistoryEntry {
+    let history = cluster
+        .keys
+        .history()
+        .get(cluster.store.as_ref())
+        .await
+        .unwrap()
+        .expect("a timeline history");
+    history.value.entries.last().cloned().expect("a promotion")
+}
+
+/// The pending switchover request, if any.
+pub async fn switchover_request(cluster: &AgentCluster) -> Option<store::cluster::Switchover> {
+    let request = cluster
+        .keys
+        .switchover()
+        .get(cluster.store.as_ref())
+        .await
+        .unwrap();
+    request.map(|r| r.value)
+}
