@@ -2,16 +2,15 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use testkit::etcd::EtcdCluster;
 use testkit::{free_port, wait_for};
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_pgwarden"))
-}
+mod common;
+
+use common::binary;
 
 #[test]
 fn a_bad_proxy_toml_is_refused_with_file_line_and_column() {

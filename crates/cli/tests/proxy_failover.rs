@@ -1,25 +1,18 @@
 //! `pgwarden proxy` in front of real agents, PostgreSQL and etcd: routing
-//! follows a failover, clients of the old primary are cut off, and a
-//! client that connects during the gap just waits.
-//!
-//! Still to add once the REST API's switchover lands: a planned switchover
-//! moves the read-write route with no refused connection.
+//! follows a failover and a switchover, clients of the old primary are cut
+//! off, and a client that connects during a failover's gap just waits.
+
+mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{api_url, binary, healthy, DEADLINE};
 use proxy::{Proxy, Settings};
 use testkit::agents::SUPERUSER_PASSWORD;
 use testkit::{wait_for, AgentCluster, ClusterOptions};
-
-const DEADLINE: Duration = Duration::from_secs(60);
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_pgwarden"))
-}
 
 async fn two_members() -> AgentCluster {
     let options = ClusterOptions {
@@ -27,13 +20,6 @@ async fn two_members() -> AgentCluster {
         ..ClusterOptions::default()
     };
     AgentCluster::start(binary(), options).await.unwrap()
-}
-
-async fn healthy(cluster: &AgentCluster, members: &[&str]) -> String {
-    match cluster.wait_healthy(members, DEADLINE).await {
-        Ok(primary) => primary,
-        Err(err) => panic!("{err}\n{}", cluster.logs()),
-    }
 }
 
 async fn start_proxy(cluster: &AgentCluster) -> Proxy {
@@ -193,5 +179,66 @@ async fn a_client_inside_a_transaction_on_a_frozen_primary_is_cut_off_at_failove
     assert_eq!(
         server_of(&fresh).await.unwrap(),
         (cluster.member(new).endpoint().port, false)
+    );
+}
+
+#[tokio::test]
+async fn a_switchover_moves_the_write_route_and_cuts_off_the_old_primary_s_clients() {
+    let cluster = two_members().await;
+    let old = healthy(&cluster, &["db1", "db2"]).await;
+    let new = if old == "db1" { "db2" } else { "db1" };
+    let proxy = start_proxy(&cluster).await;
+    routes_writes_to(&proxy, &old).await;
+    // Its published status streams: a switchover to it may go ahead.
+    routes_reads_to(&proxy, new).await;
+    let writer = connect(proxy.read_write).await.unwrap();
+    assert_eq!(
+        server_of(&writer).await.unwrap(),
+        (cluster.member(&old).endpoint().port, false)
+    );
+
+    let client = api::ApiClient::new(None).unwrap();
+    let base = api_url(&cluster, &old).await;
+    let body = serde_json::json!({ "to": new });
+    let mut call = api::Call::new(hyper::Method::POST, &base, "/switchover");
+    call.body = Some(&body);
+    call.timeout = DEADLINE;
+    let reply = client.send(call).await.unwrap();
+    assert_eq!(reply.status.as_u16(), 200, "{}", reply.error_message());
+
+    routes_writes_to(&proxy, new).await;
+    let fresh = connect(proxy.read_write).await.unwrap();
+    assert_eq!(
+        server_of(&fresh).await.unwrap(),
+        (cluster.member(new).endpoint().port, false)
+    );
+    assert!(
+        server_of(&writer).await.is_err(),
+        "the old primary's client must be gone"
+    );
+}
+
+#[tokio::test]
+async fn a_client_whose_startup_postgresql_rejects_is_closed_not_held() {
+    let cluster = two_members().await;
+    let primary = healthy(&cluster, &["db1", "db2"]).await;
+    let proxy = start_proxy(&cluster).await;
+    routes_writes_to(&proxy, &primary).await;
+    // A startup packet with a length PostgreSQL refuses: it closes without
+    // a word, twice, which is the client's doing, not a dying backend's.
+    let mut stream = tokio::net::TcpStream::connect(proxy.read_write)
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0]).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("closed within 10 s, not held for the hold timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let fresh = connect(proxy.read_write).await.unwrap();
+    assert_eq!(
+        server_of(&fresh).await.unwrap(),
+        (cluster.member(&primary).endpoint().port, false)
     );
 }

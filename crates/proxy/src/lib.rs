@@ -12,6 +12,7 @@ pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod routing;
+pub mod startup;
 pub mod table;
 pub mod watcher;
 

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::metrics::{BackendStats, Metrics};
 use crate::routing::{pick_standby, Backend};
+use crate::startup::{self, Answer};
 use crate::table::Table;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +49,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// After a failed connect, try again this soon even if the routes are the
 /// same (a primary restarting in place keeps its route).
 const RETRY: Duration = Duration::from_millis(100);
+/// The most of a client's opening bytes kept to give to another backend (a
+/// startup packet is a few hundred bytes).
+const REPLAY_LIMIT: usize = 16 * 1024;
 
 pub async fn serve(listener: TcpListener, ctx: Arc<PortContext>) {
     let mut shutdown = ctx.shutdown.clone();
@@ -82,9 +86,10 @@ struct Routed {
 
 async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) {
     let _ = client.set_nodelay(true);
-    let routed = match route(&ctx).await {
+    let routed = match begin(&mut client, &ctx).await {
         Ok(routed) => routed,
-        Err(why) => {
+        Err(NotBegun::ClientGone) => return,
+        Err(NotBegun::Refused(why)) => {
             ctx.metrics.refused_total.fetch_add(1, Relaxed);
             tracing::warn!(
                 "proxy: {} connection from {peer} refused: {why}",
@@ -130,6 +135,138 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) 
     }
     // Dropping both sockets closes them: the client sees the connection end
     // and cannot send another byte to a backend that lost its route.
+}
+
+/// Why no session began.
+enum NotBegun {
+    /// The client hung up first.
+    ClientGone,
+    /// No backend would have it within the hold: why.
+    Refused(String),
+}
+
+/// How one attempt to begin a session ended.
+enum Attempt {
+    Begun,
+    ClientGone,
+    /// The backend ended before the session began: why, and whether it
+    /// simply closed the connection.
+    Retry {
+        why: String,
+        closed: bool,
+    },
+}
+
+/// Connects the client to a backend that begins its session. Until the
+/// backend has answered, nothing has happened that the client could see:
+/// one that closes, refuses for now (shutting down, starting) or loses its
+/// route first is replaced by the next route, and the client's bytes so far
+/// go to it again. A primary dying or switching over while a client
+/// connects costs that client a pause, not an error.
+async fn begin(client: &mut TcpStream, ctx: &PortContext) -> Result<Routed, NotBegun> {
+    let deadline = Instant::now() + ctx.hold_timeout;
+    let mut sent = Vec::new();
+    let mut no_tls_forwarded = false;
+    let mut routes = ctx.routes.clone();
+    // The backend that last closed on the client's bytes.
+    let mut closed_by: Option<Backend> = None;
+    loop {
+        let mut routed = route(ctx).await.map_err(NotBegun::Refused)?;
+        let why = match attempt(client, &mut routed, ctx, &mut sent, &mut no_tls_forwarded).await {
+            Attempt::Begun => return Ok(routed),
+            Attempt::ClientGone => return Err(NotBegun::ClientGone),
+            // The same backend closing twice on the same bytes is refusing
+            // them (a bad startup packet), not dying: the client gets what
+            // a direct connection would.
+            Attempt::Retry { closed: true, .. } if closed_by.as_ref() == Some(&routed.backend) => {
+                return Err(NotBegun::ClientGone)
+            }
+            Attempt::Retry { why, closed } => {
+                closed_by = closed.then(|| routed.backend.clone());
+                why
+            }
+        };
+        tracing::debug!("proxy: {why}; trying the next route");
+        if Instant::now() >= deadline {
+            return Err(NotBegun::Refused(gave_up(&why, ctx.hold_timeout)));
+        }
+        // Not a tight loop on a backend that keeps saying "not now".
+        routes.borrow_and_update();
+        tokio::select! {
+            _ = routes.changed() => {}
+            _ = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+/// Relays between the client and `routed` until the backend's answer
+/// begins the session.
+async fn attempt(
+    client: &mut TcpStream,
+    routed: &mut Routed,
+    ctx: &PortContext,
+    sent: &mut Vec<u8>,
+    no_tls_forwarded: &mut bool,
+) -> Attempt {
+    let member = routed.backend.member.clone();
+    let ended = |what: &str, closed: bool| Attempt::Retry {
+        why: format!("{member} {what} before the session began"),
+        closed,
+    };
+    if !sent.is_empty() && routed.server.write_all(sent).await.is_err() {
+        return ended("closed the connection", true);
+    }
+    let mut routes = ctx.routes.clone();
+    let (mut from_client, mut from_server) = ([0u8; 4096], [0u8; 4096]);
+    let mut no_tls = false;
+    loop {
+        tokio::select! {
+            read = client.read(&mut from_client) => {
+                let n = match read {
+                    Ok(0) | Err(_) => return Attempt::ClientGone,
+                    Ok(n) => n,
+                };
+                if routed.server.write_all(&from_client[..n]).await.is_err() {
+                    return ended("closed the connection", true);
+                }
+                if sent.len() + n > REPLAY_LIMIT {
+                    // Far more than a startup packet: not a session that
+                    // can be replayed; it goes where it went.
+                    return Attempt::Begun;
+                }
+                sent.extend_from_slice(&from_client[..n]);
+            }
+            read = routed.server.read(&mut from_server) => {
+                let first = match read {
+                    Ok(n) if n > 0 => &from_server[..n],
+                    _ => return ended("closed the connection", true),
+                };
+                match startup::judge(sent, no_tls, first) {
+                    Answer::NotNow => return ended("refused connections for now", false),
+                    Answer::NoTls => {
+                        no_tls = true;
+                        // The client has its "no TLS" already when this is
+                        // a second backend.
+                        if !*no_tls_forwarded {
+                            if client.write_all(first).await.is_err() {
+                                return Attempt::ClientGone;
+                            }
+                            *no_tls_forwarded = true;
+                        }
+                    }
+                    Answer::Begun => {
+                        return match client.write_all(first).await {
+                            Ok(()) => Attempt::Begun,
+                            Err(_) => Attempt::ClientGone,
+                        };
+                    }
+                }
+            }
+            _ = lost_route(&mut routes, ctx.port, &routed.backend, routed.term) => {
+                return ended("lost its route", false);
+            }
+        }
+    }
 }
 
 /// Resolves once `backend` no longer has the route this connection got.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::member_status;
 use proxy::{Proxy, Settings};
 use store::cluster::{ClusterKeys, Leader, MemberStatus, Role};
-use store::{EtcdOptions, EtcdStore, Store};
+use store::Store;
 use testkit::etcd::EtcdCluster;
 use testkit::wait_for;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,6 +71,55 @@ async fn fake(name: &str) -> Fake {
     }
 }
 
+/// A backend that reads what the client sends first, answers `answer`
+/// (nothing: it just hangs up) and closes: a PostgreSQL shutting down, or
+/// one rejecting the client's startup packet.
+async fn fake_turning_away(name: &str, answer: Vec<u8>) -> Fake {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Relaxed);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(&answer).await;
+            });
+        }
+    });
+    Fake {
+        name: name.to_string(),
+        addr,
+        accepted,
+        _task: task,
+    }
+}
+
+/// FATAL 57P03 "the database system is shutting down", as PostgreSQL sends it.
+fn shutting_down() -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'C', "57P03"),
+        (b'M', "the database system is shutting down"),
+    ] {
+        fields.push(tag);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut packet = vec![b'E'];
+    packet.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+    packet.extend_from_slice(&fields);
+    packet
+}
+
 fn status(fake: &Fake, role: Role, term: Option<u64>) -> MemberStatus {
     member_status(&fake.name, role, fake.addr, term)
 }
@@ -78,10 +127,8 @@ fn status(fake: &Fake, role: Role, term: Option<u64>) -> MemberStatus {
 /// A one-node etcd (kept alive by the caller) and a client of it.
 async fn etcd() -> (EtcdCluster, Arc<dyn Store>) {
     let etcd = EtcdCluster::start(1).await.unwrap();
-    let store = EtcdStore::connect(EtcdOptions::new(etcd.endpoints()))
-        .await
-        .unwrap();
-    (etcd, Arc::new(store))
+    let store = etcd.store().await.unwrap();
+    (etcd, store)
 }
 
 fn keys() -> ClusterKeys {
@@ -411,4 +458,72 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
+}
+
+#[tokio::test]
+async fn a_client_connecting_to_a_primary_that_is_shutting_down_is_given_the_next_one() {
+    let (_etcd, store) = etcd().await;
+    let old = fake_turning_away("db1", shutting_down()).await;
+    let new = fake("db2").await;
+    lead(store.as_ref(), &old).await;
+    let proxy = Proxy::start(settings(), store.clone(), keys())
+        .await
+        .unwrap();
+    let mut client = TcpStream::connect(proxy.read_write).await.unwrap();
+    client.write_all(b"startup").await.unwrap();
+    wait_for(
+        "the old primary to turn the client away",
+        DEADLINE,
+        || async {
+            match old.accepted.load(Relaxed) {
+                0 => Err(0),
+                n => Ok(n),
+            }
+        },
+    )
+    .await
+    .unwrap();
+    lead(store.as_ref(), &new).await;
+    // The client never hears of db1: it gets db2's greeting, and db2 got
+    // the bytes the client sent before it was there.
+    let mut greeting = [0u8; 4];
+    tokio::time::timeout(DEADLINE, client.read_exact(&mut greeting))
+        .await
+        .expect("the client was routed")
+        .unwrap();
+    assert_eq!(&greeting, b"db2\n");
+    let mut replayed = [0u8; 7];
+    tokio::time::timeout(DEADLINE, client.read_exact(&mut replayed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&replayed, b"startup");
+    assert!(echoes(&mut client, "and on").await);
+}
+
+#[tokio::test]
+async fn a_backend_that_hangs_up_on_the_same_bytes_twice_closes_the_client_at_once() {
+    let (_etcd, store) = etcd().await;
+    let rejecting = fake_turning_away("db1", Vec::new()).await;
+    lead(store.as_ref(), &rejecting).await;
+    let mut settings = settings();
+    settings.hold_timeout = Duration::from_secs(30);
+    let proxy = Proxy::start(settings, store.clone(), keys()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut client = TcpStream::connect(proxy.read_write).await.unwrap();
+    client
+        .write_all(b"a startup PostgreSQL rejects")
+        .await
+        .unwrap();
+    assert!(closed(&mut client).await);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "held {:?}: a rejected client must not wait out the hold",
+        started.elapsed()
+    );
+    assert_eq!(
+        rejecting.accepted.load(Relaxed),
+        2,
+        "tried once more, then gave up"
+    );
 }

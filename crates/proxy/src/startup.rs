@@ -1,0 +1,105 @@
+//! Whether a backend has begun a client's session, from the first bytes it
+//! answers with (PostgreSQL wire protocol, before authentication).
+//!
+//! Until a session has begun, the proxy may give the client's opening bytes
+//! to another backend instead: a primary that dies or shuts down while a
+//! client connects then costs that client a pause, not an error.
+
+/// The SSLRequest a client may send before its startup packet.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+/// cannot_connect_now: "the database system is shutting down" (or
+/// starting up, or not accepting connections).
+const CANNOT_CONNECT_NOW: &[u8] = b"57P03";
+
+/// What the backend's first answer means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A session (or TLS) has begun: forward everything from now on.
+    Begun,
+    /// "No TLS" to the client's SSLRequest: forward it, and the session
+    /// begins with the answer to the startup packet that follows.
+    NoTls,
+    /// The backend refuses connections for now (shutting down, starting):
+    /// try the next route with the client's bytes again.
+    NotNow,
+}
+
+/// Judges the backend's first bytes; `client_sent` is everything the client
+/// has sent so far, `after_no_tls` whether the backend already answered its
+/// SSLRequest with "no TLS".
+pub fn judge(client_sent: &[u8], after_no_tls: bool, first: &[u8]) -> Answer {
+    if !after_no_tls && client_sent.starts_with(&SSL_REQUEST) && first == b"N" {
+        return Answer::NoTls;
+    }
+    if is_cannot_connect_now(first) {
+        Answer::NotNow
+    } else {
+        Answer::Begun
+    }
+}
+
+/// An ErrorResponse (`E`, length, fields) whose SQLSTATE is 57P03, whole in
+/// `bytes`.
+fn is_cannot_connect_now(bytes: &[u8]) -> bool {
+    let Some((&b'E', rest)) = bytes.split_first() else {
+        return false;
+    };
+    let Some(length) = rest.get(..4) else {
+        return false;
+    };
+    let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize;
+    let Some(fields) = rest.get(4..length) else {
+        return false;
+    };
+    fields
+        .split(|b| *b == 0)
+        .any(|field| field.first() == Some(&b'C') && &field[1..] == CANNOT_CONNECT_NOW)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(code: &str) -> Vec<u8> {
+        let mut fields = Vec::new();
+        for (tag, value) in [
+            (b'S', "FATAL"),
+            (b'C', code),
+            (b'M', "the database system is shutting down"),
+        ] {
+            fields.push(tag);
+            fields.extend_from_slice(value.as_bytes());
+            fields.push(0);
+        }
+        fields.push(0);
+        let mut packet = vec![b'E'];
+        packet.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+        packet.extend_from_slice(&fields);
+        packet
+    }
+
+    const STARTUP: &[u8] = &[0, 0, 0, 9, 0, 3, 0, 0, 0];
+
+    #[test]
+    fn a_shutting_down_backend_is_not_now_anything_else_begins() {
+        assert_eq!(judge(STARTUP, false, &error("57P03")), Answer::NotNow);
+        assert_eq!(judge(STARTUP, false, &error("28P01")), Answer::Begun);
+        // Authentication request: the session has begun.
+        assert_eq!(
+            judge(STARTUP, false, &[b'R', 0, 0, 0, 8, 0, 0, 0, 10]),
+            Answer::Begun
+        );
+        // A truncated error cannot be judged: forwarded as it is.
+        assert_eq!(judge(STARTUP, false, &error("57P03")[..10]), Answer::Begun);
+    }
+
+    #[test]
+    fn no_tls_is_passed_on_and_the_startup_answer_decides() {
+        let mut sent = SSL_REQUEST.to_vec();
+        assert_eq!(judge(&sent, false, b"N"), Answer::NoTls);
+        assert_eq!(judge(&sent, false, b"S"), Answer::Begun);
+        sent.extend_from_slice(STARTUP);
+        assert_eq!(judge(&sent, true, &error("57P03")), Answer::NotNow);
+        assert_eq!(judge(&sent, true, b"N"), Answer::Begun);
+    }
+}
