@@ -105,7 +105,7 @@ fn member_view(status: &MemberStatus) -> ha::MemberView {
         nofailover: status.tags.nofailover,
         priority: status.tags.priority,
         running: status.state == PgState::Running,
-        primary: status.role == Role::Primary && status.state == PgState::Running,
+        primary: status.is_running_primary(),
         timeline: status.timeline,
         lsn: [status.flush_lsn, status.receive_lsn, status.replay_lsn]
             .into_iter()

@@ -1,0 +1,144 @@
+//! What only the agent can do, on request from the REST API: restart and
+//! reinit, with a keepalive so a long request does not make the member look
+//! dead.
+
+use std::time::Duration;
+
+use ha::{Action, Local};
+
+use super::{Member, Now};
+use crate::view::HaView;
+
+impl Member {
+    /// What keeps this member's lease and status alive while a long request
+    /// (restart, reinit) holds up the rounds: a primary restarting on
+    /// request must not look dead to the fast failover path.
+    pub fn keepalive(
+        &self,
+        note: String,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let store = self.store.clone();
+        let lease = self.lease;
+        let key = self.keys.member(&self.spec.name).ok();
+        let status = self.last_status.clone();
+        let heartbeat = Duration::from_millis(self.records.settings().heartbeat_ms.max(50));
+        async move {
+            let mut tick = tokio::time::interval(heartbeat);
+            loop {
+                tick.tick().await;
+                if let Some(lease) = lease {
+                    let _ = store.refresh_lease(lease.id).await;
+                }
+                if let (Some(key), Some(mut status)) = (&key, status.clone()) {
+                    status.note = note.clone();
+                    status.updated_ms = api::time::now_ms();
+                    let _ = key.put(store.as_ref(), &status, lease.map(|l| l.id)).await;
+                }
+            }
+        }
+    }
+
+    /// Restarts PostgreSQL in its current role, on request.
+    pub async fn restart(&mut self, now: Now) -> Result<String, String> {
+        let local = self.observe().await;
+        let leader = self.records.leader.as_ref().map(|l| l.value.member.clone());
+        let steps = match &local {
+            Local::Running(r) if r.primary && self.is_leader() => vec![
+                Action::Stop { mode: ha::StopMode::Fast },
+                Action::StartPrimary,
+            ],
+            Local::Running(r) if !r.primary => vec![
+                Action::Stop { mode: ha::StopMode::Fast },
+                Action::StartReplica {
+                    upstream: leader.filter(|l| *l != self.spec.name),
+                },
+            ],
+            Local::Running(_) => {
+                return Err(format!(
+                    "{} runs as a primary without the leader key; its agent is demoting it, not restarting it",
+                    self.spec.name
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "PostgreSQL on {} does not run ({}); its agent starts it on its own when it should run",
+                    self.spec.name,
+                    describe(other)
+                ))
+            }
+        };
+        self.run_steps("restart", &steps, now).await?;
+        self.event("restarted", "restarted PostgreSQL on request");
+        Ok(format!("restarted PostgreSQL on {}", self.spec.name))
+    }
+
+    /// Whom a reinit would clone from, or why it is refused.
+    pub fn reinit_source(&self) -> Result<String, String> {
+        let leader = self.records.leader.as_ref().map(|l| l.value.member.clone());
+        match leader {
+            _ if self.spec.witness => Err(format!("{} is a witness: it has no data to re-clone", self.spec.name)),
+            Some(leader) if leader == self.spec.name => Err(format!(
+                "{} is the leader: switch over to another member first (`pgwarden ctl switchover`), then reinit it",
+                self.spec.name
+            )),
+            Some(leader) => {
+                let running = self
+                    .records
+                    .members
+                    .get(&leader)
+                    .is_some_and(|m| m.value.is_running_primary());
+                if running {
+                    Ok(leader)
+                } else {
+                    Err(format!("the leader {leader} does not run as primary: nothing to clone from; try again after it does"))
+                }
+            }
+            None => Err("there is no leader to clone from; try again once one is elected".to_string()),
+        }
+    }
+
+    /// Throws the data directory away (moved aside) and clones afresh from
+    /// `leader`, then starts as its standby.
+    pub async fn reinit(&mut self, leader: &str, now: Now) -> Result<(), String> {
+        let steps = [
+            Action::Stop {
+                mode: ha::StopMode::Fast,
+            },
+            Action::Reclone {
+                leader: leader.to_string(),
+                reason: "reinit on request".to_string(),
+            },
+            Action::StartReplica {
+                upstream: Some(leader.to_string()),
+            },
+        ];
+        self.run_steps("reinit", &steps, now).await?;
+        self.event("recloned", format!("re-cloned from {leader} on request"));
+        Ok(())
+    }
+
+    /// The steps of a request, stopping at the first that fails.
+    pub(super) async fn run_steps(
+        &mut self,
+        what: &str,
+        steps: &[Action],
+        now: Now,
+    ) -> Result<(), String> {
+        for action in steps {
+            self.execute(action, now).await.map_err(|err| {
+                format!("{what} of {} failed at {action:?}: {err}", self.spec.name)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn describe(local: &Local) -> &'static str {
+    match local {
+        Local::Witness => "a witness",
+        Local::Empty => "no data directory yet",
+        Local::Stopped(_) => "stopped",
+        Local::Starting { .. } => "starting or not answering",
+        Local::Running(_) => "running",
+    }
+}
