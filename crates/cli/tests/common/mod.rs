@@ -30,17 +30,18 @@ pub fn others<'a>(all: &[&'a str], except: &str) -> Vec<&'a str> {
     all.iter().copied().filter(|m| *m != except).collect()
 }
 
-/// A member's REST API, as its status publishes it.
+/// A member's REST API, as its status publishes it (waiting for the status:
+/// a member that has just cloned may not have published one yet).
 pub async fn api_url(cluster: &AgentCluster, member: &str) -> String {
-    let status = cluster
-        .keys
-        .member(member)
-        .unwrap()
-        .get(cluster.store.as_ref())
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("{member} has no status\n{}", cluster.logs()));
-    status.value.api_url
+    let key = cluster.keys.member(member).unwrap();
+    let waited = testkit::wait_for(&format!("{member}'s status"), DEADLINE, || async {
+        match key.get(cluster.store.as_ref()).await {
+            Ok(Some(status)) => Ok(status.value.api_url),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|err| panic!("{err}\n{}", cluster.logs()))
 }
 
 /// `pgwarden ctl ARGS` with `env` and none of the caller's `PGWARDEN_API*`
