@@ -88,6 +88,9 @@ pub struct Member {
     /// Since when (unix ms) this member has seen no leader, for the
     /// duration of a failover.
     leaderless_since_ms: Option<u64>,
+    /// Keep the lease and status fresh during long actions (a real agent;
+    /// the simulation's virtual time has no timers).
+    keepalive: bool,
 }
 
 impl Member {
@@ -116,6 +119,7 @@ impl Member {
             last_status: None,
             events: Vec::new(),
             leaderless_since_ms: None,
+            keepalive: false,
         }
     }
 
@@ -143,6 +147,13 @@ impl Member {
     /// The cluster records of the last round.
     pub fn records(&self) -> &ClusterRecords {
         &self.records
+    }
+
+    /// Keeps the member's lease and status fresh while a clone, rewind or
+    /// initdb holds up its rounds, so it stays listed (`ctl list`, the API,
+    /// the proxy) with what it is doing instead of vanishing for minutes.
+    pub fn keep_alive_during_long_actions(&mut self) {
+        self.keepalive = true;
     }
 
     /// The events since the last call, oldest first.
@@ -204,18 +215,28 @@ impl Member {
         let slow = plan
             .actions
             .iter()
-            .any(|a| matches!(a, Action::StartPrimary | Action::Promote));
+            .any(|a| a.is_long() || matches!(a, Action::StartPrimary | Action::Promote));
         if reachable && slow {
-            // Say so before a start or promotion that may take a while: a
-            // status that stops changing reads as a dead agent to the fast
-            // failover path, which would depose a primary restarting in place.
+            // Say so before a start, promotion or clone that may take a
+            // while: a status that stops changing reads as a dead agent to
+            // the fast failover path, which would depose a primary
+            // restarting in place; and an operator sees what it is doing.
             if let Err(err) = self.publish(now, &plan).await {
                 tracing::debug!("could not publish member status: {err}");
             }
         }
         let mut failed = None;
         for action in &plan.actions {
-            match self.execute(action, now).await {
+            let result = if self.keepalive && action.is_long() {
+                let keepalive = self.keepalive(plan.note.clone());
+                tokio::select! {
+                    result = self.execute(action, now) => result,
+                    _ = keepalive => unreachable!("the keepalive never ends"),
+                }
+            } else {
+                self.execute(action, now).await
+            };
+            match result {
                 Ok(()) => self.record_event(action, &plan),
                 Err(err) => {
                     let error = err.to_string();

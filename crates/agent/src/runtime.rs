@@ -137,8 +137,10 @@ impl Agent {
             member: member.name.clone(),
             ..LocalState::default()
         });
+        let mut member_core = Member::new(spec, keys.clone(), store.clone(), local);
+        member_core.keep_alive_during_long_actions();
         Ok(Agent {
-            member: Member::new(spec, keys.clone(), store.clone(), local),
+            member: member_core,
             pg,
             keys: keys.clone(),
             store: store.clone(),
@@ -242,7 +244,7 @@ impl Agent {
             }
             let heartbeat =
                 Duration::from_millis(self.member.records().settings().heartbeat_ms.max(50));
-            if took > heartbeat && !round.plan.actions.iter().any(is_long) {
+            if took > heartbeat && !round.plan.actions.iter().any(ha::Action::is_long) {
                 tracing::warn!(
                     "{who} a round took {} ms, more than the heartbeat ({} ms): the host, its disk or the store is slow; \
                      rounds slower than the lease TTL demote a primary",
@@ -396,17 +398,6 @@ async fn lease_guard(
             }
         }
     }
-}
-
-/// Actions expected to take longer than a heartbeat.
-fn is_long(action: &ha::Action) -> bool {
-    matches!(
-        action,
-        ha::Action::InitDb
-            | ha::Action::CloneFrom { .. }
-            | ha::Action::Rewind { .. }
-            | ha::Action::Reclone { .. }
-    )
 }
 
 /// Changes that may call for a decision before the next heartbeat.

@@ -90,6 +90,19 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// Expected to take longer than a heartbeat (minutes for a clone).
+    pub fn is_long(&self) -> bool {
+        matches!(
+            self,
+            Action::InitDb
+                | Action::CloneFrom { .. }
+                | Action::Rewind { .. }
+                | Action::Reclone { .. }
+        )
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopMode {
     Fast,
