@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::metrics::{BackendStats, Metrics};
 use crate::routing::{pick_standby, Backend};
-use crate::startup::{self, Answer};
+use crate::startup::{self, Answer, CANNOT_CONNECT_NOW};
 use crate::table::Table;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -433,22 +433,7 @@ async fn refuse(mut client: TcpStream, why: &str) {
     // with unread data resets it, and the client would lose the message.
     let mut scratch = [0u8; 1024];
     let _ = tokio::time::timeout(Duration::from_millis(200), client.read(&mut scratch)).await;
-    let message = format!("pgwarden proxy: {why}");
-    let mut fields = Vec::new();
-    for (code, value) in [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
-        (b'C', "57P03"),
-        (b'M', message.as_str()),
-    ] {
-        fields.push(code);
-        fields.extend_from_slice(value.as_bytes());
-        fields.push(0);
-    }
-    fields.push(0);
-    let mut packet = vec![b'E'];
-    packet.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
-    packet.extend_from_slice(&fields);
+    let packet = startup::fatal(CANNOT_CONNECT_NOW, &format!("pgwarden proxy: {why}"));
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         client.write_all(&packet).await?;
         client.shutdown().await

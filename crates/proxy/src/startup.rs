@@ -9,7 +9,7 @@
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 /// cannot_connect_now: "the database system is shutting down" (or
 /// starting up, or not accepting connections).
-const CANNOT_CONNECT_NOW: &[u8] = b"57P03";
+pub const CANNOT_CONNECT_NOW: &str = "57P03";
 
 /// What the backend's first answer means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,28 @@ fn is_cannot_connect_now(bytes: &[u8]) -> bool {
     };
     fields
         .split(|b| *b == 0)
-        .any(|field| field.first() == Some(&b'C') && &field[1..] == CANNOT_CONNECT_NOW)
+        .any(|field| field.first() == Some(&b'C') && &field[1..] == CANNOT_CONNECT_NOW.as_bytes())
+}
+
+/// A FATAL ErrorResponse with SQLSTATE `code`, as PostgreSQL sends one: what
+/// psql and drivers show as the reason a connection ended.
+pub fn fatal(code: &str, message: &str) -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', code),
+        (b'M', message),
+    ] {
+        fields.push(tag);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut packet = vec![b'E'];
+    packet.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+    packet.extend_from_slice(&fields);
+    packet
 }
 
 #[cfg(test)]
@@ -61,21 +82,7 @@ mod tests {
     use super::*;
 
     fn error(code: &str) -> Vec<u8> {
-        let mut fields = Vec::new();
-        for (tag, value) in [
-            (b'S', "FATAL"),
-            (b'C', code),
-            (b'M', "the database system is shutting down"),
-        ] {
-            fields.push(tag);
-            fields.extend_from_slice(value.as_bytes());
-            fields.push(0);
-        }
-        fields.push(0);
-        let mut packet = vec![b'E'];
-        packet.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
-        packet.extend_from_slice(&fields);
-        packet
+        fatal(code, "the database system is shutting down")
     }
 
     const STARTUP: &[u8] = &[0, 0, 0, 9, 0, 3, 0, 0, 0];

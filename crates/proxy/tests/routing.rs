@@ -103,21 +103,10 @@ async fn fake_turning_away(name: &str, answer: Vec<u8>) -> Fake {
 
 /// FATAL 57P03 "the database system is shutting down", as PostgreSQL sends it.
 fn shutting_down() -> Vec<u8> {
-    let mut fields = Vec::new();
-    for (tag, value) in [
-        (b'S', "FATAL"),
-        (b'C', "57P03"),
-        (b'M', "the database system is shutting down"),
-    ] {
-        fields.push(tag);
-        fields.extend_from_slice(value.as_bytes());
-        fields.push(0);
-    }
-    fields.push(0);
-    let mut packet = vec![b'E'];
-    packet.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
-    packet.extend_from_slice(&fields);
-    packet
+    proxy::startup::fatal(
+        proxy::startup::CANNOT_CONNECT_NOW,
+        "the database system is shutting down",
+    )
 }
 
 fn status(fake: &Fake, role: Role, term: Option<u64>) -> MemberStatus {
