@@ -19,6 +19,7 @@ use crate::ports::free_port;
 use crate::postgres::bin_dir;
 use crate::process::{is_alive, terminate};
 use crate::wait::{wait_for, WaitError};
+use crate::workload::{Target, Workload};
 
 pub const SUPERUSER_PASSWORD: &str = "testkit superuser password";
 pub const REPLICATION_PASSWORD: &str = "testkit replication password";
@@ -33,6 +34,14 @@ pub struct ClusterOptions {
     pub fsync: bool,
     /// etcd nodes (1 or 3).
     pub etcd_nodes: usize,
+    /// The cluster's name in the store.
+    pub name: String,
+    /// Start of the temporary directories' names.
+    pub dir_prefix: &'static str,
+    /// Whether the cluster may be left running when this process exits
+    /// ([`AgentCluster::leave_running`]). Tests leave it false: a test that
+    /// crashes must not leave etcd behind.
+    pub detachable: bool,
 }
 
 impl Default for ClusterOptions {
@@ -42,6 +51,9 @@ impl Default for ClusterOptions {
             config: DynamicConfig::default(),
             fsync: false,
             etcd_nodes: 1,
+            name: CLUSTER.to_string(),
+            dir_prefix: TestDir::PREFIX,
+            detachable: false,
         }
     }
 }
@@ -54,6 +66,8 @@ pub struct AgentMember {
     pub agent_log: PathBuf,
     pub instance: Instance,
     agent: Option<Child>,
+    /// Left running on purpose: dropping this stops nothing.
+    left_running: bool,
 }
 
 impl AgentMember {
@@ -93,6 +107,9 @@ impl AgentMember {
 
 impl Drop for AgentMember {
     fn drop(&mut self) {
+        if self.left_running {
+            return;
+        }
         if let Some(mut child) = self.agent.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -103,6 +120,23 @@ impl Drop for AgentMember {
         if let Some(pid) = self.instance.postmaster_pid() {
             terminate(pid, Signal::SIGQUIT, Duration::from_secs(10));
         }
+    }
+}
+
+/// What [`AgentCluster::leave_running`] left.
+#[derive(Debug)]
+pub struct LeftRunning {
+    pub dir: PathBuf,
+    pub etcd_dir: PathBuf,
+    /// Each member's name, agent PID (if it ran) and data directory.
+    pub agents: Vec<(String, Option<i32>, PathBuf)>,
+    pub etcd: Vec<i32>,
+}
+
+fn superuser() -> Role {
+    Role {
+        name: "postgres".into(),
+        password: SUPERUSER_PASSWORD.into(),
     }
 }
 
@@ -126,10 +160,14 @@ impl AgentCluster {
         options: ClusterOptions,
     ) -> Result<AgentCluster, Box<dyn std::error::Error>> {
         let run_as = RunAs::detect()?;
-        let dir = TestDir::new(&run_as)?;
-        let etcd = EtcdCluster::start(options.etcd_nodes).await?;
+        let dir = TestDir::with_prefix(&run_as, options.dir_prefix)?;
+        let etcd = if options.detachable {
+            EtcdCluster::start_detachable(options.etcd_nodes, options.dir_prefix).await?
+        } else {
+            EtcdCluster::start(options.etcd_nodes).await?
+        };
         let store = etcd.store().await?;
-        let keys = ClusterKeys::new("/pgwarden", CLUSTER)?;
+        let keys = ClusterKeys::new("/pgwarden", &options.name)?;
         keys.config()
             .create(store.as_ref(), &options.config, None)
             .await?;
@@ -184,7 +222,7 @@ parameters = {{ shared_buffers = "16MB", fsync = {fsync}, max_connections = 50 }
 
 [store]
 endpoints = {endpoints:?}
-cluster = "{CLUSTER}"
+cluster = "{cluster}"
 request_timeout = "1s"
 
 [timing]
@@ -207,6 +245,7 @@ password_file = "{repl}"
             sockets = self.dir.path().display(),
             fsync = options.fsync,
             endpoints = self.etcd.endpoints(),
+            cluster = options.name,
             heartbeat = options.config.heartbeat_ms,
             ttl = options.config.ttl_ms,
             api = free_port(),
@@ -237,6 +276,7 @@ password_file = "{repl}"
             config_file,
             instance,
             agent: None,
+            left_running: false,
         })
     }
 
@@ -415,21 +455,57 @@ password_file = "{repl}"
     }
 
     /// A write load against whoever leads, logging each acknowledged id.
-    pub fn workload(&self) -> crate::workload::Workload {
+    pub fn workload(&self) -> Workload {
         let endpoints = self
             .members
             .iter()
             .map(|m| (m.name.clone(), m.endpoint()))
             .collect();
-        crate::workload::Workload::start(
-            self.store.clone(),
-            self.keys.clone(),
+        let target = Target::Leader {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
             endpoints,
-            Role {
-                name: "postgres".into(),
-                password: SUPERUSER_PASSWORD.into(),
-            },
-        )
+        };
+        Workload::start(target, superuser())
+    }
+
+    /// A write load through one address, such as a proxy's read-write port,
+    /// that waits up to `connect_timeout` for each connection.
+    pub fn workload_through(&self, endpoint: Endpoint, connect_timeout: Duration) -> Workload {
+        let members_by_port = self
+            .members
+            .iter()
+            .map(|m| (m.endpoint().port, m.name.clone()))
+            .collect();
+        let target = Target::Address {
+            endpoint,
+            members_by_port,
+            connect_timeout,
+        };
+        Workload::start(target, superuser())
+    }
+
+    /// Leaves etcd, the agents and their PostgreSQL running and every
+    /// directory in place; returns what an operator needs to stop them.
+    /// Only for a cluster started with `detachable`.
+    pub fn leave_running(mut self) -> LeftRunning {
+        let agents = self
+            .members
+            .iter_mut()
+            .map(|m| {
+                m.left_running = true;
+                // Dropping a `Child` neither kills nor waits for it.
+                let pid = m.agent.take().map(|child| child.id() as i32);
+                (m.name.clone(), pid, m.instance.spec().data_dir.clone())
+            })
+            .collect();
+        let (etcd, etcd_dir) = self.etcd.leave_running();
+        LeftRunning {
+            dir: self.dir.keep(),
+            etcd_dir,
+            agents,
+            etcd,
+        }
     }
 
     /// Which of `ids` are missing from table `acked` on `member`.

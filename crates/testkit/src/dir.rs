@@ -17,7 +17,11 @@ impl TestDir {
     pub const PREFIX: &'static str = "pgwarden-test-";
 
     pub fn new(run_as: &RunAs) -> std::io::Result<TestDir> {
-        let dir = tempfile::Builder::new().prefix(Self::PREFIX).tempdir()?;
+        TestDir::with_prefix(run_as, Self::PREFIX)
+    }
+
+    pub fn with_prefix(run_as: &RunAs, prefix: &str) -> std::io::Result<TestDir> {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
         std::fs::set_permissions(
             dir.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -32,5 +36,11 @@ impl TestDir {
 
     pub fn join(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Leaves the directory in place when this is dropped.
+    pub fn keep(&mut self) -> PathBuf {
+        self.dir.disable_cleanup(true);
+        self.dir.path().to_path_buf()
     }
 }

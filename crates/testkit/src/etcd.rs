@@ -138,6 +138,7 @@ pub struct EtcdCluster {
     token: String,
     tls: Option<TlsFiles>,
     nodes: Vec<Node>,
+    lifetime: Lifetime,
     // Dropped after the processes are killed (see `Drop`).
     dir: tempfile::TempDir,
 }
@@ -146,23 +147,37 @@ impl EtcdCluster {
     /// Starts `nodes` (1 or 3) etcd members and waits until the cluster is
     /// healthy and has a leader.
     pub async fn start(nodes: usize) -> Result<EtcdCluster, EtcdError> {
-        EtcdCluster::start_with(nodes, false).await
+        EtcdCluster::start_with(nodes, false, Lifetime::DiesWithThisProcess).await
+    }
+
+    /// Like [`EtcdCluster::start`], but the nodes may be left running when
+    /// this process exits (see [`EtcdCluster::leave_running`]).
+    pub async fn start_detachable(nodes: usize, prefix: &str) -> Result<EtcdCluster, EtcdError> {
+        EtcdCluster::start_with(nodes, false, Lifetime::MayOutlive(prefix.to_string())).await
     }
 
     /// Like [`EtcdCluster::start`], with TLS on the client URLs and client
     /// certificates required; [`EtcdCluster::tls_files`] has what a client
     /// needs.
     pub async fn start_tls(nodes: usize) -> Result<EtcdCluster, EtcdError> {
-        EtcdCluster::start_with(nodes, true).await
+        EtcdCluster::start_with(nodes, true, Lifetime::DiesWithThisProcess).await
     }
 
-    async fn start_with(nodes: usize, tls: bool) -> Result<EtcdCluster, EtcdError> {
+    async fn start_with(
+        nodes: usize,
+        tls: bool,
+        lifetime: Lifetime,
+    ) -> Result<EtcdCluster, EtcdError> {
         if nodes != 1 && nodes != 3 {
             return Err(EtcdError::NodeCount(nodes));
         }
         // etcd runs as the current user: no ownership change is needed.
+        let prefix = match &lifetime {
+            Lifetime::DiesWithThisProcess => TestDir::PREFIX,
+            Lifetime::MayOutlive(prefix) => prefix.as_str(),
+        };
         let dir = tempfile::Builder::new()
-            .prefix(TestDir::PREFIX)
+            .prefix(prefix)
             .tempdir()
             .map_err(EtcdError::Dir)?;
         let tls = if tls {
@@ -200,6 +215,7 @@ impl EtcdCluster {
             token: format!("pgwarden-test-{}", nodes[0].peer_port),
             tls,
             nodes,
+            lifetime,
             dir,
         };
         for node in 0..cluster.nodes.len() {
@@ -237,6 +253,30 @@ impl EtcdCluster {
     /// The directory holding the data directories and logs.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Leaves the nodes running and their directory in place when this is
+    /// dropped; returns their PIDs and the directory, for whoever stops them.
+    /// Only for a cluster from [`EtcdCluster::start_detachable`]: the others
+    /// die with this process anyway.
+    pub fn leave_running(&mut self) -> (Vec<i32>, PathBuf) {
+        assert!(
+            self.lifetime != Lifetime::DiesWithThisProcess,
+            "only a detachable etcd can be left running"
+        );
+        let pids = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.running.take())
+            .map(|running| {
+                let pid = running.pid();
+                // Neither killed nor reaped: init adopts it when we exit.
+                std::mem::forget(running);
+                pid
+            })
+            .collect();
+        self.dir.disable_cleanup(true);
+        (pids, self.dir.path().to_path_buf())
     }
 
     /// Number of nodes.
@@ -371,12 +411,14 @@ impl EtcdCluster {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        // SAFETY: between fork and exec only prctl(2) is called, which is
-        // async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
-            });
+        if self.lifetime == Lifetime::DiesWithThisProcess {
+            // SAFETY: between fork and exec only prctl(2) is called, which
+            // is async-signal-safe.
+            unsafe {
+                command.pre_exec(|| {
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
+                });
+            }
         }
         let (sender, receiver) = std::sync::mpsc::channel();
         let watcher = std::thread::Builder::new()
@@ -457,6 +499,16 @@ impl EtcdCluster {
             }),
         }
     }
+}
+
+/// Whether etcd may outlive the process that started it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Lifetime {
+    /// Killed by the kernel when this process dies, even by SIGKILL: a
+    /// test that crashes leaves no etcd behind.
+    DiesWithThisProcess,
+    /// In a directory with this prefix, for `pgwarden demo --keep`.
+    MayOutlive(String),
 }
 
 impl Drop for EtcdCluster {

@@ -17,4 +17,4 @@ pub use dir::TestDir;
 pub use ports::free_port;
 pub use postgres::{PgCluster, PgNode};
 pub use wait::{wait_for, WaitError};
-pub use workload::{Ack, Workload, WorkloadReport};
+pub use workload::{Ack, Target, Workload, WorkloadReport};

@@ -36,7 +36,28 @@ impl WorkloadReport {
     }
 }
 
-/// A running write load against whoever holds the leader key.
+/// Where the load sends its writes.
+#[derive(Clone)]
+pub enum Target {
+    /// Straight to the member holding the leader key, looked up in the store
+    /// again after every failed write.
+    Leader {
+        store: Arc<dyn Store>,
+        keys: ClusterKeys,
+        endpoints: BTreeMap<String, Endpoint>,
+    },
+    /// One address, such as a proxy's read-write port; the member that
+    /// answered is recognised by the port its server listens on.
+    Address {
+        endpoint: Endpoint,
+        members_by_port: BTreeMap<u16, String>,
+        /// How long a connection may take: a proxy holds new connections
+        /// while there is no primary.
+        connect_timeout: Duration,
+    },
+}
+
+/// A running write load, logging each acknowledged id.
 pub struct Workload {
     stop: watch::Sender<bool>,
     task: JoinHandle<WorkloadReport>,
@@ -46,26 +67,12 @@ pub struct Workload {
 
 impl Workload {
     /// Writes ids 1, 2, 3, … into table `acked`, one autocommit insert at a
-    /// time, to the member holding the leader key (found in the store
-    /// again after every failed write).
-    pub fn start(
-        store: Arc<dyn Store>,
-        keys: ClusterKeys,
-        endpoints: BTreeMap<String, Endpoint>,
-        superuser: Role,
-    ) -> Workload {
+    /// time, to `target`; after a failed write it connects again.
+    pub fn start(target: Target, superuser: Role) -> Workload {
         let (stop, stopped) = watch::channel(false);
         let (progress_tx, progress) = watch::channel(0usize);
         let acks = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(run(
-            store,
-            keys,
-            endpoints,
-            superuser,
-            stopped,
-            progress_tx,
-            acks.clone(),
-        ));
+        let task = tokio::spawn(run(target, superuser, stopped, progress_tx, acks.clone()));
         Workload {
             stop,
             task,
@@ -134,9 +141,7 @@ impl Workload {
 }
 
 async fn run(
-    store: Arc<dyn Store>,
-    keys: ClusterKeys,
-    endpoints: BTreeMap<String, Endpoint>,
+    target: Target,
     superuser: Role,
     stopped: watch::Receiver<bool>,
     progress: watch::Sender<usize>,
@@ -147,27 +152,11 @@ async fn run(
     let mut next_id = 1i64;
     let write_timeout = Duration::from_secs(1);
     while !*stopped.borrow() {
-        let leader = match keys.leader().get(store.as_ref()).await {
-            Ok(Some(leader)) => leader.value.member,
-            _ => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let Some(endpoint) = endpoints.get(&leader) else {
+        let Some((client, member)) = connect(&target, &superuser).await else {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        let client = match connect(endpoint, &superuser).await {
-            Some(client) => {
-                connection += 1;
-                client
-            }
-            None => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
+        connection += 1;
         if client
             .batch_execute("CREATE TABLE IF NOT EXISTS acked (id bigint PRIMARY KEY)")
             .await
@@ -186,7 +175,7 @@ async fn run(
                     let mut acks = acks.lock().unwrap_or_else(|e| e.into_inner());
                     acks.push(Ack {
                         id,
-                        member: leader.clone(),
+                        member: member.clone(),
                         at: Instant::now(),
                         connection,
                     });
@@ -203,9 +192,38 @@ async fn run(
     WorkloadReport { acks, failed }
 }
 
-async fn connect(endpoint: &Endpoint, role: &Role) -> Option<tokio_postgres::Client> {
-    tokio::time::timeout(Duration::from_secs(2), pg::connect(endpoint, role))
-        .await
-        .ok()?
-        .ok()
+/// A connection to the target, and the member behind it.
+async fn connect(target: &Target, role: &Role) -> Option<(tokio_postgres::Client, String)> {
+    match target {
+        Target::Leader {
+            store,
+            keys,
+            endpoints,
+        } => {
+            let leader = keys.leader().get(store.as_ref()).await.ok()??.value.member;
+            let endpoint = endpoints.get(&leader)?;
+            let client = tokio::time::timeout(Duration::from_secs(2), pg::connect(endpoint, role))
+                .await
+                .ok()?
+                .ok()?;
+            Some((client, leader))
+        }
+        Target::Address {
+            endpoint,
+            members_by_port,
+            connect_timeout,
+        } => {
+            let client = tokio::time::timeout(*connect_timeout, pg::connect(endpoint, role))
+                .await
+                .ok()?
+                .ok()?;
+            let row = client
+                .query_one("SELECT inet_server_port()", &[])
+                .await
+                .ok()?;
+            let port: i32 = row.get(0);
+            let member = members_by_port.get(&u16::try_from(port).ok()?)?.clone();
+            Some((client, member))
+        }
+    }
 }
