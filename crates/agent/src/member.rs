@@ -227,6 +227,7 @@ impl Member {
         }
         let mut failed = None;
         for action in &plan.actions {
+            let started = std::time::Instant::now();
             let result = if self.keepalive && action.is_long() {
                 let keepalive = self.keepalive(plan.note.clone());
                 tokio::select! {
@@ -236,6 +237,11 @@ impl Member {
             } else {
                 self.execute(action, now).await
             };
+            tracing::debug!(
+                "{} {action:?} took {} ms",
+                self.spec.name,
+                started.elapsed().as_millis()
+            );
             match result {
                 Ok(()) => self.record_event(action, &plan),
                 Err(err) => {

@@ -162,13 +162,14 @@ async fn query_state(client: &Client) -> Result<ServerState, PgError> {
                     pg_last_wal_receive_lsn()::text, \
                     pg_last_wal_replay_lsn()::text, \
                     CASE WHEN pg_is_in_recovery() \
-                         THEN (SELECT greatest(max(('x' || substr(name, 1, 8))::bit(32)::int), \
-                                                (SELECT timeline_id FROM pg_control_checkpoint())) \
-                               FROM pg_ls_waldir() WHERE name LIKE '%.history') \
+                         THEN (SELECT timeline_id FROM pg_control_checkpoint()) \
                          ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
                     CASE WHEN NOT pg_is_in_recovery() THEN NULL \
                          WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8 \
-                         ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END",
+                         ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END, \
+                    CASE WHEN pg_is_in_recovery() \
+                         THEN (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) \
+                               FROM pg_ls_waldir() WHERE name LIKE '%.history') END",
             &[],
         )
         .await
@@ -204,15 +205,17 @@ async fn query_state(client: &Client) -> Result<ServerState, PgError> {
         .transpose()?;
 
     // On a standby the checkpoint's timeline lags behind a timeline switch
-    // it has already streamed. The newest history file in pg_wal (fetched
-    // when it follows a switch) and the receiver know better; the receiver
-    // is gone when its primary is, the history file stays.
-    let timeline = wal_receiver
-        .as_ref()
-        .and_then(|r| r.received_timeline)
-        .map_or(checkpoint_timeline, |received| {
-            received.max(checkpoint_timeline)
-        });
+    // it has already streamed; the receiver knows better. Without a
+    // receiver (its primary is gone) the newest history file in pg_wal
+    // stands in for it. Not with one: a standby that streamed past the
+    // point where a new primary forked fetches that primary's history file
+    // but cannot switch to it ("forked off … before current recovery
+    // point"), and stays on the old timeline until it is rewound.
+    let newest_history = row.get::<_, Option<i32>>(7).map(|t| t as u32);
+    let timeline = match wal_receiver.as_ref().and_then(|r| r.received_timeline) {
+        Some(received) if received > 0 => received.max(checkpoint_timeline),
+        _ => newest_history.map_or(checkpoint_timeline, |h| h.max(checkpoint_timeline)),
+    };
 
     Ok(ServerState {
         in_recovery,

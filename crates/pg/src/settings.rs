@@ -74,7 +74,7 @@ impl Settings {
         line("wal_keep_size", &self.wal_keep_size);
         line("wal_sender_timeout", "5s");
         line("wal_receiver_timeout", "5s");
-        line("wal_retrieve_retry_interval", "500ms");
+        line("wal_retrieve_retry_interval", "100ms");
         line("recovery_target_timeline", "latest");
         line("synchronous_standby_names", &self.synchronous_standby_names);
         line("synchronous_commit", &self.synchronous_commit);

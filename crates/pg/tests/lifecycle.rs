@@ -409,3 +409,81 @@ async fn a_server_that_accepts_but_never_answers_does_not_hang_the_probe() {
     assert!(err.to_string().contains("no answer within"), "{err}");
     drop(listener);
 }
+
+/// A standby that received WAL the new primary never had fetches the new
+/// timeline's history file but cannot switch to it: it must still probe as
+/// being on the old timeline, so the agent rewinds it instead of taking it
+/// for a same-numbered fork and re-cloning it.
+#[tokio::test]
+async fn a_standby_past_the_fork_point_stays_on_its_old_timeline() {
+    let mut cluster = PgCluster::start(2).await.unwrap();
+    cluster.nodes[0]
+        .execute("CREATE TABLE t (id int)")
+        .await
+        .unwrap();
+    let lsn = up(&cluster.nodes[0]).await.current_lsn.unwrap();
+    wait_replayed(&cluster.nodes[1], lsn).await;
+    // node1 stops before the next write, which only node2 receives.
+    cluster.nodes[1]
+        .instance
+        .stop(StopMode::Fast)
+        .await
+        .unwrap();
+    cluster.nodes[0]
+        .execute("INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let lsn = up(&cluster.nodes[0]).await.current_lsn.unwrap();
+    wait_replayed(&cluster.nodes[2], lsn).await;
+    cluster.nodes[0].kill();
+
+    // node1 becomes primary on timeline 2, forking before node2's position.
+    cluster.nodes[1].instance.start().await.unwrap();
+    cluster.nodes[1].instance.promote().await.unwrap();
+    let new_primary = cluster.nodes[1].endpoint();
+    cluster.nodes[1]
+        .instance
+        .create_slot("node2")
+        .await
+        .unwrap();
+    cluster.nodes[2].follow(&new_primary).unwrap();
+    cluster.nodes[2].instance.reload().await.unwrap();
+    let history = cluster.nodes[2]
+        .instance
+        .data_dir()
+        .join("pg_wal/00000002.history");
+    wait_for("node2 to fetch timeline 2's history", DEADLINE, || async {
+        if history.exists() {
+            Ok(())
+        } else {
+            Err(format!("{:?}", up(&cluster.nodes[2]).await.wal_receiver))
+        }
+    })
+    .await
+    .unwrap();
+    // Whenever it is sampled, with or without a receiver at that moment.
+    for _ in 0..10 {
+        let state = up(&cluster.nodes[2]).await;
+        if state.wal_receiver.is_some() {
+            assert_eq!(state.timeline, 1, "{state:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // pg_rewind repairs it.
+    cluster.nodes[2]
+        .instance
+        .stop(StopMode::Fast)
+        .await
+        .unwrap();
+    let outcome = cluster.nodes[2]
+        .instance
+        .rewind(&new_primary)
+        .await
+        .unwrap();
+    assert_eq!(outcome, RewindOutcome::Rewound);
+    cluster.nodes[2].follow(&new_primary).unwrap();
+    cluster.nodes[2].instance.start().await.unwrap();
+    cluster.nodes[2].wait_streaming(DEADLINE).await.unwrap();
+    assert_eq!(up(&cluster.nodes[2]).await.timeline, 2);
+}

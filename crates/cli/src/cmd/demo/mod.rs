@@ -33,6 +33,8 @@ use terminal::{wrap, Terminal};
 /// Longest any one step may take before the demo calls it failed.
 const STEP_DEADLINE: Duration = Duration::from_secs(120);
 const CLUSTER: &str = "demo";
+/// A standby this close to the primary replays the rest in a moment.
+const CAUGHT_UP_BYTES: u64 = 256 << 10;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -373,6 +375,20 @@ impl Stage {
                     .await
                     .and_then(|r| healthy(&r, &members))
                     .filter(|leader| leader == new_primary)
+            },
+        )
+        .await?;
+        // A switchover to a member still replaying what it missed would
+        // wait for that replay; an operator waits for it to catch up first.
+        watch_until(
+            &mut feed,
+            origin,
+            &self.term,
+            &format!("{old} caught up with {new_primary}"),
+            || async {
+                let records = self.records().await?;
+                let lag = records.member(old)?.lag_bytes?;
+                (lag < CAUGHT_UP_BYTES).then_some(())
             },
         )
         .await?;
