@@ -84,6 +84,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         streaming: false,
         term: Some(term),
         note: "published by bench/proxy".into(),
+        pending_restart: Vec::new(),
+        config_errors: Vec::new(),
     };
     keys.member("db1")?
         .put(store.as_ref(), &status, None)

@@ -2,7 +2,7 @@
 //! runtime calls it on every heartbeat and store change; the simulation
 //! calls it with virtual time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +91,9 @@ pub struct Member {
     /// Keep the lease and status fresh during long actions (a real agent;
     /// the simulation's virtual time has no timers).
     keepalive: bool,
+    /// The cluster-wide parameters last written to PostgreSQL's
+    /// configuration; `None` before the first round that read them.
+    cluster_parameters: Option<BTreeMap<String, String>>,
 }
 
 impl Member {
@@ -120,6 +123,7 @@ impl Member {
             events: Vec::new(),
             leaderless_since_ms: None,
             keepalive: false,
+            cluster_parameters: None,
         }
     }
 
@@ -202,6 +206,9 @@ impl Member {
             }
         };
         let reachable = matches!(store, StoreView::Reachable(_));
+        if reachable {
+            self.apply_cluster_parameters().await;
+        }
         let now = clock();
         let observation = Observation {
             now: now.mono,
@@ -266,6 +273,30 @@ impl Member {
             plan,
             failed,
             store_reachable: reachable,
+        }
+    }
+
+    /// Brings PostgreSQL's configuration in line with the dynamic
+    /// configuration's parameters. Not a decision of the core: it changes
+    /// no role, and a failure only delays it to the next round.
+    async fn apply_cluster_parameters(&mut self) {
+        let wanted = self.records.config().parameters;
+        if self.cluster_parameters.as_ref() == Some(&wanted) {
+            return;
+        }
+        match self.pg.apply_cluster_parameters(&wanted).await {
+            Ok(()) => {
+                if let Some(before) = &self.cluster_parameters {
+                    let change = parameter_change(before, &wanted);
+                    tracing::info!("{}: cluster parameters applied: {change}", self.spec.name);
+                    self.event("parameters_changed", change);
+                }
+                self.cluster_parameters = Some(wanted);
+            }
+            Err(err) => tracing::warn!(
+                "{}: could not apply the cluster's parameters (retried next round): {err}",
+                self.spec.name
+            ),
         }
     }
 
@@ -358,5 +389,45 @@ impl Member {
             self.store.revoke_lease(lease.id).await?;
         }
         Ok(())
+    }
+}
+
+/// `work_mem=8MB, shared_buffers removed`: what changed, for the event log.
+fn parameter_change(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> String {
+    let set = after
+        .iter()
+        .filter(|(name, value)| before.get(*name) != Some(value))
+        .map(|(name, value)| format!("{name}={value}"));
+    let removed = before
+        .keys()
+        .filter(|name| !after.contains_key(*name))
+        .map(|name| format!("{name} removed"));
+    let all: Vec<String> = set.chain(removed).collect();
+    format!(
+        "{} (reloaded; `pgwarden ctl list` shows what waits for a restart)",
+        all.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parameter_change_names_what_was_set_and_removed() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let change = parameter_change(
+            &map(&[("work_mem", "4MB"), ("old", "1"), ("same", "x")]),
+            &map(&[("work_mem", "8MB"), ("new", "on"), ("same", "x")]),
+        );
+        assert!(
+            change.starts_with("new=on, work_mem=8MB, old removed (reloaded;"),
+            "{change}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The local PostgreSQL as the agent drives it. A trait, so the
 //! deterministic simulation can put a simulated server in its place.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -20,6 +21,15 @@ impl fmt::Display for Upstream {
     }
 }
 
+/// What a running server says of its configuration files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigReport {
+    /// Parameters that take effect only at the next restart.
+    pub pending_restart: Vec<String>,
+    /// Settings it could not apply (a bad value it would not start with).
+    pub errors: Vec<String>,
+}
+
 /// Everything the agent does to its PostgreSQL.
 #[async_trait]
 pub trait LocalPostgres: Send + Sync {
@@ -35,6 +45,19 @@ pub trait LocalPostgres: Send + Sync {
     /// How far a clone under way has got: (done, total) bytes.
     fn clone_progress(&self) -> Option<(u64, u64)> {
         None
+    }
+    /// What the server said of its configuration files at the last
+    /// observation.
+    fn config_report(&self) -> ConfigReport {
+        ConfigReport::default()
+    }
+    /// Writes the cluster-wide parameters of the dynamic configuration and
+    /// has a running server reload them.
+    async fn apply_cluster_parameters(
+        &self,
+        _parameters: &BTreeMap<String, String>,
+    ) -> Result<(), PgError> {
+        Ok(())
     }
     /// initdb, start as primary, create the replication role.
     async fn initdb(&self) -> Result<(), PgError>;
@@ -63,6 +86,7 @@ pub struct RealPostgres {
     /// from scratch (shrinking it first is always safe).
     settings: Mutex<Applied>,
     lag_ms: std::sync::Mutex<Option<u64>>,
+    config_report: std::sync::Mutex<ConfigReport>,
     progress: std::sync::Arc<std::sync::Mutex<Option<(u64, u64)>>>,
 }
 
@@ -83,6 +107,7 @@ impl RealPostgres {
                 sync_names: Vec::new(),
             }),
             lag_ms: std::sync::Mutex::new(None),
+            config_report: Default::default(),
             progress: Default::default(),
         }
     }
@@ -136,6 +161,13 @@ impl LocalPostgres for RealPostgres {
             .state()
             .and_then(|s| s.replay_delay)
             .map(|d| d.as_millis() as u64);
+        *self.config_report.lock().unwrap_or_else(|e| e.into_inner()) = probe
+            .state()
+            .map(|s| ConfigReport {
+                pending_restart: s.pending_restart.clone(),
+                errors: s.config_errors.clone(),
+            })
+            .unwrap_or_default();
         let state = match probe {
             Probe::Up(state) => state,
             Probe::Down {
@@ -210,6 +242,34 @@ impl LocalPostgres for RealPostgres {
 
     fn clone_progress(&self) -> Option<(u64, u64)> {
         *self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn config_report(&self) -> ConfigReport {
+        self.config_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn apply_cluster_parameters(
+        &self,
+        parameters: &BTreeMap<String, String>,
+    ) -> Result<(), PgError> {
+        let mut applied = self.settings.lock().await;
+        if &applied.settings.cluster_parameters == parameters {
+            return Ok(());
+        }
+        if self.instance.is_initialized() {
+            let mut settings = applied.settings.clone();
+            settings.cluster_parameters = parameters.clone();
+            self.instance.write_settings(&settings)?;
+            if self.instance.postmaster_pid().is_some() {
+                self.instance.reload().await?;
+            }
+        }
+        // Not initialised yet: initdb or the clone writes them.
+        applied.settings.cluster_parameters = parameters.clone();
+        Ok(())
     }
 
     async fn initdb(&self) -> Result<(), PgError> {

@@ -121,7 +121,7 @@ impl Agent {
             priority: member.tags.priority,
             witness: false,
             pg_endpoint: endpoint,
-            api_url: format!("http://{}", config.api.listen),
+            api_url: config.api_url(),
         };
         let local: Arc<dyn LocalPostgres> = pg.clone();
         let events = EventLog::spawn(

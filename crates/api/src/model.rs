@@ -43,6 +43,12 @@ pub struct MemberView {
     pub upstream: Option<String>,
     pub note: String,
     pub updated_ms: u64,
+    /// Parameters that wait for a restart of its PostgreSQL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_restart: Vec<String>,
+    /// Settings its PostgreSQL could not apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_errors: Vec<String>,
 }
 
 impl ClusterView {
@@ -75,6 +81,8 @@ impl ClusterView {
                     upstream: m.upstream.clone(),
                     note: m.note.clone(),
                     updated_ms: m.updated_ms,
+                    pending_restart: m.pending_restart.clone(),
+                    config_errors: m.config_errors.clone(),
                 }
             })
             .collect();

@@ -33,6 +33,8 @@ pub fn member(name: &str, role: Role, streaming: bool) -> MemberStatus {
         streaming,
         term: None,
         note: String::new(),
+        pending_restart: Vec::new(),
+        config_errors: Vec::new(),
     }
 }
 

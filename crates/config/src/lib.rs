@@ -12,6 +12,7 @@ mod error;
 mod file;
 mod locate;
 mod net;
+mod parameters;
 mod raw;
 mod schema;
 mod secret;
@@ -26,6 +27,7 @@ pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use file::{StoreTable, TomlFile};
 pub use net::IpNet;
+pub use parameters::{bad_parameter_name, managed_parameter};
 pub use schema::{
     Api, Backend, Config, Credential, Credentials, Hooks, Member, ParamValue, PasswordSource, Peer,
     Postgresql, Store, Tags, Timing,

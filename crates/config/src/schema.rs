@@ -54,6 +54,34 @@ impl Config {
         shown.member.log_file = Some(self.member.effective_log_file());
         toml::to_string(&shown).expect("every Config value has a TOML form")
     }
+
+    /// Where the other members, `pgwarden ctl` and the proxy reach this
+    /// member's REST API: HTTPS when it serves a certificate, and the
+    /// member's connect_address in place of a wildcard listen address.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.api.cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let (host, port) = self
+            .api
+            .listen
+            .rsplit_once(':')
+            .expect("api.listen is validated as host:port");
+        let host = match host {
+            "0.0.0.0" | "[::]" => {
+                let connect = &self.member.connect_address;
+                if connect.contains(':') {
+                    format!("[{connect}]")
+                } else {
+                    connect.clone()
+                }
+            }
+            host => host.to_string(),
+        };
+        format!("{scheme}://{host}:{port}")
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

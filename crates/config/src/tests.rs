@@ -79,6 +79,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.member.name, "db1");
     assert_eq!(c.member.bin_dir, fx.dir.path().join("bin"));
     assert_eq!(c.member.connect_address, "127.0.0.1");
+    assert_eq!(c.api_url(), "http://127.0.0.1:8008");
     assert_eq!(c.member.port, 5432);
     assert_eq!(
         c.member.unix_socket_dir(),
@@ -171,6 +172,8 @@ api = "http://10.0.0.3:8008"
         )
         .unwrap();
     assert_eq!(c.member.connect_address, "10.0.0.1");
+    // Published with the connect address in place of the wildcard.
+    assert_eq!(c.api_url(), "http://10.0.0.1:8008");
     assert_eq!(c.member.unix_socket_dir(), None);
     assert_eq!(
         c.member.tags,
@@ -372,13 +375,17 @@ fn port_too_large() {
     );
 }
 
+const TIMING_HINT: &str = "a healthy leader then renews its lease at least twice per TTL, so one slow round does not cost it";
+
 #[test]
-fn lease_ttl_equal_to_heartbeat() {
+fn heartbeat_above_half_the_lease_ttl() {
     let fx = Fixture::new();
     assert_eq!(
-        fx.error(&format!("{MINIMAL}\n[timing]\nheartbeat = \"1s\"\nlease_ttl = \"1000ms\"\n")),
-        "pgwarden.toml:14:13: `timing.lease_ttl` (1s) must be greater than `timing.heartbeat` (1s)\n  \
-         hint: lease_ttl must be greater than heartbeat (1s) so a healthy leader renews before its lease expires"
+        fx.error(&format!("{MINIMAL}\n[timing]\nheartbeat = \"600ms\"\nlease_ttl = \"1000ms\"\n")),
+        format!(
+            "pgwarden.toml:14:13: `timing.heartbeat` (600ms) must be above zero and at most half of `timing.lease_ttl` (1s)\n  \
+             hint: {TIMING_HINT}"
+        )
     );
 }
 
@@ -387,8 +394,10 @@ fn lease_ttl_shorter_than_heartbeat() {
     let fx = Fixture::new();
     assert_eq!(
         fx.error(&format!("{MINIMAL}\n[timing]\nheartbeat = \"2s\"\nlease_ttl = \"1s\"\n")),
-        "pgwarden.toml:14:13: `timing.lease_ttl` (1s) must be greater than `timing.heartbeat` (2s)\n  \
-         hint: lease_ttl must be greater than heartbeat (2s) so a healthy leader renews before its lease expires"
+        format!(
+            "pgwarden.toml:14:13: `timing.heartbeat` (2s) must be above zero and at most half of `timing.lease_ttl` (1s)\n  \
+             hint: {TIMING_HINT}"
+        )
     );
 }
 
@@ -397,8 +406,22 @@ fn heartbeat_longer_than_default_lease_ttl() {
     let fx = Fixture::new();
     assert_eq!(
         fx.error(&format!("{MINIMAL}\n[timing]\nheartbeat = \"5s\"\n")),
-        "pgwarden.toml:13:13: `timing.lease_ttl` (3s) must be greater than `timing.heartbeat` (5s)\n  \
-         hint: lease_ttl must be greater than heartbeat (5s) so a healthy leader renews before its lease expires"
+        format!(
+            "pgwarden.toml:13:13: `timing.heartbeat` (5s) must be above zero and at most half of `timing.lease_ttl` (3s)\n  \
+             hint: {TIMING_HINT}"
+        )
+    );
+}
+
+#[test]
+fn lease_ttl_below_a_second() {
+    let fx = Fixture::new();
+    assert_eq!(
+        fx.error(&format!(
+            "{MINIMAL}\n[timing]\nheartbeat = \"100ms\"\nlease_ttl = \"500ms\"\n"
+        )),
+        "pgwarden.toml:14:13: `timing.lease_ttl` (500ms) is below 1s\n  \
+         hint: etcd leases count whole seconds; use at least \"1s\" (the default is \"3s\")"
     );
 }
 

@@ -44,13 +44,6 @@ const MEMBER_NAME_HINT: &str = "use 1 to 63 characters of a-z, 0-9 and _, starti
      the name becomes a replication slot name and application_name";
 const CLUSTER_NAME_HINT: &str =
     "use 1 to 63 characters of a-z, 0-9, _ and -, starting with a letter";
-// Settings the agent derives from other keys; a second source would conflict.
-const MANAGED_PARAMETERS: [(&str, &str); 4] = [
-    ("listen_addresses", "member.listen_address"),
-    ("port", "member.port"),
-    ("unix_socket_directories", "member.socket_dir"),
-    ("data_directory", "member.data_dir"),
-];
 
 pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>, host: &Host<'_>) -> Result<Config> {
     let v = Validator { loc, host };
@@ -389,15 +382,20 @@ impl Validator<'_> {
         let mut parameters = std::collections::BTreeMap::new();
         for (key, value) in raw.parameters {
             let path = table.key("parameters").key(&key);
-            if let Some((_, instead)) = MANAGED_PARAMETERS
-                .iter()
-                .find(|(p, _)| key.eq_ignore_ascii_case(p))
-            {
+            if let Some(instead) = crate::managed_parameter(&key) {
                 return Err(self.err(
                     &path,
                     Target::Key,
                     format!("`{key}` in [postgresql.parameters] is managed by pgwarden"),
-                    format!("set {instead} instead"),
+                    instead,
+                ));
+            }
+            if let Some(problem) = crate::bad_parameter_name(&key) {
+                return Err(self.err(
+                    &path,
+                    Target::Key,
+                    problem,
+                    "quote dotted names in TOML: \"auto_explain.log_min_duration\" = 100",
                 ));
             }
             let value = match value {
@@ -667,7 +665,21 @@ impl Validator<'_> {
         let ttl_path = table.key("lease_ttl");
         let heartbeat = self.duration(&heartbeat_path, raw.heartbeat, "500ms")?;
         let lease_ttl = self.duration(&ttl_path, raw.lease_ttl, "3s")?;
-        if lease_ttl <= heartbeat {
+        // The same rules as the dynamic configuration in the store, which
+        // the agent seeds from these values: a file that passes here must
+        // not be refused there.
+        if lease_ttl < Duration::from_secs(1) {
+            return Err(self.err(
+                &ttl_path,
+                Target::Value,
+                format!(
+                    "`{ttl_path}` ({}) is below 1s",
+                    crate::format_duration(lease_ttl)
+                ),
+                "etcd leases count whole seconds; use at least \"1s\" (the default is \"3s\")",
+            ));
+        }
+        if heartbeat.is_zero() || heartbeat * 2 > lease_ttl {
             let (hb, ttl) = (
                 crate::format_duration(heartbeat),
                 crate::format_duration(lease_ttl),
@@ -682,10 +694,10 @@ impl Validator<'_> {
             return Err(self.err(
                 at,
                 Target::Value,
-                format!("`{ttl_path}` ({ttl}) must be greater than `{heartbeat_path}` ({hb})"),
                 format!(
-                    "lease_ttl must be greater than heartbeat ({hb}) so a healthy leader renews before its lease expires"
+                    "`{heartbeat_path}` ({hb}) must be above zero and at most half of `{ttl_path}` ({ttl})"
                 ),
+                "a healthy leader then renews its lease at least twice per TTL, so one slow round does not cost it",
             ));
         }
         Ok(Timing {

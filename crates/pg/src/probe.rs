@@ -58,6 +58,13 @@ pub struct ServerState {
     /// On a standby: how old the last replayed commit is, 0 when it has
     /// replayed everything it received (an idle primary is no lag).
     pub replay_delay: Option<Duration>,
+    /// Parameters changed in the configuration files that take effect only
+    /// at the next restart.
+    pub pending_restart: Vec<String>,
+    /// Lines of the configuration files the server could not apply
+    /// (`pg_file_settings`), e.g. `work_mem: setting could not be applied`:
+    /// a value it ignores now and would refuse to start with.
+    pub config_errors: Vec<String>,
 }
 
 impl ServerState {
@@ -169,7 +176,13 @@ async fn query_state(client: &Client) -> Result<ServerState, PgError> {
                          ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END, \
                     CASE WHEN pg_is_in_recovery() \
                          THEN (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) \
-                               FROM pg_ls_waldir() WHERE name LIKE '%.history') END",
+                               FROM pg_ls_waldir() WHERE name LIKE '%.history') END, \
+                    (SELECT coalesce(string_agg(name, ',' ORDER BY name), '') \
+                     FROM pg_settings WHERE pending_restart), \
+                    (SELECT coalesce(string_agg(coalesce(name, sourcefile || ':' || sourceline) \
+                                                || ': ' || error, E'\\n'), '') \
+                     FROM pg_file_settings f WHERE error IS NOT NULL AND NOT EXISTS \
+                         (SELECT 1 FROM pg_settings s WHERE s.name = f.name AND s.pending_restart))",
             &[],
         )
         .await
@@ -230,6 +243,17 @@ async fn query_state(client: &Client) -> Result<ServerState, PgError> {
             .get::<_, Option<f64>>(6)
             .filter(|secs| secs.is_finite())
             .map(|secs| Duration::from_secs_f64(secs.max(0.0))),
+        pending_restart: row
+            .get::<_, String>(8)
+            .split(',')
+            .filter(|name| !name.is_empty())
+            .map(str::to_string)
+            .collect(),
+        config_errors: row
+            .get::<_, String>(9)
+            .lines()
+            .map(str::to_string)
+            .collect(),
     })
 }
 

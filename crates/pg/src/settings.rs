@@ -23,7 +23,11 @@ pub struct Settings {
     /// Where a standby streams from; `None` on a primary.
     pub primary_conninfo: Option<String>,
     pub primary_slot_name: Option<String>,
-    /// Operator parameters, written after pgwarden's own so they win.
+    /// The cluster-wide parameters of the dynamic configuration, written
+    /// after pgwarden's own so they win.
+    pub cluster_parameters: BTreeMap<String, String>,
+    /// This member's parameters (pgwarden.toml), written last: a host's own
+    /// file is the more specific source.
     pub parameters: BTreeMap<String, String>,
 }
 
@@ -43,6 +47,7 @@ impl Settings {
             synchronous_commit: "on".into(),
             primary_conninfo: None,
             primary_slot_name: None,
+            cluster_parameters: BTreeMap::new(),
             parameters: BTreeMap::new(),
         }
     }
@@ -51,7 +56,8 @@ impl Settings {
     pub fn render(&self) -> String {
         let mut out = String::from(
             "# Written by pgwarden; rewritten whole on every change. Do not edit:\n\
-             # set parameters in pgwarden.toml [postgresql.parameters] instead.\n",
+             # set parameters cluster-wide with `pgwarden ctl config set parameters.NAME=VALUE`,\n\
+             # or for this member in pgwarden.toml [postgresql.parameters].\n",
         );
         let mut line =
             |key: &str, value: &str| out.push_str(&format!("{key} = {}\n", quote(value)));
@@ -86,8 +92,19 @@ impl Settings {
             "primary_slot_name",
             self.primary_slot_name.as_deref().unwrap_or(""),
         );
-        for (key, value) in &self.parameters {
-            line(key, value);
+        for (source, parameters) in [
+            (
+                "the cluster's dynamic configuration",
+                &self.cluster_parameters,
+            ),
+            ("this member's pgwarden.toml", &self.parameters),
+        ] {
+            if !parameters.is_empty() {
+                out.push_str(&format!("# From {source}:\n"));
+            }
+            for (key, value) in parameters {
+                out.push_str(&format!("{key} = {}\n", quote(value)));
+            }
         }
         out
     }
@@ -125,14 +142,18 @@ mod tests {
     }
 
     #[test]
-    fn operator_parameters_come_last_so_they_win() {
+    fn operator_parameters_come_last_so_they_win_and_the_members_own_last_of_all() {
         let mut settings = Settings::new("db1", "*", 5432);
+        settings
+            .cluster_parameters
+            .insert("max_connections".into(), "200".into());
         settings
             .parameters
             .insert("max_connections".into(), "300".into());
         let text = settings.render();
         let ours = text.find("max_connections = '100'").unwrap();
-        let theirs = text.find("max_connections = '300'").unwrap();
-        assert!(theirs > ours);
+        let cluster = text.find("max_connections = '200'").unwrap();
+        let member = text.find("max_connections = '300'").unwrap();
+        assert!(ours < cluster && cluster < member, "{text}");
     }
 }

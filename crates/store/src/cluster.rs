@@ -339,6 +339,14 @@ pub struct MemberStatus {
     /// What its agent last decided, in words.
     #[serde(default)]
     pub note: String,
+    /// Parameters changed in its configuration that take effect only when
+    /// its PostgreSQL restarts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_restart: Vec<String>,
+    /// Settings its PostgreSQL could not apply: a bad value it ignores now
+    /// and would refuse to start with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_errors: Vec<String>,
 }
 
 impl Record for MemberStatus {
@@ -482,6 +490,19 @@ impl DynamicConfig {
         }
         if self.synchronous_count == 0 {
             problems.push("synchronous_count must be at least 1".to_string());
+        }
+        for (name, value) in &self.parameters {
+            if let Some(instead) = config::managed_parameter(name) {
+                problems.push(format!(
+                    "parameters.{name} is managed by pgwarden: {instead}"
+                ));
+            } else if let Some(problem) = config::bad_parameter_name(name) {
+                problems.push(problem);
+            } else if value.chars().any(char::is_control) {
+                problems.push(format!(
+                    "parameters.{name} holds a control character (a newline?); postgresql.conf values are one line"
+                ));
+            }
         }
         problems
     }
@@ -652,6 +673,8 @@ mod tests {
             streaming: true,
             term: None,
             note: "following db2".to_string(),
+            pending_restart: Vec::new(),
+            config_errors: Vec::new(),
         }
     }
 
@@ -821,6 +844,31 @@ mod tests {
             ..DynamicConfig::default()
         };
         assert_eq!(bad.problems().len(), 1, "{:?}", bad.problems());
+    }
+
+    #[test]
+    fn parameters_pgwarden_manages_or_that_cannot_be_written_are_refused() {
+        let mut config = DynamicConfig::default();
+        for (name, value) in [
+            ("work_mem", "8MB"),
+            ("Port", "5433"),
+            ("synchronous_standby_names", "*"),
+            ("work mem", "1"),
+            ("log_line_prefix", "a\nb"),
+        ] {
+            config.parameters.insert(name.into(), value.into());
+        }
+        let problems = config.problems();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems[0].contains("parameters.Port is managed by pgwarden: set member.port instead")
+        );
+        assert!(problems[1].contains("control character"), "{problems:?}");
+        assert!(problems[2].contains("synchronous_mode"), "{problems:?}");
+        assert!(
+            problems[3].contains("not a PostgreSQL parameter name"),
+            "{problems:?}"
+        );
     }
 
     #[tokio::test]

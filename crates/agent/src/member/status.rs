@@ -106,6 +106,7 @@ impl Member {
             (Some(p), Some(lsn)) => Some(p.value.lsn.saturating_sub(lsn)),
             _ => None,
         };
+        let config = self.pg.config_report();
         let status = MemberStatus {
             name: self.spec.name.clone(),
             role,
@@ -136,6 +137,8 @@ impl Member {
                 None
             },
             note: plan.note.clone(),
+            pending_restart: config.pending_restart,
+            config_errors: config.errors,
         };
         if let Some(last) = &self.last_status {
             if (last.role, last.state) != (status.role, status.state) && plan.actions.is_empty() {

@@ -28,5 +28,7 @@ pub fn member_status(
         streaming: role == Role::Replica,
         term,
         note: String::new(),
+        pending_restart: Vec::new(),
+        config_errors: Vec::new(),
     }
 }

@@ -123,6 +123,27 @@ pub fn cluster(view: &ClusterView) -> String {
             }
         );
     }
+    for m in view
+        .members
+        .iter()
+        .filter(|m| !m.pending_restart.is_empty())
+    {
+        out += &format!(
+            " Pending restart: {} ({}); `pgwarden ctl restart {}` applies it\n",
+            m.name,
+            m.pending_restart.join(", "),
+            m.name
+        );
+    }
+    for m in &view.members {
+        for error in &m.config_errors {
+            out += &format!(
+                " Config error on {}: {error}; PostgreSQL ignores it now and would not start with it: \
+                 fix it (`pgwarden ctl config set parameters.NAME=VALUE`, or the member's pgwarden.toml)\n",
+                m.name
+            );
+        }
+    }
     for problem in &view.problems {
         out += &format!(" Problem: {problem}\n");
     }
@@ -189,12 +210,14 @@ mod tests {
             upstream: None,
             note: String::new(),
             updated_ms: 0,
+            pending_restart: Vec::new(),
+            config_errors: Vec::new(),
         }
     }
 
     #[test]
     fn the_member_table() {
-        let view = ClusterView {
+        let mut view = ClusterView {
             cluster: "main".to_string(),
             revision: 9,
             leader: Some("db1".to_string()),
@@ -231,6 +254,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Maintenance mode"), "{text}");
+        assert!(!text.contains("Pending restart"), "{text}");
+
+        view.members[2].pending_restart = vec!["shared_buffers".into(), "wal_buffers".into()];
+        assert!(
+            cluster(&view).contains(
+                " Pending restart: db3 (shared_buffers, wal_buffers); `pgwarden ctl restart db3` applies it\n"
+            ),
+            "{}",
+            cluster(&view)
+        );
     }
 
     #[test]

@@ -199,6 +199,8 @@ mod tests {
             streaming,
             term: Some(7),
             note: "cloning from db1 with pg_basebackup".into(),
+            pending_restart: Vec::new(),
+            config_errors: Vec::new(),
         }
     }
 
