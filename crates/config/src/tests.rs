@@ -896,7 +896,8 @@ fn every_key_is_documented_in_configuration_md() {
             let table = leaf[..split].join(".");
             let rest = leaf[split..].join(".");
             sections.iter().any(|(heading, body)| {
-                (heading.contains(&format!("[{table}]")) || heading.contains(&format!("[[{table}]]")))
+                (heading.contains(&format!("[{table}]"))
+                    || heading.contains(&format!("[[{table}]]")))
                     && body.contains(&format!("`{rest}`"))
             })
         });
