@@ -780,3 +780,156 @@ fn api_tls_and_auth_reads() {
     assert!(err.starts_with("pgwarden.toml:13:11: "), "{err}");
     assert!(err.contains("no-such-ca.pem"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// packaging/pgwarden.toml.example and docs/configuration.md stay true.
+
+const EXAMPLE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../packaging/pgwarden.toml.example"
+));
+const CONFIGURATION_MD: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../docs/configuration.md"
+));
+
+/// Keys whose values are paths on the host.
+fn is_path_key(key: &str) -> bool {
+    matches!(key, "data_dir" | "bin_dir" | "socket_dir" | "log_file") || key.ends_with("_file")
+}
+
+fn path_values(value: &toml::Value, key: &str, out: &mut Vec<String>) {
+    match value {
+        toml::Value::String(s) if is_path_key(key) && s.starts_with('/') => out.push(s.clone()),
+        toml::Value::Table(table) => table.iter().for_each(|(k, v)| path_values(v, k, out)),
+        toml::Value::Array(items) => items.iter().for_each(|v| path_values(v, key, out)),
+        _ => {}
+    }
+}
+
+/// The example is loaded by the real loader, validation and all. Only the
+/// facts of this machine are supplied: every path the example names is
+/// moved under a temporary root, where the test creates what the loader
+/// checks (data_dir's parent, bin_dir's programs, secret files).
+#[test]
+fn the_packaged_example_is_a_valid_configuration() {
+    let root = tempfile::tempdir().unwrap();
+    let root_str = root.path().display().to_string();
+    let parsed: toml::Value = toml::from_str(EXAMPLE).unwrap();
+    let mut paths = Vec::new();
+    path_values(&parsed, "", &mut paths);
+    let mut source = EXAMPLE.to_owned();
+    for path in &paths {
+        source = source.replace(&format!("\"{path}\""), &format!("\"{root_str}{path}\""));
+    }
+    let member = parsed["member"].as_table().unwrap();
+    let moved = |key: &str| format!("{root_str}{}", member[key].as_str().unwrap());
+    let data_dir = moved("data_dir");
+    fs::create_dir_all(std::path::Path::new(&data_dir).parent().unwrap()).unwrap();
+    let bin_dir = moved("bin_dir");
+    fs::create_dir_all(&bin_dir).unwrap();
+    for program in ["pg_ctl", "initdb", "postgres", "pg_basebackup", "pg_rewind"] {
+        let p = std::path::Path::new(&bin_dir).join(program);
+        fs::write(&p, "").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // Only the files keys that are not commented out reach `paths`.
+    for path in paths.iter().filter(|p| p.contains("/etc/")) {
+        let file = format!("{root_str}{path}");
+        fs::create_dir_all(std::path::Path::new(&file).parent().unwrap()).unwrap();
+        fs::write(&file, "example-secret\n").unwrap();
+    }
+    let no_env = |_: &str| None;
+    let host = validate::Host {
+        env_var: &no_env,
+        pg_lib_root: root.path(),
+    };
+    let c = match parse_on(&source, "pgwarden.toml.example", &host) {
+        Ok(c) => c,
+        Err(e) => panic!("packaging/pgwarden.toml.example does not load:\n{e}"),
+    };
+    assert_eq!(c.member.name, "db1");
+    assert_eq!(c.member.connect_address, "10.0.0.1");
+    assert_eq!(c.store.endpoints.len(), 3);
+    assert_eq!(
+        c.peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["db2", "db3"]
+    );
+    assert_eq!(c.api.token.as_ref().unwrap().expose(), "example-secret");
+    assert!(c.effective_toml().contains("[credentials.replication]"));
+}
+
+/// The keys `RawConfig` accepts under `path`, read from serde's own
+/// "unknown field" message (the list `deny_unknown_fields` prints), or
+/// `None` when `path` is not a table of fixed keys.
+fn raw_keys(path: &[String]) -> Option<Vec<String>> {
+    let unknown = "zz_not_a_key = 1\n";
+    let mut sources = Vec::new();
+    if path.is_empty() {
+        sources.push(unknown.to_owned());
+    } else {
+        sources.push(format!("[{}]\n{unknown}", path.join(".")));
+        sources.push(format!("[[{}]]\n{unknown}", path.join(".")));
+    }
+    for source in sources {
+        let Err(err) = toml::from_str::<raw::RawConfig>(&source) else {
+            continue;
+        };
+        let message = err.message().to_owned();
+        if message.starts_with("unknown field `zz_not_a_key`") {
+            let names = message.split('`').skip(3).step_by(2);
+            return Some(names.map(str::to_owned).collect());
+        }
+    }
+    None
+}
+
+fn all_raw_keys(path: Vec<String>, out: &mut Vec<Vec<String>>) {
+    match raw_keys(&path) {
+        Some(keys) => {
+            for key in keys {
+                let mut child = path.clone();
+                child.push(key);
+                all_raw_keys(child, out);
+            }
+        }
+        None => out.push(path),
+    }
+}
+
+/// Every key the loader accepts is documented, in the section of its table:
+/// `member.tags.priority` as `tags.priority` under `## [member]`,
+/// `credentials.superuser.username` under `[credentials.superuser]`.
+#[test]
+fn every_key_is_documented_in_configuration_md() {
+    let mut leaves = Vec::new();
+    all_raw_keys(Vec::new(), &mut leaves);
+    assert!(leaves.len() > 40, "found only {leaves:?}");
+    let sections: Vec<(&str, String)> = CONFIGURATION_MD
+        .split("\n## ")
+        .skip(1)
+        .map(|s| {
+            let (heading, body) = s.split_once('\n').unwrap_or((s, ""));
+            (heading, body.to_owned())
+        })
+        .collect();
+    let mut missing = Vec::new();
+    for leaf in &leaves {
+        let documented = (1..leaf.len()).rev().any(|split| {
+            let table = leaf[..split].join(".");
+            let rest = leaf[split..].join(".");
+            sections.iter().any(|(heading, body)| {
+                (heading.contains(&format!("[{table}]"))
+                    || heading.contains(&format!("[[{table}]]")))
+                    && body.contains(&format!("`{rest}`"))
+            })
+        });
+        if !documented {
+            missing.push(leaf.join("."));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md does not document: {missing:?}"
+    );
+}

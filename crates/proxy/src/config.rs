@@ -295,6 +295,25 @@ listen = "127.0.0.1:8009"
     }
 
     #[test]
+    fn the_packaged_example_parses() {
+        let source = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../packaging/proxy.toml.example"
+        ));
+        let config = match parse(source, "proxy.toml.example") {
+            Ok(config) => config,
+            Err(e) => panic!("packaging/proxy.toml.example does not load:\n{e}"),
+        };
+        let s = config.settings;
+        assert_eq!(config.store.endpoints.len(), 3);
+        assert_eq!(config.store.cluster, "main");
+        assert_eq!(s.read_write.port(), 5000);
+        assert_eq!(s.read_only.unwrap().port(), 5001);
+        assert_eq!(s.http.unwrap().port(), 8009);
+        assert_eq!(s.policy.weights.len(), 3);
+    }
+
+    #[test]
     fn defaults_apply() {
         let config = parse("[proxy]\nread_write = \"127.0.0.1:5000\"\n", "p.toml").unwrap();
         let s = config.settings;

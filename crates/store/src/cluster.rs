@@ -678,6 +678,31 @@ mod tests {
         }
     }
 
+    /// Every key of the dynamic configuration has a row in
+    /// docs/configuration.md (all of them serialize: none is optional).
+    #[test]
+    fn every_dynamic_config_key_is_documented() {
+        let doc = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/configuration.md"
+        ));
+        let section = doc
+            .split("\n## ")
+            .find(|s| s.starts_with("Dynamic configuration"))
+            .expect("docs/configuration.md has a `## Dynamic configuration` section");
+        let value = serde_json::to_value(DynamicConfig::default()).unwrap();
+        let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
+        assert!(keys.len() >= 10, "{keys:?}");
+        let missing: Vec<&&String> = keys
+            .iter()
+            .filter(|key| !section.contains(&format!("| `{key}` |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md does not document {missing:?}"
+        );
+    }
+
     #[test]
     fn keys_follow_the_documented_layout() {
         let keys = keys();
