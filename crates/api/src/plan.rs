@@ -53,6 +53,16 @@ pub fn plan_switchover(
     request: &SwitchoverRequest,
     now_ms: u64,
 ) -> Result<Switchover, Refusal> {
+    // The agents carry a switchover out, and paused they take no action:
+    // it would wait, unannounced, for whoever resumes.
+    if records.config().paused {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            "the cluster is paused (maintenance), so the agents would not carry a switchover out; \
+             run `pgwarden ctl resume` first"
+                .to_string(),
+        ));
+    }
     let Some(leader) = records.healthy_leader() else {
         return Err(refuse(
             StatusCode::CONFLICT,
@@ -284,6 +294,22 @@ mod tests {
         leaderless.leader = None;
         let refusal = plan_switchover(&leaderless, &ask(None, None), 0).unwrap_err();
         assert!(refusal.message.contains("failover"));
+    }
+
+    #[test]
+    fn no_switchover_while_paused() {
+        let mut c = cluster();
+        c.config = Some(versioned(store::cluster::DynamicConfig {
+            paused: true,
+            ..Default::default()
+        }));
+        let refusal = plan_switchover(&c, &ask(None, Some("db2")), 0).unwrap_err();
+        assert_eq!(refusal.status, StatusCode::CONFLICT);
+        assert!(
+            refusal.message.contains("pgwarden ctl resume"),
+            "{}",
+            refusal.message
+        );
     }
 
     #[test]
