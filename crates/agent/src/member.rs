@@ -24,6 +24,8 @@ use store::ClusterRecords;
 pub struct MemberSpec {
     pub name: String,
     pub nofailover: bool,
+    pub nosync: bool,
+    pub noloadbalance: bool,
     pub priority: u32,
     pub witness: bool,
     /// Where others reach this member's PostgreSQL.

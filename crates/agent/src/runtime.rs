@@ -118,6 +118,8 @@ impl Agent {
         let spec = MemberSpec {
             name: member.name.clone(),
             nofailover: member.tags.nofailover,
+            nosync: member.tags.nosync,
+            noloadbalance: member.tags.noloadbalance,
             priority: member.tags.priority,
             witness: false,
             pg_endpoint: endpoint,

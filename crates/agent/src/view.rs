@@ -103,6 +103,7 @@ fn member_view(status: &MemberStatus) -> ha::MemberView {
     ha::MemberView {
         witness: status.role == Role::Witness,
         nofailover: status.tags.nofailover,
+        nosync: status.tags.nosync,
         priority: status.tags.priority,
         running: status.state == PgState::Running,
         primary: status.is_running_primary(),

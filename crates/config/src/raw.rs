@@ -51,6 +51,8 @@ pub(crate) struct RawMember {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTags {
     pub nofailover: Option<bool>,
+    pub nosync: Option<bool>,
+    pub noloadbalance: Option<bool>,
     pub priority: Option<i64>,
 }
 

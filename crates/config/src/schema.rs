@@ -116,7 +116,12 @@ impl Member {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Tags {
+    /// Never promoted.
     pub nofailover: bool,
+    /// Never made a synchronous standby.
+    pub nosync: bool,
+    /// Kept out of the proxy's read-only balancing.
+    pub noloadbalance: bool,
     pub priority: u32,
 }
 

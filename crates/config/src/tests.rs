@@ -93,6 +93,8 @@ fn minimal_config_gets_defaults() {
         c.member.tags,
         Tags {
             nofailover: false,
+            nosync: false,
+            noloadbalance: false,
             priority: 100
         }
     );
@@ -132,7 +134,7 @@ connect_address = "10.0.0.1"
 port = 5433
 socket_dir = ""
 log_file = "{dir}/pg.log"
-tags = { nofailover = true, priority = 7 }
+tags = { nofailover = true, noloadbalance = true, priority = 7 }
 
 [postgresql]
 parameters = { max_connections = 200, shared_buffers = "1GB", jit = false, random_page_cost = 1.1 }
@@ -179,6 +181,8 @@ api = "http://10.0.0.3:8008"
         c.member.tags,
         Tags {
             nofailover: true,
+            nosync: false,
+            noloadbalance: true,
             priority: 7
         }
     );
@@ -254,6 +258,8 @@ log_file = "{dir}/data/log/postmaster.log"
 
 [member.tags]
 nofailover = false
+nosync = false
+noloadbalance = false
 priority = 100
 
 [postgresql]
@@ -341,7 +347,7 @@ fn unknown_key_in_inline_table() {
     let fx = Fixture::new();
     assert_eq!(
         fx.error(&MINIMAL.replace("name = \"db1\"\n", "name = \"db1\"\ntags = { nofailover = true, prio = 1 }\n")),
-        "pgwarden.toml:3:29: unknown key `prio` in [member.tags]\n  hint: expected one of: nofailover, priority"
+        "pgwarden.toml:3:29: unknown key `prio` in [member.tags]\n  hint: expected one of: nofailover, nosync, noloadbalance, priority"
     );
 }
 

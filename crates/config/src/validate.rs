@@ -261,6 +261,8 @@ impl Validator<'_> {
             log_file: m.log_file,
             tags: Tags {
                 nofailover: m.tags.nofailover.unwrap_or(false),
+                nosync: m.tags.nosync.unwrap_or(false),
+                noloadbalance: m.tags.noloadbalance.unwrap_or(false),
                 priority: u32::try_from(priority).expect("checked range"),
             },
         })

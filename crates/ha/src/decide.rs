@@ -1034,6 +1034,7 @@ impl Ha {
             MemberView {
                 witness: false,
                 nofailover: self.me.nofailover,
+                nosync: cluster.members.get(&self.me.name).is_some_and(|m| m.nosync),
                 priority: self.me.priority,
                 running: true,
                 primary: running.primary,

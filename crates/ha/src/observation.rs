@@ -172,6 +172,8 @@ pub struct SyncSet {
 pub struct MemberView {
     pub witness: bool,
     pub nofailover: bool,
+    /// Never made a synchronous standby.
+    pub nosync: bool,
     pub priority: u32,
     /// PostgreSQL accepts connections.
     pub running: bool,

@@ -64,7 +64,7 @@ pub fn manage(
         cluster
             .members
             .get(name)
-            .is_some_and(|m| !m.witness && !m.nofailover)
+            .is_some_and(|m| !m.witness && !m.nofailover && !m.nosync)
     };
     let healthy: Vec<_> = {
         let mut replicas: Vec<_> = running

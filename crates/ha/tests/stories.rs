@@ -817,6 +817,33 @@ mod synchronous {
     }
 
     #[test]
+    fn a_standby_tagged_nosync_is_never_waited_for() {
+        let mut cluster = cluster();
+        cluster.settings.synchronous_mode = true;
+        cluster.members.get_mut("db2").unwrap().nosync = true;
+        let mut running = primary(1_000);
+        running.replicas = ["db2", "db3"]
+            .iter()
+            .map(|name| Replica {
+                name: name.to_string(),
+                streaming: true,
+                synchronous: false,
+                flush_lsn: if *name == "db2" { 1_000 } else { 900 },
+            })
+            .collect();
+        let mut obs = observe(0, Local::Running(running), cluster);
+        obs.lease_valid_until = Some(5_000);
+        let actions = me("db1").decide(&obs).actions;
+        assert!(
+            actions.contains(&Action::ApplySynchronous {
+                names: vec!["db3".into()],
+                count: 1
+            }),
+            "the less advanced db3, not the nosync db2: {actions:?}"
+        );
+    }
+
+    #[test]
     fn then_publishes_it_once_postgresql_reports_it_synchronous() {
         assert_eq!(
             leading(&["db2"], &[("db2", true, true), ("db3", true, false)], &[]),

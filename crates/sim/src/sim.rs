@@ -405,6 +405,8 @@ impl Sim {
         let name = self.names[i].clone();
         let spec = MemberSpec {
             nofailover: self.config.nofailover == Some(i),
+            nosync: false,
+            noloadbalance: false,
             priority: 100,
             witness: false,
             pg_endpoint: Endpoint::new(format!("{name}.sim"), 5432),

@@ -125,8 +125,9 @@ impl Member {
             pg_url: format!("postgres://{}/postgres", self.spec.pg_endpoint),
             tags: Tags {
                 nofailover: self.spec.nofailover,
+                nosync: self.spec.nosync,
+                noloadbalance: self.spec.noloadbalance,
                 priority: self.spec.priority,
-                ..Tags::default()
             },
             updated_ms: now.wall_ms,
             upstream,
