@@ -2,6 +2,7 @@
 //! what to do, do it.
 
 pub mod events;
+pub mod failsafe;
 pub mod hooks;
 pub mod member;
 pub mod postgres;

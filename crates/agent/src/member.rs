@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ha::{Action, Ha, Local, Me, Millis, Observation, Plan, StoreView};
+use ha::{Action, FailsafePromise, Ha, Local, Me, Millis, Observation, Plan, StoreView};
 use pg::Endpoint;
 use store::cluster::{ClusterKeys, MemberStatus};
 use store::{Lease, Store, StoreError};
@@ -15,6 +15,7 @@ mod actions;
 mod requests;
 mod status;
 
+use crate::failsafe::FailsafePeers;
 use crate::postgres::LocalPostgres;
 use crate::view::HaView;
 use store::ClusterRecords;
@@ -96,6 +97,17 @@ pub struct Member {
     /// The cluster-wide parameters last written to PostgreSQL's
     /// configuration; `None` before the first round that read them.
     cluster_parameters: Option<BTreeMap<String, String>>,
+    /// Failsafe: who to ask when the store is out of reach (none in the
+    /// simulation), the confirmations of the last round that asked, and
+    /// the promise this member's API gave a primary.
+    failsafe_peers: Option<Arc<dyn FailsafePeers>>,
+    /// Told as soon as the answers extend how long writes are safe, not
+    /// at the end of a round that waits out a dead store's timeout.
+    fence: Option<Arc<dyn Fn(Millis) + Send + Sync>>,
+    store_reachable: bool,
+    failsafe_confirmed_by: BTreeSet<String>,
+    failsafe_valid_until: Option<Millis>,
+    failsafe_promise: Option<FailsafePromise>,
 }
 
 impl Member {
@@ -126,6 +138,12 @@ impl Member {
             leaderless_since_ms: None,
             keepalive: false,
             cluster_parameters: None,
+            failsafe_peers: None,
+            fence: None,
+            store_reachable: true,
+            failsafe_confirmed_by: BTreeSet::new(),
+            failsafe_valid_until: None,
+            failsafe_promise: None,
         }
     }
 
@@ -148,6 +166,31 @@ impl Member {
     /// is what the decision core is told.
     pub fn lease_valid_until(&self) -> Option<Millis> {
         self.lease_valid_until.filter(|_| self.is_leader())
+    }
+
+    /// Until when PostgreSQL may keep accepting writes without a new
+    /// round: the leader lease, or in failsafe mode the other members'
+    /// confirmations. The runtime's fence stops PostgreSQL past it.
+    pub fn writes_valid_until(&self) -> Option<Millis> {
+        self.lease_valid_until().max(self.failsafe_valid_until)
+    }
+
+    /// Asks `peers` in failsafe mode when this primary cannot reach the
+    /// store.
+    /// `fence` is called with a later [`Member::writes_valid_until`] as
+    /// soon as the answers give one.
+    pub fn ask_failsafe_with(
+        &mut self,
+        peers: Arc<dyn FailsafePeers>,
+        fence: Arc<dyn Fn(Millis) + Send + Sync>,
+    ) {
+        self.failsafe_peers = Some(peers);
+        self.fence = Some(fence);
+    }
+
+    /// The promise this member's API gave, for the next rounds to keep.
+    pub fn keep_failsafe_promise(&mut self, promise: Option<FailsafePromise>) {
+        self.failsafe_promise = promise;
     }
 
     /// The cluster records of the last round.
@@ -191,8 +234,13 @@ impl Member {
     pub async fn round(&mut self, clock: &(dyn Fn() -> Now + Send + Sync)) -> Round {
         self.local = self.observe().await;
         let local = self.local.clone();
+        // Asked alongside the store, not after it: a dead store takes its
+        // whole timeout to fail, and the answers must come before the
+        // lease runs out.
+        let question = self.failsafe_question(clock, !self.store_reachable);
         let sent = clock();
-        let store = match self.refresh(sent).await {
+        let (refreshed, mut failsafe_confirmed) = futures::join!(self.refresh(sent), question);
+        let store = match refreshed {
             Ok(records) => {
                 self.records = records;
                 if self.records.leader.is_some() {
@@ -208,9 +256,16 @@ impl Member {
             }
         };
         let reachable = matches!(store, StoreView::Reachable(_));
+        if !reachable && self.store_reachable {
+            // The first round without the store: ask at once rather than
+            // next round, which may be too late for the lease.
+            failsafe_confirmed = self.failsafe_question(clock, true).await;
+        }
+        self.store_reachable = reachable;
         if reachable {
             self.apply_cluster_parameters().await;
         }
+        self.log_failsafe_answers(reachable, &failsafe_confirmed);
         let now = clock();
         let observation = Observation {
             now: now.mono,
@@ -218,9 +273,15 @@ impl Member {
             store,
             lease_valid_until: self.lease_valid_until(),
             lease_ttl_ms: self.lease.map(|l| l.ttl.as_millis() as Millis),
-            failsafe_confirmations: BTreeSet::new(),
+            failsafe_confirmed,
+            failsafe_promise: self.failsafe_promise.clone(),
         };
         let plan = self.ha.decide(&observation);
+        self.failsafe_valid_until = if reachable {
+            None
+        } else {
+            self.ha.failsafe_valid_until(&observation)
+        };
         let slow = plan
             .actions
             .iter()
@@ -276,6 +337,71 @@ impl Member {
             failed,
             store_reachable: reachable,
         }
+    }
+
+    /// Failsafe, on a primary that cannot reach the store (`now`: ask
+    /// this round): asks every member of the last reachable round whether
+    /// it still follows this one. The answers hold a TTL from when the
+    /// question was sent; once all are in, the fence is moved to then.
+    fn failsafe_question(
+        &self,
+        clock: &(dyn Fn() -> Now + Send + Sync),
+        now: bool,
+    ) -> impl std::future::Future<Output = BTreeMap<String, Millis>> + 'static {
+        let config = self.records.config();
+        let primary = matches!(&self.local, Local::Running(r) if r.primary);
+        let asks = now
+            && config.failsafe
+            && primary
+            && self.records.leader_name() == Some(self.spec.name.as_str());
+        let peers = self.failsafe_peers.clone().filter(|_| asks);
+        let fence = self.fence.clone();
+        let me = self.spec.name.clone();
+        let members: Vec<(String, String)> = self
+            .records
+            .members
+            .values()
+            .filter(|m| m.value.name != me)
+            .map(|m| (m.value.name.clone(), m.value.api_url.clone()))
+            .collect();
+        let sent = clock().mono;
+        async move {
+            let Some(peers) = peers else {
+                return BTreeMap::new();
+            };
+            let confirmed = peers.confirm(&me, config.ttl_ms, &members).await;
+            let all = !members.is_empty() && members.iter().all(|(n, _)| confirmed.contains(n));
+            if let (true, Some(fence)) = (all, fence) {
+                fence(sent + config.ttl_ms);
+            }
+            confirmed.into_iter().map(|name| (name, sent)).collect()
+        }
+    }
+
+    /// Says who confirmed when that changes, not every round.
+    fn log_failsafe_answers(&mut self, reachable: bool, confirmed: &BTreeMap<String, Millis>) {
+        if reachable {
+            self.failsafe_confirmed_by.clear();
+            return;
+        }
+        let by: BTreeSet<String> = confirmed.keys().cloned().collect();
+        if by == self.failsafe_confirmed_by || self.failsafe_peers.is_none() {
+            return;
+        }
+        let missing: Vec<&str> = self
+            .records
+            .members
+            .keys()
+            .map(String::as_str)
+            .filter(|n| *n != self.spec.name && !by.contains(*n))
+            .collect();
+        tracing::warn!(
+            "{}: failsafe: store unreachable; confirmed by [{}], not by [{}]",
+            self.spec.name,
+            by.iter().cloned().collect::<Vec<_>>().join(", "),
+            missing.join(", ")
+        );
+        self.failsafe_confirmed_by = by;
     }
 
     /// Brings PostgreSQL's configuration in line with the dynamic

@@ -17,6 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use api::local::{Activity, AgentRequest, AgentSide, LocalState, Request};
 
 use crate::events::EventLog;
+use crate::failsafe::HttpPeers;
 use crate::hooks::Hooks;
 use crate::member::{Member, MemberSpec, Now};
 use crate::postgres::{LocalPostgres, RealPostgres};
@@ -33,6 +34,8 @@ pub enum AgentError {
     Io(#[from] std::io::Error),
     #[error("REST API: {0}")]
     Api(#[from] api::ApiError),
+    #[error("REST API client (for failsafe questions to the other members): {0}")]
+    ApiClient(#[from] api::ClientError),
 }
 
 /// The pieces `run` wires together, built from the configuration.
@@ -46,7 +49,13 @@ pub struct Agent {
     side: AgentSide,
     /// What the REST API is started with.
     api: api::ApiContext,
+    /// When the lease guard stops PostgreSQL unless a round moves it.
+    fence: Arc<Fence>,
+    fence_deadline: Option<Deadline>,
 }
+
+type Fence = tokio::sync::watch::Sender<Option<tokio::time::Instant>>;
+type Deadline = tokio::sync::watch::Receiver<Option<tokio::time::Instant>>;
 
 impl Agent {
     /// Connects to the store and prepares the member; seeds the dynamic
@@ -141,12 +150,33 @@ impl Agent {
         });
         let mut member_core = Member::new(spec, keys.clone(), store.clone(), local);
         member_core.keep_alive_during_long_actions();
+        let started = Instant::now();
+        let (fence, fence_deadline) = tokio::sync::watch::channel(None);
+        let fence = Arc::new(fence);
+        let extend = fence.clone();
+        member_core.ask_failsafe_with(
+            Arc::new(HttpPeers::new(
+                api::ApiClient::new(config.api.ca_file.as_deref())?,
+                config.api.token.as_ref().map(|t| t.expose().to_string()),
+            )),
+            Arc::new(move |until| {
+                let at = fence_at(started, until);
+                // Only ever later, and never where no deadline was set.
+                extend.send_if_modified(|current| match current {
+                    Some(c) if *c < at => {
+                        *current = Some(at);
+                        true
+                    }
+                    _ => false,
+                });
+            }),
+        );
         Ok(Agent {
             member: member_core,
             pg,
             keys: keys.clone(),
             store: store.clone(),
-            started: Instant::now(),
+            started,
             events,
             side,
             api: api::ApiContext {
@@ -156,6 +186,8 @@ impl Agent {
                 link,
                 api: config.api.clone(),
             },
+            fence,
+            fence_deadline: Some(fence_deadline),
         })
     }
 
@@ -167,7 +199,10 @@ impl Agent {
         // The API logs where it listens.
         let server = api::start(self.api.clone()).await?;
         let mut watch = self.store.watch_prefix(self.keys.prefix(), 0);
-        let (fence, fence_deadline) = tokio::sync::watch::channel(None);
+        let fence_deadline = self
+            .fence_deadline
+            .take()
+            .expect("run is called once per agent");
         let guard = tokio::spawn(lease_guard(
             fence_deadline,
             self.pg.clone(),
@@ -214,13 +249,16 @@ impl Agent {
             }
             let started = std::time::Instant::now();
             let started_at = self.started;
+            let promise = self.promise_given();
+            self.member.keep_failsafe_promise(promise);
             let round = self.member.round(&move || now_since(started_at)).await;
             // The backstop: stop PostgreSQL if no later round renews the
             // leader lease in time, even if that round hangs.
-            let fence_at = self.member.lease_valid_until().map(|until| {
-                self.started + Duration::from_millis(until.saturating_sub(FENCE_BEFORE_EXPIRY_MS))
-            });
-            let _ = fence.send(fence_at.map(tokio::time::Instant::from_std));
+            let deadline = self
+                .member
+                .writes_valid_until()
+                .map(|until| fence_at(self.started, until));
+            let _ = self.fence.send(deadline);
             postmaster_alive = self.pg.instance().postmaster_pid().is_some();
             self.events.send(self.member.take_events());
             self.side.state.send_replace(
@@ -263,6 +301,18 @@ impl Agent {
 
     /// A request from the REST API. Rounds wait meanwhile; the keepalive
     /// keeps the member's lease and status fresh.
+    /// The failsafe promise this member's API gave, on the agent's
+    /// monotonic clock; `None` once it has run out.
+    fn promise_given(&self) -> Option<ha::FailsafePromise> {
+        let slot = self.side.promise.lock().unwrap_or_else(|e| e.into_inner());
+        let promise = slot.as_ref()?;
+        let until = promise.until.checked_duration_since(self.started)?;
+        Some(ha::FailsafePromise {
+            leader: promise.leader.clone(),
+            until: until.as_millis() as u64,
+        })
+    }
+
     async fn handle(&mut self, request: AgentRequest) {
         let AgentRequest { request, reply } = request;
         let now = now_since(self.started);
@@ -348,6 +398,14 @@ impl Agent {
 /// How long before the leader lease could expire the backstop fences: time
 /// for an immediate stop to take effect.
 const FENCE_BEFORE_EXPIRY_MS: u64 = 500;
+
+/// When the lease guard stops PostgreSQL, for writes safe until `until`
+/// (ms on the agent's monotonic clock).
+fn fence_at(started: Instant, until: u64) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(
+        started + Duration::from_millis(until.saturating_sub(FENCE_BEFORE_EXPIRY_MS)),
+    )
+}
 
 fn now_since(started: Instant) -> Now {
     Now {

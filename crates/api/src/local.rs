@@ -1,5 +1,7 @@
 //! What passes between an agent and its own API.
 
+use std::sync::{Arc, Mutex};
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -59,11 +61,24 @@ pub struct AgentRequest {
     pub reply: oneshot::Sender<Result<String, String>>,
 }
 
+/// Failsafe: this member's word to a primary that cannot reach the store,
+/// given by its API (`POST /failsafe`) and kept by its agent, which takes
+/// no leadership and deposes nobody until `until`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Promise {
+    pub leader: String,
+    pub until: std::time::Instant,
+}
+
+/// The promise last given, shared by the two ends of the link.
+pub type PromiseSlot = Arc<Mutex<Option<Promise>>>;
+
 /// The API's end of the link.
 #[derive(Clone, Debug)]
 pub struct AgentLink {
     pub state: watch::Receiver<LocalState>,
     pub requests: mpsc::Sender<AgentRequest>,
+    pub promise: PromiseSlot,
 }
 
 /// The agent's end of the link.
@@ -71,20 +86,24 @@ pub struct AgentLink {
 pub struct AgentSide {
     pub state: watch::Sender<LocalState>,
     pub requests: mpsc::Receiver<AgentRequest>,
+    pub promise: PromiseSlot,
 }
 
 /// A connected pair.
 pub fn link(initial: LocalState) -> (AgentLink, AgentSide) {
     let (state_tx, state_rx) = watch::channel(initial);
     let (request_tx, request_rx) = mpsc::channel(8);
+    let promise = PromiseSlot::default();
     (
         AgentLink {
             state: state_rx,
             requests: request_tx,
+            promise: promise.clone(),
         },
         AgentSide {
             state: state_tx,
             requests: request_rx,
+            promise,
         },
     )
 }

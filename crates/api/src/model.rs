@@ -170,6 +170,16 @@ pub struct MemberRequest {
     pub member: Option<String>,
 }
 
+/// `POST /failsafe`: a primary that cannot reach the store asks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailsafeRequest {
+    /// The member asking, which runs as the primary.
+    pub leader: String,
+    /// Its cluster's lease TTL: the promise lasts two.
+    pub ttl_ms: u64,
+}
+
 /// The answer of a completed switchover or failover.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SwitchoverDone {

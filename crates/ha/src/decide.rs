@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use crate::candidates::rank_candidates;
 use crate::observation::{
-    Cluster, Handoff, Initialize, Leader, Local, Me, MemberView, Millis, Observation, Running,
-    Settings, StoreView, SwitchoverRequest,
+    Cluster, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView, Millis,
+    Observation, Running, Settings, StoreView, SwitchoverRequest,
 };
 use crate::plan::{Action, Plan, Role, StopMode};
 use crate::sync::{self, ANY_STANDBY};
@@ -220,26 +220,17 @@ impl Ha {
             }
         }
         if settings.failsafe {
-            let others: Vec<String> = self
-                .last_cluster
-                .iter()
-                .flat_map(|c| c.members.keys())
-                .filter(|name| **name != self.me.name)
-                .cloned()
-                .collect();
-            let missing: Vec<&String> = others
-                .iter()
-                .filter(|name| !obs.failsafe_confirmations.contains(*name))
-                .collect();
-            if !others.is_empty() && missing.is_empty() {
-                return Plan::new(
-                    role,
-                    format!(
-                        "failsafe: store unreachable and lease expired, but every member ({}) confirms it follows me: \
-                         keep serving writes",
-                        others.join(", ")
-                    ),
-                );
+            if let Some(valid_until) = self.failsafe_valid_until(obs) {
+                if obs.now + margin < valid_until {
+                    return Plan::new(
+                        role,
+                        format!(
+                            "failsafe: store unreachable and the leader lease running out, but every other member \
+                             confirms it follows me (for {} ms more): keep serving writes",
+                            valid_until - obs.now
+                        ),
+                    );
+                }
             }
         }
         Plan::new(
@@ -249,6 +240,31 @@ impl Ha {
         .then(Action::Stop {
             mode: StopMode::Immediate,
         })
+    }
+
+    /// Until when every other member's failsafe confirmation holds (the
+    /// oldest question sent, plus a TTL); `None` unless all confirmed.
+    /// "Every other member" is every member with a status in the last
+    /// reachable round: a member down before the outage has no say.
+    pub fn failsafe_valid_until(&self, obs: &Observation) -> Option<Millis> {
+        let cluster = self.last_cluster.as_ref()?;
+        let ttl = obs.lease_ttl_ms.map_or(cluster.settings.ttl_ms, |held| {
+            held.min(cluster.settings.ttl_ms)
+        });
+        let mut oldest: Option<Millis> = None;
+        for name in cluster.members.keys().filter(|n| **n != self.me.name) {
+            let sent = *obs.failsafe_confirmed.get(name)?;
+            oldest = Some(oldest.map_or(sent, |o| o.min(sent)));
+        }
+        oldest.map(|sent| sent + ttl)
+    }
+
+    /// The primary this member promised, in failsafe mode, not to take
+    /// over from, while the promise holds.
+    fn promised<'a>(&self, obs: &'a Observation) -> Option<&'a FailsafePromise> {
+        obs.failsafe_promise
+            .as_ref()
+            .filter(|p| p.leader != self.me.name && obs.now < p.until)
     }
 
     fn settings(&self) -> Settings {
@@ -510,6 +526,10 @@ impl Ha {
     ) -> Option<Plan> {
         let settings = &cluster.settings;
         let name = &leader.member;
+        if self.promised(obs).is_some() {
+            // It may be serving on my word: silent in the store is expected.
+            return None;
+        }
         let sync = cluster.sync.as_ref().filter(|s| s.leader == *name)?;
         if !settings.synchronous_mode || running.streaming || !sync.members.contains(&self.me.name)
         {
@@ -774,6 +794,13 @@ impl Ha {
                     "no leader: I just gave up leadership, leaving the race to the others".into(),
                 );
             }
+        }
+        if let Some(promise) = self.promised(obs) {
+            return wait(format!(
+                "no leader, but I confirmed to {} that I follow it (failsafe, store outage): not racing for {} ms more",
+                promise.leader,
+                promise.until - obs.now
+            ));
         }
         let view = self.with_fresh_self(cluster, running);
         let (ranked, excluded) = rank_candidates(&view);

@@ -16,7 +16,7 @@ mod sync;
 pub use candidates::{rank_candidates, Candidate, Exclusion};
 pub use decide::Ha;
 pub use observation::{
-    Cluster, Handoff, Initialize, Leader, Local, Me, MemberView, Millis, Observation, Replica,
-    Running, Settings, Stopped, StoreView, SwitchoverRequest, SyncSet,
+    Cluster, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView, Millis,
+    Observation, Replica, Running, Settings, Stopped, StoreView, SwitchoverRequest, SyncSet,
 };
 pub use plan::{Action, Plan, Role, StopMode};

@@ -28,9 +28,22 @@ pub struct Observation {
     /// The TTL of the lease it holds (it may differ from the configured one
     /// after a configuration change).
     pub lease_ttl_ms: Option<Millis>,
-    /// Members that confirmed directly, agent to agent and recently, that
-    /// they still follow this member (failsafe mode).
-    pub failsafe_confirmations: BTreeSet<String>,
+    /// Failsafe, on a primary that cannot reach the store: the members
+    /// that confirmed, agent to agent, that they still follow it and will
+    /// not take over, with when the question was *sent* (the answer holds
+    /// for a TTL from then, as a lease renewal does).
+    pub failsafe_confirmed: BTreeMap<String, Millis>,
+    /// Failsafe, on the other side: this member answered `leader` that it
+    /// follows it, and so takes no leadership and deposes nobody before
+    /// `until`.
+    pub failsafe_promise: Option<FailsafePromise>,
+}
+
+/// A member's word to a primary in failsafe mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailsafePromise {
+    pub leader: String,
+    pub until: Millis,
 }
 
 /// The local PostgreSQL.

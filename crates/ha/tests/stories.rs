@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ha::{
-    Action, Cluster, Ha, Handoff, Initialize, Leader, Local, Me, MemberView, Observation, Replica,
-    Running, Settings, StopMode, Stopped, StoreView, SwitchoverRequest, SyncSet,
+    Action, Cluster, FailsafePromise, Ha, Handoff, Initialize, Leader, Local, Me, MemberView,
+    Observation, Replica, Running, Settings, StopMode, Stopped, StoreView, SwitchoverRequest,
+    SyncSet,
 };
 
 const SYSID: u64 = 7_300_000_000_000_000_001;
@@ -109,7 +110,8 @@ fn observe(now: u64, local: Local, cluster: Cluster) -> Observation {
         store: StoreView::Reachable(cluster),
         lease_valid_until: None,
         lease_ttl_ms: None,
-        failsafe_confirmations: BTreeSet::new(),
+        failsafe_confirmed: BTreeMap::new(),
+        failsafe_promise: None,
     }
 }
 
@@ -712,7 +714,8 @@ mod store_outage {
             store: StoreView::Unreachable,
             lease_valid_until,
             lease_ttl_ms: None,
-            failsafe_confirmations: BTreeSet::new(),
+            failsafe_confirmed: BTreeMap::new(),
+            failsafe_promise: None,
         }
     }
 
@@ -749,27 +752,62 @@ mod store_outage {
     }
 
     #[test]
-    fn given_failsafe_and_every_member_confirms_the_primary_keeps_serving() {
+    fn given_failsafe_the_primary_serves_while_every_member_confirms_and_the_answers_are_fresh() {
         let mut ha = me("db1");
         let mut failsafe = cluster();
         failsafe.settings.failsafe = true;
         let mut obs = observe(0, Local::Running(primary(1_000)), failsafe);
         obs.lease_valid_until = Some(3_000);
         ha.decide(&obs);
+        let stop = [Action::Stop {
+            mode: StopMode::Immediate,
+        }];
         let mut outage = unreachable(20_000, Local::Running(primary(1_000)), Some(3_000));
-        outage.failsafe_confirmations = BTreeSet::from(["db2".to_string()]);
-        let plan = ha.decide(&outage);
-        assert_eq!(
-            plan.actions,
-            [Action::Stop {
-                mode: StopMode::Immediate
-            }],
-            "db3 did not confirm"
-        );
-        outage.failsafe_confirmations.insert("db3".into());
+        outage.failsafe_confirmed = BTreeMap::from([("db2".to_string(), 19_500)]);
+        assert_eq!(ha.decide(&outage).actions, stop, "db3 did not confirm");
+        // Asked at 19 500: the answers hold until 22 500, the TTL later.
+        outage.failsafe_confirmed.insert("db3".into(), 19_500);
         let plan = ha.decide(&outage);
         assert!(plan.is_idle(), "{plan:?}");
         assert!(plan.note.starts_with("failsafe"), "{}", plan.note);
+        // Not asked again in time: it stops a margin before they run out,
+        // as it does before its lease runs out.
+        outage.now = 21_600;
+        assert_eq!(ha.decide(&outage).actions, stop);
+    }
+
+    #[test]
+    fn given_failsafe_off_confirmations_change_nothing() {
+        let mut ha = me("db1");
+        let mut obs = observe(0, Local::Running(primary(1_000)), cluster());
+        obs.lease_valid_until = Some(3_000);
+        ha.decide(&obs);
+        let mut outage = unreachable(20_000, Local::Running(primary(1_000)), Some(3_000));
+        outage.failsafe_confirmed =
+            BTreeMap::from([("db2".to_string(), 19_900), ("db3".to_string(), 19_900)]);
+        assert_eq!(
+            ha.decide(&outage).actions,
+            [Action::Stop {
+                mode: StopMode::Immediate
+            }]
+        );
+    }
+
+    #[test]
+    fn a_member_that_promised_a_failsafe_primary_neither_races_nor_deposes_until_the_promise_ends()
+    {
+        let mut ha = me("db2");
+        let mut obs = observe(5_000, standby(1_000, Some("db1")), leaderless());
+        obs.failsafe_promise = Some(FailsafePromise {
+            leader: "db1".into(),
+            until: 10_000,
+        });
+        let plan = ha.decide(&obs);
+        assert!(!plan.actions.contains(&Action::AcquireLeader), "{plan:?}");
+        assert!(plan.note.contains("failsafe"), "{}", plan.note);
+        obs.now = 10_000;
+        let plan = ha.decide(&obs);
+        assert!(plan.actions.contains(&Action::AcquireLeader), "{plan:?}");
     }
 }
 
@@ -1212,6 +1250,28 @@ mod fast_failover {
             ]
         );
         assert!(plan.note.contains("silent for 1000 ms"), "{}", plan.note);
+    }
+
+    #[test]
+    fn not_while_it_promised_the_primary_to_follow_it_in_failsafe_mode() {
+        let mut ha = me("db2");
+        let promise = Some(FailsafePromise {
+            leader: "db1".into(),
+            until: 60_000,
+        });
+        let mut first = observe(10_000, not_streaming(1_000), primary_gone_silent());
+        first.failsafe_promise = promise.clone();
+        ha.decide(&first);
+        let mut second = observe(11_000, not_streaming(1_000), primary_gone_silent());
+        second.failsafe_promise = promise;
+        let plan = ha.decide(&second);
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::DeposeLeader { .. })),
+            "{plan:?}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::ApiContext;
 
 mod agent;
 mod config;
+mod failsafe;
 mod read;
 mod status;
 mod switchover;
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/failover", post(switchover::failover))
         .route("/restart", post(agent::restart))
         .route("/reinit", post(agent::reinit))
+        .route("/failsafe", post(failsafe::confirm))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
