@@ -12,12 +12,13 @@ use serde_json::json;
 
 #[async_trait]
 pub trait FailsafePeers: Send + Sync {
-    /// Asks each `(name, api_url)` whether it follows `leader`; the names
+    /// Asks each `(name, api_url)` whether it follows `leader` in `term`; the names
     /// that said yes. Bounded in time: a member that does not answer has
     /// not confirmed.
     async fn confirm(
         &self,
         leader: &str,
+        term: u64,
         ttl_ms: u64,
         members: &[(String, String)],
     ) -> BTreeSet<String>;
@@ -40,13 +41,14 @@ impl FailsafePeers for HttpPeers {
     async fn confirm(
         &self,
         leader: &str,
+        term: u64,
         ttl_ms: u64,
         members: &[(String, String)],
     ) -> BTreeSet<String> {
         // The round waits for the answers, and they hold a TTL from when
         // they were asked: a slow one is worth little.
         let timeout = Duration::from_millis((ttl_ms / 4).clamp(200, 1_000));
-        let body = json!({ "leader": leader, "ttl_ms": ttl_ms });
+        let body = json!({ "leader": leader, "term": term, "ttl_ms": ttl_ms });
         let asks = members.iter().map(|(name, url)| {
             let call = Call {
                 body: Some(&body),

@@ -357,19 +357,26 @@ impl Member {
         let peers = self.failsafe_peers.clone().filter(|_| asks);
         let fence = self.fence.clone();
         let me = self.spec.name.clone();
-        let members: Vec<(String, String)> = self
+        // The list the leader published (the members that may take over),
+        // and those with a status, which this round's list may have added.
+        let mut members: BTreeMap<String, String> = self
             .records
-            .members
-            .values()
-            .filter(|m| m.value.name != me)
-            .map(|m| (m.value.name.clone(), m.value.api_url.clone()))
+            .failsafe
+            .iter()
+            .flat_map(|f| f.value.members.clone())
             .collect();
+        for status in self.records.members.values() {
+            members.insert(status.value.name.clone(), status.value.api_url.clone());
+        }
+        members.remove(&me);
+        let members: Vec<(String, String)> = members.into_iter().collect();
+        let term = self.records.term().unwrap_or(0);
         let sent = clock().mono;
         async move {
             let Some(peers) = peers else {
                 return BTreeMap::new();
             };
-            let confirmed = peers.confirm(&me, config.ttl_ms, &members).await;
+            let confirmed = peers.confirm(&me, term, config.ttl_ms, &members).await;
             let all = !members.is_empty() && members.iter().all(|(n, _)| confirmed.contains(n));
             if let (true, Some(fence)) = (all, fence) {
                 fence(sent + config.ttl_ms);
@@ -388,10 +395,12 @@ impl Member {
         if by == self.failsafe_confirmed_by || self.failsafe_peers.is_none() {
             return;
         }
-        let missing: Vec<&str> = self
+        let missing: BTreeSet<&str> = self
             .records
-            .members
-            .keys()
+            .failsafe
+            .iter()
+            .flat_map(|f| f.value.members.keys())
+            .chain(self.records.members.keys())
             .map(String::as_str)
             .filter(|n| *n != self.spec.name && !by.contains(*n))
             .collect();
@@ -399,7 +408,7 @@ impl Member {
             "{}: failsafe: store unreachable; confirmed by [{}], not by [{}]",
             self.spec.name,
             by.iter().cloned().collect::<Vec<_>>().join(", "),
-            missing.join(", ")
+            missing.into_iter().collect::<Vec<_>>().join(", ")
         );
         self.failsafe_confirmed_by = by;
     }

@@ -59,6 +59,10 @@ impl HaView for ClusterRecords {
                 leader: s.value.leader.clone(),
                 members: s.value.members.iter().cloned().collect::<BTreeSet<_>>(),
             }),
+            failsafe_list: self.failsafe.as_ref().map(|f| ha::FailsafeList {
+                leader: f.value.leader.clone(),
+                members: f.value.members.keys().cloned().collect(),
+            }),
             latest_timeline: history_timeline.max(member_timeline),
             last_primary_lsn: self.primary_position.as_ref().map(|p| p.value.lsn),
             switchover: self.switchover.as_ref().map(|s| {

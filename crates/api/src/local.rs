@@ -15,6 +15,12 @@ pub struct LocalState {
     pub primary: bool,
     /// Holds the leader key (as of the last round).
     pub leader: bool,
+    /// Who held the leader key, and in which term, when the agent last
+    /// reached the store.
+    #[serde(default)]
+    pub leader_name: Option<String>,
+    #[serde(default)]
+    pub leader_term: Option<u64>,
     /// A standby whose WAL receiver streams.
     pub streaming: bool,
     pub timeline: Option<u32>,

@@ -176,6 +176,8 @@ pub struct MemberRequest {
 pub struct FailsafeRequest {
     /// The member asking, which runs as the primary.
     pub leader: String,
+    /// Its leader key's term, as it last read it.
+    pub term: u64,
     /// Its cluster's lease TTL: the promise lasts two.
     pub ttl_ms: u64,
 }

@@ -59,6 +59,19 @@ const OUTAGE: Duration = Duration::from_secs(9);
 #[tokio::test]
 async fn with_failsafe_the_primary_keeps_writing_through_a_store_outage() {
     let (mut cluster, primary) = cluster(true).await;
+    let key = cluster.keys.failsafe();
+    wait_for(
+        "the leader to list every member for failsafe",
+        DEADLINE,
+        || async {
+            match key.get(cluster.store.as_ref()).await {
+                Ok(Some(list)) if list.value.members.len() == ALL.len() => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", cluster.logs()));
     let timeline = cluster
         .member(&primary)
         .probe()

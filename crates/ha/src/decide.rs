@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use crate::candidates::rank_candidates;
 use crate::observation::{
-    Cluster, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView, Millis,
-    Observation, Running, Settings, StoreView, SwitchoverRequest,
+    Cluster, FailsafeList, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView,
+    Millis, Observation, Running, Settings, StoreView, SwitchoverRequest,
 };
 use crate::plan::{Action, Plan, Role, StopMode};
 use crate::sync::{self, ANY_STANDBY};
@@ -37,6 +37,9 @@ pub struct Ha {
     /// When this member last gave up the leader key because its PostgreSQL
     /// would not come back: it does not race again for a while.
     released_at: Option<Millis>,
+    /// The first round's time: a promise given by an earlier run of this
+    /// agent died with it, so in failsafe mode one is assumed for a while.
+    started_at: Option<Millis>,
     /// The last cluster view and settings, for rounds when the store is
     /// unreachable.
     last_cluster: Option<Cluster>,
@@ -65,6 +68,7 @@ impl Ha {
             rewind_failed: None,
             diverged: None,
             released_at: None,
+            started_at: None,
             last_cluster: None,
             slot_members: BTreeMap::new(),
             sync_floor: None,
@@ -93,6 +97,7 @@ impl Ha {
     /// One round: what to do now.
     pub fn decide(&mut self, obs: &Observation) -> Plan {
         let role = role_of(&obs.local);
+        self.started_at.get_or_insert(obs.now);
         self.track(obs);
         if obs.local == Local::Witness {
             return Plan::new(Role::Witness, "witness: observing, never a candidate");
@@ -244,15 +249,20 @@ impl Ha {
 
     /// Until when every other member's failsafe confirmation holds (the
     /// oldest question sent, plus a TTL); `None` unless all confirmed.
-    /// "Every other member" is every member with a status in the last
-    /// reachable round: a member down before the outage has no say.
+    /// "Every other member" is every member of the failsafe list this
+    /// leader published: only they may take over while failsafe is on.
     pub fn failsafe_valid_until(&self, obs: &Observation) -> Option<Millis> {
         let cluster = self.last_cluster.as_ref()?;
         let ttl = obs.lease_ttl_ms.map_or(cluster.settings.ttl_ms, |held| {
             held.min(cluster.settings.ttl_ms)
         });
+        // The list as read, and the members this round's list may have
+        // added: a member on either may take over, so must have confirmed.
+        let list = &cluster.failsafe_list.as_ref()?.members;
+        let members: std::collections::BTreeSet<&String> =
+            list.iter().chain(cluster.members.keys()).collect();
         let mut oldest: Option<Millis> = None;
-        for name in cluster.members.keys().filter(|n| **n != self.me.name) {
+        for name in members.into_iter().filter(|n| **n != self.me.name) {
             let sent = *obs.failsafe_confirmed.get(name)?;
             oldest = Some(oldest.map_or(sent, |o| o.min(sent)));
         }
@@ -260,11 +270,46 @@ impl Ha {
     }
 
     /// The primary this member promised, in failsafe mode, not to take
-    /// over from, while the promise holds.
-    fn promised<'a>(&self, obs: &'a Observation) -> Option<&'a FailsafePromise> {
-        obs.failsafe_promise
+    /// over from, while the promise holds. An agent that started less than
+    /// two TTLs ago may have promised in its previous run (the promise
+    /// lives in the agent's memory), so it assumes it did.
+    fn promised(&self, obs: &Observation, settings: &Settings) -> Option<FailsafePromise> {
+        if let Some(p) = obs
+            .failsafe_promise
             .as_ref()
             .filter(|p| p.leader != self.me.name && obs.now < p.until)
+        {
+            return Some(p.clone());
+        }
+        let until = self.started_at? + 2 * settings.ttl_ms;
+        (settings.failsafe && obs.now < until).then(|| FailsafePromise {
+            leader: "a primary in failsafe mode (this agent may have promised before it restarted)"
+                .to_string(),
+            until,
+        })
+    }
+
+    /// Failsafe mode: why this member may not take over. A primary cut off
+    /// from the store asks only the members its leader published; another
+    /// taking over could not have been asked, so would not have promised.
+    /// The list binds only while the leader that published it could be
+    /// serving in failsafe mode: not once its status shows it stopped or a
+    /// standby (it got there through the store, and becomes a primary
+    /// again only through the store).
+    fn not_on_failsafe_list(&self, cluster: &Cluster) -> Option<String> {
+        let list = cluster.failsafe_list.as_ref()?;
+        let stepped_down = cluster
+            .members
+            .get(&list.leader)
+            .is_some_and(|m| !m.primary);
+        (cluster.settings.failsafe && !stepped_down && !list.members.contains(&self.me.name)).then(|| {
+            format!(
+                "not on the failsafe list {} published ({}): if it serves in failsafe mode it would not ask me, \
+                 so I may not take over until it has stepped down or a leader lists me",
+                list.leader,
+                list.members.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
     }
 
     fn settings(&self) -> Settings {
@@ -437,6 +482,16 @@ impl Ha {
                 }
                 let (names, drop) = self.slot_names(obs.now, cluster);
                 plan = plan.then(Action::KeepSlots { names, drop });
+                let list = FailsafeList {
+                    leader: self.me.name.clone(),
+                    members: cluster.members.keys().cloned().collect(),
+                };
+                if cluster.settings.failsafe && cluster.failsafe_list.as_ref() != Some(&list) {
+                    let members = list.members;
+                    plan = plan.then(Action::PublishFailsafe {
+                        members: members.into_iter().collect(),
+                    });
+                }
                 if let Some(outcome) = clear {
                     plan.note = format!("{}; {outcome}", plan.note);
                     plan = plan.then(Action::ClearSwitchover { outcome });
@@ -526,7 +581,7 @@ impl Ha {
     ) -> Option<Plan> {
         let settings = &cluster.settings;
         let name = &leader.member;
-        if self.promised(obs).is_some() {
+        if self.promised(obs, settings).is_some() || self.not_on_failsafe_list(cluster).is_some() {
             // It may be serving on my word: silent in the store is expected.
             return None;
         }
@@ -795,7 +850,16 @@ impl Ha {
                 );
             }
         }
-        if let Some(promise) = self.promised(obs) {
+        let promise = self
+            .promised(obs, &cluster.settings)
+            .filter(|_| !running.primary);
+        if let Some(why) = self
+            .not_on_failsafe_list(cluster)
+            .filter(|_| !running.primary)
+        {
+            return wait(format!("no leader, but {why}"));
+        }
+        if let Some(promise) = promise {
             return wait(format!(
                 "no leader, but I confirmed to {} that I follow it (failsafe, store outage): not racing for {} ms more",
                 promise.leader,

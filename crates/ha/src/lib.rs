@@ -16,7 +16,8 @@ mod sync;
 pub use candidates::{rank_candidates, Candidate, Exclusion};
 pub use decide::Ha;
 pub use observation::{
-    Cluster, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView, Millis,
-    Observation, Replica, Running, Settings, Stopped, StoreView, SwitchoverRequest, SyncSet,
+    Cluster, FailsafeList, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView,
+    Millis, Observation, Replica, Running, Settings, Stopped, StoreView, SwitchoverRequest,
+    SyncSet,
 };
 pub use plan::{Action, Plan, Role, StopMode};

@@ -128,6 +128,15 @@ pub struct Cluster {
     pub last_primary_lsn: Option<u64>,
     /// A switchover or manual failover asked for.
     pub switchover: Option<SwitchoverRequest>,
+    /// Failsafe mode: the members the leader published it would ask.
+    pub failsafe_list: Option<FailsafeList>,
+}
+
+/// The `failsafe` key: whom `leader` would ask if it lost the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailsafeList {
+    pub leader: String,
+    pub members: BTreeSet<String>,
 }
 
 /// The `switchover` key: a planned switchover (`from` set) or a manual

@@ -65,6 +65,11 @@ pub enum Action {
     PublishSync {
         members: Vec<String>,
     },
+    /// Failsafe mode: publish the members this leader would ask if it lost
+    /// the store (every member with a status, itself included).
+    PublishFailsafe {
+        members: Vec<String>,
+    },
     /// Make sure these replication slots exist (one per other member), and
     /// drop `drop`: slots of members gone for longer than the retention.
     /// Slots pgwarden did not create (pg_basebackup's, an operator's) are

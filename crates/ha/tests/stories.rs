@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ha::{
-    Action, Cluster, FailsafePromise, Ha, Handoff, Initialize, Leader, Local, Me, MemberView,
-    Observation, Replica, Running, Settings, StopMode, Stopped, StoreView, SwitchoverRequest,
-    SyncSet,
+    Action, Cluster, FailsafeList, FailsafePromise, Ha, Handoff, Initialize, Leader, Local, Me,
+    MemberView, Observation, Replica, Running, Settings, StopMode, Stopped, StoreView,
+    SwitchoverRequest, SyncSet,
 };
 
 const SYSID: u64 = 7_300_000_000_000_000_001;
@@ -93,6 +93,7 @@ fn cluster() -> Cluster {
         latest_timeline: 1,
         last_primary_lsn: Some(1_000),
         switchover: None,
+        failsafe_list: None,
     }
 }
 
@@ -756,9 +757,30 @@ mod store_outage {
         let mut ha = me("db1");
         let mut failsafe = cluster();
         failsafe.settings.failsafe = true;
-        let mut obs = observe(0, Local::Running(primary(1_000)), failsafe);
+        let all = ["db1", "db2", "db3"].map(String::from);
+        let mut obs = observe(0, Local::Running(primary(1_000)), failsafe.clone());
         obs.lease_valid_until = Some(3_000);
-        ha.decide(&obs);
+        let plan = ha.decide(&obs);
+        assert!(
+            plan.actions.contains(&Action::PublishFailsafe {
+                members: all.to_vec()
+            }),
+            "the leader lists whom it would ask: {plan:?}"
+        );
+        failsafe.failsafe_list = Some(FailsafeList {
+            leader: "db1".into(),
+            members: BTreeSet::from(all),
+        });
+        let mut obs = observe(100, Local::Running(primary(1_000)), failsafe);
+        obs.lease_valid_until = Some(3_000);
+        let plan = ha.decide(&obs);
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::PublishFailsafe { .. })),
+            "published once: {plan:?}"
+        );
         let stop = [Action::Stop {
             mode: StopMode::Immediate,
         }];
@@ -791,6 +813,57 @@ mod store_outage {
                 mode: StopMode::Immediate
             }]
         );
+    }
+
+    #[test]
+    fn in_failsafe_mode_a_member_off_the_published_list_does_not_take_over() {
+        let mut ha = me("db2");
+        let mut cluster = leaderless();
+        cluster.settings.failsafe = true;
+        cluster.failsafe_list = Some(FailsafeList {
+            leader: "db1".into(),
+            members: BTreeSet::from(["db1".to_string(), "db3".to_string()]),
+        });
+        // Long after it started: only the list holds it back.
+        let plan = ha.decide(&observe(
+            1_000,
+            standby(1_000, Some("db1")),
+            cluster.clone(),
+        ));
+        let plan = if plan.note.contains("may have promised") {
+            ha.decide(&observe(
+                60_000,
+                standby(1_000, Some("db1")),
+                cluster.clone(),
+            ))
+        } else {
+            plan
+        };
+        assert!(!plan.actions.contains(&Action::AcquireLeader), "{plan:?}");
+        assert!(
+            plan.note.contains("not on the failsafe list"),
+            "{}",
+            plan.note
+        );
+        cluster.settings.failsafe = false;
+        let plan = ha.decide(&observe(61_000, standby(1_000, Some("db1")), cluster));
+        assert!(plan.actions.contains(&Action::AcquireLeader), "{plan:?}");
+    }
+
+    #[test]
+    fn in_failsafe_mode_an_agent_that_just_started_does_not_race_for_two_ttls() {
+        let mut ha = me("db2");
+        let mut cluster = leaderless();
+        cluster.settings.failsafe = true;
+        let plan = ha.decide(&observe(
+            1_000,
+            standby(1_000, Some("db1")),
+            cluster.clone(),
+        ));
+        assert!(!plan.actions.contains(&Action::AcquireLeader), "{plan:?}");
+        assert!(plan.note.contains("may have promised"), "{}", plan.note);
+        let plan = ha.decide(&observe(7_000, standby(1_000, Some("db1")), cluster));
+        assert!(plan.actions.contains(&Action::AcquireLeader), "{plan:?}");
     }
 
     #[test]

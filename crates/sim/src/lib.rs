@@ -13,6 +13,7 @@
 //! a broken one comes back as a [`Failure`] that prints the seed, the step,
 //! the invariant and the last events.
 
+mod failsafe;
 mod postgres;
 mod rng;
 mod sim;

@@ -13,6 +13,7 @@ use pg::Endpoint;
 use store::cluster::{ClusterKeys, DynamicConfig};
 use store::{ManualClock, MemoryStore, Store};
 
+use crate::failsafe::{Board, SimPeers};
 use crate::postgres::{lock, SimPostgres, SimStore};
 use crate::rng::Rng;
 use crate::world::{secs, Budget, Millis, World};
@@ -51,6 +52,9 @@ pub struct SimConfig {
     /// Whether a mid-round cut-off may fall between a new lease's grant and
     /// the read after it.
     pub cut_after_grant: bool,
+    /// Failsafe mode: a primary cut off from the store serves on while
+    /// every other member confirms it follows it.
+    pub failsafe: bool,
 }
 
 impl SimConfig {
@@ -85,7 +89,7 @@ impl SimConfig {
         } else {
             rng.range(2, 30)
         };
-        SimConfig {
+        let mut config = SimConfig {
             members,
             nofailover,
             synchronous_mode,
@@ -104,7 +108,12 @@ impl SimConfig {
             // The store may fail between a lease grant and the next call
             // (found agent bug 2, fixed).
             cut_after_grant: true,
-        }
+            failsafe: false,
+        };
+        // Drawn last, so the earlier draws (and the seeds docs/simulation.md
+        // names) keep their configurations.
+        config.failsafe = rng.chance(1, 3);
+        config
     }
 
     pub fn dynamic_config(&self) -> DynamicConfig {
@@ -116,6 +125,7 @@ impl SimConfig {
             synchronous_count: self.synchronous_count,
             synchronous_strict: self.synchronous_strict,
             restart_grace_ms: self.restart_grace_ms,
+            failsafe: self.failsafe,
             ..DynamicConfig::default()
         }
     }
@@ -140,6 +150,9 @@ impl fmt::Display for SimConfig {
             )?;
         } else {
             write!(f, ", asynchronous")?;
+        }
+        if self.failsafe {
+            write!(f, ", failsafe")?;
         }
         write!(
             f,
@@ -324,6 +337,7 @@ struct Sim {
     store: MemoryStore,
     keys: ClusterKeys,
     world: Arc<Mutex<World>>,
+    board: Arc<Mutex<Board>>,
     names: Vec<String>,
     agents: Vec<Agent>,
     faults: Vec<Option<Active>>,
@@ -362,6 +376,12 @@ impl Sim {
             store,
             keys,
             world: Arc::new(Mutex::new(world)),
+            board: Arc::new(Mutex::new(Board {
+                now: 0,
+                agent_up: vec![true; config.members],
+                promises: vec![None; config.members],
+                known_leader: vec![None; config.members],
+            })),
             names,
             agents: Vec::new(),
             faults: vec![None; config.members],
@@ -421,7 +441,17 @@ impl Sim {
             self.store.clone(),
             self.keys.clone(),
         ));
-        Member::new(spec, self.keys.clone(), store, pg)
+        let mut member = Member::new(spec, self.keys.clone(), store, pg);
+        member.ask_failsafe_with(
+            Arc::new(SimPeers {
+                world: self.world.clone(),
+                board: self.board.clone(),
+                names: self.names.clone(),
+            }),
+            // No lease guard here: invariant 1 checks what agents believe.
+            Arc::new(|_| {}),
+        );
+        member
     }
 
     /// What the REST API would write: a switchover from the leader, or a
@@ -631,6 +661,7 @@ impl Sim {
             FaultKind::AgentCrash => {
                 let down = (self.rng.range(10, 200) * STEP_MS).max(min_restart);
                 self.agents[i].member = None;
+                self.forget_promise(i);
                 self.agents[i].delayed = None;
                 self.faults[i] = Some(Active {
                     kind,
@@ -728,6 +759,7 @@ impl Sim {
 
     fn crash_host(&mut self, i: usize, down: Millis) {
         self.agents[i].member = None;
+        self.forget_promise(i);
         self.agents[i].delayed = None;
         self.agents[i].crash_after_round = None;
         self.world().crash_host(i);
@@ -774,6 +806,13 @@ impl Sim {
             }
             FaultKind::StoreOutage | FaultKind::Switchover => {}
         }
+    }
+
+    /// A failsafe promise, and what the agent read, live in its memory.
+    fn forget_promise(&self, i: usize) {
+        let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        board.promises[i] = None;
+        board.known_leader[i] = None;
     }
 
     fn restart_agent(&mut self, i: usize) {
@@ -825,14 +864,32 @@ impl Sim {
     }
 
     fn round(&mut self, i: usize, started: Millis) {
+        let promise = {
+            let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+            board.now = self.now;
+            for (up, agent) in board.agent_up.iter_mut().zip(&self.agents) {
+                *up = agent.member.is_some();
+            }
+            board.promises[i].clone()
+        };
         let Some(member) = self.agents[i].member.as_mut() else {
             return;
         };
+        member.keep_failsafe_promise(promise);
         let now = Now {
             mono: started,
             wall_ms: WALL_EPOCH_MS + started,
         };
         let Round { plan, failed, .. } = block_on(member.round(&|| now));
+        let known = member
+            .records()
+            .leader_name()
+            .map(str::to_string)
+            .zip(member.records().term());
+        self.board
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .known_leader[i] = known;
         // Events go to the store in the real agent; here the log says it all.
         member.take_events();
         self.rounds += 1;
@@ -915,9 +972,14 @@ impl Sim {
             (0..self.agents.len())
                 .filter(|&i| world.is_writable(i))
                 .filter_map(|i| {
-                    let until = self.agents[i].member.as_ref()?.lease_valid_until()?;
-                    (until > self.now)
-                        .then(|| format!("{} (lease valid until {})", self.names[i], secs(until)))
+                    let until = self.agents[i].member.as_ref()?.writes_valid_until()?;
+                    (until > self.now).then(|| {
+                        format!(
+                            "{} (lease or failsafe answers valid until {})",
+                            self.names[i],
+                            secs(until)
+                        )
+                    })
                 })
                 .collect()
         };

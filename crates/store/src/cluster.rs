@@ -46,6 +46,7 @@ pub enum ClusterKey {
     Config,
     Initialize,
     Sync,
+    Failsafe,
     Switchover,
     History,
     PrimaryPosition,
@@ -130,6 +131,10 @@ impl ClusterKeys {
         TypedKey::new(format!("{}sync", self.root))
     }
 
+    pub fn failsafe(&self) -> TypedKey<FailsafeMembers> {
+        TypedKey::new(format!("{}failsafe", self.root))
+    }
+
     pub fn switchover(&self) -> TypedKey<Switchover> {
         TypedKey::new(format!("{}switchover", self.root))
     }
@@ -159,6 +164,7 @@ impl ClusterKeys {
             "config" => ClusterKey::Config,
             "initialize" => ClusterKey::Initialize,
             "sync" => ClusterKey::Sync,
+            "failsafe" => ClusterKey::Failsafe,
             "switchover" => ClusterKey::Switchover,
             "history" => ClusterKey::History,
             "primary_position" => ClusterKey::PrimaryPosition,
@@ -541,6 +547,21 @@ impl Record for PrimaryPosition {
     const KIND: &'static str = "primary position";
 }
 
+/// Failsafe mode: the members a primary cut off from the store asks, as
+/// its leader last published them, with their REST APIs. Only these may
+/// take over while failsafe is on: a primary cannot ask one it never knew.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailsafeMembers {
+    pub leader: String,
+    /// Member name → API URL, the leader included.
+    pub members: BTreeMap<String, String>,
+}
+
+impl Record for FailsafeMembers {
+    const KIND: &'static str = "failsafe members";
+}
+
 /// The synchronous standbys the primary has actually configured.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -715,6 +736,7 @@ mod tests {
         assert_eq!(keys.config().key(), "/pgwarden/main/config");
         assert_eq!(keys.initialize().key(), "/pgwarden/main/initialize");
         assert_eq!(keys.sync().key(), "/pgwarden/main/sync");
+        assert_eq!(keys.failsafe().key(), "/pgwarden/main/failsafe");
         assert_eq!(keys.switchover().key(), "/pgwarden/main/switchover");
         assert_eq!(keys.history().key(), "/pgwarden/main/history");
         assert_eq!(

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::cluster::{
-    ClusterKey, ClusterKeys, DynamicConfig, History, Initialize, Leader, MemberStatus,
-    PrimaryPosition, Switchover, SyncState,
+    ClusterKey, ClusterKeys, DynamicConfig, FailsafeMembers, History, Initialize, Leader,
+    MemberStatus, PrimaryPosition, Switchover, SyncState,
 };
 use crate::error::StoreError;
 use crate::typed::{decode_kv, Versioned};
@@ -21,6 +21,7 @@ pub struct ClusterRecords {
     pub leader: Option<Versioned<Leader>>,
     pub members: BTreeMap<String, Versioned<MemberStatus>>,
     pub sync: Option<Versioned<SyncState>>,
+    pub failsafe: Option<Versioned<FailsafeMembers>>,
     pub history: Option<Versioned<History>>,
     pub primary_position: Option<Versioned<PrimaryPosition>>,
     pub switchover: Option<Versioned<Switchover>>,
@@ -57,6 +58,7 @@ impl ClusterRecords {
                 self.members.insert(name, decode_kv(kv)?);
             }
             Some(ClusterKey::Sync) => self.sync = Some(decode_kv(kv)?),
+            Some(ClusterKey::Failsafe) => self.failsafe = Some(decode_kv(kv)?),
             Some(ClusterKey::History) => self.history = Some(decode_kv(kv)?),
             Some(ClusterKey::PrimaryPosition) => self.primary_position = Some(decode_kv(kv)?),
             Some(ClusterKey::Switchover) => self.switchover = Some(decode_kv(kv)?),

@@ -3,7 +3,9 @@
 
 use ha::{Action, Local, Plan};
 use pg::Endpoint;
-use store::cluster::{Handoff, HistoryEntry, Initialize, Leader, PrimaryPosition, SyncState};
+use store::cluster::{
+    FailsafeMembers, Handoff, HistoryEntry, Initialize, Leader, PrimaryPosition, SyncState,
+};
 use store::{Condition, Expect, StoreError, Write};
 
 use super::{ActionError, Member, Now};
@@ -64,6 +66,7 @@ impl Member {
             | Action::RenewLeader
             | Action::ApplySynchronous { .. }
             | Action::KeepSlots { .. }
+            | Action::PublishFailsafe { .. }
             | Action::RecordHistory { .. } => return,
         };
         self.event(kind, details);
@@ -247,6 +250,34 @@ impl Member {
                     },
                 ];
                 let write = put(&self.keys.sync(), &sync)?;
+                store.transaction(&conditions, &[write]).await?;
+            }
+            Action::PublishFailsafe { members } => {
+                let list = FailsafeMembers {
+                    leader: self.spec.name.clone(),
+                    members: members
+                        .iter()
+                        .filter_map(|name| {
+                            let status = self.records.members.get(name)?;
+                            Some((name.clone(), status.value.api_url.clone()))
+                        })
+                        .collect(),
+                };
+                // As the synchronous set: only while this member still
+                // holds the key it read.
+                let leader = self.own_leader("publish the failsafe list")?;
+                let conditions = [
+                    unchanged(self.keys.leader().key(), leader.mod_revision),
+                    Condition {
+                        key: self.keys.failsafe().key().to_string(),
+                        expect: self
+                            .records
+                            .failsafe
+                            .as_ref()
+                            .map_or(Expect::Absent, |f| Expect::ModRevision(f.mod_revision)),
+                    },
+                ];
+                let write = put(&self.keys.failsafe(), &list)?;
                 store.transaction(&conditions, &[write]).await?;
             }
             Action::DeposeLeader { leader } => {

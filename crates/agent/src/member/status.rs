@@ -20,6 +20,8 @@ impl Member {
             pg_running,
             primary,
             leader: self.is_leader(),
+            leader_name: self.records.leader_name().map(str::to_string),
+            leader_term: self.records.term(),
             streaming,
             timeline,
             lsn,

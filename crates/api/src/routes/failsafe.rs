@@ -30,6 +30,10 @@ pub fn answer(
     store_reachable: bool,
     request: &FailsafeRequest,
 ) -> Result<Duration, String> {
+    if local.updated_ms == 0 {
+        // Its agent has not looked at PostgreSQL yet: it might be a primary.
+        return Err(format!("{} has not finished its first round", local.member));
+    }
     if local.member == request.leader {
         return Err(format!("{} is this member", request.leader));
     }
@@ -37,6 +41,21 @@ pub fn answer(
         return Err(format!(
             "{} runs as a primary itself; it follows nobody",
             local.member
+        ));
+    }
+    if (local.leader_name.as_deref(), local.leader_term)
+        != (Some(request.leader.as_str()), Some(request.term))
+    {
+        return Err(format!(
+            "{} last saw {} lead, not {} in term {}: {} is not the leader any more",
+            local.member,
+            match (&local.leader_name, local.leader_term) {
+                (Some(name), Some(term)) => format!("{name} in term {term}"),
+                _ => "nobody".to_string(),
+            },
+            request.leader,
+            request.term,
+            request.leader
         ));
     }
     if store_reachable {
@@ -95,6 +114,7 @@ mod tests {
     fn ask(leader: &str) -> FailsafeRequest {
         FailsafeRequest {
             leader: leader.to_string(),
+            term: 7,
             ttl_ms: 3_000,
         }
     }
@@ -103,6 +123,9 @@ mod tests {
         LocalState {
             member: "db2".into(),
             pg_running: true,
+            updated_ms: 1,
+            leader_name: Some("db1".into()),
+            leader_term: Some(7),
             ..LocalState::default()
         }
     }
@@ -129,6 +152,11 @@ mod tests {
         assert!(answer(&standby(), false, &ask("db2"))
             .unwrap_err()
             .contains("this member"));
+        let mut stale = ask("db1");
+        stale.term = 6;
+        assert!(answer(&standby(), false, &stale)
+            .unwrap_err()
+            .contains("not the leader any more"));
         let mut odd = ask("db1");
         odd.ttl_ms = 10;
         assert!(answer(&standby(), false, &odd)
