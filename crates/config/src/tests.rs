@@ -123,6 +123,11 @@ fn full_config_parses() {
     let fx = Fixture::new();
     fs::write(fx.dir.path().join("store.password"), "etcd-secret").unwrap();
     fs::write(fx.dir.path().join("api.token"), "api-secret\n").unwrap();
+    fs::write(
+        fx.dir.path().join("etcd-ca.pem"),
+        "-----BEGIN CERTIFICATE-----\n",
+    )
+    .unwrap();
     let c = fx
         .parse(
             r#"[member]
@@ -147,6 +152,7 @@ cluster = "prod-eu"
 request_timeout = "1500ms"
 username = "pgwarden"
 password_file = "{dir}/store.password"
+ca_file = "{dir}/etcd-ca.pem"
 
 [timing]
 heartbeat = "1s"
@@ -416,6 +422,30 @@ fn heartbeat_longer_than_default_lease_ttl() {
             "pgwarden.toml:13:13: `timing.heartbeat` (5s) must be above zero and at most half of `timing.lease_ttl` (3s)\n  \
              hint: {TIMING_HINT}"
         )
+    );
+}
+
+#[test]
+fn https_endpoints_need_the_ca_and_tls_files_need_https() {
+    let fx = Fixture::new();
+    assert_eq!(
+        fx.error(&format!("{MINIMAL}\n[store]\nendpoints = [\"https://10.0.0.5:2379\"]\n")),
+        "pgwarden.toml:13:14: `store.endpoints` use https:// but `store.ca_file` is not set\n  \
+         hint: pgwarden trusts only the CA you name for etcd, not the system's: set ca_file to the CA that signed etcd's certificates"
+    );
+    assert_eq!(
+        fx.error(&format!(
+            "{MINIMAL}\n[store]\nendpoints = [\"https://a:2379\", \"http://b:2379\"]\n"
+        )),
+        "pgwarden.toml:13:32: `store.endpoints` mixes http:// and https://\n  \
+         hint: every etcd endpoint of a cluster speaks the same protocol: use https:// for all, or http:// for all"
+    );
+    assert_eq!(
+        fx.error(&format!(
+            "{MINIMAL}\n[store]\nca_file = \"{{dir}}/superuser.password\"\n"
+        )),
+        "pgwarden.toml:13:11: `store.ca_file` is set but `store.endpoints` use http://\n  \
+         hint: write the endpoints with https:// to talk TLS to etcd, or remove the TLS files"
     );
 }
 

@@ -507,6 +507,42 @@ impl Validator<'_> {
             [&raw.ca_file, &raw.cert_file, &raw.key_file],
             "a client certificate needs its private key: set both cert_file and key_file, or neither",
         )?;
+        // TLS towards etcd follows from the endpoints' scheme and the CA:
+        // one without the other would fail at the first request, or not
+        // encrypt what the operator believes encrypted.
+        let https = endpoints[0].starts_with("https://");
+        if let Some(i) = endpoints
+            .iter()
+            .position(|e| e.starts_with("https://") != https)
+        {
+            return Err(self.err(
+                &endpoints_path.index(i),
+                Target::Value,
+                format!("`{endpoints_path}` mixes http:// and https://"),
+                "every etcd endpoint of a cluster speaks the same protocol: use https:// for all, or http:// for all",
+            ));
+        }
+        if https && raw.ca_file.is_none() {
+            return Err(self.err(
+                &endpoints_path.index(0),
+                Target::Value,
+                format!("`{endpoints_path}` use https:// but `store.ca_file` is not set"),
+                "pgwarden trusts only the CA you name for etcd, not the system's: set ca_file to the CA that signed etcd's certificates",
+            ));
+        }
+        if !https && (raw.ca_file.is_some() || raw.cert_file.is_some()) {
+            let key = if raw.ca_file.is_some() {
+                "ca_file"
+            } else {
+                "cert_file"
+            };
+            return Err(self.err(
+                &table.key(key),
+                Target::Value,
+                format!("`store.{key}` is set but `{endpoints_path}` use http://"),
+                "write the endpoints with https:// to talk TLS to etcd, or remove the TLS files",
+            ));
+        }
         Ok(Store {
             backend: raw.backend.unwrap_or(Backend::Etcd),
             endpoints,
