@@ -4,7 +4,7 @@
 /// The whole pg_hba.conf for the given client networks.
 pub fn render_hba(replication_user: &str, networks: &[String]) -> String {
     let mut out = String::from(
-        "# Written by pgwarden at initdb.\n\
+        "# Written by pgwarden with its settings, from [postgresql] hba_networks. Do not edit.\n\
          # TYPE  DATABASE     USER  ADDRESS  METHOD\n\
          local   all          all            peer\n\
          local   replication  all            peer\n",

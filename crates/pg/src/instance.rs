@@ -247,15 +247,21 @@ impl Instance {
             .await;
         remove_if_present(&pwfile)?;
         result?;
+        self.write_hba()?;
+        self.ensure_include()?;
+        self.write_passfile()
+    }
+
+    /// pg_hba.conf from this member's own networks: written with the
+    /// settings, because a clone brings the primary's.
+    fn write_hba(&self) -> Result<(), PgError> {
         let hba = render_hba(&self.spec.replication.name, &self.spec.hba_networks);
         write_atomically(
             &self.spec.run_as,
             &self.spec.data_dir.join("pg_hba.conf"),
             &hba,
             0o600,
-        )?;
-        self.ensure_include()?;
-        self.write_passfile()
+        )
     }
 
     /// Makes postgresql.conf include pgwarden.conf (once).
@@ -270,10 +276,11 @@ impl Instance {
         write_atomically(&self.spec.run_as, &path, &text, 0o600)
     }
 
-    /// Rewrites pgwarden.conf atomically. A running server needs `reload` (or
-    /// `restart` for settings such as `port`) to see it.
+    /// Rewrites pgwarden.conf and pg_hba.conf atomically. A running server
+    /// needs `reload` (or `restart` for settings such as `port`) to see them.
     pub fn write_settings(&self, settings: &Settings) -> Result<(), PgError> {
         self.ensure_include()?;
+        self.write_hba()?;
         write_atomically(
             &self.spec.run_as,
             &self.spec.data_dir.join(MANAGED_FILE),
