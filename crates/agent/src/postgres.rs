@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
+pub use pg::ConfigReport;
 use pg::{Endpoint, Instance, PgError, Probe, RewindOutcome, Settings};
 use tokio::sync::Mutex;
 
@@ -19,15 +20,6 @@ impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.name, self.endpoint)
     }
-}
-
-/// What a running server says of its configuration files.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ConfigReport {
-    /// Parameters that take effect only at the next restart.
-    pub pending_restart: Vec<String>,
-    /// Settings it could not apply (a bad value it would not start with).
-    pub errors: Vec<String>,
 }
 
 /// Everything the agent does to its PostgreSQL.
@@ -87,6 +79,9 @@ pub struct RealPostgres {
     settings: Mutex<Applied>,
     lag_ms: std::sync::Mutex<Option<u64>>,
     config_report: std::sync::Mutex<ConfigReport>,
+    /// When the report was last read; `None`: read it at the next
+    /// observation (the files were written since).
+    config_read_at: std::sync::Mutex<Option<std::time::Instant>>,
     progress: std::sync::Arc<std::sync::Mutex<Option<(u64, u64)>>>,
 }
 
@@ -108,6 +103,7 @@ impl RealPostgres {
             }),
             lag_ms: std::sync::Mutex::new(None),
             config_report: Default::default(),
+            config_read_at: Default::default(),
             progress: Default::default(),
         }
     }
@@ -120,7 +116,41 @@ impl RealPostgres {
     async fn rewrite(&self, change: impl FnOnce(&mut Applied)) -> Result<(), PgError> {
         let mut applied = self.settings.lock().await;
         change(&mut applied);
+        self.written();
         self.instance.write_settings(&applied.settings)
+    }
+
+    /// The configuration files changed: read the report again soon.
+    fn written(&self) {
+        *self
+            .config_read_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Reads what the server says of its configuration after a change, and
+    /// every 10 s (a restart clears what waited for it); not every round,
+    /// as pg_file_settings parses the files on each call.
+    async fn read_config_report(&self) {
+        const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+        let due = self
+            .config_read_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|at| at.elapsed() >= EVERY);
+        if !due {
+            return;
+        }
+        match self.instance.config_report().await {
+            Ok(report) => {
+                *self.config_report.lock().unwrap_or_else(|e| e.into_inner()) = report;
+                *self
+                    .config_read_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+            }
+            Err(err) => tracing::debug!("could not read the configuration report: {err}"),
+        }
     }
 
     async fn clone_with_progress(&self, upstream: &Upstream) -> Result<(), PgError> {
@@ -161,13 +191,9 @@ impl LocalPostgres for RealPostgres {
             .state()
             .and_then(|s| s.replay_delay)
             .map(|d| d.as_millis() as u64);
-        *self.config_report.lock().unwrap_or_else(|e| e.into_inner()) = probe
-            .state()
-            .map(|s| ConfigReport {
-                pending_restart: s.pending_restart.clone(),
-                errors: s.config_errors.clone(),
-            })
-            .unwrap_or_default();
+        if probe.is_up() {
+            self.read_config_report().await;
+        }
         let state = match probe {
             Probe::Up(state) => state,
             Probe::Down {
@@ -262,6 +288,7 @@ impl LocalPostgres for RealPostgres {
         if self.instance.is_initialized() {
             let mut settings = applied.settings.clone();
             settings.cluster_parameters = parameters.clone();
+            self.written();
             self.instance.write_settings(&settings)?;
             if self.instance.postmaster_pid().is_some() {
                 self.instance.reload().await?;

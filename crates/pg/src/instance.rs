@@ -692,6 +692,12 @@ impl Instance {
         probe::connect(&self.spec.endpoint, &self.spec.superuser).await
     }
 
+    /// What the server says of its configuration files.
+    pub async fn config_report(&self) -> Result<probe::ConfigReport, PgError> {
+        let client = self.client().await?;
+        probe::config_report(&client).await
+    }
+
     /// What the server says about itself right now.
     pub async fn probe(&self) -> Probe {
         probe::probe(self).await

@@ -24,6 +24,6 @@ pub use instance::{
     CloneProgress, Instance, InstanceSpec, RewindOutcome, Role, StopMode, Timeouts,
 };
 pub use lsn::Lsn;
-pub use probe::{connect, Probe, ReplicationRow, ServerState, WalReceiver};
+pub use probe::{connect, ConfigReport, Probe, ReplicationRow, ServerState, WalReceiver};
 pub use run_as::RunAs;
 pub use settings::Settings;

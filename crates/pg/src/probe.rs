@@ -58,13 +58,6 @@ pub struct ServerState {
     /// On a standby: how old the last replayed commit is, 0 when it has
     /// replayed everything it received (an idle primary is no lag).
     pub replay_delay: Option<Duration>,
-    /// Parameters changed in the configuration files that take effect only
-    /// at the next restart.
-    pub pending_restart: Vec<String>,
-    /// Lines of the configuration files the server could not apply
-    /// (`pg_file_settings`), e.g. `work_mem: setting could not be applied`:
-    /// a value it ignores now and would refuse to start with.
-    pub config_errors: Vec<String>,
 }
 
 impl ServerState {
@@ -176,13 +169,7 @@ async fn query_state(client: &Client) -> Result<ServerState, PgError> {
                          ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END, \
                     CASE WHEN pg_is_in_recovery() \
                          THEN (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) \
-                               FROM pg_ls_waldir() WHERE name LIKE '%.history') END, \
-                    (SELECT coalesce(string_agg(name, ',' ORDER BY name), '') \
-                     FROM pg_settings WHERE pending_restart), \
-                    (SELECT coalesce(string_agg(coalesce(name, sourcefile || ':' || sourceline) \
-                                                || ': ' || error, E'\\n'), '') \
-                     FROM pg_file_settings f WHERE error IS NOT NULL AND NOT EXISTS \
-                         (SELECT 1 FROM pg_settings s WHERE s.name = f.name AND s.pending_restart))",
+                               FROM pg_ls_waldir() WHERE name LIKE '%.history') END",
             &[],
         )
         .await
@@ -243,18 +230,46 @@ async fn query_state(client: &Client) -> Result<ServerState, PgError> {
             .get::<_, Option<f64>>(6)
             .filter(|secs| secs.is_finite())
             .map(|secs| Duration::from_secs_f64(secs.max(0.0))),
+    })
+}
+
+/// What a running server says of its configuration files: parameters
+/// that wait for a restart, and lines it could not apply (a bad value it
+/// ignores now and would refuse to start with). Not part of the probe:
+/// `pg_file_settings` parses the files on every call.
+pub async fn config_report(client: &Client) -> Result<ConfigReport, PgError> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT coalesce(string_agg(name, ',' ORDER BY name), '') \
+                     FROM pg_settings WHERE pending_restart), \
+                    (SELECT coalesce(string_agg(coalesce(name, sourcefile || ':' || sourceline) \
+                                                || ': ' || error, E'\\n'), '') \
+                     FROM pg_file_settings f WHERE error IS NOT NULL AND NOT EXISTS \
+                         (SELECT 1 FROM pg_settings s WHERE s.name = f.name AND s.pending_restart))",
+            &[],
+        )
+        .await
+        .map_err(|e| PgError::sql("read pg_settings and pg_file_settings", e))?;
+    Ok(ConfigReport {
         pending_restart: row
-            .get::<_, String>(8)
+            .get::<_, String>(0)
             .split(',')
             .filter(|name| !name.is_empty())
             .map(str::to_string)
             .collect(),
-        config_errors: row
-            .get::<_, String>(9)
+        errors: row
+            .get::<_, String>(1)
             .lines()
             .map(str::to_string)
             .collect(),
     })
+}
+
+/// See [`config_report`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigReport {
+    pub pending_restart: Vec<String>,
+    pub errors: Vec<String>,
 }
 
 fn replication_row(row: &Row) -> Result<ReplicationRow, PgError> {
