@@ -3,17 +3,24 @@
 //! * [`routing`] — pure — from the leader key and member statuses to routes.
 //! * [`watcher`] — store I/O — keeps the cluster view and publishes tables.
 //! * [`table`] — the published routing table, read lock-free per connection.
-//! * [`listener`] — accept, route (or hold), forward, fence.
+//! * [`listener`] — accept, route (or hold), fence.
+//! * [`first`] — the startup exchange and first queries, copied in user space.
+//! * [`relay`] — forwarding until close: in the kernel ([`sockmap`], [`tcp`])
+//!   or in user space.
 //! * [`metrics`], [`http`] — counters and the `/health` + `/metrics` endpoint.
 //! * [`config`] — `proxy.toml`.
 
 pub mod config;
+pub mod first;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod relay;
 pub mod routing;
+pub mod sockmap;
 pub mod startup;
 pub mod table;
+pub mod tcp;
 pub mod watcher;
 
 use std::net::SocketAddr;
@@ -79,6 +86,20 @@ impl Proxy {
         };
         let local = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
         let metrics = Arc::new(Metrics::default());
+        let kernel = if settings.kernel_forwarding {
+            match sockmap::Kernel::load() {
+                Ok(kernel) => Some(Arc::new(kernel)),
+                Err(err) => {
+                    tracing::warn!(
+                        "proxy: forwarding in user space: cannot forward in the kernel ({err}); {}",
+                        err.advice()
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let (tx, routes) = watch::channel(Arc::new(Table::default()));
         let (shutdown_tx, shutdown) = watch::channel(());
         let mut proxy = Proxy {
@@ -109,6 +130,7 @@ impl Proxy {
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
                 next: AtomicUsize::new(0),
+                kernel: kernel.clone(),
             });
             proxy
                 .tasks
