@@ -57,6 +57,7 @@ pub struct Proxy {
     pub http: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     routes: watch::Receiver<Arc<Table>>,
+    kernel: Option<Arc<sockmap::Kernel>>,
     // Dropped with the proxy: every task watching it ends.
     _shutdown: watch::Sender<()>,
     tasks: Vec<JoinHandle<()>>,
@@ -108,6 +109,7 @@ impl Proxy {
             http: http.as_ref().map(local),
             metrics: metrics.clone(),
             routes: routes.clone(),
+            kernel: kernel.clone(),
             _shutdown: shutdown_tx,
             tasks: Vec::new(),
         };
@@ -147,6 +149,13 @@ impl Proxy {
     /// The routing table in force.
     pub fn table(&self) -> Arc<Table> {
         self.routes.borrow().clone()
+    }
+
+    /// How many sockets the kernel forwards for now (two per connection),
+    /// or `None` when forwarding is in user space.
+    pub fn kernel_sockets(&self) -> Option<usize> {
+        let kernel = self.kernel.as_ref()?;
+        Some(kernel.active_sockets().unwrap_or(usize::MAX))
     }
 
     /// Runs until every task ends (they end only when the proxy is dropped).
