@@ -11,7 +11,7 @@
 //!   receives to `peers[its cookie]` (which is already there: no byte can
 //!   find its peer missing).
 //!
-//! The program is 11 hand-assembled instructions loaded with bpf(2); no BPF
+//! The program is 15 hand-assembled instructions loaded with bpf(2); no BPF
 //! toolchain or library is needed. A socket leaves both maps when it is
 //! closed (the kernel unlinks it), so nothing needs removing by hand.
 
@@ -271,11 +271,14 @@ const MOV64_REG: u8 = 0xbf;
 const MOV64_IMM: u8 = 0xb7;
 const ADD64_IMM: u8 = 0x07;
 const STX_DW: u8 = 0x7b;
+const LDX_W: u8 = 0x61;
+const JNE_IMM: u8 = 0x55;
 const LD_IMM64: u8 = 0x18;
 const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
 /// src_reg of LD_IMM64 saying "the immediate is a map file descriptor".
 const PSEUDO_MAP_FD: u8 = 1;
+const SK_DROP: i32 = 0;
 // Helper function ids.
 const GET_SOCKET_COOKIE: i32 = 46;
 const SK_REDIRECT_HASH: i32 = 72;
@@ -284,14 +287,23 @@ const SK_REDIRECT_HASH: i32 = 72;
 ///
 /// ```c
 /// int verdict(struct __sk_buff *skb) {
+///     if (skb->len == 0)
+///         return SK_DROP;
 ///     __u64 key = bpf_get_socket_cookie(skb);
 ///     return bpf_sk_redirect_hash(skb, &peers, &key, 0 /* egress */);
 /// }
 /// ```
 ///
-/// A missing peer (only while a pair is being closed) drops the bytes.
+/// An empty skb is a bare FIN: redirected, the kernel's sender takes its
+/// zero-byte send for a broken pipe and fails the peer socket (EPIPE).
+/// The end is passed on by `relay` instead. A missing peer (only while a
+/// pair is being closed) drops the bytes.
 fn load_verdict(peers: RawFd) -> io::Result<OwnedFd> {
     let program = [
+        insn(LDX_W, 2, 1, 0, 0),                    // r2 = skb->len
+        insn(JNE_IMM, 2, 0, 2, 0),                  // if r2 != 0 skip 2
+        insn(MOV64_IMM, 0, 0, 0, SK_DROP),          // r0 = SK_DROP
+        insn(EXIT, 0, 0, 0, 0),                     //
         insn(MOV64_REG, 6, 1, 0, 0),                // r6 = skb
         insn(CALL, 0, 0, 0, GET_SOCKET_COOKIE),     // r0 = cookie(skb->sk)
         insn(STX_DW, 10, 0, -8, 0),                 // *(u64 *)(fp - 8) = r0

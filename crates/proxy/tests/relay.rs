@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 const DEADLINE: Duration = Duration::from_secs(30);
 /// Far more reads than the proxy copies in user space before the hand-over.
 const BIG: usize = 24 << 20;
+fn big() -> usize { std::env::var("BIG").ok().and_then(|v| v.parse().ok()).unwrap_or(BIG) }
 
 /// What a fake backend does with each connection after its greeting.
 #[derive(Clone, Copy)]
@@ -62,7 +63,7 @@ async fn backend(script: Script) -> (SocketAddr, tokio::task::JoinHandle<()>) {
                 }
                 if let Script::CountThenSend = script {
                     let _ = s.write_all(format!("{total}\n").as_bytes()).await;
-                    let _ = s.write_all(&pattern(7, BIG)).await;
+                    let _ = s.write_all(&pattern(7, big())).await;
                 }
             });
         }
@@ -217,7 +218,7 @@ async fn a_half_close_is_passed_on_after_every_byte(kernel: bool) {
     let t = setup(Script::CountThenSend, kernel).await;
     let mut s = connect(&t.proxy).await;
     kernel_holds(&t.proxy, 2).await;
-    let data = pattern(3, BIG);
+    let data = pattern(3, big());
     s.write_all(&data).await.unwrap();
     // The backend answers only once it has seen the end of what was sent,
     // so the count proves no byte was lost before the FIN.
@@ -227,13 +228,13 @@ async fn a_half_close_is_passed_on_after_every_byte(kernel: bool) {
         .await
         .expect("the backend's end never arrived")
         .unwrap();
-    let count = format!("{}\n", 16 + BIG);
+    let count = format!("{}\n", 16 + big());
     assert!(
         answer.starts_with(count.as_bytes()),
         "the backend counted {:?}",
         String::from_utf8_lossy(&answer[..answer.len().min(20)])
     );
-    assert!(answer[count.len()..] == pattern(7, BIG)[..], "the answer differs");
+    assert!(answer[count.len()..] == pattern(7, big())[..], "the answer differs");
     drop(s);
     kernel_holds(&t.proxy, 0).await;
 }
