@@ -194,15 +194,15 @@ pub async fn opening(
     let mut buf = [0u8; 8192];
     let mut reads = 0;
     while reads < OPENING_READS {
-        let (from, to, count) = tokio::select! {
+        let (ready, from_server, count) = tokio::select! {
             biased;
             ready = server.readable() => (ready.map(|_| ()), true, &mut *server_read),
             ready = client.readable() => (ready.map(|_| ()), false, &mut *client_read),
         };
-        if from.is_err() {
+        if ready.is_err() {
             return Opening::Ending;
         }
-        let (src, dst) = if to {
+        let (src, dst) = if from_server {
             (&mut *server, &mut *client)
         } else {
             (&mut *client, &mut *server)

@@ -58,10 +58,10 @@ async fn backend(script: Script) -> (SocketAddr, tokio::task::JoinHandle<()>) {
                         Ok(n) => n,
                     };
                     total += n as u64;
-                    if matches!(script, Script::Echo) || total <= 16 {
-                        if s.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
+                    if (matches!(script, Script::Echo) || total <= 16)
+                        && s.write_all(&buf[..n]).await.is_err()
+                    {
+                        return;
                     }
                 }
                 if let Script::CountThenSend(flood) = script {
@@ -307,7 +307,7 @@ async fn a_reset_closes_the_other_side(kernel: bool) {
     }
     kernel_holds(&t.proxy, 2).await;
     // Linger 0: close sends a reset.
-    client.set_linger(Some(Duration::ZERO)).unwrap();
+    client.set_zero_linger().unwrap();
     drop(client);
     let mut buf = [0u8; 16];
     let end = tokio::time::timeout(DEADLINE, server.read(&mut buf))
