@@ -30,8 +30,7 @@ pub struct Settings {
     /// How often the whole cluster prefix is re-read besides the watch.
     pub refresh: Duration,
     pub policy: ReadPolicy,
-    /// Forward established sessions in the kernel (BPF sockmap) when it
-    /// can. Off by default: see docs/proxy.md for its limits.
+    /// Forward established sessions in the kernel (BPF sockmap) when it can.
     pub kernel_forwarding: bool,
 }
 
@@ -49,7 +48,7 @@ impl Settings {
                 fallback_to_primary: true,
                 ..ReadPolicy::default()
             },
-            kernel_forwarding: false,
+            kernel_forwarding: true,
         }
     }
 }
@@ -209,7 +208,7 @@ pub fn parse(source: &str, file_name: &str) -> Result<ProxyConfig, ConfigError> 
                 fallback_to_primary: proxy.read_only_fallback_to_primary.unwrap_or(true),
                 weights,
             },
-            kernel_forwarding: proxy.kernel_forwarding.unwrap_or(false),
+            kernel_forwarding: proxy.kernel_forwarding.unwrap_or(true),
         },
     })
 }
@@ -274,7 +273,7 @@ max_lag_bytes = 1048576
 max_lag = "5s"
 read_only_fallback_to_primary = false
 store_grace = "4s"
-kernel_forwarding = true
+kernel_forwarding = false
 
 [proxy.weights]
 db1 = 2
@@ -297,7 +296,7 @@ listen = "127.0.0.1:8009"
         assert_eq!(s.policy.max_lag_bytes, Some(1 << 20));
         assert_eq!(s.policy.max_lag, Some(Duration::from_secs(5)));
         assert!(!s.policy.fallback_to_primary);
-        assert!(s.kernel_forwarding);
+        assert!(!s.kernel_forwarding);
         assert_eq!(s.policy.weights["db1"], 2);
         assert_eq!(s.policy.weights["db2"], 0);
     }
@@ -310,7 +309,7 @@ listen = "127.0.0.1:8009"
         assert_eq!(s.hold_timeout, Duration::from_secs(30));
         assert_eq!(s.store_grace, Duration::from_secs(3));
         assert!(s.policy.fallback_to_primary);
-        assert!(!s.kernel_forwarding);
+        assert!(s.kernel_forwarding);
         assert_eq!(s.policy.max_lag_bytes, None);
         assert_eq!(config.store.endpoints, ["http://127.0.0.1:2379"]);
     }

@@ -119,6 +119,9 @@ enum Flow {
 /// gone through, until both have; returns at the first reset or error.
 async fn watch(client: &Side, server: &Side) -> io::Result<()> {
     let mut flows = [Flow::Open, Flow::Open];
+    // A socket closed both ways (EPOLLHUP) stays "ready" in tokio for
+    // good: it is looked at once, then no more, or this loop would spin.
+    let mut hung_up = [false, false];
     let mut pause = Duration::from_micros(200);
     loop {
         if flows == [Flow::Done, Flow::Done] {
@@ -126,13 +129,15 @@ async fn watch(client: &Side, server: &Side) -> io::Result<()> {
         }
         let draining = flows.contains(&Flow::Draining);
         tokio::select! {
-            guard = client.socket.writable() => {
+            guard = client.socket.writable(), if !hung_up[0] => {
                 let mut guard = guard?;
+                hung_up[0] = guard.ready().is_write_closed();
                 event(client, &mut flows[0])?;
                 guard.clear_ready();
             }
-            guard = server.socket.writable() => {
+            guard = server.socket.writable(), if !hung_up[1] => {
                 let mut guard = guard?;
+                hung_up[1] = guard.ready().is_write_closed();
                 event(server, &mut flows[1])?;
                 guard.clear_ready();
             }
@@ -141,6 +146,8 @@ async fn watch(client: &Side, server: &Side) -> io::Result<()> {
             _ = tokio::time::sleep(pause), if draining => {
                 pause = (pause * 2).min(Duration::from_millis(20));
             }
+            // Both hung up and nothing left to pass on.
+            else => return Ok(()),
         }
         for (i, (from, to)) in [(client, server), (server, client)].into_iter().enumerate() {
             if flows[i] == Flow::Draining && from.passed_on(to)? {

@@ -56,10 +56,10 @@ impl Unavailable {
     pub fn advice(&self) -> &'static str {
         match self.io.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => {
-                "run the proxy with CAP_BPF and CAP_NET_ADMIN (or as root), or set proxy.kernel_forwarding = false"
+                "run the proxy with CAP_BPF and CAP_NET_ADMIN (or as root), or set proxy.kernel_forwarding = false to silence this"
             }
             _ => {
-                "the kernel lacks BPF sockmap support (CONFIG_BPF_SYSCALL, CONFIG_BPF_STREAM_PARSER, Linux 5.10 or later); set proxy.kernel_forwarding = false"
+                "the kernel lacks BPF sockmap support (CONFIG_BPF_SYSCALL, CONFIG_BPF_STREAM_PARSER, Linux 5.10 or later); set proxy.kernel_forwarding = false to silence this"
             }
         }
     }

@@ -150,8 +150,6 @@ fn settings() -> Settings {
     settings.read_only = Some("127.0.0.1:0".parse().unwrap());
     settings.http = Some("127.0.0.1:0".parse().unwrap());
     settings.refresh = Duration::from_millis(200);
-    // Root runs the tests: the kernel's path is the one under test.
-    settings.kernel_forwarding = true;
     settings
 }
 
