@@ -30,6 +30,8 @@ pub struct Settings {
     /// How often the whole cluster prefix is re-read besides the watch.
     pub refresh: Duration,
     pub policy: ReadPolicy,
+    /// Forward established sessions in the kernel (BPF sockmap) when it can.
+    pub kernel_forwarding: bool,
 }
 
 impl Settings {
@@ -46,6 +48,7 @@ impl Settings {
                 fallback_to_primary: true,
                 ..ReadPolicy::default()
             },
+            kernel_forwarding: true,
         }
     }
 }
@@ -80,6 +83,7 @@ struct RawProxy {
     max_lag: Option<String>,
     read_only_fallback_to_primary: Option<bool>,
     store_grace: Option<String>,
+    kernel_forwarding: Option<bool>,
     #[serde(default)]
     weights: BTreeMap<String, i64>,
 }
@@ -204,6 +208,7 @@ pub fn parse(source: &str, file_name: &str) -> Result<ProxyConfig, ConfigError> 
                 fallback_to_primary: proxy.read_only_fallback_to_primary.unwrap_or(true),
                 weights,
             },
+            kernel_forwarding: proxy.kernel_forwarding.unwrap_or(true),
         },
     })
 }
@@ -268,6 +273,7 @@ max_lag_bytes = 1048576
 max_lag = "5s"
 read_only_fallback_to_primary = false
 store_grace = "4s"
+kernel_forwarding = false
 
 [proxy.weights]
 db1 = 2
@@ -290,6 +296,7 @@ listen = "127.0.0.1:8009"
         assert_eq!(s.policy.max_lag_bytes, Some(1 << 20));
         assert_eq!(s.policy.max_lag, Some(Duration::from_secs(5)));
         assert!(!s.policy.fallback_to_primary);
+        assert!(!s.kernel_forwarding);
         assert_eq!(s.policy.weights["db1"], 2);
         assert_eq!(s.policy.weights["db2"], 0);
     }
@@ -321,6 +328,7 @@ listen = "127.0.0.1:8009"
         assert_eq!(s.hold_timeout, Duration::from_secs(30));
         assert_eq!(s.store_grace, Duration::from_secs(3));
         assert!(s.policy.fallback_to_primary);
+        assert!(s.kernel_forwarding);
         assert_eq!(s.policy.max_lag_bytes, None);
         assert_eq!(config.store.endpoints, ["http://127.0.0.1:2379"]);
     }
@@ -348,6 +356,10 @@ listen = "127.0.0.1:8009"
             (
                 "[proxy]\nread_write = \"127.0.0.1:5000\"\nread_only = \"127.0.0.1:5000\"\n",
                 "proxy.toml:3:13: `proxy.read_only` is the same address as `proxy.read_write`",
+            ),
+            (
+                "[proxy]\nread_write = \"127.0.0.1:5000\"\nkernel_forwarding = \"yes\"\n",
+                "proxy.toml:3:21: wrong type for `proxy.kernel_forwarding`: expected a boolean",
             ),
             (
                 "[proxy]\nread_write = \"127.0.0.1:5000\"\nhold = \"1s\"\n",

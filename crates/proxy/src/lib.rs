@@ -3,17 +3,24 @@
 //! * [`routing`] — pure — from the leader key and member statuses to routes.
 //! * [`watcher`] — store I/O — keeps the cluster view and publishes tables.
 //! * [`table`] — the published routing table, read lock-free per connection.
-//! * [`listener`] — accept, route (or hold), forward, fence.
+//! * [`listener`] — accept, route (or hold), fence.
+//! * [`first`] — the startup exchange and first queries, copied in user space.
+//! * [`relay`] — forwarding until close: in the kernel ([`sockmap`], [`tcp`])
+//!   or in user space.
 //! * [`metrics`], [`http`] — counters and the `/health` + `/metrics` endpoint.
 //! * [`config`] — `proxy.toml`.
 
 pub mod config;
+pub mod first;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod relay;
 pub mod routing;
+pub mod sockmap;
 pub mod startup;
 pub mod table;
+pub mod tcp;
 pub mod watcher;
 
 use std::net::SocketAddr;
@@ -50,6 +57,7 @@ pub struct Proxy {
     pub http: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     routes: watch::Receiver<Arc<Table>>,
+    kernel: Option<Arc<sockmap::Kernel>>,
     // Dropped with the proxy: every task watching it ends.
     _shutdown: watch::Sender<()>,
     tasks: Vec<JoinHandle<()>>,
@@ -79,6 +87,20 @@ impl Proxy {
         };
         let local = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
         let metrics = Arc::new(Metrics::default());
+        let kernel = if settings.kernel_forwarding {
+            match sockmap::Kernel::load() {
+                Ok(kernel) => Some(Arc::new(kernel)),
+                Err(err) => {
+                    tracing::warn!(
+                        "proxy: forwarding in user space: cannot forward in the kernel ({err}); {}",
+                        err.advice()
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let (tx, routes) = watch::channel(Arc::new(Table::default()));
         let (shutdown_tx, shutdown) = watch::channel(());
         let mut proxy = Proxy {
@@ -87,6 +109,7 @@ impl Proxy {
             http: http.as_ref().map(local),
             metrics: metrics.clone(),
             routes: routes.clone(),
+            kernel: kernel.clone(),
             _shutdown: shutdown_tx,
             tasks: Vec::new(),
         };
@@ -109,6 +132,7 @@ impl Proxy {
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
                 next: AtomicUsize::new(0),
+                kernel: kernel.clone(),
             });
             proxy
                 .tasks
@@ -125,6 +149,13 @@ impl Proxy {
     /// The routing table in force.
     pub fn table(&self) -> Arc<Table> {
         self.routes.borrow().clone()
+    }
+
+    /// How many sockets the kernel forwards for now (two per connection),
+    /// or `None` when forwarding is in user space.
+    pub fn kernel_sockets(&self) -> Option<usize> {
+        let kernel = self.kernel.as_ref()?;
+        Some(kernel.active_sockets().unwrap_or(usize::MAX))
     }
 
     /// Runs until every task ends (they end only when the proxy is dropped).

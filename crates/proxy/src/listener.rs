@@ -12,9 +12,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::first::{self, NotBegun, Opening};
 use crate::metrics::{BackendStats, Metrics};
+use crate::relay;
 use crate::routing::{pick_standby, Backend};
-use crate::startup::{self, Answer, CANNOT_CONNECT_NOW};
+use crate::sockmap::Kernel;
+use crate::startup::{self, CANNOT_CONNECT_NOW};
 use crate::table::Table;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,16 +45,12 @@ pub struct PortContext {
     pub shutdown: watch::Receiver<()>,
     /// Rotates the start of the least-connections scan so ties spread.
     pub next: AtomicUsize,
+    /// Forwarding in the kernel, when it is on and available.
+    pub kernel: Option<Arc<Kernel>>,
 }
 
 /// How long one backend connect may take before the client is held again.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// After a failed connect, try again this soon even if the routes are the
-/// same (a primary restarting in place keeps its route).
-const RETRY: Duration = Duration::from_millis(100);
-/// The most of a client's opening bytes kept to give to another backend (a
-/// startup packet is a few hundred bytes).
-const REPLAY_LIMIT: usize = 16 * 1024;
 
 pub async fn serve(listener: TcpListener, ctx: Arc<PortContext>) {
     let mut shutdown = ctx.shutdown.clone();
@@ -76,17 +75,20 @@ pub async fn serve(listener: TcpListener, ctx: Arc<PortContext>) {
 }
 
 /// A routed backend connection and what identifies its route.
-struct Routed {
-    server: TcpStream,
-    backend: Backend,
+pub struct Routed {
+    pub server: TcpStream,
+    pub backend: Backend,
     /// The primary's term for a read-write route.
-    term: Option<u64>,
-    stats: Arc<BackendStats>,
+    pub term: Option<u64>,
+    pub stats: Arc<BackendStats>,
+    /// Bytes user space has read from `server`.
+    pub read: u64,
 }
 
 async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) {
     let _ = client.set_nodelay(true);
-    let routed = match begin(&mut client, &ctx).await {
+    let mut client_read = 0;
+    let routed = match first::begin(&mut client, &ctx, &mut client_read).await {
         Ok(routed) => routed,
         Err(NotBegun::ClientGone) => return,
         Err(NotBegun::Refused(why)) => {
@@ -100,10 +102,11 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) 
         }
     };
     let Routed {
-        mut server,
+        server,
         backend,
         term,
         stats,
+        read: server_read,
     } = routed;
     let open = match ctx.port {
         Port::ReadWrite => &stats.open_read_write,
@@ -113,12 +116,14 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) 
     stats.total.fetch_add(1, Relaxed);
     let mut routes = ctx.routes.clone();
     let mut shutdown = ctx.shutdown.clone();
+    let read = relay::Read {
+        client: client_read,
+        server: server_read,
+    };
     tokio::select! {
-        // The copy first: it is what wakes this task nearly every time.
+        // The session first: it is what wakes this task nearly every time.
         biased;
-        // Half-closes like TCP: when one side stops sending, the other's
-        // write half is shut down and the opposite direction goes on.
-        result = tokio::io::copy_bidirectional(&mut client, &mut server) => {
+        result = session(client, server, read, ctx.kernel.as_deref()) => {
             if let Err(err) = result {
                 tracing::debug!("proxy: {peer} ↔ {}: {err}", backend.member);
             }
@@ -133,144 +138,29 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) 
         }
         _ = shutdown.changed() => {}
     }
-    // Dropping both sockets closes them: the client sees the connection end
-    // and cannot send another byte to a backend that lost its route.
+    // Dropping the session closes both sockets: the client sees the
+    // connection end and cannot send another byte to a backend that lost
+    // its route.
 }
 
-/// Why no session began.
-enum NotBegun {
-    /// The client hung up first.
-    ClientGone,
-    /// No backend would have it within the hold: why.
-    Refused(String),
-}
-
-/// How one attempt to begin a session ended.
-enum Attempt {
-    Begun,
-    ClientGone,
-    /// The backend ended before the session began: why, and whether it
-    /// simply closed the connection.
-    Retry {
-        why: String,
-        closed: bool,
-    },
-}
-
-/// Connects the client to a backend that begins its session. Until the
-/// backend has answered, nothing has happened that the client could see:
-/// one that closes, refuses for now (shutting down, starting) or loses its
-/// route first is replaced by the next route, and the client's bytes so far
-/// go to it again. A primary dying or switching over while a client
-/// connects costs that client a pause, not an error.
-async fn begin(client: &mut TcpStream, ctx: &PortContext) -> Result<Routed, NotBegun> {
-    let deadline = Instant::now() + ctx.hold_timeout;
-    let mut sent = Vec::new();
-    let mut no_tls_forwarded = false;
-    let mut routes = ctx.routes.clone();
-    // The backend that last closed on the client's bytes.
-    let mut closed_by: Option<Backend> = None;
-    loop {
-        let mut routed = route(ctx).await.map_err(NotBegun::Refused)?;
-        let why = match attempt(client, &mut routed, ctx, &mut sent, &mut no_tls_forwarded).await {
-            Attempt::Begun => return Ok(routed),
-            Attempt::ClientGone => return Err(NotBegun::ClientGone),
-            // The same backend closing twice on the same bytes is refusing
-            // them (a bad startup packet), not dying: the client gets what
-            // a direct connection would.
-            Attempt::Retry { closed: true, .. } if closed_by.as_ref() == Some(&routed.backend) => {
-                return Err(NotBegun::ClientGone)
-            }
-            Attempt::Retry { why, closed } => {
-                closed_by = closed.then(|| routed.backend.clone());
-                why
-            }
-        };
-        tracing::debug!("proxy: {why}; trying the next route");
-        if Instant::now() >= deadline {
-            return Err(NotBegun::Refused(gave_up(&why, ctx.hold_timeout)));
-        }
-        // Not a tight loop on a backend that keeps saying "not now".
-        routes.borrow_and_update();
-        tokio::select! {
-            _ = routes.changed() => {}
-            _ = tokio::time::sleep(RETRY) => {}
-        }
-    }
-}
-
-/// Relays between the client and `routed` until the backend's answer
-/// begins the session.
-async fn attempt(
-    client: &mut TcpStream,
-    routed: &mut Routed,
-    ctx: &PortContext,
-    sent: &mut Vec<u8>,
-    no_tls_forwarded: &mut bool,
-) -> Attempt {
-    let member = routed.backend.member.clone();
-    let ended = |what: &str, closed: bool| Attempt::Retry {
-        why: format!("{member} {what} before the session began"),
-        closed,
+/// Forwards a begun session until both sides close.
+async fn session(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    mut read: relay::Read,
+    kernel: Option<&Kernel>,
+) -> std::io::Result<()> {
+    let Some(kernel) = kernel else {
+        return relay::user_space(&mut client, &mut server).await;
     };
-    if !sent.is_empty() && routed.server.write_all(sent).await.is_err() {
-        return ended("closed the connection", true);
-    }
-    let mut routes = ctx.routes.clone();
-    let (mut from_client, mut from_server) = ([0u8; 4096], [0u8; 4096]);
-    let mut no_tls = false;
-    loop {
-        tokio::select! {
-            read = client.read(&mut from_client) => {
-                let n = match read {
-                    Ok(0) | Err(_) => return Attempt::ClientGone,
-                    Ok(n) => n,
-                };
-                if routed.server.write_all(&from_client[..n]).await.is_err() {
-                    return ended("closed the connection", true);
-                }
-                if sent.len() + n > REPLAY_LIMIT {
-                    // Far more than a startup packet: not a session that
-                    // can be replayed; it goes where it went.
-                    return Attempt::Begun;
-                }
-                sent.extend_from_slice(&from_client[..n]);
-            }
-            read = routed.server.read(&mut from_server) => {
-                let first = match read {
-                    Ok(n) if n > 0 => &from_server[..n],
-                    _ => return ended("closed the connection", true),
-                };
-                match startup::judge(sent, no_tls, first) {
-                    Answer::NotNow => return ended("refused connections for now", false),
-                    Answer::NoTls => {
-                        no_tls = true;
-                        // The client has its "no TLS" already when this is
-                        // a second backend.
-                        if !*no_tls_forwarded {
-                            if client.write_all(first).await.is_err() {
-                                return Attempt::ClientGone;
-                            }
-                            *no_tls_forwarded = true;
-                        }
-                    }
-                    Answer::Begun => {
-                        return match client.write_all(first).await {
-                            Ok(()) => Attempt::Begun,
-                            Err(_) => Attempt::ClientGone,
-                        };
-                    }
-                }
-            }
-            _ = lost_route(&mut routes, ctx.port, &routed.backend, routed.term) => {
-                return ended("lost its route", false);
-            }
-        }
+    match first::opening(&mut client, &mut server, &mut read.client, &mut read.server).await {
+        Opening::Settled => relay::kernel(kernel, client, server, read).await,
+        Opening::Ending => relay::user_space(&mut client, &mut server).await,
     }
 }
 
 /// Resolves once `backend` no longer has the route this connection got.
-async fn lost_route(
+pub(crate) async fn lost_route(
     routes: &mut watch::Receiver<Arc<Table>>,
     port: Port,
     backend: &Backend,
@@ -308,7 +198,7 @@ async fn lost_route(
 
 /// Picks and connects a backend, holding while there is none (or it does
 /// not answer) until `hold_timeout`.
-async fn route(ctx: &PortContext) -> Result<Routed, String> {
+pub(crate) async fn route(ctx: &PortContext) -> Result<Routed, String> {
     let started = Instant::now();
     let deadline = started + ctx.hold_timeout;
     let mut routes = ctx.routes.clone();
@@ -334,6 +224,7 @@ async fn route(ctx: &PortContext) -> Result<Routed, String> {
                             backend,
                             term,
                             stats,
+                            read: 0,
                         });
                     }
                     Ok(Err(err)) => {
@@ -348,7 +239,7 @@ async fn route(ctx: &PortContext) -> Result<Routed, String> {
                 held.start();
                 tokio::select! {
                     _ = routes.changed() => {}
-                    _ = tokio::time::sleep(RETRY) => {}
+                    _ = tokio::time::sleep(first::RETRY) => {}
                     _ = tokio::time::sleep_until(deadline) => {}
                 }
                 if Instant::now() >= deadline {
@@ -370,7 +261,7 @@ async fn route(ctx: &PortContext) -> Result<Routed, String> {
 }
 
 /// Why a held client is refused, and where to look next.
-fn gave_up(problem: &str, hold_timeout: Duration) -> String {
+pub(crate) fn gave_up(problem: &str, hold_timeout: Duration) -> String {
     format!(
         "{problem} for {hold_timeout:?}; the proxy's routing log line says why each member is left out, `pgwarden ctl list` shows the cluster"
     )

@@ -1,0 +1,177 @@
+//! Forwarding once a session runs, until both sides have closed: in the
+//! kernel through the sockmap when it is available, else in user space.
+//! Either way closes like TCP: when one side stops sending, the other's
+//! write half is shut down and the opposite direction goes on; a reset or
+//! error on either side closes both. Fencing is the caller's: dropping
+//! this future closes both sockets.
+
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use crate::sockmap::{JoinError, Kernel};
+use crate::tcp::{self, State};
+
+/// User-space copy buffers: one read takes a whole burst of rows.
+const COPY_BUFFER: usize = 64 * 1024;
+
+/// Copies in user space until both sides have closed.
+pub async fn user_space(client: &mut TcpStream, server: &mut TcpStream) -> io::Result<()> {
+    tokio::io::copy_bidirectional_with_sizes(client, server, COPY_BUFFER, COPY_BUFFER)
+        .await
+        .map(drop)
+}
+
+/// Bytes user space read from each side before the hand-over.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Read {
+    pub client: u64,
+    pub server: u64,
+}
+
+/// Hands the pair to the kernel and waits for it to end. The caller has
+/// written everything it read. When the kernel will not take the pair
+/// (maps full), forwards in user space instead.
+pub async fn kernel(
+    kernel: &Kernel,
+    client: TcpStream,
+    server: TcpStream,
+    read: Read,
+) -> io::Result<()> {
+    // Out of tokio's reactor: it registers for every readable event, and a
+    // readable event fires for each skb even though the data goes on
+    // inside the kernel. Writable interest alone wakes us only for a
+    // state change (end, reset) or freed send space.
+    let (client, server) = (client.into_std()?, server.into_std()?);
+    // Bytes already in each send queue: what user space wrote.
+    let base = (
+        tcp::totals(client.as_raw_fd())?.sent,
+        tcp::totals(server.as_raw_fd())?.sent,
+    );
+    match kernel.join(client.as_raw_fd(), server.as_raw_fd()) {
+        Ok(()) => {}
+        Err(JoinError::Refused(err)) => {
+            tracing::debug!("proxy: the kernel did not take a connection ({err}); copying it");
+            let mut client = TcpStream::from_std(client)?;
+            let mut server = TcpStream::from_std(server)?;
+            return user_space(&mut client, &mut server).await;
+        }
+        Err(JoinError::Broken(err)) => return Err(err),
+    }
+    let client = Side::new(client, read.client, base.0)?;
+    let server = Side::new(server, read.server, base.1)?;
+    watch(&client, &server).await
+}
+
+/// One socket of a pair in the kernel.
+struct Side {
+    socket: AsyncFd<std::net::TcpStream>,
+    /// Bytes user space read from it before the hand-over.
+    read: u64,
+    /// Its send-queue total at the hand-over.
+    base_sent: u64,
+}
+
+impl Side {
+    fn new(socket: std::net::TcpStream, read: u64, base_sent: u64) -> io::Result<Side> {
+        // SAFETY: a std TcpStream owns its descriptor: it stays open and
+        // the same for as long as the AsyncFd owns the stream.
+        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::WRITABLE) }
+            .map_err(io::Error::from)?;
+        Ok(Side {
+            socket,
+            read,
+            base_sent,
+        })
+    }
+
+    fn fd(&self) -> i32 {
+        self.socket.as_raw_fd()
+    }
+
+    /// Whether everything this side received (but its FIN) has entered
+    /// `to`'s send queue.
+    fn passed_on(&self, to: &Side) -> io::Result<bool> {
+        let received = tcp::totals(self.fd())?.received;
+        // The FIN counts as one byte received.
+        let expected = received.saturating_sub(1 + self.read);
+        let sent = tcp::totals(to.fd())?.sent - to.base_sent;
+        Ok(sent >= expected)
+    }
+}
+
+/// What became of one direction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Open,
+    /// The sender ended; its bytes are still on their way to the other.
+    Draining,
+    /// Ended and passed on: the other's write half is shut down.
+    Done,
+}
+
+/// Waits for each side to end, passing each end on once its bytes have
+/// gone through, until both have; returns at the first reset or error.
+async fn watch(client: &Side, server: &Side) -> io::Result<()> {
+    let mut flows = [Flow::Open, Flow::Open];
+    // A socket closed both ways (EPOLLHUP) stays "ready" in tokio for
+    // good: it is looked at once, then no more, or this loop would spin.
+    let mut hung_up = [false, false];
+    let mut pause = Duration::from_micros(200);
+    loop {
+        if flows == [Flow::Done, Flow::Done] {
+            return Ok(());
+        }
+        let draining = flows.contains(&Flow::Draining);
+        tokio::select! {
+            guard = client.socket.writable(), if !hung_up[0] => {
+                let mut guard = guard?;
+                hung_up[0] = guard.ready().is_write_closed();
+                event(client, &mut flows[0])?;
+                guard.clear_ready();
+            }
+            guard = server.socket.writable(), if !hung_up[1] => {
+                let mut guard = guard?;
+                hung_up[1] = guard.ready().is_write_closed();
+                event(server, &mut flows[1])?;
+                guard.clear_ready();
+            }
+            // The kernel sends redirected bytes from a worker: poll until
+            // it has (only while a side is ending).
+            _ = tokio::time::sleep(pause), if draining => {
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            // Both hung up and nothing left to pass on.
+            else => return Ok(()),
+        }
+        for (i, (from, to)) in [(client, server), (server, client)].into_iter().enumerate() {
+            if flows[i] == Flow::Draining && from.passed_on(to)? {
+                to.socket.get_ref().shutdown(Shutdown::Write)?;
+                flows[i] = Flow::Done;
+            }
+        }
+    }
+}
+
+/// Looks at a side after an event: an end starts draining, an error ends all.
+fn event(side: &Side, flow: &mut Flow) -> io::Result<()> {
+    if let Some(err) = side.socket.get_ref().take_error()? {
+        return Err(err);
+    }
+    if *flow != Flow::Open {
+        return Ok(());
+    }
+    match tcp::state(side.fd())? {
+        State::Open => {}
+        State::Ended => *flow = Flow::Draining,
+        // Bytes that raced the hand-over into the receive queue: run them
+        // through the program too.
+        State::Readable => tcp::nudge(side.fd())?,
+    }
+    Ok(())
+}

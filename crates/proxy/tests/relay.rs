@@ -1,0 +1,346 @@
+//! Forwarding once a session runs, in the kernel (BPF sockmap; the tests
+//! run as root) and in user space: large transfers both ways byte for
+//! byte, half-closes, resets, fencing, and no map entry left behind.
+//! Backends are plain TCP servers that speak first, as PostgreSQL answers
+//! a startup packet, against a real etcd.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::member_status;
+use proxy::{Proxy, Settings};
+use store::cluster::{ClusterKeys, Leader, Role};
+use store::Store;
+use testkit::etcd::EtcdCluster;
+use testkit::wait_for;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+/// Far more reads than the proxy copies in user space before the hand-over.
+const BIG: usize = 24 << 20;
+
+/// What a fake backend does with each connection after its greeting.
+#[derive(Clone, Copy)]
+enum Script {
+    /// Echoes until the client ends, then ends.
+    Echo,
+    /// Echoes the first 16 bytes, reads to the client's end, answers how
+    /// many bytes it got and then this many of its own, and ends.
+    CountThenSend(usize),
+}
+
+/// A backend at `addr` that greets with "hello\n" and follows `script`.
+async fn backend(script: Script) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if s.write_all(b"hello\n").await.is_err() {
+                    return;
+                }
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut total = 0u64;
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    total += n as u64;
+                    if (matches!(script, Script::Echo) || total <= 16)
+                        && s.write_all(&buf[..n]).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                if let Script::CountThenSend(flood) = script {
+                    let _ = s.write_all(format!("{total}\n").as_bytes()).await;
+                    let _ = s.write_all(&pattern(7, flood)).await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Bytes no shift or loss goes unnoticed in.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+struct Setup {
+    _etcd: EtcdCluster,
+    store: Arc<dyn Store>,
+    proxy: Proxy,
+    term: u64,
+    _backend: tokio::task::JoinHandle<()>,
+}
+
+fn keys() -> ClusterKeys {
+    ClusterKeys::new("/pgwarden", "test").unwrap()
+}
+
+/// etcd, one backend published as primary db1, and a proxy routing to it.
+async fn setup(script: Script, kernel_forwarding: bool) -> Setup {
+    let etcd = EtcdCluster::start(1).await.unwrap();
+    let store = etcd.store().await.unwrap();
+    let (addr, task) = backend(script).await;
+    let leader = Leader {
+        member: "db1".into(),
+    };
+    let term = keys()
+        .leader()
+        .create(store.as_ref(), &leader, None)
+        .await
+        .unwrap() as u64;
+    let status = member_status("db1", Role::Primary, addr, Some(term));
+    keys()
+        .member("db1")
+        .unwrap()
+        .put(store.as_ref(), &status, None)
+        .await
+        .unwrap();
+    let mut settings = Settings::new("127.0.0.1:0".parse().unwrap());
+    settings.refresh = Duration::from_millis(200);
+    settings.kernel_forwarding = kernel_forwarding;
+    let proxy = Proxy::start(settings, store.clone(), keys()).await.unwrap();
+    // Root runs the tests: the kernel must take the pairs.
+    assert_eq!(proxy.kernel_sockets().is_some(), kernel_forwarding);
+    Setup {
+        _etcd: etcd,
+        store,
+        proxy,
+        term,
+        _backend: task,
+    }
+}
+
+/// Connects through the proxy and reads the greeting.
+async fn connect(proxy: &Proxy) -> TcpStream {
+    let mut s = wait_for("a routed connection", DEADLINE, || async {
+        let mut s = TcpStream::connect(proxy.read_write)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut hello = [0u8; 6];
+        s.read_exact(&mut hello).await.map_err(|e| e.to_string())?;
+        (&hello == b"hello\n")
+            .then_some(s)
+            .ok_or_else(|| format!("greeted with {hello:?}"))
+    })
+    .await
+    .unwrap();
+    s.set_nodelay(true).unwrap();
+    // Past the proxy's user-space opening: a burst of small exchanges.
+    for i in 0..16u8 {
+        s.write_all(&[i]).await.unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(b[0], i);
+    }
+    s
+}
+
+/// Sends BIG bytes while reading the echo; both must match exactly.
+async fn echo_big(s: TcpStream) -> TcpStream {
+    let data = pattern(1, BIG);
+    let (mut r, mut w) = s.into_split();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent).await.unwrap();
+        w
+    });
+    let mut back = vec![0u8; BIG];
+    tokio::time::timeout(DEADLINE, r.read_exact(&mut back))
+        .await
+        .expect("the echo stalled")
+        .unwrap();
+    assert!(back == data, "the echo differs from what was sent");
+    let w = writer.await.unwrap();
+    r.reunite(w).unwrap()
+}
+
+async fn kernel_holds(proxy: &Proxy, sockets: usize) {
+    if proxy.kernel_sockets().is_none() {
+        return;
+    }
+    wait_for(
+        "the kernel's map to hold the connections",
+        DEADLINE,
+        || async {
+            match proxy.kernel_sockets() {
+                Some(n) if n == sockets => Ok(()),
+                other => Err(format!("{other:?} sockets")),
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+async fn large_transfers_arrive_byte_for_byte(kernel: bool) {
+    let t = setup(Script::Echo, kernel).await;
+    let s = connect(&t.proxy).await;
+    kernel_holds(&t.proxy, 2).await;
+    let s = echo_big(s).await;
+    // Two at once, to mix pairs.
+    let (a, b) = (connect(&t.proxy).await, connect(&t.proxy).await);
+    kernel_holds(&t.proxy, 6).await;
+    let (a, b) = tokio::join!(echo_big(a), echo_big(b));
+    drop((s, a, b));
+    kernel_holds(&t.proxy, 0).await;
+}
+
+#[tokio::test]
+async fn large_transfers_arrive_byte_for_byte_in_the_kernel() {
+    large_transfers_arrive_byte_for_byte(true).await;
+}
+
+#[tokio::test]
+async fn large_transfers_arrive_byte_for_byte_in_user_space() {
+    large_transfers_arrive_byte_for_byte(false).await;
+}
+
+async fn a_half_close_is_passed_on_after_every_byte(kernel: bool) {
+    let flood = BIG;
+    let t = setup(Script::CountThenSend(flood), kernel).await;
+    let mut s = connect(&t.proxy).await;
+    kernel_holds(&t.proxy, 2).await;
+    let data = pattern(3, flood);
+    s.write_all(&data).await.unwrap();
+    // The backend answers only once it has seen the end of what was sent,
+    // so the count proves no byte was lost before the FIN.
+    s.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut answer))
+        .await
+        .expect("the backend's end never arrived")
+        .unwrap();
+    let count = format!("{}\n", 16 + flood);
+    assert!(
+        answer.starts_with(count.as_bytes()),
+        "the backend counted {:?}",
+        String::from_utf8_lossy(&answer[..answer.len().min(20)])
+    );
+    assert!(
+        answer[count.len()..] == pattern(7, flood)[..],
+        "the answer differs"
+    );
+    drop(s);
+    kernel_holds(&t.proxy, 0).await;
+}
+
+#[tokio::test]
+async fn a_half_close_is_passed_on_after_every_byte_in_the_kernel() {
+    a_half_close_is_passed_on_after_every_byte(true).await;
+}
+
+#[tokio::test]
+async fn a_half_close_is_passed_on_after_every_byte_in_user_space() {
+    a_half_close_is_passed_on_after_every_byte(false).await;
+}
+
+async fn a_reset_closes_the_other_side(kernel: bool) {
+    let t = setup(Script::Echo, kernel).await;
+    // The backend's side: accept it through a second listener, so the
+    // test sees what the proxy does to it.
+    let far = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let status = member_status(
+        "db1",
+        Role::Primary,
+        far.local_addr().unwrap(),
+        Some(t.term),
+    );
+    keys()
+        .member("db1")
+        .unwrap()
+        .put(t.store.as_ref(), &status, None)
+        .await
+        .unwrap();
+    wait_for(
+        "the proxy to route to the new address",
+        DEADLINE,
+        || async {
+            let table = t.proxy.table();
+            let routed = table
+                .routes
+                .primary
+                .as_ref()
+                .map(|p| p.backend.addr.clone());
+            (routed == Some(far.local_addr().unwrap().to_string()))
+                .then_some(())
+                .ok_or(format!("{routed:?}"))
+        },
+    )
+    .await
+    .unwrap();
+    let client = TcpStream::connect(t.proxy.read_write).await.unwrap();
+    let (mut server, _) = far.accept().await.unwrap();
+    server.write_all(b"hello\n").await.unwrap();
+    let mut client = client;
+    let mut hello = [0u8; 6];
+    client.read_exact(&mut hello).await.unwrap();
+    for i in 0..16u8 {
+        client.write_all(&[i]).await.unwrap();
+        let mut b = [0u8; 1];
+        server.read_exact(&mut b).await.unwrap();
+        server.write_all(&b).await.unwrap();
+        client.read_exact(&mut b).await.unwrap();
+    }
+    kernel_holds(&t.proxy, 2).await;
+    // Linger 0: close sends a reset.
+    client.set_zero_linger().unwrap();
+    drop(client);
+    let mut buf = [0u8; 16];
+    let end = tokio::time::timeout(DEADLINE, server.read(&mut buf))
+        .await
+        .expect("the backend's side stayed open after the client's reset");
+    assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+    kernel_holds(&t.proxy, 0).await;
+}
+
+#[tokio::test]
+async fn a_reset_closes_the_other_side_in_the_kernel() {
+    a_reset_closes_the_other_side(true).await;
+}
+
+#[tokio::test]
+async fn a_reset_closes_the_other_side_in_user_space() {
+    a_reset_closes_the_other_side(false).await;
+}
+
+#[tokio::test]
+async fn a_leader_change_closes_kernel_forwarded_connections_and_frees_the_map() {
+    let t = setup(Script::Echo, true).await;
+    let mut open = Vec::new();
+    for _ in 0..20 {
+        let s = connect(&t.proxy).await;
+        drop(s);
+        open.push(connect(&t.proxy).await);
+    }
+    kernel_holds(&t.proxy, 40).await;
+    // A new term for db1: every read-write connection of the old one goes.
+    keys().leader().delete(t.store.as_ref()).await.unwrap();
+    for mut s in open {
+        let mut buf = [0u8; 16];
+        let end = tokio::time::timeout(DEADLINE, s.read(&mut buf))
+            .await
+            .expect("a fenced connection stayed open");
+        assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+    }
+    kernel_holds(&t.proxy, 0).await;
+}
