@@ -1,7 +1,8 @@
 //! bench/proxy: pgbench select-only against one PostgreSQL directly,
-//! through `pgwarden proxy` and through HAProxy (TCP mode, the reference),
-//! interleaved round by round, with established connections and with a new
-//! connection per transaction.
+//! through `pgwarden proxy` (as configured by default, and with
+//! `kernel_forwarding = true`) and through HAProxy (TCP mode, the
+//! reference), interleaved round by round, with established connections and
+//! with a new connection per transaction.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,7 +23,7 @@ impl Drop for Proc {
 }
 
 const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
-const TARGETS: [&str; 3] = ["direct", "pgwarden", "haproxy"];
+const TARGETS: [&str; 4] = ["direct", "pgwarden", "kernel", "haproxy"];
 const MODES: [(&str, &[&str]); 2] = [("established", &["-M", "prepared"]), ("new_conn", &["-C"])];
 
 #[tokio::main]
@@ -91,33 +92,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .put(store.as_ref(), &status, None)
         .await?;
 
-    let proxy_port = free_port();
-    let http_port = free_port();
-    let proxy_toml = cluster.dir.join("proxy.toml");
-    std::fs::write(
-        &proxy_toml,
-        format!(
-            "[store]\nendpoints = {:?}\ncluster = \"bench\"\n\n[proxy]\nread_write = \"127.0.0.1:{proxy_port}\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
-            etcd.endpoints()
-        ),
-    )?;
-    let log = std::fs::File::create(cluster.dir.join("proxy.log"))?;
-    let _proxy = Proc(
-        Command::new(&args.pgwarden)
-            .args(["proxy", "-c"])
-            .arg(&proxy_toml)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?,
-    );
-    wait_for(
-        "the proxy to route to db1",
-        Duration::from_secs(30),
-        || async { healthy(http_port).await },
-    )
-    .await?;
+    let (proxy_port, _proxy) =
+        start_proxy(&args.pgwarden, cluster.dir.path(), &etcd.endpoints(), false).await?;
+    let (kernel_port, _kernel_proxy) =
+        start_proxy(&args.pgwarden, cluster.dir.path(), &etcd.endpoints(), true).await?;
 
     let haproxy_port = free_port();
     let haproxy_cfg = cluster.dir.join("haproxy.cfg");
@@ -141,6 +119,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let port_of = |target: &str| match target {
         "direct" => pg_port,
         "pgwarden" => proxy_port,
+        "kernel" => kernel_port,
         _ => haproxy_port,
     };
     // Everyone answers before the clock starts.
@@ -195,6 +174,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             if t > 0 {
                 let name = match *target {
                     "pgwarden" => "proxy",
+                    "kernel" => "proxy_kernel",
                     other => other,
                 };
                 figures.push(figure_line(
@@ -211,6 +191,43 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// A `pgwarden proxy` routing to db1, with or without kernel forwarding:
+/// its read-write port and the process.
+async fn start_proxy(
+    pgwarden: &Path,
+    dir: &Path,
+    endpoints: &[String],
+    kernel: bool,
+) -> Result<(u16, Proc), Box<dyn std::error::Error>> {
+    let (port, http_port) = (free_port(), free_port());
+    let name = if kernel { "proxy-kernel" } else { "proxy" };
+    let toml = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &toml,
+        format!(
+            "[store]\nendpoints = {endpoints:?}\ncluster = \"bench\"\n\n[proxy]\nread_write = \"127.0.0.1:{port}\"\nkernel_forwarding = {kernel}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n"
+        ),
+    )?;
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let proc = Proc(
+        Command::new(pgwarden)
+            .args(["proxy", "-c"])
+            .arg(&toml)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?,
+    );
+    wait_for(
+        &format!("the {name} to route to db1"),
+        Duration::from_secs(30),
+        || async { healthy(http_port).await },
+    )
+    .await?;
+    Ok((port, proc))
 }
 
 async fn healthy(port: u16) -> Result<(), String> {
