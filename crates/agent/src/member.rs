@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::Either;
+
 use ha::{Action, FailsafePromise, Ha, Local, Me, Millis, Observation, Plan, StoreView};
 use pg::Endpoint;
 use store::cluster::{ClusterKeys, MemberStatus};
@@ -237,9 +239,28 @@ impl Member {
         // Asked alongside the store, not after it: a dead store takes its
         // whole timeout to fail, and the answers must come before the
         // lease runs out.
-        let question = self.failsafe_question(clock, !self.store_reachable);
+        // Without the store last round, ask at once; with it, a real agent
+        // asks anyway once the store is slow to answer (a partition fails
+        // only at the request timeout, which may be most of the lease).
+        let ask = if !self.store_reachable {
+            Ask::Now
+        } else if self.keepalive {
+            Ask::After(SPECULATIVE_QUESTION)
+        } else {
+            Ask::Never
+        };
+        let question = self.failsafe_question(clock, ask);
         let sent = clock();
-        let (refreshed, mut failsafe_confirmed) = futures::join!(self.refresh(sent), question);
+        let (refreshed, mut failsafe_confirmed) = {
+            let refresh = self.refresh(sent);
+            futures::pin_mut!(refresh, question);
+            match futures::future::select(refresh, question).await {
+                // The store answered: no question matters.
+                Either::Left((Ok(records), _)) => (Ok(records), BTreeMap::new()),
+                Either::Left((Err(err), question)) => (Err(err), question.await),
+                Either::Right((answers, refresh)) => (refresh.await, answers),
+            }
+        };
         let store = match refreshed {
             Ok(records) => {
                 self.records = records;
@@ -256,10 +277,10 @@ impl Member {
             }
         };
         let reachable = matches!(store, StoreView::Reachable(_));
-        if !reachable && self.store_reachable {
-            // The first round without the store: ask at once rather than
-            // next round, which may be too late for the lease.
-            failsafe_confirmed = self.failsafe_question(clock, true).await;
+        if !reachable && ask == Ask::Never {
+            // The first round without the store (in the simulation, where
+            // nothing is slow): ask now rather than next round.
+            failsafe_confirmed = self.failsafe_question(clock, Ask::Now).await;
         }
         self.store_reachable = reachable;
         if reachable {
@@ -343,14 +364,14 @@ impl Member {
     /// this round): asks every member of the last reachable round whether
     /// it still follows this one. The answers hold a TTL from when the
     /// question was sent; once all are in, the fence is moved to then.
-    fn failsafe_question(
+    fn failsafe_question<'c>(
         &self,
-        clock: &(dyn Fn() -> Now + Send + Sync),
-        now: bool,
-    ) -> impl std::future::Future<Output = BTreeMap<String, Millis>> + 'static {
+        clock: &'c (dyn Fn() -> Now + Send + Sync),
+        ask: Ask,
+    ) -> impl std::future::Future<Output = BTreeMap<String, Millis>> + 'c {
         let config = self.records.config();
         let primary = matches!(&self.local, Local::Running(r) if r.primary);
-        let asks = now
+        let asks = ask != Ask::Never
             && config.failsafe
             && primary
             && self.records.leader_name() == Some(self.spec.name.as_str());
@@ -371,11 +392,14 @@ impl Member {
         members.remove(&me);
         let members: Vec<(String, String)> = members.into_iter().collect();
         let term = self.records.term().unwrap_or(0);
-        let sent = clock().mono;
         async move {
             let Some(peers) = peers else {
                 return BTreeMap::new();
             };
+            if let Ask::After(delay) = ask {
+                tokio::time::sleep(delay).await;
+            }
+            let sent = clock().mono;
             let confirmed = peers.confirm(&me, term, config.ttl_ms, &members).await;
             let all = !members.is_empty() && members.iter().all(|(n, _)| confirmed.contains(n));
             if let (true, Some(fence)) = (all, fence) {
@@ -528,6 +552,18 @@ impl Member {
         Ok(())
     }
 }
+
+/// When a primary asks the others in failsafe mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ask {
+    Now,
+    /// If the store has not answered by then.
+    After(Duration),
+    Never,
+}
+
+/// A store that answers later than this is asked around (failsafe).
+const SPECULATIVE_QUESTION: Duration = Duration::from_millis(250);
 
 /// `work_mem=8MB, shared_buffers removed`: what changed, for the event log.
 fn parameter_change(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> String {

@@ -72,6 +72,31 @@ impl Member {
         self.event(kind, details);
     }
 
+    /// Writes `value` to `key` only while this member still holds the
+    /// leader key it read and `key` is as it was read (`read`: its
+    /// revision, `None` for absent): a deposed primary must not change what
+    /// its successor relies on.
+    async fn put_as_leader<T: store::Record>(
+        &self,
+        doing: &str,
+        key: &store::TypedKey<T>,
+        read: Option<i64>,
+        value: &T,
+    ) -> Result<(), ActionError> {
+        let leader = self.own_leader(doing)?;
+        let conditions = [
+            unchanged(self.keys.leader().key(), leader.mod_revision),
+            Condition {
+                key: key.key().to_string(),
+                expect: read.map_or(Expect::Absent, Expect::ModRevision),
+            },
+        ];
+        self.store
+            .transaction(&conditions, &[put(key, value)?])
+            .await?;
+        Ok(())
+    }
+
     /// This member's leader key as this round read it; acting as the leader
     /// without it is refused.
     pub(super) fn own_leader(&self, doing: &str) -> Result<&store::Versioned<Leader>, ActionError> {
@@ -234,23 +259,14 @@ impl Member {
                     members: members.clone(),
                     term: self.records.term().unwrap_or(0),
                 };
-                // Only while this member still holds the leader key it read:
-                // a deposed primary must not change the set under its
-                // successor.
-                let leader = self.own_leader("publish the synchronous set")?;
-                let conditions = [
-                    unchanged(self.keys.leader().key(), leader.mod_revision),
-                    Condition {
-                        key: self.keys.sync().key().to_string(),
-                        expect: self
-                            .records
-                            .sync
-                            .as_ref()
-                            .map_or(Expect::Absent, |s| Expect::ModRevision(s.mod_revision)),
-                    },
-                ];
-                let write = put(&self.keys.sync(), &sync)?;
-                store.transaction(&conditions, &[write]).await?;
+                let read = self.records.sync.as_ref().map(|s| s.mod_revision);
+                self.put_as_leader(
+                    "publish the synchronous set",
+                    &self.keys.sync(),
+                    read,
+                    &sync,
+                )
+                .await?;
             }
             Action::PublishFailsafe { members } => {
                 let list = FailsafeMembers {
@@ -263,22 +279,14 @@ impl Member {
                         })
                         .collect(),
                 };
-                // As the synchronous set: only while this member still
-                // holds the key it read.
-                let leader = self.own_leader("publish the failsafe list")?;
-                let conditions = [
-                    unchanged(self.keys.leader().key(), leader.mod_revision),
-                    Condition {
-                        key: self.keys.failsafe().key().to_string(),
-                        expect: self
-                            .records
-                            .failsafe
-                            .as_ref()
-                            .map_or(Expect::Absent, |f| Expect::ModRevision(f.mod_revision)),
-                    },
-                ];
-                let write = put(&self.keys.failsafe(), &list)?;
-                store.transaction(&conditions, &[write]).await?;
+                let read = self.records.failsafe.as_ref().map(|f| f.mod_revision);
+                self.put_as_leader(
+                    "publish the failsafe list",
+                    &self.keys.failsafe(),
+                    read,
+                    &list,
+                )
+                .await?;
             }
             Action::DeposeLeader { leader } => {
                 let current = self
