@@ -236,12 +236,10 @@ impl Member {
     pub async fn round(&mut self, clock: &(dyn Fn() -> Now + Send + Sync)) -> Round {
         self.local = self.observe().await;
         let local = self.local.clone();
-        // Asked alongside the store, not after it: a dead store takes its
-        // whole timeout to fail, and the answers must come before the
-        // lease runs out.
-        // Without the store last round, ask at once; with it, a real agent
-        // asks anyway once the store is slow to answer (a partition fails
-        // only at the request timeout, which may be most of the lease).
+        // Failsafe questions go alongside the store request, not after it:
+        // at once when the last round had no store, else (a real agent)
+        // once the store is slow to answer, as a partition fails only at
+        // the request timeout, which may be most of the lease.
         let ask = if !self.store_reachable {
             Ask::Now
         } else if self.keepalive {
@@ -360,9 +358,9 @@ impl Member {
         }
     }
 
-    /// Failsafe, on a primary that cannot reach the store (`now`: ask
-    /// this round): asks every member of the last reachable round whether
-    /// it still follows this one. The answers hold a TTL from when the
+    /// Failsafe, on a primary that may not reach the store: asks every
+    /// member that may take over ([`Member::failsafe_members`]) whether it
+    /// still follows this one. The answers hold a TTL from when the
     /// question was sent; once all are in, the fence is moved to then.
     fn failsafe_question<'c>(
         &self,
@@ -378,19 +376,7 @@ impl Member {
         let peers = self.failsafe_peers.clone().filter(|_| asks);
         let fence = self.fence.clone();
         let me = self.spec.name.clone();
-        // The list the leader published (the members that may take over),
-        // and those with a status, which this round's list may have added.
-        let mut members: BTreeMap<String, String> = self
-            .records
-            .failsafe
-            .iter()
-            .flat_map(|f| f.value.members.clone())
-            .collect();
-        for status in self.records.members.values() {
-            members.insert(status.value.name.clone(), status.value.api_url.clone());
-        }
-        members.remove(&me);
-        let members: Vec<(String, String)> = members.into_iter().collect();
+        let members: Vec<(String, String)> = self.failsafe_members().into_iter().collect();
         let term = self.records.term().unwrap_or(0);
         async move {
             let Some(peers) = peers else {
@@ -409,6 +395,23 @@ impl Member {
         }
     }
 
+    /// The other members a primary asks in failsafe mode, with their APIs:
+    /// the list its leader published (those may take over) and those with
+    /// a status, which this round's list may have added.
+    fn failsafe_members(&self) -> BTreeMap<String, String> {
+        let mut members: BTreeMap<String, String> = self
+            .records
+            .failsafe
+            .iter()
+            .flat_map(|f| f.value.members.clone())
+            .collect();
+        for status in self.records.members.values() {
+            members.insert(status.value.name.clone(), status.value.api_url.clone());
+        }
+        members.remove(&self.spec.name);
+        members
+    }
+
     /// Says who confirmed when that changes, not every round.
     fn log_failsafe_answers(&mut self, reachable: bool, confirmed: &BTreeMap<String, Millis>) {
         if reachable {
@@ -419,20 +422,16 @@ impl Member {
         if by == self.failsafe_confirmed_by || self.failsafe_peers.is_none() {
             return;
         }
-        let missing: BTreeSet<&str> = self
-            .records
-            .failsafe
-            .iter()
-            .flat_map(|f| f.value.members.keys())
-            .chain(self.records.members.keys())
-            .map(String::as_str)
-            .filter(|n| *n != self.spec.name && !by.contains(*n))
+        let missing: Vec<String> = self
+            .failsafe_members()
+            .into_keys()
+            .filter(|n| !by.contains(n))
             .collect();
         tracing::warn!(
             "{}: failsafe: store unreachable; confirmed by [{}], not by [{}]",
             self.spec.name,
             by.iter().cloned().collect::<Vec<_>>().join(", "),
-            missing.into_iter().collect::<Vec<_>>().join(", ")
+            missing.join(", ")
         );
         self.failsafe_confirmed_by = by;
     }

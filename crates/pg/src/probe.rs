@@ -22,7 +22,7 @@ pub enum Probe {
         postmaster_alive: bool,
         reason: String,
     },
-    Up(Box<ServerState>),
+    Up(ServerState),
 }
 
 impl Probe {
@@ -144,7 +144,7 @@ pub(crate) async fn probe(instance: &Instance) -> Probe {
     // A server that accepts a connection but hangs on a query must not hang
     // the agent's round with it.
     match tokio::time::timeout(QUERY_TIMEOUT, query_state(&client)).await {
-        Ok(Ok(state)) => Probe::Up(Box::new(state)),
+        Ok(Ok(state)) => Probe::Up(state),
         Ok(Err(err)) => down(err.to_string()),
         Err(_) => down(format!("the probe got no answer within {QUERY_TIMEOUT:?}")),
     }

@@ -10,7 +10,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 async fn up(node: &PgNode) -> ServerState {
     match node.instance.probe().await {
-        Probe::Up(state) => *state,
+        Probe::Up(state) => state,
         down => panic!("{} should be up: {down:?}", node.name),
     }
 }
