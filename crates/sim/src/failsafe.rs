@@ -9,14 +9,11 @@ use async_trait::async_trait;
 use ha::FailsafePromise;
 
 use crate::postgres::lock;
-use crate::world::{Millis, World};
+use crate::world::World;
 
 /// What the simulation tells the answering side before each round.
 #[derive(Debug, Default)]
 pub struct Board {
-    pub now: Millis,
-    /// Whether each member's agent process runs (it serves the API).
-    pub agent_up: Vec<bool>,
     /// The promise each agent gave; gone when its process dies.
     pub promises: Vec<Option<FailsafePromise>>,
     /// The leader and term each agent last read from the store.
@@ -46,15 +43,30 @@ impl FailsafePeers for SimPeers {
                 continue;
             };
             let node = &world.nodes[i];
-            // As the real handler: an agent that answers, runs no primary,
-            // and cannot reach the store itself either.
-            let answers = board.agent_up[i] && node.host_up && !node.frozen;
-            let cut_off = world.store_down || node.store_cut;
-            let follows = board.known_leader[i] == Some((leader.to_string(), term));
-            if answers && cut_off && follows && !world.is_primary(i) && name != leader {
+            // A crashed agent forgot what it read, so refuses below.
+            if !node.host_up || node.frozen {
+                continue; // Nobody answers.
+            }
+            // The real handler's rule, on what this agent knows.
+            let (leader_name, leader_term) = board.known_leader[i].clone().unzip();
+            let local = api::local::LocalState {
+                member: name.clone(),
+                primary: world.is_primary(i),
+                leader_name,
+                leader_term,
+                updated_ms: 1,
+                ..api::local::LocalState::default()
+            };
+            let request = api::model::FailsafeRequest {
+                leader: leader.to_string(),
+                term,
+                ttl_ms,
+            };
+            let reachable = !(world.store_down || node.store_cut);
+            if let Ok(hold) = api::failsafe_answer(&local, reachable, &request) {
                 board.promises[i] = Some(FailsafePromise {
                     leader: leader.to_string(),
-                    until: board.now + 2 * ttl_ms,
+                    until: world.now + hold.as_millis() as u64,
                 });
                 yes.insert(name.clone());
             }

@@ -377,8 +377,6 @@ impl Sim {
             keys,
             world: Arc::new(Mutex::new(world)),
             board: Arc::new(Mutex::new(Board {
-                now: 0,
-                agent_up: vec![true; config.members],
                 promises: vec![None; config.members],
                 known_leader: vec![None; config.members],
             })),
@@ -864,14 +862,12 @@ impl Sim {
     }
 
     fn round(&mut self, i: usize, started: Millis) {
-        let promise = {
-            let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
-            board.now = self.now;
-            for (up, agent) in board.agent_up.iter_mut().zip(&self.agents) {
-                *up = agent.member.is_some();
-            }
-            board.promises[i].clone()
-        };
+        let promise = self
+            .board
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .promises[i]
+            .clone();
         let Some(member) = self.agents[i].member.as_mut() else {
             return;
         };

@@ -64,23 +64,32 @@ pub fn answer(
             local.member, request.leader
         ));
     }
-    if !TTL_RANGE_MS.contains(&request.ttl_ms) {
-        return Err(format!(
-            "ttl_ms = {} is outside {}..={}",
-            request.ttl_ms,
-            TTL_RANGE_MS.start(),
-            TTL_RANGE_MS.end()
-        ));
+    if let Some(problem) = ttl_problem(request.ttl_ms) {
+        return Err(problem);
     }
     // Longer than the primary relies on the answer (one TTL from when it
     // asked), so it stops before this member could take over.
     Ok(Duration::from_millis(2 * request.ttl_ms))
 }
 
+fn ttl_problem(ttl_ms: u64) -> Option<String> {
+    (!TTL_RANGE_MS.contains(&ttl_ms)).then(|| {
+        format!(
+            "ttl_ms = {ttl_ms} is outside {}..={}",
+            TTL_RANGE_MS.start(),
+            TTL_RANGE_MS.end()
+        )
+    })
+}
+
 pub async fn confirm(State(state): State<AppState>, body: Bytes) -> Result<Response, HttpError> {
     let request: FailsafeRequest = json_body(&body)?;
     store::cluster::check_name("member name", &request.leader)
         .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    // A malformed question is a 400, before anything is looked at.
+    if let Some(problem) = ttl_problem(request.ttl_ms) {
+        return Err(HttpError::bad_request(problem));
+    }
     let local = state.link.state.borrow().clone();
     // Now, not as of the agent's last round: the primary asks just when
     // the store went away, before the agent may have noticed.
@@ -157,6 +166,13 @@ mod tests {
         assert!(answer(&standby(), false, &stale)
             .unwrap_err()
             .contains("not the leader any more"));
+        let starting = LocalState {
+            updated_ms: 0,
+            ..standby()
+        };
+        assert!(answer(&starting, false, &ask("db1"))
+            .unwrap_err()
+            .contains("first round"));
         let mut odd = ask("db1");
         odd.ttl_ms = 10;
         assert!(answer(&standby(), false, &odd)

@@ -16,7 +16,7 @@ use crate::ApiContext;
 
 mod agent;
 mod config;
-mod failsafe;
+pub(crate) mod failsafe;
 mod read;
 mod status;
 mod switchover;
