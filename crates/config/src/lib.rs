@@ -27,12 +27,13 @@ pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use file::{StoreTable, TomlFile};
 pub use net::IpNet;
-pub use parameters::{bad_parameter_name, managed_parameter};
+pub use parameters::{bad_parameter_name, bad_parameter_value, managed_parameter};
 pub use schema::{
     Api, Backend, Config, Credential, Credentials, Hooks, Member, ParamValue, PasswordSource, Peer,
     Postgresql, Store, Tags, Timing,
 };
 pub use secret::Secret;
+pub use validate::{heartbeat_fits, MIN_LEASE_TTL};
 
 /// The PostgreSQL bin directory `member.bin_dir` defaults to: `pg_config
 /// --bindir`, else `pg_ctl` on PATH, else the newest

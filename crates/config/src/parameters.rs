@@ -61,6 +61,15 @@ pub fn bad_parameter_name(name: &str) -> Option<String> {
     }
 }
 
+/// Why `value` cannot be written as `name`'s value in postgresql.conf.
+pub fn bad_parameter_value(name: &str, value: &str) -> Option<String> {
+    value.chars().any(char::is_control).then(|| {
+        format!(
+            "{name} holds a control character (a newline?); postgresql.conf values are one line"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,6 +45,15 @@ const MEMBER_NAME_HINT: &str = "use 1 to 63 characters of a-z, 0-9 and _, starti
 const CLUSTER_NAME_HINT: &str =
     "use 1 to 63 characters of a-z, 0-9, _ and -, starting with a letter";
 
+/// etcd leases count whole seconds.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
+
+/// A healthy leader renews its lease at least twice per TTL. The file and
+/// the store's dynamic configuration both hold to it.
+pub fn heartbeat_fits(heartbeat: Duration, lease_ttl: Duration) -> bool {
+    !heartbeat.is_zero() && heartbeat.saturating_mul(2) <= lease_ttl
+}
+
 pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>, host: &Host<'_>) -> Result<Config> {
     let v = Validator { loc, host };
     let member = v.member(raw.member)?;
@@ -401,7 +410,17 @@ impl Validator<'_> {
                 ));
             }
             let value = match value {
-                toml::Value::String(s) => ParamValue::String(s),
+                toml::Value::String(s) => {
+                    if let Some(problem) = crate::bad_parameter_value(&format!("`{path}`"), &s) {
+                        return Err(self.err(
+                            &path,
+                            Target::Value,
+                            problem,
+                            "write the value on one line, without tabs or other control characters",
+                        ));
+                    }
+                    ParamValue::String(s)
+                }
                 toml::Value::Integer(i) => ParamValue::Integer(i),
                 toml::Value::Float(f) => ParamValue::Float(f),
                 toml::Value::Boolean(b) => ParamValue::Bool(b),
@@ -706,7 +725,7 @@ impl Validator<'_> {
         // The same rules as the dynamic configuration in the store, which
         // the agent seeds from these values: a file that passes here must
         // not be refused there.
-        if lease_ttl < Duration::from_secs(1) {
+        if lease_ttl < MIN_LEASE_TTL {
             return Err(self.err(
                 &ttl_path,
                 Target::Value,
@@ -717,7 +736,7 @@ impl Validator<'_> {
                 "etcd leases count whole seconds; use at least \"1s\" (the default is \"3s\")",
             ));
         }
-        if heartbeat.is_zero() || heartbeat * 2 > lease_ttl {
+        if !heartbeat_fits(heartbeat, lease_ttl) {
             let (hb, ttl) = (
                 crate::format_duration(heartbeat),
                 crate::format_duration(lease_ttl),

@@ -20,6 +20,7 @@
 //! milliseconds, WAL positions (LSNs) plain `u64` byte positions.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -482,13 +483,16 @@ impl DynamicConfig {
     /// What is wrong with the settings, one message per problem.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.ttl_ms < 1_000 {
+        if self.ttl_ms < config::MIN_LEASE_TTL.as_millis() as u64 {
             problems.push(format!(
                 "ttl_ms = {} is below 1000; etcd leases count whole seconds",
                 self.ttl_ms
             ));
         }
-        if self.heartbeat_ms == 0 || self.heartbeat_ms.saturating_mul(2) > self.ttl_ms {
+        if !config::heartbeat_fits(
+            Duration::from_millis(self.heartbeat_ms),
+            Duration::from_millis(self.ttl_ms),
+        ) {
             problems.push(format!(
                 "heartbeat_ms = {} must be above 0 and at most half of ttl_ms = {}, so a lease is refreshed at least twice per TTL",
                 self.heartbeat_ms, self.ttl_ms
@@ -504,10 +508,10 @@ impl DynamicConfig {
                 ));
             } else if let Some(problem) = config::bad_parameter_name(name) {
                 problems.push(problem);
-            } else if value.chars().any(char::is_control) {
-                problems.push(format!(
-                    "parameters.{name} holds a control character (a newline?); postgresql.conf values are one line"
-                ));
+            } else if let Some(problem) =
+                config::bad_parameter_value(&format!("parameters.{name}"), value)
+            {
+                problems.push(problem);
             }
         }
         problems
