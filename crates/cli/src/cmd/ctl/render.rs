@@ -257,6 +257,14 @@ mod tests {
         assert!(!text.contains("Pending restart"), "{text}");
 
         view.members[2].pending_restart = vec!["shared_buffers".into(), "wal_buffers".into()];
+        view.members[1].config_errors = vec!["work_mem: setting could not be applied".into()];
+        assert!(
+            cluster(&view).contains(
+                " Config error on db2: work_mem: setting could not be applied; PostgreSQL ignores it now"
+            ),
+            "{}",
+            cluster(&view)
+        );
         assert!(
             cluster(&view).contains(
                 " Pending restart: db3 (shared_buffers, wal_buffers); `pgwarden ctl restart db3` applies it\n"
