@@ -155,7 +155,11 @@ impl Proxy {
     /// or `None` when forwarding is in user space.
     pub fn kernel_sockets(&self) -> Option<usize> {
         let kernel = self.kernel.as_ref()?;
-        Some(kernel.active_sockets().unwrap_or(usize::MAX))
+        Some(
+            kernel
+                .active_sockets()
+                .expect("the forwarding map can be read"),
+        )
     }
 
     /// Runs until every task ends (they end only when the proxy is dropped).

@@ -56,12 +56,26 @@ pub async fn kernel(
     match kernel.join(client.as_raw_fd(), server.as_raw_fd()) {
         Ok(()) => {}
         Err(JoinError::Refused(err)) => {
-            tracing::debug!("proxy: the kernel did not take a connection ({err}); copying it");
+            // Usually the maps are full; every later connection would say
+            // the same, so once is enough for the operator.
+            static TOLD: std::sync::Once = std::sync::Once::new();
+            TOLD.call_once(|| {
+                tracing::warn!(
+                    "proxy: the kernel took no more connections to forward ({err}); they are copied in \
+                     user space (forwarding in the kernel holds 32768 pairs at most)"
+                )
+            });
             let mut client = TcpStream::from_std(client)?;
             let mut server = TcpStream::from_std(server)?;
             return user_space(&mut client, &mut server).await;
         }
-        Err(JoinError::Broken(err)) => return Err(err),
+        Err(JoinError::Broken(err)) => {
+            tracing::warn!(
+                "proxy: handing a connection to the kernel failed half-way ({err}); it is closed. \
+                 If this repeats, set proxy.kernel_forwarding = false"
+            );
+            return Err(err);
+        }
     }
     let client = Side::new(client, read.client, base.0)?;
     let server = Side::new(server, read.server, base.1)?;

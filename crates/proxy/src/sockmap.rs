@@ -96,12 +96,9 @@ impl Kernel {
         );
         // Peers first: no program runs for them yet.
         update(&self.peers, ka, b).map_err(JoinError::Refused)?;
-        if let Err(err) = update(&self.peers, kb, a) {
-            // Closing is the only way out of a sockmap that needs no
-            // privilege checks; a half-entered pair is simply not used:
-            // `peers[ka]` redirects nothing while `a` is not active.
-            return Err(JoinError::Refused(err));
-        }
+        // A half-entered pair is simply not used: `peers[ka]` redirects
+        // nothing while `a` is not active, and closing removes it.
+        update(&self.peers, kb, a).map_err(JoinError::Refused)?;
         update(&self.active, ka, a).map_err(JoinError::Broken)?;
         update(&self.active, kb, b).map_err(JoinError::Broken)?;
         // Bytes that arrived before a socket became active wait in its
