@@ -5,16 +5,17 @@
 //! error on either side closes both. Fencing is the caller's: dropping
 //! this future closes both sockets.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::sockmap::{JoinError, Kernel};
+use crate::sockmap::{JoinError, Kernel, Pair, Slot};
 use crate::tcp::{self, State};
 
 /// User-space copy buffers: one read takes a whole burst of rows.
@@ -53,8 +54,8 @@ pub async fn kernel(
         tcp::totals(client.as_raw_fd())?.sent,
         tcp::totals(server.as_raw_fd())?.sent,
     );
-    match kernel.join(client.as_raw_fd(), server.as_raw_fd()) {
-        Ok(()) => {}
+    let pair = match kernel.join(client.as_raw_fd(), server.as_raw_fd()) {
+        Ok(pair) => pair,
         Err(JoinError::Refused(err)) => {
             // Usually the maps are full; every later connection would say
             // the same, so once is enough for the operator.
@@ -76,23 +77,35 @@ pub async fn kernel(
             );
             return Err(err);
         }
-    }
-    let client = Side::new(client, read.client, base.0)?;
-    let server = Side::new(server, read.server, base.1)?;
-    watch(&client, &server).await
+    };
+    let client = Side::new(client, read.client, base.0, pair.slot(0))?;
+    let server = Side::new(server, read.server, base.1, pair.slot(1))?;
+    watch(&client, &server, &pair).await
 }
 
 /// One socket of a pair in the kernel.
-struct Side {
+struct Side<'p> {
     socket: AsyncFd<std::net::TcpStream>,
     /// Bytes user space read from it before the hand-over.
     read: u64,
     /// Its send-queue total at the hand-over.
     base_sent: u64,
+    /// What the kernel did with the bytes it received since.
+    slot: &'p Slot,
+    /// Held bytes user space read from it since the hand-over.
+    released: AtomicU64,
+    /// Bytes user space wrote into it since the hand-over (the other's
+    /// held bytes).
+    written: AtomicU64,
 }
 
-impl Side {
-    fn new(socket: std::net::TcpStream, read: u64, base_sent: u64) -> io::Result<Side> {
+impl<'p> Side<'p> {
+    fn new(
+        socket: std::net::TcpStream,
+        read: u64,
+        base_sent: u64,
+        slot: &'p Slot,
+    ) -> io::Result<Side<'p>> {
         // SAFETY: a std TcpStream owns its descriptor: it stays open and
         // the same for as long as the AsyncFd owns the stream.
         let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::WRITABLE) }
@@ -101,11 +114,19 @@ impl Side {
             socket,
             read,
             base_sent,
+            slot,
+            released: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         })
     }
 
     fn fd(&self) -> i32 {
         self.socket.as_raw_fd()
+    }
+
+    /// Bytes that entered its send queue since the hand-over.
+    fn sent(&self) -> io::Result<u64> {
+        Ok(tcp::totals(self.fd())?.sent - self.base_sent)
     }
 
     /// Whether everything this side received (but its FIN) has entered
@@ -114,8 +135,26 @@ impl Side {
         let received = tcp::totals(self.fd())?.received;
         // The FIN counts as one byte received.
         let expected = received.saturating_sub(1 + self.read);
-        let sent = tcp::totals(to.fd())?.sent - to.base_sent;
-        Ok(sent >= expected)
+        Ok(to.sent()? >= expected)
+    }
+
+    /// Writes all of `bytes`, polling for send space: the watch owns the
+    /// socket's readiness (clearing it there could leave a second waiter
+    /// here asleep for good), and this runs only for held bytes.
+    async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
+        let mut pause = Backoff::new();
+        while !bytes.is_empty() {
+            match self.socket.get_ref().write(bytes) {
+                Ok(n) => {
+                    bytes = &bytes[n..];
+                    self.written.fetch_add(n as u64, Relaxed);
+                    pause = Backoff::new();
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => pause.wait().await,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -129,9 +168,33 @@ enum Flow {
     Done,
 }
 
+/// Watches a pair in the kernel until both sides have ended and every
+/// byte has gone through; returns at the first reset or error.
+async fn watch(client: &Side<'_>, server: &Side<'_>, pair: &Pair<'_>) -> io::Result<()> {
+    // Each direction's held bytes on their own: one waiting for the
+    // kernel's queue to drain must not stop the other, which the far end
+    // may need before it reads again (an echo).
+    let holds = async {
+        tokio::try_join!(hold(client, server, pair, 0), hold(server, client, pair, 1)).map(drop)
+    };
+    tokio::select! {
+        done = ends(client, server) => done,
+        Err(err) = holds => Err(err),
+    }
+}
+
+/// Passes on the direction from socket `i`'s held bytes whenever the
+/// sweeper finds some; returns only on an error.
+async fn hold(from: &Side<'_>, to: &Side<'_>, pair: &Pair<'_>, i: usize) -> io::Result<()> {
+    loop {
+        pair.held(i).await;
+        catch_up(from, to).await?;
+    }
+}
+
 /// Waits for each side to end, passing each end on once its bytes have
 /// gone through, until both have; returns at the first reset or error.
-async fn watch(client: &Side, server: &Side) -> io::Result<()> {
+async fn ends(client: &Side<'_>, server: &Side<'_>) -> io::Result<()> {
     let mut flows = [Flow::Open, Flow::Open];
     // A socket closed both ways (EPOLLHUP) stays "ready" in tokio for
     // good: it is looked at once, then no more, or this loop would spin.
@@ -169,6 +232,64 @@ async fn watch(client: &Side, server: &Side) -> io::Result<()> {
                 flows[i] = Flow::Done;
             }
         }
+    }
+}
+
+/// Passes on the bytes the program held from `from` (past its window, see
+/// `sockmap::Slot`), after everything it redirected before them, then lets
+/// the kernel forward again.
+async fn catch_up(from: &Side<'_>, to: &Side<'_>) -> io::Result<()> {
+    let slot = from.slot;
+    if !slot.is_held() {
+        return Ok(());
+    }
+    // Nothing is redirected while bytes are held: this is final.
+    let redirected = slot.redirected();
+    let mut pause = Backoff::new();
+    while to.sent()? < to.written.load(Relaxed) + redirected {
+        if let Some(err) = to.socket.get_ref().take_error()? {
+            return Err(err);
+        }
+        pause.wait().await;
+    }
+    let mut buf = vec![0u8; COPY_BUFFER];
+    loop {
+        match tcp::receive(from.fd(), &mut buf) {
+            // The end: the watch sees it too.
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                from.released.fetch_add(n as u64, Relaxed);
+                to.write_all(&buf[..n]).await?;
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                let released = from.released.load(Relaxed);
+                if slot.held() == released {
+                    slot.release(released, redirected);
+                    // A byte held just before the release is still ours.
+                    if slot.held() == released {
+                        return Ok(());
+                    }
+                } else {
+                    // Held, not yet queued for reading.
+                    tokio::task::yield_now().await;
+                }
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Sleeps growing from 50 µs to 10 ms: for the rare waits on the kernel.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_micros(50))
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_millis(10));
     }
 }
 

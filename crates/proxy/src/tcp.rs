@@ -81,6 +81,17 @@ pub fn state(fd: RawFd) -> io::Result<State> {
     }
 }
 
+/// Reads what is there without blocking (WouldBlock when nothing is).
+pub fn receive(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// The start of struct tcp_info (include/uapi/linux/tcp.h) up to the
 /// RFC 4898 byte counters.
 #[repr(C)]

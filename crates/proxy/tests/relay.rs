@@ -31,7 +31,14 @@ enum Script {
     /// Echoes the first 16 bytes, reads to the client's end, answers how
     /// many bytes it got and then this many of its own, and ends.
     CountThenSend(usize),
+    /// Echoes the first 16 bytes, reads nothing for this long, then reads
+    /// to the client's end and answers whether it got exactly
+    /// `pattern(SLOW_SEED, SLOW_LEN)`.
+    SlowReader(Duration),
 }
+
+const SLOW_SEED: u64 = 11;
+const SLOW_LEN: usize = 128 << 20;
 
 /// A backend at `addr` that greets with "hello\n" and follows `script`.
 async fn backend(script: Script) -> (SocketAddr, tokio::task::JoinHandle<()>) {
@@ -44,6 +51,22 @@ async fn backend(script: Script) -> (SocketAddr, tokio::task::JoinHandle<()>) {
             };
             tokio::spawn(async move {
                 if s.write_all(b"hello\n").await.is_err() {
+                    return;
+                }
+                if let Script::SlowReader(pause) = script {
+                    let mut opening = [0u8; 16];
+                    for byte in opening.chunks_mut(1) {
+                        if s.read_exact(byte).await.is_err() || s.write_all(byte).await.is_err() {
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(pause).await;
+                    let mut got = Vec::with_capacity(SLOW_LEN);
+                    let _ = s.read_to_end(&mut got).await;
+                    let same = got == pattern(SLOW_SEED, SLOW_LEN);
+                    let _ = s
+                        .write_all(if same { b"same\n" } else { b"differs\n" })
+                        .await;
                     return;
                 }
                 let mut buf = vec![0u8; 64 * 1024];
@@ -343,4 +366,58 @@ async fn a_leader_change_closes_kernel_forwarded_connections_and_frees_the_map()
         assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
     }
     kernel_holds(&t.proxy, 0).await;
+}
+
+/// Bytes a client can push at a backend that reads nothing before it
+/// blocks: the sockets' buffers and the kernel forwarding's window, well
+/// short of the whole upload (the kernel's redirect queue alone has no end).
+const BACKPRESSURE_BOUND: u64 = 32 << 20;
+
+async fn a_backend_that_does_not_read_stops_the_client(kernel: bool) {
+    let t = setup(Script::SlowReader(Duration::from_secs(4)), kernel).await;
+    let s = connect(&t.proxy).await;
+    kernel_holds(&t.proxy, 2).await;
+    let (mut r, mut w) = s.into_split();
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = tokio::spawn({
+        let written = written.clone();
+        async move {
+            for chunk in pattern(SLOW_SEED, SLOW_LEN).chunks(64 << 10) {
+                w.write_all(chunk).await.unwrap();
+                written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            w.shutdown().await.unwrap();
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stalled_at = written.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("the client wrote {} MiB before blocking", stalled_at >> 20);
+    assert!(
+        stalled_at < BACKPRESSURE_BOUND,
+        "the client wrote {} MiB into a backend that reads nothing",
+        stalled_at >> 20
+    );
+    // Once the backend reads, every byte arrives, in order.
+    tokio::time::timeout(DEADLINE, writer)
+        .await
+        .expect("the upload stalled")
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(DEADLINE, r.read_to_string(&mut answer))
+        .await
+        .expect("the backend never answered")
+        .unwrap();
+    assert_eq!(answer, "same\n");
+    drop(r);
+    kernel_holds(&t.proxy, 0).await;
+}
+
+#[tokio::test]
+async fn a_backend_that_does_not_read_stops_the_client_in_the_kernel() {
+    a_backend_that_does_not_read_stops_the_client(true).await;
+}
+
+#[tokio::test]
+async fn a_backend_that_does_not_read_stops_the_client_in_user_space() {
+    a_backend_that_does_not_read_stops_the_client(false).await;
 }
