@@ -162,6 +162,10 @@ impl<'p> Side<'p> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Flow {
     Open,
+    /// Open, with bytes user space can read (held ones, or ones that raced
+    /// the hand-over): an end behind them raises no new event, so it is
+    /// looked at again until they are gone.
+    Unread,
     /// The sender ended; its bytes are still on their way to the other.
     Draining,
     /// Ended and passed on: the other's write half is shut down.
@@ -204,7 +208,7 @@ async fn ends(client: &Side<'_>, server: &Side<'_>) -> io::Result<()> {
         if flows == [Flow::Done, Flow::Done] {
             return Ok(());
         }
-        let draining = flows.contains(&Flow::Draining);
+        let polling = flows.contains(&Flow::Draining) || flows.contains(&Flow::Unread);
         tokio::select! {
             guard = client.socket.writable(), if !hung_up[0] => {
                 let mut guard = guard?;
@@ -219,9 +223,14 @@ async fn ends(client: &Side<'_>, server: &Side<'_>) -> io::Result<()> {
                 guard.clear_ready();
             }
             // The kernel sends redirected bytes from a worker: poll until
-            // it has (only while a side is ending).
-            _ = tokio::time::sleep(pause), if draining => {
+            // it has (only while a side is ending or has unread bytes).
+            _ = tokio::time::sleep(pause), if polling => {
                 pause = (pause * 2).min(Duration::from_millis(20));
+                for (side, flow) in [client, server].into_iter().zip(&mut flows) {
+                    if *flow == Flow::Unread {
+                        event(side, flow)?;
+                    }
+                }
             }
             // Both hung up and nothing left to pass on.
             else => return Ok(()),
@@ -298,15 +307,20 @@ fn event(side: &Side, flow: &mut Flow) -> io::Result<()> {
     if let Some(err) = side.socket.get_ref().take_error()? {
         return Err(err);
     }
-    if *flow != Flow::Open {
+    if !matches!(*flow, Flow::Open | Flow::Unread) {
         return Ok(());
     }
-    match tcp::state(side.fd())? {
-        State::Open => {}
-        State::Ended => *flow = Flow::Draining,
-        // Bytes that raced the hand-over into the receive queue: run them
-        // through the program too.
-        State::Readable => tcp::nudge(side.fd())?,
-    }
+    *flow = match tcp::state(side.fd())? {
+        State::Open => Flow::Open,
+        State::Ended => Flow::Draining,
+        State::Readable => {
+            // Bytes that raced the hand-over into the receive queue go
+            // through the program too; held ones are the hold's to copy.
+            if !side.slot.is_held() {
+                tcp::nudge(side.fd())?;
+            }
+            Flow::Unread
+        }
+    };
     Ok(())
 }

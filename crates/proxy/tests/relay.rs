@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,9 @@ enum Script {
     /// to the client's end and answers whether it got exactly
     /// `pattern(SLOW_SEED, SLOW_LEN)`.
     SlowReader(Duration),
+    /// Echoes the first 16 bytes, then sends `pattern(SLOW_SEED,
+    /// SLOW_LEN)`, counting what its writes took, and ends.
+    Flood(&'static AtomicU64),
 }
 
 const SLOW_SEED: u64 = 11;
@@ -53,13 +57,24 @@ async fn backend(script: Script) -> (SocketAddr, tokio::task::JoinHandle<()>) {
                 if s.write_all(b"hello\n").await.is_err() {
                     return;
                 }
-                if let Script::SlowReader(pause) = script {
+                if let Script::SlowReader(_) | Script::Flood(_) = script {
                     let mut opening = [0u8; 16];
                     for byte in opening.chunks_mut(1) {
                         if s.read_exact(byte).await.is_err() || s.write_all(byte).await.is_err() {
                             return;
                         }
                     }
+                }
+                if let Script::Flood(written) = script {
+                    for chunk in pattern(SLOW_SEED, SLOW_LEN).chunks(64 << 10) {
+                        if s.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                        written.fetch_add(chunk.len() as u64, Relaxed);
+                    }
+                    return;
+                }
+                if let Script::SlowReader(pause) = script {
                     tokio::time::sleep(pause).await;
                     let mut got = Vec::with_capacity(SLOW_LEN);
                     let _ = s.read_to_end(&mut got).await;
@@ -378,19 +393,19 @@ async fn a_backend_that_does_not_read_stops_the_client(kernel: bool) {
     let s = connect(&t.proxy).await;
     kernel_holds(&t.proxy, 2).await;
     let (mut r, mut w) = s.into_split();
-    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let written = Arc::new(AtomicU64::new(0));
     let writer = tokio::spawn({
         let written = written.clone();
         async move {
             for chunk in pattern(SLOW_SEED, SLOW_LEN).chunks(64 << 10) {
                 w.write_all(chunk).await.unwrap();
-                written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                written.fetch_add(chunk.len() as u64, Relaxed);
             }
             w.shutdown().await.unwrap();
         }
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let stalled_at = written.load(std::sync::atomic::Ordering::Relaxed);
+    let stalled_at = written.load(Relaxed);
     eprintln!("the client wrote {} MiB before blocking", stalled_at >> 20);
     assert!(
         stalled_at < BACKPRESSURE_BOUND,
@@ -420,4 +435,36 @@ async fn a_backend_that_does_not_read_stops_the_client_in_the_kernel() {
 #[tokio::test]
 async fn a_backend_that_does_not_read_stops_the_client_in_user_space() {
     a_backend_that_does_not_read_stops_the_client(false).await;
+}
+
+async fn a_client_that_does_not_read_stops_the_backend(kernel: bool, written: &'static AtomicU64) {
+    let t = setup(Script::Flood(written), kernel).await;
+    let mut s = connect(&t.proxy).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stalled_at = written.load(Relaxed);
+    assert!(
+        stalled_at < BACKPRESSURE_BOUND,
+        "the backend wrote {} MiB to a client that reads nothing",
+        stalled_at >> 20
+    );
+    let mut got = Vec::with_capacity(SLOW_LEN);
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut got))
+        .await
+        .expect("the download stalled")
+        .unwrap();
+    assert!(got == pattern(SLOW_SEED, SLOW_LEN), "the download differs");
+    drop(s);
+    kernel_holds(&t.proxy, 0).await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_stops_the_backend_in_the_kernel() {
+    static WRITTEN: AtomicU64 = AtomicU64::new(0);
+    a_client_that_does_not_read_stops_the_backend(true, &WRITTEN).await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_stops_the_backend_in_user_space() {
+    static WRITTEN: AtomicU64 = AtomicU64::new(0);
+    a_client_that_does_not_read_stops_the_backend(false, &WRITTEN).await;
 }
