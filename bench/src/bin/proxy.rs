@@ -1,6 +1,7 @@
 //! bench/proxy: pgbench select-only against one PostgreSQL directly,
-//! through `pgwarden proxy` (as configured by default, and with
-//! `kernel_forwarding = true`) and through HAProxy (TCP mode, the
+//! through `pgwarden proxy` (as configured by default: forwarding in the
+//! kernel, and with `kernel_forwarding = false`: copying in user space) and
+//! through HAProxy (TCP mode, the
 //! reference), interleaved round by round, with established connections and
 //! with a new connection per transaction.
 
@@ -23,7 +24,7 @@ impl Drop for Proc {
 }
 
 const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
-const TARGETS: [&str; 4] = ["direct", "pgwarden", "kernel", "haproxy"];
+const TARGETS: [&str; 4] = ["direct", "pgwarden", "userspace", "haproxy"];
 const MODES: [(&str, &[&str]); 2] = [("established", &["-M", "prepared"]), ("new_conn", &["-C"])];
 
 #[tokio::main]
@@ -93,9 +94,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     let (proxy_port, _proxy) =
-        start_proxy(&args.pgwarden, cluster.dir.path(), &etcd.endpoints(), false).await?;
-    let (kernel_port, _kernel_proxy) =
         start_proxy(&args.pgwarden, cluster.dir.path(), &etcd.endpoints(), true).await?;
+    let (userspace_port, _userspace_proxy) =
+        start_proxy(&args.pgwarden, cluster.dir.path(), &etcd.endpoints(), false).await?;
 
     let haproxy_port = free_port();
     let haproxy_cfg = cluster.dir.join("haproxy.cfg");
@@ -119,7 +120,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let port_of = |target: &str| match target {
         "direct" => pg_port,
         "pgwarden" => proxy_port,
-        "kernel" => kernel_port,
+        "userspace" => userspace_port,
         _ => haproxy_port,
     };
     // Everyone answers before the clock starts.
@@ -141,7 +142,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 let (tps, latency) = parse(&output)
                     .ok_or_else(|| format!("cannot read pgbench's output:\n{output}"))?;
                 eprintln!(
-                    "round {}/{} {mode:<11} {:<8} {tps:>9.0} tps {latency:>7.3} ms",
+                    "round {}/{} {mode:<11} {:<9} {tps:>9.0} tps {latency:>7.3} ms",
                     round + 1,
                     args.number("--rounds"),
                     TARGETS[t]
@@ -152,7 +153,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!(
-        "\n{:<11} {:<8} {:>10} {:>12} {:>16}",
+        "\n{:<11} {:<9} {:>10} {:>12} {:>16}",
         "mode", "target", "tps", "latency ms", "ratio to direct"
     );
     let mut figures = Vec::new();
@@ -166,7 +167,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .map(|(r, direct)| r.0 / direct.0)
                 .collect();
             println!(
-                "{mode:<11} {target:<8} {:>10.0} {:>12.3} {:>16.2}",
+                "{mode:<11} {target:<9} {:>10.0} {:>12.3} {:>16.2}",
                 summary(&tps).1,
                 summary(&latency).1,
                 summary(&ratios).1
@@ -174,7 +175,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             if t > 0 {
                 let name = match *target {
                     "pgwarden" => "proxy",
-                    "kernel" => "proxy_kernel",
+                    "userspace" => "proxy_userspace",
                     other => other,
                 };
                 figures.push(figure_line(
@@ -202,7 +203,7 @@ async fn start_proxy(
     kernel: bool,
 ) -> Result<(u16, Proc), Box<dyn std::error::Error>> {
     let (port, http_port) = (free_port(), free_port());
-    let name = if kernel { "proxy-kernel" } else { "proxy" };
+    let name = if kernel { "proxy" } else { "proxy-userspace" };
     let toml = dir.join(format!("{name}.toml"));
     std::fs::write(
         &toml,

@@ -26,8 +26,6 @@ async fn start_proxy(cluster: &AgentCluster) -> Proxy {
     let mut settings = Settings::new("127.0.0.1:0".parse().unwrap());
     settings.read_only = Some("127.0.0.1:0".parse().unwrap());
     settings.hold_timeout = DEADLINE;
-    // Opt-in; fencing must cut kernel-forwarded sessions too.
-    settings.kernel_forwarding = true;
     Proxy::start(settings, cluster.store.clone(), cluster.keys.clone())
         .await
         .unwrap()

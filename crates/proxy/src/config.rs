@@ -48,9 +48,7 @@ impl Settings {
                 fallback_to_primary: true,
                 ..ReadPolicy::default()
             },
-            // Off until the kernel's queue towards a slow peer is bounded
-            // (docs/proxy.md, "Forwarding in the kernel").
-            kernel_forwarding: false,
+            kernel_forwarding: true,
         }
     }
 }
@@ -210,7 +208,7 @@ pub fn parse(source: &str, file_name: &str) -> Result<ProxyConfig, ConfigError> 
                 fallback_to_primary: proxy.read_only_fallback_to_primary.unwrap_or(true),
                 weights,
             },
-            kernel_forwarding: proxy.kernel_forwarding.unwrap_or(false),
+            kernel_forwarding: proxy.kernel_forwarding.unwrap_or(true),
         },
     })
 }
@@ -275,7 +273,7 @@ max_lag_bytes = 1048576
 max_lag = "5s"
 read_only_fallback_to_primary = false
 store_grace = "4s"
-kernel_forwarding = true
+kernel_forwarding = false
 
 [proxy.weights]
 db1 = 2
@@ -298,7 +296,7 @@ listen = "127.0.0.1:8009"
         assert_eq!(s.policy.max_lag_bytes, Some(1 << 20));
         assert_eq!(s.policy.max_lag, Some(Duration::from_secs(5)));
         assert!(!s.policy.fallback_to_primary);
-        assert!(s.kernel_forwarding);
+        assert!(!s.kernel_forwarding);
         assert_eq!(s.policy.weights["db1"], 2);
         assert_eq!(s.policy.weights["db2"], 0);
     }
@@ -330,7 +328,7 @@ listen = "127.0.0.1:8009"
         assert_eq!(s.hold_timeout, Duration::from_secs(30));
         assert_eq!(s.store_grace, Duration::from_secs(3));
         assert!(s.policy.fallback_to_primary);
-        assert!(!s.kernel_forwarding);
+        assert!(s.kernel_forwarding);
         assert_eq!(s.policy.max_lag_bytes, None);
         assert_eq!(config.store.endpoints, ["http://127.0.0.1:2379"]);
     }

@@ -150,8 +150,6 @@ fn settings() -> Settings {
     settings.read_only = Some("127.0.0.1:0".parse().unwrap());
     settings.http = Some("127.0.0.1:0".parse().unwrap());
     settings.refresh = Duration::from_millis(200);
-    // The kernel path is opt-in; these tests run as root and keep it tested.
-    settings.kernel_forwarding = true;
     settings
 }
 
