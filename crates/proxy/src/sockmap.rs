@@ -592,6 +592,10 @@ const JNE_IMM: u8 = 0x55;
 const JNE_REG: u8 = 0x5d;
 const JGT_REG: u8 = 0x2d;
 const LD_IMM64: u8 = 0x18;
+const ATOMIC_DW: u8 = 0xdb;
+/// The immediate of ATOMIC_DW for a fetch-and-add (the old value lands in
+/// the source register; a fetching atomic is fully ordered).
+const FETCH_ADD: i32 = 0x01;
 const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
 /// src_reg of LD_IMM64 saying "the immediate is a map file descriptor".
@@ -625,7 +629,7 @@ struct Maps {
 ///     if (!s)
 ///         return SK_PASS;
 ///     if (s->held != s->released || s->redirected + len > s->limit) {
-///         s->held += len;
+///         __sync_fetch_and_add(&s->held, len);
 ///         return SK_PASS;              /* to the socket's own receive queue */
 ///     }
 ///     s->redirected += len;
@@ -640,7 +644,7 @@ struct Maps {
 /// (likewise): the program passes them to a socket about to close.
 fn load_verdict(maps: &Maps) -> io::Result<OwnedFd> {
     const HOLD: i16 = 38;
-    const PASS: i16 = 41;
+    const PASS: i16 = 39;
     // A jump's offset counts from the instruction after it.
     const fn to(target: i16, from: i16) -> i16 {
         target - from - 1
@@ -684,11 +688,12 @@ fn load_verdict(maps: &Maps) -> io::Result<OwnedFd> {
         insn(MOV64_IMM, 4, 0, 0, 0),                       // 35: r4 = 0: the peer's egress
         insn(CALL, 0, 0, 0, SK_REDIRECT_HASH),             // 36: r0 = SK_PASS or SK_DROP
         insn(EXIT, 0, 0, 0, 0),                            // 37:
-        insn(LDX_DW, 1, 8, HELD, 0),                       // 38 HOLD: r1 = s->held
-        insn(ADD64_REG, 1, 7, 0, 0),                       // 39: r1 += len
-        insn(STX_DW, 8, 1, HELD, 0),                       // 40: s->held = r1
-        insn(MOV64_IMM, 0, 0, 0, SK_PASS),                 // 41 PASS: r0 = SK_PASS
-        insn(EXIT, 0, 0, 0, 0),                            // 42:
+        // An atomic add: ordered after the `redirected` stores before it,
+        // which the relay reads once it sees `held` move (arm64 reorders
+        // plain stores).
+        insn(ATOMIC_DW, 8, 7, HELD, FETCH_ADD), // 38 HOLD: s->held += len
+        insn(MOV64_IMM, 0, 0, 0, SK_PASS),      // 39 PASS: r0 = SK_PASS
+        insn(EXIT, 0, 0, 0, 0),                 // 40:
     ];
     let license = b"Apache-2.0\0";
     let load = |log: &mut [u8]| {
