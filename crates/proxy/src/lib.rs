@@ -151,15 +151,21 @@ impl Proxy {
         self.routes.borrow().clone()
     }
 
-    /// How many sockets the kernel keeps anything for now (two per
-    /// connection: a map entry, a slot), or `None` when forwarding is in
-    /// user space.
+    /// How many sockets the kernel forwards for now (two per connection),
+    /// or `None` when forwarding is in user space.
     pub fn kernel_sockets(&self) -> Option<usize> {
         let kernel = self.kernel.as_ref()?;
-        let active = kernel
-            .active_sockets()
-            .expect("the forwarding map can be read");
-        Some(active.max(kernel.slots_in_use()))
+        Some(
+            kernel
+                .active_sockets()
+                .expect("the forwarding map can be read"),
+        )
+    }
+
+    /// How many forwarding slots are taken (two per connection in the
+    /// kernel), or `None` when forwarding is in user space.
+    pub fn kernel_slots(&self) -> Option<usize> {
+        Some(self.kernel.as_ref()?.slots_in_use())
     }
 
     /// Runs until every task ends (they end only when the proxy is dropped).

@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -20,6 +20,9 @@ use crate::tcp::{self, State};
 
 /// User-space copy buffers: one read takes a whole burst of rows.
 const COPY_BUFFER: usize = 64 * 1024;
+/// How long held bytes may stay missing behind a connection's end before
+/// they count as lost (the kernel retries them every tick).
+const LOST_AFTER: Duration = Duration::from_secs(2);
 
 /// Copies in user space until both sides have closed.
 pub async fn user_space(client: &mut TcpStream, server: &mut TcpStream) -> io::Result<()> {
@@ -70,14 +73,18 @@ pub async fn kernel(
             let mut server = TcpStream::from_std(server)?;
             return user_space(&mut client, &mut server).await;
         }
-        Err(JoinError::Broken(err)) => {
+        Err(JoinError::Broken(err, pair)) => {
             tracing::warn!(
                 "proxy: handing a connection to the kernel failed half-way ({err}); it is closed. \
                  If this repeats, set proxy.kernel_forwarding = false"
             );
+            // Sockets before slots: a closed socket runs no program.
+            drop((client, server));
+            drop(pair);
             return Err(err);
         }
     };
+    // Declared after `pair`, so dropped (closed) before it.
     let client = Side::new(client, read.client, base.0, pair.slot(0))?;
     let server = Side::new(server, read.server, base.1, pair.slot(1))?;
     watch(&client, &server, &pair).await
@@ -93,7 +100,7 @@ struct Side<'p> {
     /// What the kernel did with the bytes it received since.
     slot: &'p Slot,
     /// Held bytes user space read from it since the hand-over.
-    released: AtomicU64,
+    held_read: AtomicU64,
     /// Bytes user space wrote into it since the hand-over (the other's
     /// held bytes).
     written: AtomicU64,
@@ -115,7 +122,7 @@ impl<'p> Side<'p> {
             read,
             base_sent,
             slot,
-            released: AtomicU64::new(0),
+            held_read: AtomicU64::new(0),
             written: AtomicU64::new(0),
         })
     }
@@ -179,7 +186,11 @@ async fn watch(client: &Side<'_>, server: &Side<'_>, pair: &Pair<'_>) -> io::Res
     // kernel's queue to drain must not stop the other, which the far end
     // may need before it reads again (an echo).
     let holds = async {
-        tokio::try_join!(hold(client, server, pair, 0), hold(server, client, pair, 1)).map(drop)
+        tokio::try_join!(
+            pass_held(client, server, pair, 0),
+            pass_held(server, client, pair, 1)
+        )
+        .map(drop)
     };
     tokio::select! {
         done = ends(client, server) => done,
@@ -189,10 +200,11 @@ async fn watch(client: &Side<'_>, server: &Side<'_>, pair: &Pair<'_>) -> io::Res
 
 /// Passes on the direction from socket `i`'s held bytes whenever the
 /// sweeper finds some; returns only on an error.
-async fn hold(from: &Side<'_>, to: &Side<'_>, pair: &Pair<'_>, i: usize) -> io::Result<()> {
+async fn pass_held(from: &Side<'_>, to: &Side<'_>, pair: &Pair<'_>, i: usize) -> io::Result<()> {
+    let mut buf = vec![0u8; COPY_BUFFER];
     loop {
-        pair.held(i).await;
-        catch_up(from, to).await?;
+        pair.wait_held(i).await;
+        catch_up(from, to, &mut buf).await?;
     }
 }
 
@@ -247,7 +259,7 @@ async fn ends(client: &Side<'_>, server: &Side<'_>) -> io::Result<()> {
 /// Passes on the bytes the program held from `from` (past its window, see
 /// `sockmap::Slot`), after everything it redirected before them, then lets
 /// the kernel forward again.
-async fn catch_up(from: &Side<'_>, to: &Side<'_>) -> io::Result<()> {
+async fn catch_up(from: &Side<'_>, to: &Side<'_>, buf: &mut [u8]) -> io::Result<()> {
     let slot = from.slot;
     if !slot.is_held() {
         return Ok(());
@@ -261,26 +273,51 @@ async fn catch_up(from: &Side<'_>, to: &Side<'_>) -> io::Result<()> {
         }
         pause.wait().await;
     }
-    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut pause = Backoff::new();
+    let mut eof_since = None;
     loop {
-        match tcp::receive(from.fd(), &mut buf) {
-            // The end: the watch sees it too.
-            Ok(0) => return Ok(()),
+        let read = from.held_read.load(Relaxed);
+        if read > slot.held() {
+            return Err(io::Error::other(
+                "read more than the kernel held: a byte bypassed the forwarding program",
+            ));
+        }
+        match tcp::receive(from.fd(), buf) {
+            Ok(0) if slot.held() > read => {
+                // The end, with held bytes still queued for a retry (the
+                // receive buffer was full): they come. Older kernels drop
+                // a socket's queued bytes when it leaves the map at its
+                // end; then closing beats hanging.
+                let since = *eof_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > LOST_AFTER {
+                    return Err(io::Error::other(
+                        "the kernel lost bytes it held for the proxy at the connection's end",
+                    ));
+                }
+                pause.wait().await;
+            }
+            // The end: nothing more will be held; the watch passes it on.
+            Ok(0) => {
+                slot.release(read, redirected);
+                return Ok(());
+            }
             Ok(n) => {
-                from.released.fetch_add(n as u64, Relaxed);
+                from.held_read.fetch_add(n as u64, Relaxed);
                 to.write_all(&buf[..n]).await?;
+                pause = Backoff::new();
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                let released = from.released.load(Relaxed);
-                if slot.held() == released {
-                    slot.release(released, redirected);
+                if slot.held() == read {
+                    slot.release(read, redirected);
                     // A byte held just before the release is still ours.
-                    if slot.held() == released {
+                    if slot.held() == read {
                         return Ok(());
                     }
                 } else {
-                    // Held, not yet queued for reading.
-                    tokio::task::yield_now().await;
+                    // Held but not readable yet: the kernel queues it behind
+                    // bytes for this socket's own send queue, or retries it
+                    // once the receive buffer has room.
+                    pause.wait().await;
                 }
             }
             Err(err) => return Err(err),

@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -45,6 +45,10 @@ const MAX_PAIRS: u32 = 32 * 1024;
 pub const WINDOW: u64 = 4 << 20;
 /// How often the sweeper looks for held directions while pairs run.
 pub const SWEEP: Duration = Duration::from_millis(5);
+/// Slots for sockets; one more after them counts holds (in its first
+/// field), so the sweeper walks the slots only when something was held.
+const SOCKET_SLOTS: u32 = 2 * MAX_PAIRS;
+const HOLDS: u32 = SOCKET_SLOTS;
 
 // bpf(2) commands, map and program types (include/uapi/linux/bpf.h).
 const BPF_MAP_CREATE: libc::c_long = 0;
@@ -132,11 +136,11 @@ impl Slots {
             BPF_MAP_TYPE_ARRAY,
             4,
             std::mem::size_of::<Slot>() as u32,
-            2 * MAX_PAIRS,
+            SOCKET_SLOTS + 1,
             BPF_F_MMAPABLE,
             "pgw_slots",
         )?;
-        let bytes = std::mem::size_of::<Slot>() * (2 * MAX_PAIRS) as usize;
+        let bytes = std::mem::size_of::<Slot>() * (SOCKET_SLOTS + 1) as usize;
         // SAFETY: maps the array map's values (the kernel allows shared
         // read-write mappings of a BPF_F_MMAPABLE array); checked below.
         let base = unsafe {
@@ -160,7 +164,7 @@ impl Slots {
     }
 
     fn get(&self, index: u32) -> &Slot {
-        assert!(index < 2 * MAX_PAIRS);
+        assert!(index <= HOLDS);
         // SAFETY: in bounds of the mapping, which lives as long as self;
         // Slot is all atomics, so shared access is sound.
         unsafe { &*self.base.add(index as usize) }
@@ -183,9 +187,8 @@ struct Shared {
     free: Mutex<Vec<u32>>,
     /// Every slot in use and its pair's wake-up.
     running: Mutex<BTreeMap<u32, Arc<Notify>>>,
-    /// Wakes the sweeper when the first pair starts, and when the proxy
-    /// ends (it then finds `Shared` gone).
-    started: Arc<Notify>,
+    /// Wakes the sweeper when the first pair starts.
+    started: Notify,
 }
 
 /// The maps and the program, shared by every connection of the proxy.
@@ -195,6 +198,7 @@ pub struct Kernel {
     active: OwnedFd,
     slot_of: OwnedFd,
     shared: Arc<Shared>,
+    sweeper: tokio::task::JoinHandle<()>,
     // Held so the program stays attached for the proxy's life.
     _verdict: OwnedFd,
 }
@@ -242,16 +246,17 @@ impl Kernel {
             .map_err(fail("attach the verdict program"))?;
         let shared = Arc::new(Shared {
             slots,
-            free: Mutex::new((0..2 * MAX_PAIRS).rev().collect()),
+            free: Mutex::new((0..SOCKET_SLOTS).rev().collect()),
             running: Mutex::new(BTreeMap::new()),
-            started: Arc::new(Notify::new()),
+            started: Notify::new(),
         });
-        tokio::spawn(sweep(Arc::downgrade(&shared), shared.started.clone()));
+        let sweeper = tokio::spawn(sweep(shared.clone()));
         Ok(Kernel {
             peers,
             active,
             slot_of,
             shared,
+            sweeper,
             _verdict: verdict,
         })
     }
@@ -265,7 +270,7 @@ impl Kernel {
     /// `Err(Refused)` leaves the pair as it was (e.g. the maps are full):
     /// forward it in user space. `Err(Broken)` means forwarding may have
     /// begun: the pair can only be closed.
-    pub fn join(&self, a: RawFd, b: RawFd) -> Result<Pair<'_>, JoinError> {
+    pub fn join(&self, a: RawFd, b: RawFd) -> Result<Pair<'_>, JoinError<'_>> {
         let (ka, kb) = (
             tcp::cookie(a).map_err(JoinError::Refused)?,
             tcp::cookie(b).map_err(JoinError::Refused)?,
@@ -292,14 +297,17 @@ impl Kernel {
         // nothing while `a` is not active, and closing removes it.
         update(&self.peers, kb, a as u32, BPF_NOEXIST).map_err(JoinError::Refused)?;
         pair.run();
-        update(&self.active, ka, a as u32, BPF_NOEXIST).map_err(JoinError::Broken)?;
-        update(&self.active, kb, b as u32, BPF_NOEXIST).map_err(JoinError::Broken)?;
-        // Bytes that arrived before a socket became active wait in its
-        // receive queue; this runs them through the program, ahead of
-        // anything newer.
-        tcp::nudge(a).map_err(JoinError::Broken)?;
-        tcp::nudge(b).map_err(JoinError::Broken)?;
-        Ok(pair)
+        let started = update(&self.active, ka, a as u32, BPF_NOEXIST)
+            .and_then(|()| update(&self.active, kb, b as u32, BPF_NOEXIST))
+            // Bytes that arrived before a socket became active wait in its
+            // receive queue; this runs them through the program, ahead of
+            // anything newer.
+            .and_then(|()| tcp::nudge(a))
+            .and_then(|()| tcp::nudge(b));
+        match started {
+            Ok(()) => Ok(pair),
+            Err(err) => Err(JoinError::Broken(err, pair)),
+        }
     }
 
     /// How many sockets the active map holds now (for tests: a closed
@@ -311,7 +319,7 @@ impl Kernel {
     /// How many slots are in use (for tests, as above).
     pub fn slots_in_use(&self) -> usize {
         let free = self.shared.free.lock().unwrap_or_else(|e| e.into_inner());
-        (2 * MAX_PAIRS) as usize - free.len()
+        SOCKET_SLOTS as usize - free.len()
     }
 }
 
@@ -341,7 +349,7 @@ impl Pair<'_> {
 
     /// Resolves when the direction from socket `i` may be held (spurious
     /// wakes happen).
-    pub async fn held(&self, i: usize) {
+    pub async fn wait_held(&self, i: usize) {
         self.wakes[i].notified().await
     }
 
@@ -363,7 +371,9 @@ impl Pair<'_> {
 
 impl Drop for Pair<'_> {
     fn drop(&mut self) {
-        // Out of the index first, so no late byte reaches a reused slot.
+        // A reused slot is safe because the caller closed both sockets
+        // first: a closed socket runs no program. Out of the index anyway,
+        // so the hash does not fill up.
         for cookie in self.cookies.into_iter().flatten() {
             if let Err(err) = delete(&self.kernel.slot_of, cookie) {
                 tracing::warn!(
@@ -382,24 +392,28 @@ impl Drop for Pair<'_> {
 }
 
 /// Wakes the pairs whose program holds a direction, every [`SWEEP`] while
-/// any pair runs; ends with the proxy.
-async fn sweep(shared: Weak<Shared>, started: Arc<Notify>) {
+/// any pair runs and something was held since the last look; aborted with
+/// the proxy.
+async fn sweep(shared: Arc<Shared>) {
+    let holds = shared.slots.get(HOLDS);
+    let mut seen = 0;
     loop {
         let idle = {
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
+            let now = holds.limit.load(Ordering::Acquire);
             let running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
-            for (slot, wake) in running.iter() {
-                if shared.slots.get(*slot).is_held() {
-                    wake.notify_one();
+            if now != seen {
+                seen = now;
+                for (slot, wake) in running.iter() {
+                    if shared.slots.get(*slot).is_held() {
+                        wake.notify_one();
+                    }
                 }
             }
             running.is_empty()
         };
         if idle {
             // A pair that started since the look left a permit.
-            started.notified().await;
+            shared.started.notified().await;
         } else {
             tokio::time::sleep(SWEEP).await;
         }
@@ -408,15 +422,16 @@ async fn sweep(shared: Weak<Shared>, started: Arc<Notify>) {
 
 impl Drop for Kernel {
     fn drop(&mut self) {
-        // Lets an idle sweeper see the end.
-        self.shared.started.notify_one();
+        self.sweeper.abort();
     }
 }
 
 #[derive(Debug)]
-pub enum JoinError {
+pub enum JoinError<'k> {
     Refused(io::Error),
-    Broken(io::Error),
+    /// The pair's slots stay taken until the caller has closed both
+    /// sockets and then drops the pair.
+    Broken(io::Error, Pair<'k>),
 }
 
 /// bpf_attr for BPF_MAP_CREATE (the leading fields; the kernel zeroes the rest).
@@ -585,6 +600,7 @@ const ADD64_IMM: u8 = 0x07;
 const ADD64_REG: u8 = 0x0f;
 const STX_DW: u8 = 0x7b;
 const STX_W: u8 = 0x63;
+const ST_W: u8 = 0x62;
 const LDX_DW: u8 = 0x79;
 const LDX_W: u8 = 0x61;
 const JEQ_IMM: u8 = 0x15;
@@ -630,6 +646,10 @@ struct Maps {
 ///         return SK_PASS;
 ///     if (s->held != s->released || s->redirected + len > s->limit) {
 ///         __sync_fetch_and_add(&s->held, len);
+///         __u32 holds_index = HOLDS;
+///         struct slot *holds = bpf_map_lookup_elem(&slots, &holds_index);
+///         if (holds)
+///             __sync_fetch_and_add(&holds->limit, 1);  /* for the sweeper */
 ///         return SK_PASS;              /* to the socket's own receive queue */
 ///     }
 ///     s->redirected += len;
@@ -640,11 +660,11 @@ struct Maps {
 /// An empty skb is a bare FIN: redirected, the kernel's sender takes its
 /// zero-byte send for a broken pipe and fails the peer socket (EPIPE).
 /// The end is passed on by `relay` instead. A missing peer (only while a
-/// pair is being closed) drops the bytes; so does a missing slot
-/// (likewise): the program passes them to a socket about to close.
+/// pair is being closed) drops the bytes; without a slot (likewise) they
+/// go to the socket's own receive queue, which nobody reads any more.
 fn load_verdict(maps: &Maps) -> io::Result<OwnedFd> {
     const HOLD: i16 = 38;
-    const PASS: i16 = 39;
+    const PASS: i16 = 48;
     // A jump's offset counts from the instruction after it.
     const fn to(target: i16, from: i16) -> i16 {
         target - from - 1
@@ -692,8 +712,17 @@ fn load_verdict(maps: &Maps) -> io::Result<OwnedFd> {
         // which the relay reads once it sees `held` move (arm64 reorders
         // plain stores).
         insn(ATOMIC_DW, 8, 7, HELD, FETCH_ADD), // 38 HOLD: s->held += len
-        insn(MOV64_IMM, 0, 0, 0, SK_PASS),      // 39 PASS: r0 = SK_PASS
-        insn(EXIT, 0, 0, 0, 0),                 // 40:
+        insn(LD_IMM64, 1, PSEUDO_MAP_FD, 0, maps.slots), // 39: r1 = &slots
+        insn(0, 0, 0, 0, 0),                    // 40:   (second half)
+        insn(ST_W, 10, 0, -16, HOLDS as i32),   // 41: holds_index (fp - 16)
+        insn(MOV64_REG, 2, 10, 0, 0),           // 42: r2 = fp
+        insn(ADD64_IMM, 2, 0, 0, -16),          // 43: r2 = &holds_index
+        insn(CALL, 0, 0, 0, MAP_LOOKUP_ELEM),   // 44: r0 = &slots[HOLDS]
+        insn(JEQ_IMM, 0, 0, to(PASS, 45), 0),   // 45: if !r0 pass
+        insn(MOV64_IMM, 1, 0, 0, 1),            // 46: r1 = 1
+        insn(ATOMIC_DW, 0, 1, LIMIT, FETCH_ADD), // 47: holds->limit += 1
+        insn(MOV64_IMM, 0, 0, 0, SK_PASS),      // 48 PASS: r0 = SK_PASS
+        insn(EXIT, 0, 0, 0, 0),                 // 49:
     ];
     let license = b"Apache-2.0\0";
     let load = |log: &mut [u8]| {

@@ -220,9 +220,9 @@ async fn kernel_holds(proxy: &Proxy, sockets: usize) {
         "the kernel's map to hold the connections",
         DEADLINE,
         || async {
-            match proxy.kernel_sockets() {
-                Some(n) if n == sockets => Ok(()),
-                other => Err(format!("{other:?} sockets")),
+            match (proxy.kernel_sockets(), proxy.kernel_slots()) {
+                (Some(n), Some(m)) if n == sockets && m == sockets => Ok(()),
+                (n, m) => Err(format!("{n:?} sockets in the map, {m:?} slots taken")),
             }
         },
     )
