@@ -11,16 +11,16 @@
 //! * [`config`] — `proxy.toml`.
 
 pub mod config;
-pub mod first;
+mod first;
 pub mod http;
 pub mod listener;
 pub mod metrics;
-pub mod relay;
+mod relay;
 pub mod routing;
-pub mod sockmap;
+mod sockmap;
 pub mod startup;
 pub mod table;
-pub mod tcp;
+mod tcp;
 pub mod watcher;
 
 use std::net::SocketAddr;

@@ -215,7 +215,7 @@ async fn ends(client: &Side<'_>, server: &Side<'_>) -> io::Result<()> {
     // A socket closed both ways (EPOLLHUP) stays "ready" in tokio for
     // good: it is looked at once, then no more, or this loop would spin.
     let mut hung_up = [false, false];
-    let mut pause = Duration::from_micros(200);
+    let mut pause = Backoff::new();
     loop {
         if flows == [Flow::Done, Flow::Done] {
             return Ok(());
@@ -236,8 +236,7 @@ async fn ends(client: &Side<'_>, server: &Side<'_>) -> io::Result<()> {
             }
             // The kernel sends redirected bytes from a worker: poll until
             // it has (only while a side is ending or has unread bytes).
-            _ = tokio::time::sleep(pause), if polling => {
-                pause = (pause * 2).min(Duration::from_millis(20));
+            _ = pause.wait(), if polling => {
                 for (side, flow) in [client, server].into_iter().zip(&mut flows) {
                     if *flow == Flow::Unread {
                         event(side, flow)?;
@@ -325,7 +324,8 @@ async fn catch_up(from: &Side<'_>, to: &Side<'_>, buf: &mut [u8]) -> io::Result<
     }
 }
 
-/// Sleeps growing from 50 µs to 10 ms: for the rare waits on the kernel.
+/// Sleeps growing from 50 µs to 10 ms: for the rare waits on the kernel
+/// (its worker sending redirected bytes, a held byte becoming readable).
 struct Backoff(Duration);
 
 impl Backoff {

@@ -57,34 +57,31 @@ pub enum State {
 
 /// Peeks without blocking: EOF, nothing yet, or data.
 pub fn state(fd: RawFd) -> io::Result<State> {
-    let mut byte = 0u8;
-    // SAFETY: a one-byte writable buffer; MSG_PEEK leaves the data queued.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            &mut byte as *mut u8 as *mut _,
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    match n {
-        0 => Ok(State::Ended),
-        n if n > 0 => Ok(State::Readable),
-        _ => {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::WouldBlock {
-                Ok(State::Open)
-            } else {
-                Err(err)
-            }
-        }
+    let mut byte = [0u8; 1];
+    // MSG_PEEK leaves the data queued.
+    match recv(fd, &mut byte, libc::MSG_PEEK) {
+        Ok(0) => Ok(State::Ended),
+        Ok(_) => Ok(State::Readable),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(State::Open),
+        Err(err) => Err(err),
     }
 }
 
 /// Reads what is there without blocking (WouldBlock when nothing is).
 pub fn receive(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    recv(fd, buf, 0)
+}
+
+fn recv(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: `buf` is writable for its length.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            flags | libc::MSG_DONTWAIT,
+        )
+    };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
