@@ -19,6 +19,7 @@ use testkit::etcd::EtcdCluster;
 use testkit::wait_for;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// Far more reads than the proxy copies in user space before the hand-over.
@@ -32,10 +33,10 @@ enum Script {
     /// Echoes the first 16 bytes, reads to the client's end, answers how
     /// many bytes it got and then this many of its own, and ends.
     CountThenSend(usize),
-    /// Echoes the first 16 bytes, reads nothing for this long, then reads
+    /// Echoes the first 16 bytes, reads nothing until told to, then reads
     /// to the client's end and answers whether it got exactly
     /// `pattern(SLOW_SEED, SLOW_LEN)`.
-    SlowReader(Duration),
+    SlowReader(&'static Notify),
     /// Echoes the first 16 bytes, then sends `pattern(SLOW_SEED,
     /// SLOW_LEN)`, counting what its writes took, and ends.
     Flood(&'static AtomicU64),
@@ -74,8 +75,8 @@ async fn backend(script: Script) -> (SocketAddr, tokio::task::JoinHandle<()>) {
                     }
                     return;
                 }
-                if let Script::SlowReader(pause) = script {
-                    tokio::time::sleep(pause).await;
+                if let Script::SlowReader(go) = script {
+                    go.notified().await;
                     let mut got = Vec::with_capacity(SLOW_LEN);
                     let _ = s.read_to_end(&mut got).await;
                     let same = got == pattern(SLOW_SEED, SLOW_LEN);
@@ -383,13 +384,33 @@ async fn a_leader_change_closes_kernel_forwarded_connections_and_frees_the_map()
     kernel_holds(&t.proxy, 0).await;
 }
 
+/// Waits until `written` stops growing (a writer blocked by backpressure)
+/// and returns where it stopped.
+async fn stalled(what: &str, written: &AtomicU64) -> u64 {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let (mut last, mut still) = (u64::MAX, 0);
+    // Unchanged across a whole second: blocked, not slow.
+    while still < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never blocked: {} MiB written",
+            written.load(Relaxed) >> 20
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = written.load(Relaxed);
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
 /// Bytes a client can push at a backend that reads nothing before it
 /// blocks: the sockets' buffers and the kernel forwarding's window, well
 /// short of the whole upload (the kernel's redirect queue alone has no end).
 const BACKPRESSURE_BOUND: u64 = 32 << 20;
 
-async fn a_backend_that_does_not_read_stops_the_client(kernel: bool) {
-    let t = setup(Script::SlowReader(Duration::from_secs(4)), kernel).await;
+async fn a_backend_that_does_not_read_stops_the_client(kernel: bool, go: &'static Notify) {
+    let t = setup(Script::SlowReader(go), kernel).await;
     let s = connect(&t.proxy).await;
     kernel_holds(&t.proxy, 2).await;
     let (mut r, mut w) = s.into_split();
@@ -404,15 +425,14 @@ async fn a_backend_that_does_not_read_stops_the_client(kernel: bool) {
             w.shutdown().await.unwrap();
         }
     });
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let stalled_at = written.load(Relaxed);
-    eprintln!("the client wrote {} MiB before blocking", stalled_at >> 20);
+    let stalled_at = stalled("the client's upload", &written).await;
     assert!(
         stalled_at < BACKPRESSURE_BOUND,
         "the client wrote {} MiB into a backend that reads nothing",
         stalled_at >> 20
     );
     // Once the backend reads, every byte arrives, in order.
+    go.notify_one();
     tokio::time::timeout(DEADLINE, writer)
         .await
         .expect("the upload stalled")
@@ -429,19 +449,20 @@ async fn a_backend_that_does_not_read_stops_the_client(kernel: bool) {
 
 #[tokio::test]
 async fn a_backend_that_does_not_read_stops_the_client_in_the_kernel() {
-    a_backend_that_does_not_read_stops_the_client(true).await;
+    static GO: Notify = Notify::const_new();
+    a_backend_that_does_not_read_stops_the_client(true, &GO).await;
 }
 
 #[tokio::test]
 async fn a_backend_that_does_not_read_stops_the_client_in_user_space() {
-    a_backend_that_does_not_read_stops_the_client(false).await;
+    static GO: Notify = Notify::const_new();
+    a_backend_that_does_not_read_stops_the_client(false, &GO).await;
 }
 
 async fn a_client_that_does_not_read_stops_the_backend(kernel: bool, written: &'static AtomicU64) {
     let t = setup(Script::Flood(written), kernel).await;
     let mut s = connect(&t.proxy).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let stalled_at = written.load(Relaxed);
+    let stalled_at = stalled("the backend's download", written).await;
     assert!(
         stalled_at < BACKPRESSURE_BOUND,
         "the backend wrote {} MiB to a client that reads nothing",
