@@ -228,6 +228,11 @@ async fn start_proxy(
         || async { healthy(http_port).await },
     )
     .await?;
+    // Measuring user space under the kernel's label would mislead.
+    let said = std::fs::read_to_string(dir.join(format!("{name}.log")))?;
+    if kernel && said.contains("cannot forward in the kernel") {
+        return Err(format!("the proxy fell back to user space (run as root):\n{said}").into());
+    }
     Ok((port, proc))
 }
 
