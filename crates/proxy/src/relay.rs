@@ -277,7 +277,7 @@ async fn catch_up(from: &Side<'_>, to: &Side<'_>, buf: &mut [u8]) -> io::Result<
     loop {
         let read = from.held_read.load(Relaxed);
         if read > slot.held() {
-            return Err(io::Error::other(
+            return Err(broken(
                 "read more than the kernel held: a byte bypassed the forwarding program",
             ));
         }
@@ -289,7 +289,7 @@ async fn catch_up(from: &Side<'_>, to: &Side<'_>, buf: &mut [u8]) -> io::Result<
                 // end; then closing beats hanging.
                 let since = *eof_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > LOST_AFTER {
-                    return Err(io::Error::other(
+                    return Err(broken(
                         "the kernel lost bytes it held for the proxy at the connection's end",
                     ));
                 }
@@ -322,6 +322,15 @@ async fn catch_up(from: &Side<'_>, to: &Side<'_>, buf: &mut [u8]) -> io::Result<
             Err(err) => return Err(err),
         }
     }
+}
+
+/// A pair the kernel forwarding failed: closed, and said out loud (the
+/// relay's other errors are resets, logged at debug).
+fn broken(what: &str) -> io::Error {
+    tracing::warn!(
+        "proxy: closed a connection: {what}; if this repeats (kernels before 6.5), set proxy.kernel_forwarding = false"
+    );
+    io::Error::other(what.to_string())
 }
 
 /// Sleeps growing from 50 µs to 10 ms: for the rare waits on the kernel
