@@ -16,26 +16,28 @@ impl std::fmt::Debug for Seen {
     }
 }
 
+/// `SHOW name` on `member`'s PostgreSQL, directly.
 async fn show(cluster: &AgentCluster, member: &str, name: &str) -> Result<String, String> {
-    let client = cluster
+    let value = cluster
         .member(member)
-        .instance
-        .connect()
+        .query_text(&format!("SHOW {name}"))
         .await
         .map_err(|e| e.to_string())?;
-    let row = client
-        .query_one(&format!("SHOW {name}"), &[])
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(row.get(0))
+    value.ok_or_else(|| format!("SHOW {name} gave NULL"))
 }
 
-/// Each member's `pending_restart` as `ctl -o json list` shows it.
-async fn pending(api: &str) -> Vec<(String, Vec<String>)> {
+/// Each member's `pending_restart` as `ctl -o json list` shows it, or the
+/// command's output when it failed or printed no member list.
+async fn pending(api: &str) -> Result<Vec<(String, Vec<String>)>, Seen> {
     let out = common::ctl(&["--api", api, "-o", "json", "list"], &[]).await;
-    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let members = view["members"].as_array().cloned().unwrap_or_default();
-    members
+    let view: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+        Ok(view) if out.status.success() => view,
+        _ => return Err(Seen(shown(&out))),
+    };
+    let Some(members) = view["members"].as_array() else {
+        return Err(Seen(shown(&out)));
+    };
+    let members = members
         .iter()
         .map(|m| {
             let names = m["pending_restart"]
@@ -48,7 +50,8 @@ async fn pending(api: &str) -> Vec<(String, Vec<String>)> {
                 .unwrap_or_default();
             (m["name"].as_str().unwrap_or("?").to_string(), names)
         })
-        .collect()
+        .collect();
+    Ok(members)
 }
 
 #[tokio::test]
@@ -103,12 +106,12 @@ async fn cluster_parameters_reach_every_member_and_restart_only_ones_wait_for_a_
         "wal_buffers pending a restart everywhere",
         DEADLINE,
         || async {
-            let seen = pending(&api).await;
+            let seen = pending(&api).await.map_err(|e| format!("{e:?}"))?;
             let all = seen.len() == ALL.len() && seen.iter().all(|(_, p)| p == &["wal_buffers"]);
             if all {
                 Ok(())
             } else {
-                Err(seen)
+                Err(format!("{seen:?}"))
             }
         },
     )
@@ -131,7 +134,9 @@ async fn cluster_parameters_reach_every_member_and_restart_only_ones_wait_for_a_
         DEADLINE,
         || async {
             let seen = pending(&api).await;
-            let cleared = seen.iter().any(|(name, p)| name == standby && p.is_empty());
+            let cleared = seen
+                .as_ref()
+                .is_ok_and(|seen| seen.iter().any(|(name, p)| name == standby && p.is_empty()));
             let value = show(&cluster, standby, "wal_buffers").await;
             if cleared && value.as_deref() == Ok("1MB") {
                 Ok(())

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use pg::{Endpoint, Instance, InstanceSpec, Probe, Role, RunAs, Timeouts};
+use pg::{Endpoint, Instance, InstanceSpec, PgError, Probe, Role, RunAs, Timeouts};
 use store::cluster::{ClusterKeys, DynamicConfig};
 use store::Store;
 
@@ -95,6 +95,17 @@ impl AgentMember {
     /// What the local PostgreSQL says about itself.
     pub async fn probe(&self) -> Probe {
         self.instance.probe().await
+    }
+
+    /// Runs SQL as the superuser on this member's PostgreSQL, directly.
+    pub async fn execute(&self, sql: &str) -> Result<(), PgError> {
+        crate::postgres::execute(&self.instance, sql).await
+    }
+
+    /// Reads one text value as the superuser on this member's PostgreSQL,
+    /// directly.
+    pub async fn query_text(&self, sql: &str) -> Result<Option<String>, PgError> {
+        crate::postgres::query_text(&self.instance, sql).await
     }
 
     /// The last lines of the agent's log, for failure messages.

@@ -61,7 +61,8 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), ports.len());
-        // Another process asking for this one's ports is refused.
+        // A claimed port cannot be claimed again, here or (the name being
+        // machine-wide) by another process.
         assert!(claim(ports[0]).is_none());
     }
 }

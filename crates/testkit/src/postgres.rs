@@ -32,6 +32,26 @@ pub fn bin_dir() -> Result<std::path::PathBuf, PgKitError> {
     config::detect_bin_dir().ok_or(PgKitError::NoBinaries)
 }
 
+/// Runs SQL as the superuser on `instance`, on a connection of its own.
+pub(crate) async fn execute(instance: &Instance, sql: &str) -> Result<(), PgError> {
+    let client = instance.connect().await?;
+    client
+        .batch_execute(sql)
+        .await
+        .map_err(|e| PgError::Refused(format!("{sql}: {e}")))
+}
+
+/// Reads one text value as the superuser on `instance`, on a connection of
+/// its own.
+pub(crate) async fn query_text(instance: &Instance, sql: &str) -> Result<Option<String>, PgError> {
+    let client = instance.connect().await?;
+    let row = client
+        .query_one(sql, &[])
+        .await
+        .map_err(|e| PgError::Refused(format!("{sql}: {e}")))?;
+    Ok(row.get(0))
+}
+
 /// One member of a test cluster. Its postmaster is killed on drop.
 #[derive(Debug)]
 pub struct PgNode {
@@ -47,21 +67,12 @@ impl PgNode {
 
     /// Runs SQL as the superuser.
     pub async fn execute(&self, sql: &str) -> Result<(), PgError> {
-        let client = self.instance.connect().await?;
-        client
-            .batch_execute(sql)
-            .await
-            .map_err(|e| PgError::Refused(format!("{sql}: {e}")))
+        execute(&self.instance, sql).await
     }
 
     /// Reads one text value as the superuser.
     pub async fn query_text(&self, sql: &str) -> Result<Option<String>, PgError> {
-        let client = self.instance.connect().await?;
-        let row = client
-            .query_one(sql, &[])
-            .await
-            .map_err(|e| PgError::Refused(format!("{sql}: {e}")))?;
-        Ok(row.get(0))
+        query_text(&self.instance, sql).await
     }
 
     /// SIGKILLs the postmaster, like a crash.
