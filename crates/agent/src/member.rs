@@ -427,12 +427,22 @@ impl Member {
             .into_keys()
             .filter(|n| !by.contains(n))
             .collect();
-        tracing::warn!(
-            "{}: failsafe: store unreachable; confirmed by [{}], not by [{}]",
-            self.spec.name,
-            by.iter().cloned().collect::<Vec<_>>().join(", "),
-            missing.join(", ")
-        );
+        let by_list = by.iter().cloned().collect::<Vec<_>>().join(", ");
+        if missing.is_empty() && !by.is_empty() {
+            tracing::warn!(
+                "{}: failsafe: store unreachable; every other member ({by_list}) confirms it follows me: \
+                 serving on their word until the store is back",
+                self.spec.name
+            );
+        } else {
+            tracing::warn!(
+                "{}: failsafe: store unreachable; confirmed by [{by_list}], not by [{}]: PostgreSQL stops \
+                 when the lease (or the last unanimous answers) runs out unless they answer (check that \
+                 their agents run and that this host reaches their REST APIs) or the store comes back",
+                self.spec.name,
+                missing.join(", ")
+            );
+        }
         self.failsafe_confirmed_by = by;
     }
 

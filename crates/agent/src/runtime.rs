@@ -51,11 +51,9 @@ pub struct Agent {
     api: api::ApiContext,
     /// When the lease guard stops PostgreSQL unless a round moves it.
     fence: Arc<Fence>,
-    fence_deadline: Option<Deadline>,
 }
 
 type Fence = tokio::sync::watch::Sender<Option<tokio::time::Instant>>;
-type Deadline = tokio::sync::watch::Receiver<Option<tokio::time::Instant>>;
 
 impl Agent {
     /// Connects to the store and prepares the member; seeds the dynamic
@@ -151,8 +149,7 @@ impl Agent {
         let mut member_core = Member::new(spec, keys.clone(), store.clone(), local);
         member_core.keep_alive_during_long_actions();
         let started = Instant::now();
-        let (fence, fence_deadline) = tokio::sync::watch::channel(None);
-        let fence = Arc::new(fence);
+        let fence = Arc::new(Fence::new(None));
         let extend = fence.clone();
         member_core.ask_failsafe_with(
             Arc::new(HttpPeers::new(
@@ -187,7 +184,6 @@ impl Agent {
                 api: config.api.clone(),
             },
             fence,
-            fence_deadline: Some(fence_deadline),
         })
     }
 
@@ -199,12 +195,8 @@ impl Agent {
         // The API logs where it listens.
         let server = api::start(self.api.clone()).await?;
         let mut watch = self.store.watch_prefix(self.keys.prefix(), 0);
-        let fence_deadline = self
-            .fence_deadline
-            .take()
-            .expect("run is called once per agent");
         let guard = tokio::spawn(lease_guard(
-            fence_deadline,
+            self.fence.subscribe(),
             self.pg.clone(),
             self.member.name().to_string(),
         ));
@@ -299,8 +291,6 @@ impl Agent {
         self.shutdown().await
     }
 
-    /// A request from the REST API. Rounds wait meanwhile; the keepalive
-    /// keeps the member's lease and status fresh.
     /// The failsafe promise this member's API gave, on the agent's
     /// monotonic clock; `None` once it has run out.
     fn promise_given(&self) -> Option<ha::FailsafePromise> {
@@ -313,6 +303,8 @@ impl Agent {
         })
     }
 
+    /// A request from the REST API. Rounds wait meanwhile; the keepalive
+    /// keeps the member's lease and status fresh.
     async fn handle(&mut self, request: AgentRequest) {
         let AgentRequest { request, reply } = request;
         let now = now_since(self.started);
@@ -435,7 +427,8 @@ async fn lease_guard(
                     _ = tokio::time::sleep_until(at) => {
                         if *deadline.borrow() == Some(at) {
                             tracing::warn!(
-                                "{member}: the leader lease runs out and no round renewed it: stopping PostgreSQL now"
+                                "{member}: the leader lease (or in failsafe mode the other members' confirmations) runs out \
+                                 and no round renewed it: stopping PostgreSQL now"
                             );
                             if let Err(err) = pg.stop(ha::StopMode::Immediate).await {
                                 tracing::error!(

@@ -487,9 +487,8 @@ impl Ha {
                     members: cluster.members.keys().cloned().collect(),
                 };
                 if cluster.settings.failsafe && cluster.failsafe_list.as_ref() != Some(&list) {
-                    let members = list.members;
                     plan = plan.then(Action::PublishFailsafe {
-                        members: members.into_iter().collect(),
+                        members: list.members.into_iter().collect(),
                     });
                 }
                 if let Some(outcome) = clear {
@@ -850,21 +849,17 @@ impl Ha {
                 );
             }
         }
-        let promise = self
-            .promised(obs, &cluster.settings)
-            .filter(|_| !running.primary);
-        if let Some(why) = self
-            .not_on_failsafe_list(cluster)
-            .filter(|_| !running.primary)
-        {
-            return wait(format!("no leader, but {why}"));
-        }
-        if let Some(promise) = promise {
-            return wait(format!(
-                "no leader, but I confirmed to {} that I follow it (failsafe, store outage): not racing for {} ms more",
-                promise.leader,
-                promise.until - obs.now
-            ));
+        if !running.primary {
+            if let Some(why) = self.not_on_failsafe_list(cluster) {
+                return wait(format!("no leader, but {why}"));
+            }
+            if let Some(promise) = self.promised(obs, &cluster.settings) {
+                return wait(format!(
+                    "no leader, but I confirmed to {} that I follow it (failsafe, store outage): not racing for {} ms more",
+                    promise.leader,
+                    promise.until - obs.now
+                ));
+            }
         }
         let view = self.with_fresh_self(cluster, running);
         let (ranked, excluded) = rank_candidates(&view);

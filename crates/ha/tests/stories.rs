@@ -720,6 +720,20 @@ mod store_outage {
         }
     }
 
+    /// db1 leads, its lease valid until 3 000, the store reachable.
+    fn leading(now: u64, cluster: Cluster) -> Observation {
+        let mut obs = observe(now, Local::Running(primary(1_000)), cluster);
+        obs.lease_valid_until = Some(3_000);
+        obs
+    }
+
+    /// No leader, db1 gone, failsafe on.
+    fn leaderless_failsafe() -> Cluster {
+        let mut cluster = leaderless();
+        cluster.settings.failsafe = true;
+        cluster
+    }
+
     #[test]
     fn given_the_store_is_unreachable_a_standby_never_promotes() {
         let mut ha = me("db2");
@@ -758,9 +772,7 @@ mod store_outage {
         let mut failsafe = cluster();
         failsafe.settings.failsafe = true;
         let all = ["db1", "db2", "db3"].map(String::from);
-        let mut obs = observe(0, Local::Running(primary(1_000)), failsafe.clone());
-        obs.lease_valid_until = Some(3_000);
-        let plan = ha.decide(&obs);
+        let plan = ha.decide(&leading(0, failsafe.clone()));
         assert!(
             plan.actions.contains(&Action::PublishFailsafe {
                 members: all.to_vec()
@@ -771,9 +783,7 @@ mod store_outage {
             leader: "db1".into(),
             members: BTreeSet::from(all),
         });
-        let mut obs = observe(100, Local::Running(primary(1_000)), failsafe);
-        obs.lease_valid_until = Some(3_000);
-        let plan = ha.decide(&obs);
+        let plan = ha.decide(&leading(100, failsafe));
         assert!(
             !plan
                 .actions
@@ -801,9 +811,7 @@ mod store_outage {
     #[test]
     fn given_failsafe_off_confirmations_change_nothing() {
         let mut ha = me("db1");
-        let mut obs = observe(0, Local::Running(primary(1_000)), cluster());
-        obs.lease_valid_until = Some(3_000);
-        ha.decide(&obs);
+        ha.decide(&leading(0, cluster()));
         let mut outage = unreachable(20_000, Local::Running(primary(1_000)), Some(3_000));
         outage.failsafe_confirmed =
             BTreeMap::from([("db2".to_string(), 19_900), ("db3".to_string(), 19_900)]);
@@ -818,8 +826,7 @@ mod store_outage {
     #[test]
     fn in_failsafe_mode_a_member_off_the_published_list_does_not_take_over() {
         let mut ha = me("db2");
-        let mut cluster = leaderless();
-        cluster.settings.failsafe = true;
+        let mut cluster = leaderless_failsafe();
         cluster.failsafe_list = Some(FailsafeList {
             leader: "db1".into(),
             members: BTreeSet::from(["db1".to_string(), "db3".to_string()]),
@@ -849,8 +856,7 @@ mod store_outage {
     #[test]
     fn in_failsafe_mode_an_agent_that_just_started_does_not_race_for_two_ttls() {
         let mut ha = me("db2");
-        let mut cluster = leaderless();
-        cluster.settings.failsafe = true;
+        let cluster = leaderless_failsafe();
         let plan = ha.decide(&observe(
             1_000,
             standby(1_000, Some("db1")),
@@ -1332,13 +1338,23 @@ mod fast_failover {
         first.failsafe_promise = promise.clone();
         ha.decide(&first);
         let mut second = observe(11_000, not_streaming(1_000), primary_gone_silent());
-        second.failsafe_promise = promise;
+        second.failsafe_promise = promise.clone();
         let plan = ha.decide(&second);
         assert!(
             !plan
                 .actions
                 .iter()
                 .any(|a| matches!(a, Action::DeposeLeader { .. })),
+            "{plan:?}"
+        );
+        // The promise, not the timing, held it back: once over, it deposes.
+        let mut over = observe(60_000, not_streaming(1_000), primary_gone_silent());
+        over.failsafe_promise = promise;
+        let plan = ha.decide(&over);
+        assert!(
+            plan.actions.contains(&Action::DeposeLeader {
+                leader: "db1".into()
+            }),
             "{plan:?}"
         );
     }

@@ -36,7 +36,7 @@ impl FailsafePeers for SimPeers {
         members: &[(String, String)],
     ) -> BTreeSet<String> {
         let world = lock(&self.world);
-        let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        let mut board = lock(&self.board);
         let mut yes = BTreeSet::new();
         for (name, _) in members {
             let Some(i) = self.names.iter().position(|n| n == name) else {

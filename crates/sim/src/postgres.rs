@@ -15,8 +15,8 @@ use store::{
 
 use crate::world::{Conf, World};
 
-pub(crate) fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
-    world.lock().unwrap_or_else(|e| e.into_inner())
+pub(crate) fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One member's PostgreSQL in the simulated world. Like the real one it
@@ -58,7 +58,7 @@ impl SimPostgres {
     /// Changes the remembered settings and returns them, like
     /// `RealPostgres::rewrite` before it writes the file.
     fn change(&self, change: impl FnOnce(&mut Conf)) -> Conf {
-        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let mut applied = lock(&self.applied);
         change(&mut applied);
         applied.clone()
     }

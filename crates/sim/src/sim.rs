@@ -808,7 +808,7 @@ impl Sim {
 
     /// A failsafe promise, and what the agent read, live in its memory.
     fn forget_promise(&self, i: usize) {
-        let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        let mut board = lock(&self.board);
         board.promises[i] = None;
         board.known_leader[i] = None;
     }
@@ -862,12 +862,7 @@ impl Sim {
     }
 
     fn round(&mut self, i: usize, started: Millis) {
-        let promise = self
-            .board
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .promises[i]
-            .clone();
+        let promise = lock(&self.board).promises[i].clone();
         let Some(member) = self.agents[i].member.as_mut() else {
             return;
         };
@@ -882,10 +877,7 @@ impl Sim {
             .leader_name()
             .map(str::to_string)
             .zip(member.records().term());
-        self.board
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .known_leader[i] = known;
+        lock(&self.board).known_leader[i] = known;
         // Events go to the store in the real agent; here the log says it all.
         member.take_events();
         self.rounds += 1;
