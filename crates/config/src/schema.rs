@@ -59,28 +59,14 @@ impl Config {
     /// member's REST API: HTTPS when it serves a certificate, and the
     /// member's connect_address in place of a wildcard listen address.
     pub fn api_url(&self) -> String {
-        let scheme = if self.api.cert_file.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let (host, port) = self
-            .api
-            .listen
-            .rsplit_once(':')
-            .expect("api.listen is validated as host:port");
-        let host = match host {
-            "0.0.0.0" | "[::]" => {
-                let connect = &self.member.connect_address;
-                if connect.contains(':') {
-                    format!("[{connect}]")
-                } else {
-                    connect.clone()
-                }
+        self.api.url(|_| {
+            let connect = &self.member.connect_address;
+            if connect.contains(':') {
+                format!("[{connect}]")
+            } else {
+                connect.clone()
             }
-            host => host.to_string(),
-        };
-        format!("{scheme}://{host}:{port}")
+        })
     }
 }
 
@@ -205,6 +191,39 @@ pub struct Api {
     /// The CA (PEM) that signed the other members' API certificates, for
     /// forwarding requests to them over HTTPS; else the system's CAs.
     pub ca_file: Option<PathBuf>,
+}
+
+impl Api {
+    /// Where a client on this host (`pgwarden ctl -c`) reaches this API:
+    /// as [`Config::api_url`], with loopback in place of a wildcard.
+    pub fn local_url(&self) -> String {
+        self.url(|wildcard| {
+            if wildcard == "0.0.0.0" {
+                "127.0.0.1".to_string()
+            } else {
+                "[::1]".to_string()
+            }
+        })
+    }
+
+    /// `listen` as a URL: HTTPS when it serves a certificate, and
+    /// `wildcard("0.0.0.0" or "[::]")` in place of such a host.
+    fn url(&self, wildcard: impl FnOnce(&str) -> String) -> String {
+        let scheme = if self.cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let (host, port) = self
+            .listen
+            .rsplit_once(':')
+            .expect("api.listen is validated as host:port");
+        let host = match host {
+            "0.0.0.0" | "[::]" => wildcard(host),
+            host => host.to_string(),
+        };
+        format!("{scheme}://{host}:{port}")
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

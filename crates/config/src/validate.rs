@@ -406,7 +406,7 @@ impl Validator<'_> {
                     &path,
                     Target::Key,
                     problem,
-                    "quote dotted names in TOML: \"auto_explain.log_min_duration\" = 100",
+                    "write the name as PostgreSQL spells it; `SHOW ALL` on the server lists them",
                 ));
             }
             let value = match value {

@@ -19,20 +19,6 @@ pub struct Target {
     pub client: ApiClient,
 }
 
-/// `api.listen` as a URL a client on the same host can use: a wildcard
-/// address becomes loopback.
-pub fn listen_url(listen: &str, tls: bool) -> String {
-    let scheme = if tls { "https" } else { "http" };
-    let host_port = if let Some(port) = listen.strip_prefix("0.0.0.0:") {
-        format!("127.0.0.1:{port}")
-    } else if let Some(port) = listen.strip_prefix("[::]:") {
-        format!("[::1]:{port}")
-    } else {
-        listen.to_string()
-    };
-    format!("{scheme}://{host_port}")
-}
-
 fn read_token(path: &std::path::Path) -> Result<String, CtlError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         CtlError::Usage(format!(
@@ -57,10 +43,7 @@ impl Target {
         if let Some(path) = &args.config {
             let config = config::load(path).map_err(|e| CtlError::Usage(e.to_string()))?;
             if urls.is_empty() {
-                urls.push(listen_url(
-                    &config.api.listen,
-                    config.api.cert_file.is_some(),
-                ));
+                urls.push(config.api.local_url());
                 urls.extend(config.peers.iter().map(|p| p.api.clone()));
             }
             token = config.api.token.as_ref().map(|t| t.expose().to_string());
@@ -163,17 +146,5 @@ pub fn success(reply: &Reply) -> Result<(), CtlError> {
             reply.status,
             reply.error_message()
         )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wildcard_listen_addresses_become_loopback() {
-        assert_eq!(listen_url("0.0.0.0:8008", false), "http://127.0.0.1:8008");
-        assert_eq!(listen_url("[::]:8008", true), "https://[::1]:8008");
-        assert_eq!(listen_url("10.0.0.1:8008", false), "http://10.0.0.1:8008");
     }
 }
