@@ -19,8 +19,8 @@ use testkit::etcd::EtcdCluster;
 use tokio::task::JoinHandle;
 
 struct Fixture {
-    // Kept for its Drop: kills etcd.
-    _etcd: EtcdCluster,
+    // Its Drop kills etcd.
+    etcd: EtcdCluster,
     store: Arc<dyn Store>,
     keys: ClusterKeys,
     client: ApiClient,
@@ -31,7 +31,7 @@ async fn fixture() -> Fixture {
     let store = etcd.store().await.unwrap();
     let keys = ClusterKeys::new("/pgwarden", "main").unwrap();
     Fixture {
-        _etcd: etcd,
+        etcd,
         store,
         keys,
         client: ApiClient::new(None).unwrap(),
@@ -761,4 +761,64 @@ async fn a_failover_is_waited_for_and_a_switchover_ended_otherwise_is_503() {
     );
     assert_eq!(ended["cluster"]["leader"], "db2");
     api.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failsafe_is_promised_only_while_the_store_is_out_of_reach_here_too() {
+    let mut fx = fixture().await;
+    fx.three_members().await;
+    let api = fx.api("db2").await;
+    set_local(&api, |s| {
+        s.pg_running = true;
+        s.streaming = true;
+        s.updated_ms = 1;
+        s.leader_name = Some("db1".to_string());
+        s.leader_term = Some(7);
+    });
+    let ask = |ttl_ms: u64| Some(json!({"leader": "db1", "term": 7, "ttl_ms": ttl_ms}));
+
+    let odd = fx
+        .expect(
+            &api,
+            Method::POST,
+            "/failsafe",
+            ask(10),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    assert!(odd["error"].as_str().unwrap().contains("outside"), "{odd}");
+    let reaches = fx
+        .expect(
+            &api,
+            Method::POST,
+            "/failsafe",
+            ask(3_000),
+            StatusCode::CONFLICT,
+        )
+        .await;
+    assert!(
+        reaches["error"]
+            .as_str()
+            .unwrap()
+            .contains("db1 must step down"),
+        "{reaches}"
+    );
+    assert_eq!(*api.agent.promise.lock().unwrap(), None);
+
+    fx.etcd.kill(0).unwrap();
+    let asked = std::time::Instant::now();
+    let promised = fx
+        .expect(&api, Method::POST, "/failsafe", ask(3_000), StatusCode::OK)
+        .await;
+    assert_eq!(
+        promised,
+        json!({"member": "db2", "follows": "db1", "promised_ms": 6_000})
+    );
+    let promise = api.agent.promise.lock().unwrap().clone().unwrap();
+    assert_eq!(promise.leader, "db1");
+    assert!(
+        promise.until > asked + Duration::from_secs(5)
+            && promise.until <= std::time::Instant::now() + Duration::from_secs(6),
+        "{promise:?}"
+    );
 }

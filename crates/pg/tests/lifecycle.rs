@@ -1,5 +1,5 @@
 //! The pg crate against real PostgreSQL: bootstrap, clone, probe, promote,
-//! rewind, slots, stop modes.
+//! rewind, slots, stop modes, the configuration report.
 
 use std::time::Duration;
 
@@ -316,9 +316,46 @@ async fn stop_modes_restart_and_reload() {
     })
     .await
     .unwrap();
+    assert_eq!(
+        node.instance.config_report().await.unwrap(),
+        pg::ConfigReport::default()
+    );
+
+    // A restart-only parameter waits for the restart; a value the server
+    // cannot take is ignored by the reload and reported.
+    node.settings
+        .parameters
+        .insert("wal_buffers".into(), "1MB".into());
+    node.settings
+        .parameters
+        .insert("maintenance_work_mem".into(), "banana".into());
+    node.instance.write_settings(&node.settings).unwrap();
+    node.instance.reload().await.unwrap();
+    wait_for("the reload to be reported", DEADLINE, || async {
+        match node.instance.config_report().await {
+            Ok(report)
+                if report.pending_restart == ["wal_buffers"]
+                    && report.errors.len() == 1
+                    && report.errors[0].starts_with("maintenance_work_mem: ") =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    // It would not start with the bad value.
+    node.settings.parameters.remove("maintenance_work_mem");
+    node.instance.write_settings(&node.settings).unwrap();
 
     let pid = node.instance.postmaster_pid().unwrap();
     node.instance.restart().await.unwrap();
+    assert_eq!(
+        node.instance.config_report().await.unwrap(),
+        pg::ConfigReport::default(),
+        "the restart applied wal_buffers"
+    );
     assert_ne!(
         node.instance.postmaster_pid(),
         Some(pid),
