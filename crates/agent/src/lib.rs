@@ -7,4 +7,3 @@ pub mod hooks;
 pub mod member;
 pub mod postgres;
 pub mod runtime;
-pub mod view;

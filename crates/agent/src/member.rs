@@ -19,8 +19,8 @@ mod status;
 
 use crate::failsafe::FailsafePeers;
 use crate::postgres::LocalPostgres;
-use crate::view::HaView;
 use store::ClusterRecords;
+use store::HaView;
 
 /// What a member is, fixed for its life.
 #[derive(Clone, Debug)]
@@ -267,7 +267,7 @@ impl Member {
                 } else {
                     self.leaderless_since_ms.get_or_insert(sent.wall_ms);
                 }
-                StoreView::Reachable(self.records.to_ha(sent.wall_ms))
+                StoreView::Reachable(self.records.to_ha())
             }
             Err(err) => {
                 tracing::debug!("store unreachable: {err}");
@@ -288,6 +288,7 @@ impl Member {
         let now = clock();
         let observation = Observation {
             now: now.mono,
+            wall_ms: now.wall_ms,
             local: local.clone(),
             store,
             lease_valid_until: self.lease_valid_until(),
@@ -332,10 +333,13 @@ impl Member {
                 started.elapsed().as_millis()
             );
             match result {
-                Ok(()) => self.record_event(action, &plan),
+                Ok(()) => {
+                    self.ha.outcome(now.mono, action, Ok(()));
+                    self.record_event(action, &plan);
+                }
                 Err(err) => {
                     let error = err.to_string();
-                    self.ha.failed(action, &error);
+                    self.ha.outcome(now.mono, action, Err(&error));
                     self.event("action_failed", format!("{action:?} failed: {error}"));
                     failed = Some((action.clone(), error));
                     break;

@@ -21,7 +21,7 @@ use crate::failsafe::HttpPeers;
 use crate::hooks::Hooks;
 use crate::member::{Member, MemberSpec, Now};
 use crate::postgres::{LocalPostgres, RealPostgres};
-use crate::view::HaView;
+use store::HaView;
 
 /// Why the agent could not start or had to stop.
 #[derive(Debug, thiserror::Error)]

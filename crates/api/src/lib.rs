@@ -27,7 +27,6 @@ use std::sync::Arc;
 
 pub use client::{ApiClient, Call, ClientError, Reply};
 pub use error::{ApiError, HttpError};
-pub use routes::failsafe::answer as failsafe_answer;
 pub use server::{start, ApiServer};
 
 /// What the API needs from the agent that runs it.

@@ -1,16 +1,13 @@
-//! Whether a switchover or failover may be asked for, judged on one
-//! snapshot of the cluster. Pure: the routes read, call this, then write
-//! with compare-and-set.
+//! Switchover and failover requests, translated to and from the core's
+//! admission rules (`ha::switchover`): the routes read one snapshot, call
+//! these, then write with compare-and-set. Nothing is decided here.
 
 use axum::http::StatusCode;
-use store::cluster::{MemberStatus, Switchover};
+use ha::switchover::{self, Ask, RefusalKind};
+use store::cluster::Switchover;
+use store::{ClusterRecords, HaView};
 
 use crate::model::SwitchoverRequest;
-use store::ClusterRecords;
-
-/// How far in the past `at` may be (clock skew between the operator's
-/// machine and the member) before it is refused as a mistake.
-pub const AT_PAST_SLACK_MS: u64 = 10_000;
 
 /// A refusal: the status to answer with and what to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,32 +16,17 @@ pub struct Refusal {
     pub message: String,
 }
 
-fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
-    Refusal {
-        status,
-        message: message.into(),
+impl From<switchover::Refusal> for Refusal {
+    fn from(refusal: switchover::Refusal) -> Refusal {
+        Refusal {
+            status: match refusal.kind {
+                RefusalKind::Conflict => StatusCode::CONFLICT,
+                RefusalKind::NotFound => StatusCode::NOT_FOUND,
+                RefusalKind::BadRequest => StatusCode::BAD_REQUEST,
+            },
+            message: refusal.message,
+        }
     }
-}
-
-/// A member that could take over: a running streaming standby that is not
-/// tagged nofailover and does not lead.
-fn candidate_problem(m: &MemberStatus, leader: Option<&str>) -> Option<String> {
-    if leader == Some(m.name.as_str()) {
-        return Some(format!("{} is the leader already", m.name));
-    }
-    if m.tags.nofailover {
-        return Some(format!(
-            "{} is tagged nofailover; pick another member or remove the tag",
-            m.name
-        ));
-    }
-    if !m.is_streaming_standby() {
-        return Some(format!(
-            "{} is not a running streaming standby (role {:?}, state {:?}, streaming {}); wait until it streams or run `pgwarden ctl reinit {}`",
-            m.name, m.role, m.state, m.streaming, m.name
-        ));
-    }
-    None
 }
 
 /// The `switchover` record to create for `request`, or why not.
@@ -53,82 +35,20 @@ pub fn plan_switchover(
     request: &SwitchoverRequest,
     now_ms: u64,
 ) -> Result<Switchover, Refusal> {
-    // The agents carry a switchover out, and paused they take no action:
-    // it would wait, unannounced, for whoever resumes.
-    if records.config().paused {
-        return Err(refuse(
-            StatusCode::CONFLICT,
-            "the cluster is paused (maintenance), so the agents would not carry a switchover out; \
-             run `pgwarden ctl resume` first"
-                .to_string(),
-        ));
-    }
-    let Some(leader) = records.healthy_leader() else {
-        return Err(refuse(
-            StatusCode::CONFLICT,
-            match records.leader_name() {
-                None => "no member leads the cluster, so there is nothing to switch over from; use `pgwarden ctl failover --to MEMBER`".to_string(),
-                Some(name) => format!("the leader {name} is not running read-write, so a clean switchover is impossible; use `pgwarden ctl failover --to MEMBER`"),
-            },
-        ));
-    };
-    if let Some(from) = &request.from {
-        if from != &leader.name {
-            return Err(refuse(
-                StatusCode::CONFLICT,
-                format!(
-                    "{from} is not the leader ({} is); check `pgwarden ctl list` and ask again",
-                    leader.name
-                ),
-            ));
-        }
-    }
-    if let Some(to) = &request.to {
-        let Some(member) = records.member(to) else {
-            return Err(refuse(
-                StatusCode::NOT_FOUND,
-                format!("there is no member {to}; `pgwarden ctl list` shows the members"),
-            ));
-        };
-        if let Some(problem) = candidate_problem(member, Some(&leader.name)) {
-            return Err(refuse(StatusCode::CONFLICT, problem));
-        }
-    } else if !records
-        .members
-        .values()
-        .any(|m| candidate_problem(&m.value, Some(&leader.name)).is_none())
-    {
-        return Err(refuse(
-            StatusCode::CONFLICT,
-            "no member can take over: none is a running streaming standby without nofailover; fix a standby first",
-        ));
-    }
     let at_ms = match &request.at {
         None => None,
-        Some(at) => {
-            let at_ms = at
-                .unix_ms()
-                .map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
-            if at_ms + AT_PAST_SLACK_MS < now_ms {
-                return Err(refuse(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "`at` ({}) is in the past; give a future time, or none for now",
-                        crate::time::format_rfc3339(at_ms)
-                    ),
-                ));
-            }
-            // A time that has (nearly) come is an immediate switchover.
-            (at_ms > now_ms).then_some(at_ms)
-        }
+        Some(at) => Some(at.unix_ms().map_err(|message| Refusal {
+            status: StatusCode::BAD_REQUEST,
+            message,
+        })?),
     };
-    Ok(Switchover {
-        from: Some(leader.name.clone()),
+    let ask = Ask {
+        from: request.from.clone(),
         to: request.to.clone(),
         at_ms,
-        requested_ms: now_ms,
-        handoff: None,
-    })
+    };
+    let admitted = switchover::admit_switchover(&records.to_ha(), &ask, now_ms)?;
+    Ok(record(admitted))
 }
 
 /// The `switchover` record of a manual failover to `to`, or why not.
@@ -137,43 +57,19 @@ pub fn plan_failover(
     to: &str,
     now_ms: u64,
 ) -> Result<Switchover, Refusal> {
-    if let Some(leader) = records.healthy_leader() {
-        return Err(refuse(
-            StatusCode::CONFLICT,
-            format!(
-                "{} leads and runs read-write; a failover is for a cluster without a healthy leader: use `pgwarden ctl switchover --to {to}`",
-                leader.name
-            ),
-        ));
-    }
-    let Some(member) = records.member(to) else {
-        return Err(refuse(
-            StatusCode::NOT_FOUND,
-            format!("there is no member {to}; `pgwarden ctl list` shows the members"),
-        ));
-    };
-    if member.tags.nofailover {
-        return Err(refuse(
-            StatusCode::CONFLICT,
-            format!("{to} is tagged nofailover; pick another member or remove the tag"),
-        ));
-    }
-    if member.state != store::cluster::PgState::Running {
-        return Err(refuse(
-            StatusCode::CONFLICT,
-            format!(
-                "{to} is not running (state {:?}); pick a running member",
-                member.state
-            ),
-        ));
-    }
-    Ok(Switchover {
-        from: None,
-        to: Some(to.to_string()),
-        at_ms: None,
-        requested_ms: now_ms,
+    let admitted = switchover::admit_failover(&records.to_ha(), to, now_ms)?;
+    Ok(record(admitted))
+}
+
+fn record(request: ha::SwitchoverRequest) -> Switchover {
+    Switchover {
+        from: request.from,
+        to: request.to,
+        at_ms: request.at_ms,
+        requested_ms: request.requested_ms,
+        // Only the old primary's agent hands over, later.
         handoff: None,
-    })
+    }
 }
 
 /// Whether a switchover (`from` set) or failover finished: the record is
@@ -197,7 +93,7 @@ pub fn finished(records: &ClusterRecords, asked: &Switchover) -> Option<String> 
 mod tests {
     use std::collections::BTreeMap;
 
-    use store::cluster::{Leader, PgState, Role};
+    use store::cluster::{Leader, Role};
     use store::Versioned;
 
     use super::*;
@@ -213,13 +109,12 @@ mod tests {
         }
     }
 
-    /// db1 leads; db2 streams; db3 runs but does not stream.
+    /// db1 leads; db2 streams from it.
     fn cluster() -> ClusterRecords {
         let mut members = BTreeMap::new();
         for m in [
             member("db1", Role::Primary, false),
             member("db2", Role::Replica, true),
-            member("db3", Role::Replica, false),
         ] {
             members.insert(m.name.clone(), versioned(m));
         }
@@ -232,129 +127,52 @@ mod tests {
         }
     }
 
-    fn ask(from: Option<&str>, to: Option<&str>) -> SwitchoverRequest {
+    fn ask(to: &str, at: Option<At>) -> SwitchoverRequest {
         SwitchoverRequest {
-            from: from.map(str::to_string),
-            to: to.map(str::to_string),
-            at: None,
+            from: None,
+            to: Some(to.to_string()),
+            at,
         }
     }
 
     #[test]
-    fn a_switchover_to_a_streaming_standby_is_planned() {
-        let planned = plan_switchover(&cluster(), &ask(Some("db1"), Some("db2")), 1000).unwrap();
+    fn an_admitted_switchover_becomes_the_record() {
+        let planned = plan_switchover(&cluster(), &ask("db2", None), 1000).unwrap();
         assert_eq!(planned.from.as_deref(), Some("db1"));
         assert_eq!(planned.to.as_deref(), Some("db2"));
-        assert_eq!(planned.requested_ms, 1000);
-        assert_eq!(planned.at_ms, None);
-        assert!(plan_switchover(&cluster(), &ask(None, None), 1000).is_ok());
+        assert_eq!((planned.requested_ms, planned.at_ms), (1000, None));
+        let at = Some(At::Rfc3339("1970-01-01T00:05:00Z".to_string()));
+        let planned = plan_switchover(&cluster(), &ask("db2", at), 200_000).unwrap();
+        assert_eq!(planned.at_ms, Some(300_000));
     }
 
     #[test]
-    fn switchover_refusals_say_why() {
-        let c = cluster();
+    fn refusals_keep_their_status() {
         let cases = [
+            (ask("db9", None), StatusCode::NOT_FOUND),
+            (ask("db1", None), StatusCode::CONFLICT),
             (
-                ask(Some("db2"), None),
-                StatusCode::CONFLICT,
-                "not the leader",
+                ask("db2", Some(At::UnixSeconds(100))),
+                StatusCode::BAD_REQUEST,
             ),
             (
-                ask(None, Some("db3")),
-                StatusCode::CONFLICT,
-                "not a running streaming standby",
-            ),
-            (
-                ask(None, Some("db1")),
-                StatusCode::CONFLICT,
-                "leader already",
-            ),
-            (
-                ask(None, Some("db9")),
-                StatusCode::NOT_FOUND,
-                "no member db9",
+                ask("db2", Some(At::Rfc3339("soon".to_string()))),
+                StatusCode::BAD_REQUEST,
             ),
         ];
-        for (request, status, words) in cases {
-            let refusal = plan_switchover(&c, &request, 0).unwrap_err();
-            assert_eq!(refusal.status, status, "{request:?}");
-            assert!(refusal.message.contains(words), "{}", refusal.message);
+        for (request, status) in cases {
+            let refusal = plan_switchover(&cluster(), &request, 200_000).unwrap_err();
+            assert_eq!(refusal.status, status, "{request:?}: {}", refusal.message);
         }
-        let mut no_candidate = cluster();
-        no_candidate
-            .members
-            .get_mut("db2")
-            .unwrap()
-            .value
-            .tags
-            .nofailover = true;
-        let refusal = plan_switchover(&no_candidate, &ask(None, None), 0).unwrap_err();
-        assert!(refusal.message.contains("no member can take over"));
-        let mut leaderless = cluster();
-        leaderless.leader = None;
-        let refusal = plan_switchover(&leaderless, &ask(None, None), 0).unwrap_err();
-        assert!(refusal.message.contains("failover"));
-    }
-
-    #[test]
-    fn no_switchover_while_paused() {
-        let mut c = cluster();
-        c.config = Some(versioned(store::cluster::DynamicConfig {
-            paused: true,
-            ..Default::default()
-        }));
-        let refusal = plan_switchover(&c, &ask(None, Some("db2")), 0).unwrap_err();
-        assert_eq!(refusal.status, StatusCode::CONFLICT);
-        assert!(
-            refusal.message.contains("pgwarden ctl resume"),
-            "{}",
-            refusal.message
-        );
-    }
-
-    #[test]
-    fn at_in_the_past_is_refused_and_in_the_future_scheduled() {
-        let mut request = ask(None, Some("db2"));
-        request.at = Some(At::UnixSeconds(100));
-        let refusal = plan_switchover(&cluster(), &request, 200_000).unwrap_err();
-        assert_eq!(refusal.status, StatusCode::BAD_REQUEST);
-        request.at = Some(At::Rfc3339("1970-01-01T00:05:00Z".to_string()));
-        let planned = plan_switchover(&cluster(), &request, 200_000).unwrap();
-        assert_eq!(planned.at_ms, Some(300_000));
-        request.at = Some(At::Rfc3339("soon".to_string()));
         assert_eq!(
-            plan_switchover(&cluster(), &request, 0).unwrap_err().status,
-            StatusCode::BAD_REQUEST
+            plan_failover(&cluster(), "db2", 0).unwrap_err().status,
+            StatusCode::CONFLICT
         );
-    }
-
-    #[test]
-    fn failover_only_without_a_healthy_leader() {
-        let refusal = plan_failover(&cluster(), "db2", 0).unwrap_err();
-        assert!(
-            refusal.message.contains("switchover"),
-            "{}",
-            refusal.message
-        );
-        let mut c = cluster();
-        c.members.get_mut("db1").unwrap().value.state = PgState::Crashed;
-        let planned = plan_failover(&c, "db3", 7).unwrap();
-        assert_eq!(planned.from, None);
-        assert_eq!(planned.to.as_deref(), Some("db3"));
-        assert_eq!(
-            plan_failover(&c, "db9", 7).unwrap_err().status,
-            StatusCode::NOT_FOUND
-        );
-        c.members.get_mut("db2").unwrap().value.tags.nofailover = true;
-        assert!(plan_failover(&c, "db2", 7)
-            .unwrap_err()
-            .message
-            .contains("nofailover"));
     }
 
     #[test]
     fn finished_when_another_member_leads_and_the_record_is_gone() {
-        let asked = plan_switchover(&cluster(), &ask(None, Some("db2")), 0).unwrap();
+        let asked = plan_switchover(&cluster(), &ask("db2", None), 0).unwrap();
         let mut c = cluster();
         assert_eq!(finished(&c, &asked), None);
         c.leader = Some(versioned(Leader {

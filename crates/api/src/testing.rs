@@ -29,7 +29,8 @@ pub fn member(name: &str, role: Role, streaming: bool) -> MemberStatus {
         pg_url: format!("postgres://127.0.0.1:5432/postgres?member={name}"),
         tags: Tags::default(),
         updated_ms: crate::time::now_ms(),
-        upstream: None,
+        // The fixtures' leader is db1.
+        upstream: (role == Role::Replica).then(|| "db1".to_string()),
         streaming,
         term: None,
         note: String::new(),

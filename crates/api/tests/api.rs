@@ -264,7 +264,7 @@ async fn switchovers_are_checked_recorded_waited_for_and_cancelled() {
         (
             json!({"to": "db3"}),
             StatusCode::CONFLICT,
-            "not a running streaming standby",
+            "does not stream from the leader db1",
         ),
         (json!({"to": "db9"}), StatusCode::NOT_FOUND, "no member db9"),
         (
@@ -720,7 +720,13 @@ async fn a_failover_is_waited_for_and_a_switchover_ended_otherwise_is_503() {
         .await;
     assert!(refused["error"].as_str().unwrap().contains("failover"));
 
-    let agents = fx.agents(Some(("db2", vec![member("db2", Role::Primary, false)])));
+    // After the failover db3 follows the new primary.
+    let mut db3 = member("db3", Role::Replica, true);
+    db3.upstream = Some("db2".to_string());
+    let agents = fx.agents(Some((
+        "db2",
+        vec![member("db2", Role::Primary, false), db3],
+    )));
     let done = fx
         .expect(
             &api,

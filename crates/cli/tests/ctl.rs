@@ -205,7 +205,7 @@ async fn list_config_and_refusals_against_an_api() {
     )
     .await;
     assert_eq!(code(&output), 1, "{}", text(&output));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not a running streaming standby"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("does not stream from the leader db1"));
     assert!(fx
         .keys
         .switchover()

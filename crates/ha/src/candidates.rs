@@ -1,4 +1,6 @@
-//! Who may become primary when there is no leader, and in which order.
+//! Who may take over — in a failover, a switchover or a manual failover —
+//! and in which order. The one definition the leader, the candidates and
+//! the API's admission all use.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +35,41 @@ pub enum Exclusion {
     /// Synchronous mode and not in the synchronous set, so it may lack
     /// acknowledged commits.
     NotSynchronous,
+    /// It holds the leader key already.
+    Leads,
+    /// It does not run as a standby.
+    NotStandby,
+    /// A switchover target must stream from the leader.
+    NotStreamingFrom {
+        leader: String,
+    },
+    /// On a timeline the leader is not on (and not catching up to it).
+    OtherTimeline {
+        timeline: Option<u32>,
+        leader: u32,
+    },
+}
+
+impl Exclusion {
+    /// What an operator can do about it, for `member`.
+    pub fn remedy(&self, member: &str) -> String {
+        match self {
+            Exclusion::Witness | Exclusion::Leads => "pick another member".to_string(),
+            Exclusion::NoFailover => "pick another member or remove the tag".to_string(),
+            Exclusion::NotRunning | Exclusion::NoPosition => {
+                format!("pick a running member, or start {member} first")
+            }
+            Exclusion::NotStandby
+            | Exclusion::NotStreamingFrom { .. }
+            | Exclusion::OldTimeline { .. }
+            | Exclusion::OtherTimeline { .. } => format!(
+                "wait until it streams from the leader, or run `pgwarden ctl reinit {member}`"
+            ),
+            Exclusion::TooFarBehind { .. } | Exclusion::NotSynchronous => {
+                "wait until it has caught up, or pick another member".to_string()
+            }
+        }
+    }
 }
 
 impl fmt::Display for Exclusion {
@@ -55,6 +92,15 @@ impl fmt::Display for Exclusion {
                 f,
                 "not in the synchronous set, it may lack acknowledged commits"
             ),
+            Exclusion::Leads => write!(f, "it is the leader already"),
+            Exclusion::NotStandby => write!(f, "it does not run as a standby"),
+            Exclusion::NotStreamingFrom { leader } => {
+                write!(f, "it does not stream from the leader {leader}")
+            }
+            Exclusion::OtherTimeline { timeline, leader } => match timeline {
+                Some(timeline) => write!(f, "on timeline {timeline}, the leader on {leader}"),
+                None => write!(f, "it has published no timeline, the leader is on {leader}"),
+            },
         }
     }
 }
@@ -65,7 +111,7 @@ pub fn rank_candidates(cluster: &Cluster) -> (Vec<Candidate>, BTreeMap<String, E
     let mut candidates = Vec::new();
     let mut excluded = BTreeMap::new();
     for (name, member) in &cluster.members {
-        match eligibility(cluster, name, member) {
+        match failover_candidate(cluster, name, member) {
             Ok(lsn) => candidates.push(Candidate {
                 name: name.clone(),
                 lsn,
@@ -85,8 +131,9 @@ pub fn rank_candidates(cluster: &Cluster) -> (Vec<Candidate>, BTreeMap<String, E
     (candidates, excluded)
 }
 
-fn eligibility(cluster: &Cluster, name: &str, member: &MemberView) -> Result<u64, Exclusion> {
-    let settings = &cluster.settings;
+/// What any member that is to take over must be, however it is asked:
+/// a PostgreSQL, allowed to lead, running.
+pub fn able_to_lead(member: &MemberView) -> Result<(), Exclusion> {
     if member.witness {
         return Err(Exclusion::Witness);
     }
@@ -96,6 +143,18 @@ fn eligibility(cluster: &Cluster, name: &str, member: &MemberView) -> Result<u64
     if !member.running {
         return Err(Exclusion::NotRunning);
     }
+    Ok(())
+}
+
+/// Whether `name` may take over with no leader (a failover), and from
+/// which WAL position.
+pub fn failover_candidate(
+    cluster: &Cluster,
+    name: &str,
+    member: &MemberView,
+) -> Result<u64, Exclusion> {
+    let settings = &cluster.settings;
+    able_to_lead(member)?;
     let lsn = member.lsn.ok_or(Exclusion::NoPosition)?;
     let timeline = member.timeline.unwrap_or(0);
     if timeline < cluster.latest_timeline {
@@ -131,6 +190,47 @@ fn eligibility(cluster: &Cluster, name: &str, member: &MemberView) -> Result<u64
         }
     }
     Ok(lsn)
+}
+
+/// How a standby stands as a switchover target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// It streams from the leader on its timeline: it can take over.
+    Ready,
+    /// It streams from the leader but has not yet replayed the switch to
+    /// the leader's timeline (a member that has just handed over and
+    /// rejoined): it will be ready in a moment, so it is waited for.
+    CatchingUp,
+}
+
+/// Whether `name` may take over from `leader`, running on `timeline`, in a
+/// planned switchover (a clean hand-over of every byte of WAL).
+pub fn switchover_target(
+    leader: &str,
+    timeline: u32,
+    name: &str,
+    member: &MemberView,
+) -> Result<Readiness, Exclusion> {
+    if name == leader {
+        return Err(Exclusion::Leads);
+    }
+    able_to_lead(member)?;
+    if member.primary {
+        return Err(Exclusion::NotStandby);
+    }
+    if !member.streaming || member.upstream.as_deref() != Some(leader) {
+        return Err(Exclusion::NotStreamingFrom {
+            leader: leader.to_string(),
+        });
+    }
+    match member.timeline {
+        Some(t) if t == timeline => Ok(Readiness::Ready),
+        Some(t) if t < timeline => Ok(Readiness::CatchingUp),
+        other => Err(Exclusion::OtherTimeline {
+            timeline: other,
+            leader: timeline,
+        }),
+    }
 }
 
 #[cfg(test)]

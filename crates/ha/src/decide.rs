@@ -1,8 +1,12 @@
-//! The decision function and the little memory it keeps between rounds.
+//! The decision core of one member: a state machine with a pure planning
+//! step. Each round the agent tells it what it saw ([`Ha::observe`]: timers
+//! and memory), asks what to do ([`Ha::plan`]: no mutation), and reports
+//! how each action it carried out ended ([`Ha::outcome`]): memory that
+//! depends on an action taking effect changes only once it has.
 
 use std::collections::BTreeMap;
 
-use crate::candidates::rank_candidates;
+use crate::candidates::{rank_candidates, switchover_target, Readiness};
 use crate::observation::{
     Cluster, FailsafeList, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView,
     Millis, Observation, Running, Settings, StoreView, SwitchoverRequest,
@@ -14,8 +18,8 @@ use crate::sync::{self, ANY_STANDBY};
 /// for a while still finds its WAL when it comes back.
 const SLOT_RETENTION_MS: Millis = 10 * 60 * 1000;
 
-/// The decision core of one member. Pure: the same observations in the same
-/// order give the same plans.
+/// The decision core of one member. Deterministic: the same observations
+/// and outcomes in the same order give the same plans.
 #[derive(Clone, Debug)]
 pub struct Ha {
     me: Me,
@@ -82,23 +86,54 @@ impl Ha {
         &self.me
     }
 
-    /// The agent reports an action that failed; the core plans around it.
-    pub fn failed(&mut self, action: &Action, error: &str) {
-        match action {
-            Action::Rewind { .. } => self.rewind_failed = Some(error.to_string()),
-            Action::HandOff { .. } => {
+    /// How an action of the last plan ended, at `now`: every action the
+    /// agent carried out is reported, the one that failed with its error
+    /// (the actions after it did not run and are not reported).
+    pub fn outcome(&mut self, now: Millis, action: &Action, result: Result<(), &str>) {
+        match (action, result) {
+            (Action::ReleaseLeader, Ok(())) => self.released_at = Some(now),
+            (Action::HandOff { to }, Ok(())) => self.handed_off = Some(to.clone()),
+            (Action::HandOff { .. }, Err(error)) => {
                 self.handed_off = None;
                 self.handoff_failed = Some(error.to_string());
+            }
+            (Action::Rewind { .. }, Err(error)) => self.rewind_failed = Some(error.to_string()),
+            (Action::Reclone { .. }, Ok(())) => {
+                self.diverged = None;
+                self.rewind_failed = None;
+            }
+            // The divergence is still there: the next round re-clones
+            // again rather than merely restarting the standby.
+            (Action::Reclone { reason, .. }, Err(_)) => self.diverged = Some(reason.clone()),
+            (Action::KeepSlots { drop, .. }, Ok(())) => {
+                for name in drop {
+                    self.slot_members.remove(name);
+                }
             }
             _ => {}
         }
     }
 
-    /// One round: what to do now.
+    /// One round without the outcomes: [`Ha::observe`], then [`Ha::plan`].
     pub fn decide(&mut self, obs: &Observation) -> Plan {
-        let role = role_of(&obs.local);
+        self.observe(obs);
+        self.plan(obs)
+    }
+
+    /// Takes in what this round saw: timers, and the memory that follows
+    /// from it alone.
+    pub fn observe(&mut self, obs: &Observation) {
         self.started_at.get_or_insert(obs.now);
         self.track(obs);
+        if let StoreView::Reachable(cluster) = &obs.store {
+            self.track_leading(obs, cluster);
+            self.last_cluster = Some(cluster.clone());
+        }
+    }
+
+    /// What to do now, given what [`Ha::observe`] took in.
+    pub fn plan(&self, obs: &Observation) -> Plan {
+        let role = role_of(&obs.local);
         if obs.local == Local::Witness {
             return Plan::new(Role::Witness, "witness: observing, never a candidate");
         }
@@ -106,7 +141,6 @@ impl Ha {
             StoreView::Unreachable => return self.store_unreachable(obs, role),
             StoreView::Reachable(cluster) => cluster,
         };
-        self.last_cluster = Some(cluster.clone());
 
         if let Some(plan) = self.bootstrap(obs, cluster, role) {
             return plan;
@@ -181,7 +215,7 @@ impl Ha {
             self.pg_down_since = None;
         }
         if let StoreView::Reachable(cluster) = &obs.store {
-            let handoff = cluster.switchover.as_ref().and_then(|s| s.handoff.as_ref());
+            let handoff = live_handoff(obs, cluster);
             match (handoff, &self.handoff_seen) {
                 (Some(handoff), Some((seen, _))) if handoff == seen => {}
                 (Some(handoff), _) => self.handoff_seen = Some((handoff.clone(), obs.now)),
@@ -193,7 +227,31 @@ impl Ha {
         }
     }
 
-    fn store_unreachable(&mut self, obs: &Observation, role: Role) -> Plan {
+    /// What a leading primary remembers: where its WAL was when PostgreSQL
+    /// began waiting for the synchronous names it applied, the members it
+    /// keeps slots for; and since when its PostgreSQL has been down.
+    fn track_leading(&mut self, obs: &Observation, cluster: &Cluster) {
+        let leads = cluster
+            .leader
+            .as_ref()
+            .is_some_and(|l| l.member == self.me.name);
+        match &obs.local {
+            Local::Running(running) if leads && running.primary && !cluster.settings.paused => {
+                sync::observe_floor(&cluster.settings, running, &mut self.sync_floor);
+                for (name, member) in &cluster.members {
+                    if *name != self.me.name && !member.witness {
+                        self.slot_members.insert(name.clone(), obs.now);
+                    }
+                }
+            }
+            Local::Starting { .. } | Local::Stopped(_) if leads => {
+                self.pg_down_since.get_or_insert(obs.now);
+            }
+            _ => {}
+        }
+    }
+
+    fn store_unreachable(&self, obs: &Observation, role: Role) -> Plan {
         let may_write = match &obs.local {
             Local::Running(running) => running.primary,
             // Not answering the probe does not mean not serving clients.
@@ -321,7 +379,7 @@ impl Ha {
 
     /// initdb by the member that wins the initialize key; the others wait
     /// for the leader and clone.
-    fn bootstrap(&mut self, obs: &Observation, cluster: &Cluster, role: Role) -> Option<Plan> {
+    fn bootstrap(&self, obs: &Observation, cluster: &Cluster, role: Role) -> Option<Plan> {
         match (&cluster.initialize, &obs.local) {
             // The first primary could never fail back to a nofailover
             // member: once it lost the key, nobody else might take over.
@@ -380,7 +438,7 @@ impl Ha {
         }
     }
 
-    fn paused(&mut self, obs: &Observation, cluster: &Cluster, role: Role) -> Plan {
+    fn paused(&self, obs: &Observation, cluster: &Cluster, role: Role) -> Plan {
         let leads = cluster
             .leader
             .as_ref()
@@ -434,7 +492,7 @@ impl Ha {
     }
 
     /// This member holds the leader key.
-    fn lead(&mut self, obs: &Observation, cluster: &Cluster, leader: &Leader) -> Plan {
+    fn lead(&self, obs: &Observation, cluster: &Cluster, leader: &Leader) -> Plan {
         let settings = &cluster.settings;
         let serving = matches!(&obs.local, Local::Running(running) if running.primary);
         if let Some(SwitchoverRequest {
@@ -444,7 +502,6 @@ impl Ha {
         }) = &cluster.switchover
         {
             if *to != self.me.name && !serving {
-                self.released_at = Some(obs.now);
                 return Plan::new(
                     role_of(&obs.local),
                     format!("manual failover to {to} asked while my PostgreSQL does not serve: giving up the leader key"),
@@ -470,17 +527,19 @@ impl Ha {
                         mode: StopMode::Immediate,
                     });
                 }
-                let clear = match self.switchover_as_leader(cluster, running) {
+                let clear = match self.switchover_as_leader(obs, cluster, running) {
                     Some(SwitchoverStep::HandOff(plan)) => return plan,
                     Some(SwitchoverStep::Clear(outcome)) => Some(outcome),
-                    None => None,
+                    Some(SwitchoverStep::Wait) | None => None,
                 };
                 let mut plan = Plan::new(Role::Primary, format!("leading (term {})", leader.term))
                     .then(Action::RenewLeader);
-                for action in sync::manage(&self.me.name, cluster, running, &mut self.sync_floor) {
+                for action in
+                    sync::manage(&self.me.name, cluster, running, self.sync_floor.as_ref())
+                {
                     plan = plan.then(action);
                 }
-                let (names, drop) = self.slot_names(obs.now, cluster);
+                let (names, drop) = self.slot_names(obs.now);
                 plan = plan.then(Action::KeepSlots { names, drop });
                 let list = FailsafeList {
                     leader: self.me.name.clone(),
@@ -506,13 +565,11 @@ impl Ha {
                 "promoted after winning the leader race",
             ),
             Local::Starting { .. } => {
-                let since = *self.pg_down_since.get_or_insert(obs.now);
-                let down_for = obs.now - since;
+                let down_for = self.pg_down_since.map_or(0, |since| obs.now - since);
                 if down_for < settings.restart_grace_ms {
                     Plan::new(Role::Primary, "PostgreSQL does not accept connections yet")
                         .then(Action::RenewLeader)
                 } else {
-                    self.released_at = Some(obs.now);
                     Plan::new(
                         Role::Stopped,
                         format!(
@@ -527,8 +584,7 @@ impl Ha {
                 }
             }
             Local::Stopped(stopped) => {
-                let since = *self.pg_down_since.get_or_insert(obs.now);
-                let down_for = obs.now - since;
+                let down_for = self.pg_down_since.map_or(0, |since| obs.now - since);
                 if stopped.was_primary && down_for < settings.restart_grace_ms {
                     Plan::new(
                         Role::Primary,
@@ -540,7 +596,6 @@ impl Ha {
                     .then(Action::RenewLeader)
                     .then(Action::StartPrimary)
                 } else {
-                    self.released_at = Some(obs.now);
                     Plan::new(
                         Role::Stopped,
                         format!(
@@ -651,13 +706,7 @@ impl Ha {
     }
 
     /// Another member holds the leader key.
-    fn follow(
-        &mut self,
-        obs: &Observation,
-        cluster: &Cluster,
-        leader: &Leader,
-        role: Role,
-    ) -> Plan {
+    fn follow(&self, obs: &Observation, cluster: &Cluster, leader: &Leader, role: Role) -> Plan {
         let name = &leader.member;
         let leader_running = cluster
             .members
@@ -709,12 +758,17 @@ impl Ha {
                          its WAL forked on a timeline of the same number, which pg_rewind cannot repair",
                         running.timeline
                     );
-                    self.diverged = Some(why.clone());
-                    return Plan::new(role, format!("{why}; stopping to re-clone")).then(
-                        Action::Stop {
+                    return Plan::new(role, format!("{why}; stopping to re-clone"))
+                        .then(Action::Stop {
                             mode: StopMode::Fast,
-                        },
-                    );
+                        })
+                        .then(Action::Reclone {
+                            leader: name.clone(),
+                            reason: why,
+                        })
+                        .then(Action::StartReplica {
+                            upstream: Some(name.clone()),
+                        });
                 }
                 Plan::new(role, format!("following {name}"))
             }
@@ -730,7 +784,7 @@ impl Ha {
                 Plan::new(role, format!("waiting for the primary {name} to run"))
             }
             Local::Stopped(_) if self.diverged.is_some() => {
-                let why = self.diverged.take().unwrap_or_default();
+                let why = self.diverged.clone().unwrap_or_default();
                 Plan::new(role, format!("re-cloning from {name}: {why}"))
                     .then(Action::Reclone {
                         leader: name.clone(),
@@ -798,7 +852,7 @@ impl Ha {
     }
 
     /// Nobody holds the leader key: fail over to the best candidate.
-    fn leaderless(&mut self, obs: &Observation, cluster: &Cluster, role: Role) -> Plan {
+    fn leaderless(&self, obs: &Observation, cluster: &Cluster, role: Role) -> Plan {
         let running = match &obs.local {
             Local::Running(running) => running,
             Local::Stopped(stopped) => {
@@ -919,7 +973,8 @@ impl Ha {
     /// can take over, stop cleanly and hand over; a request that no longer
     /// applies is cleared, saying why.
     fn switchover_as_leader(
-        &mut self,
+        &self,
+        obs: &Observation,
         cluster: &Cluster,
         running: &Running,
     ) -> Option<SwitchoverStep> {
@@ -951,21 +1006,33 @@ impl Ha {
                 format!("switchover from {from} dropped: {from} no longer leads, {me} does");
             return Some(SwitchoverStep::Clear(outcome));
         }
-        if let Some(error) = self.handoff_failed.take() {
+        if let Some(error) = &self.handoff_failed {
             let outcome = format!("switchover from {me} failed and was given up: {error}");
             return Some(SwitchoverStep::Clear(outcome));
         }
-        if !request.due {
+        if !request.is_due(obs.wall_ms) {
             return None;
         }
         let to = match self.switchover_target(cluster, running, request.to.as_deref()) {
-            Ok(to) => to,
+            Ok(Some(to)) => to,
+            Ok(None) => {
+                let waited = obs.wall_ms.saturating_sub(request.due_since());
+                let bound = crate::switchover::catch_up_bound_ms(cluster.settings.ttl_ms);
+                if waited < bound {
+                    return Some(SwitchoverStep::Wait);
+                }
+                let outcome = format!(
+                    "switchover from {me} cancelled: {} has not replayed the switch to timeline {} within {bound} ms",
+                    request.to.as_deref().unwrap_or("no standby"),
+                    running.timeline
+                );
+                return Some(SwitchoverStep::Clear(outcome));
+            }
             Err(why) => {
                 let outcome = format!("switchover from {me} cancelled: {why}");
                 return Some(SwitchoverStep::Clear(outcome));
             }
         };
-        self.handed_off = Some(to.clone());
         Some(SwitchoverStep::HandOff(
             Plan::new(
                 Role::Primary,
@@ -981,59 +1048,48 @@ impl Ha {
     }
 
     /// Who takes over in a switchover: `to` if it may, else the best
-    /// standby streaming from this primary.
+    /// standby streaming from this primary. `Ok(None)`: a target streams
+    /// from me but is still catching up to my timeline, so wait for it.
     fn switchover_target(
         &self,
         cluster: &Cluster,
         running: &Running,
         to: Option<&str>,
-    ) -> Result<String, String> {
+    ) -> Result<Option<String>, String> {
         let me = self.me.name.as_str();
-        let streams_from_me = |name: &str, view: &MemberView| -> Result<(), String> {
-            if view.witness {
-                return Err(format!("{name} is a witness"));
-            }
-            if view.nofailover {
-                return Err(format!("{name} is tagged nofailover"));
-            }
-            if !view.running || view.primary {
-                return Err(format!("{name} does not run as a standby"));
-            }
-            if !view.streaming || view.upstream.as_deref() != Some(me) {
-                return Err(format!("{name} does not stream from {me}"));
-            }
-            if view.timeline != Some(running.timeline) {
-                return Err(format!(
-                    "{name} is on timeline {:?}, {me} on {}",
-                    view.timeline, running.timeline
-                ));
-            }
-            Ok(())
-        };
+        let readiness =
+            |name: &str, view: &MemberView| switchover_target(me, running.timeline, name, view);
         if let Some(to) = to {
-            if to == me {
-                return Err(format!("{to} already leads"));
-            }
             let view = cluster
                 .members
                 .get(to)
                 .ok_or_else(|| format!("{to} has no status in the store"))?;
-            streams_from_me(to, view)?;
-            return Ok(to.to_string());
+            return match readiness(to, view) {
+                Ok(Readiness::Ready) => Ok(Some(to.to_string())),
+                Ok(Readiness::CatchingUp) => Ok(None),
+                Err(why) => Err(format!("{to} may not take over: {why}")),
+            };
         }
         let mut view = self.with_fresh_self(cluster, running);
         view.members.remove(me);
         let (ranked, _) = rank_candidates(&view);
-        ranked
+        let ready = ranked.iter().find(|c| {
+            cluster
+                .members
+                .get(&c.name)
+                .is_some_and(|v| readiness(&c.name, v) == Ok(Readiness::Ready))
+        });
+        if let Some(best) = ready {
+            return Ok(Some(best.name.clone()));
+        }
+        let catching_up = cluster
+            .members
             .iter()
-            .find(|c| {
-                cluster
-                    .members
-                    .get(&c.name)
-                    .is_some_and(|v| streams_from_me(&c.name, v).is_ok())
-            })
-            .map(|c| c.name.clone())
-            .ok_or_else(|| format!("no standby may take over from {me}"))
+            .any(|(name, v)| readiness(name, v) == Ok(Readiness::CatchingUp));
+        if catching_up {
+            return Ok(None);
+        }
+        Err(format!("no standby may take over from {me}"))
     }
 
     /// With no leader: a hand-over in progress, or a manual failover, says
@@ -1048,7 +1104,7 @@ impl Ha {
     ) -> Option<Result<Plan, String>> {
         let request = cluster.switchover.as_ref()?;
         let me = self.me.name.as_str();
-        if let Some(handoff) = &request.handoff {
+        if let Some(handoff) = live_handoff(obs, cluster) {
             // Someone was promoted, or wrote, after the hand-over: it is
             // over, and honouring it could pass over acknowledged commits.
             let moved_on = cluster.latest_timeline > handoff.timeline
@@ -1135,23 +1191,15 @@ impl Ha {
     }
 
     /// Slots for every other member with PostgreSQL, kept for a while after
-    /// its status key disappears; and the ones whose retention just ended.
-    fn slot_names(&mut self, now: Millis, cluster: &Cluster) -> (Vec<String>, Vec<String>) {
-        for (name, member) in &cluster.members {
-            if *name != self.me.name && !member.witness {
-                self.slot_members.insert(name.clone(), now);
-            }
-        }
-        let expired: Vec<String> = self
+    /// its status key disappears; and the ones whose retention has ended.
+    fn slot_names(&self, now: Millis) -> (Vec<String>, Vec<String>) {
+        let (expired, kept): (Vec<_>, Vec<_>) = self
             .slot_members
             .iter()
-            .filter(|(_, seen)| now.saturating_sub(**seen) > SLOT_RETENTION_MS)
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in &expired {
-            self.slot_members.remove(name);
-        }
-        (self.slot_members.keys().cloned().collect(), expired)
+            .partition(|(_, seen)| now.saturating_sub(**seen) > SLOT_RETENTION_MS);
+        let names =
+            |slots: Vec<(&String, &Millis)>| slots.into_iter().map(|(n, _)| n.clone()).collect();
+        (names(kept), names(expired))
     }
 }
 
@@ -1162,6 +1210,8 @@ enum SwitchoverStep {
     /// The request no longer applies: delete it, with this outcome, along
     /// with the round's usual work.
     Clear(String),
+    /// The target is catching up: the round's usual work, and ask again.
+    Wait,
 }
 
 /// Stop accepting writes this long before the lease could expire in the
@@ -1170,6 +1220,14 @@ fn demote_margin(settings: &Settings, lease_ttl: Option<Millis>) -> Millis {
     // The lease actually held counts: a raised TTL applies to the next one.
     let ttl = lease_ttl.map_or(settings.ttl_ms, |held| held.min(settings.ttl_ms));
     (ttl / 3).max(settings.heartbeat_ms).min(ttl / 2)
+}
+
+/// The hand-over of the switchover in the store, unless it is over.
+fn live_handoff<'c>(obs: &Observation, cluster: &'c Cluster) -> Option<&'c Handoff> {
+    cluster
+        .switchover
+        .as_ref()?
+        .live_handoff(obs.wall_ms, cluster.settings.ttl_ms)
 }
 
 fn role_of(local: &Local) -> Role {

@@ -1,16 +1,24 @@
-//! The decision core: a pure function from what an agent observes (its
-//! PostgreSQL, the cluster as the store shows it, the dynamic settings, the
-//! time) to a plan of actions. No I/O, no clock, no async: every corner of
-//! failover is reachable from a unit test or a deterministic simulation.
+//! The decision core: a state machine with a pure planning step. From what
+//! an agent observes (its PostgreSQL, the cluster as the store shows it,
+//! the dynamic settings, the time) it makes a plan of actions. No I/O, no
+//! clock, no async: every corner of failover is reachable from a unit test
+//! or a deterministic simulation. Every safety rule lives here — who may
+//! take over ([`candidates`]), which switchover may be asked for
+//! ([`switchover`]), what a member may promise a primary in failsafe mode
+//! ([`failsafe`]) — and the API and the agent only translate.
 //!
-//! The agent calls [`Ha::decide`] every heartbeat and whenever the store or
-//! PostgreSQL changes, carries out the plan's actions in order, stops at the
-//! first that fails, and tells the core with [`Ha::failed`].
+//! Every heartbeat, and whenever the store or PostgreSQL changes, the agent
+//! tells the core what it saw ([`Ha::observe`]), asks for a plan
+//! ([`Ha::plan`], which changes nothing), carries out the plan's actions in
+//! order, stops at the first that fails, and reports how each ended
+//! ([`Ha::outcome`]).
 
-mod candidates;
+pub mod candidates;
 mod decide;
+pub mod failsafe;
 mod observation;
 mod plan;
+pub mod switchover;
 mod sync;
 
 pub use candidates::{rank_candidates, Candidate, Exclusion};

@@ -19,6 +19,9 @@ pub struct Me {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observation {
     pub now: Millis,
+    /// The wall clock (unix ms), for what the store records in wall time:
+    /// a switchover's scheduled time, when a hand-over began.
+    pub wall_ms: u64,
     pub local: Local,
     pub store: StoreView,
     /// Until when this member's leader lease surely holds in the store:
@@ -147,10 +150,32 @@ pub struct SwitchoverRequest {
     pub from: Option<String>,
     /// Who is to take over; `None`: the best candidate.
     pub to: Option<String>,
-    /// Its scheduled time has come (the agent reads the wall clock).
-    pub due: bool,
+    /// When it was asked for (unix ms).
+    pub requested_ms: u64,
+    /// When it is scheduled (unix ms); `None`: at once.
+    pub at_ms: Option<u64>,
     /// The old primary has stopped and handed over.
     pub handoff: Option<Handoff>,
+}
+
+impl SwitchoverRequest {
+    /// Since when (unix ms) it is to be carried out.
+    pub fn due_since(&self) -> u64 {
+        self.at_ms.unwrap_or(0).max(self.requested_ms)
+    }
+
+    /// Its scheduled time has come.
+    pub fn is_due(&self, wall_ms: u64) -> bool {
+        self.at_ms.is_none_or(|at| at <= wall_ms)
+    }
+
+    /// The hand-over, unless it began more than two TTLs ago: then it is
+    /// over, even for an agent that has just started and never saw it begin.
+    pub fn live_handoff(&self, wall_ms: u64, ttl_ms: Millis) -> Option<&Handoff> {
+        self.handoff
+            .as_ref()
+            .filter(|h| wall_ms <= h.released_ms + 2 * ttl_ms)
+    }
 }
 
 /// The old primary stopped cleanly at `final_lsn` and released the key;
@@ -163,6 +188,8 @@ pub struct Handoff {
     /// The old primary's timeline: a later one in the cluster means the
     /// hand-over is history, whatever the key still says.
     pub timeline: u32,
+    /// When the old primary released the key (unix ms).
+    pub released_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::observation::{Cluster, Running};
+use crate::observation::{Cluster, Running, Settings};
 use crate::plan::Action;
 
 /// The placeholder that makes a fresh primary wait for any standby until it
@@ -26,14 +26,32 @@ pub struct Floor {
     lsn: u64,
 }
 
+/// Records the floor the first time the primary sees PostgreSQL wait for
+/// a set of names (its WAL then is at least where it was when the wait
+/// began); forgets it outside synchronous mode.
+pub fn observe_floor(settings: &Settings, running: &Running, floor: &mut Option<Floor>) {
+    if !settings.synchronous_mode {
+        *floor = None;
+        return;
+    }
+    let applied: BTreeSet<String> = running.sync_applied.iter().cloned().collect();
+    if floor.as_ref().is_none_or(|f| f.names != applied) {
+        *floor = Some(Floor {
+            names: applied,
+            lsn: running.lsn,
+        });
+    }
+}
+
 /// The actions that move PostgreSQL and the store towards the wanted
 /// synchronous set, in a safe order. `floor` is the primary's memory of
-/// where its WAL was when PostgreSQL started waiting for the applied names.
+/// where its WAL was when PostgreSQL started waiting for the applied names
+/// ([`observe_floor`]).
 pub fn manage(
     me: &str,
     cluster: &Cluster,
     running: &Running,
-    floor: &mut Option<Floor>,
+    floor: Option<&Floor>,
 ) -> Vec<Action> {
     let settings = &cluster.settings;
     let applied: BTreeSet<&str> = running.sync_applied.iter().map(String::as_str).collect();
@@ -44,7 +62,6 @@ pub fn manage(
     let mut actions = Vec::new();
 
     if !settings.synchronous_mode {
-        *floor = None;
         if !published.is_empty() || cluster.sync.as_ref().is_some_and(|s| s.leader != me) {
             actions.push(Action::PublishSync {
                 members: Vec::new(),
@@ -122,7 +139,6 @@ pub fn manage(
         actions.push(publish(&safe));
     }
     if wanted_set != applied {
-        *floor = None;
         actions.push(Action::ApplySynchronous {
             count: wanted.len() as u32,
             names: wanted,
@@ -142,14 +158,9 @@ pub fn manage(
         {
             f.lsn
         }
-        _ => {
-            // The first look since PostgreSQL waits for them.
-            *floor = Some(Floor {
-                names: applied.iter().map(|s| s.to_string()).collect(),
-                lsn: running.lsn,
-            });
-            running.lsn
-        }
+        // Not observed for these names (a caller that skipped observe):
+        // this round's position is the safe bound.
+        _ => running.lsn,
     };
     let confirmed: BTreeSet<&str> = running
         .replicas

@@ -58,7 +58,8 @@ fn manual_failover(to: &str) -> SwitchoverRequest {
     SwitchoverRequest {
         from: None,
         to: Some(to.into()),
-        due: true,
+        requested_ms: 0,
+        at_ms: None,
         handoff: None,
     }
 }
@@ -104,15 +105,25 @@ fn leaderless() -> Cluster {
     cluster
 }
 
+/// What a member sees at `now`; in these stories the wall clock reads the
+/// same as the monotonic one.
 fn observe(now: u64, local: Local, cluster: Cluster) -> Observation {
     Observation {
         now,
+        wall_ms: now,
         local,
         store: StoreView::Reachable(cluster),
         lease_valid_until: None,
         lease_ttl_ms: None,
         failsafe_confirmed: BTreeMap::new(),
         failsafe_promise: None,
+    }
+}
+
+/// The agent reports that every action of `plan` took effect.
+fn succeeded(ha: &mut Ha, now: u64, plan: &ha::Plan) {
+    for action in &plan.actions {
+        ha.outcome(now, action, Ok(()));
     }
 }
 
@@ -441,7 +452,11 @@ mod old_primary {
                 }
             ]
         );
-        ha.failed(&plan.actions[0], "could not find previous WAL record");
+        ha.outcome(
+            0,
+            &plan.actions[0],
+            Err("could not find previous WAL record"),
+        );
         let plan = ha.decide(&observe(1, stopped, new_leader()));
         assert_eq!(
             plan.actions[0],
@@ -474,7 +489,8 @@ mod switchover {
         cluster.switchover = Some(SwitchoverRequest {
             from: Some("db1".into()),
             to: to.map(str::to_string),
-            due,
+            requested_ms: 0,
+            at_ms: (!due).then_some(1_000_000),
             handoff: None,
         });
         cluster
@@ -495,6 +511,7 @@ mod switchover {
             to: to.into(),
             final_lsn: 1_040,
             timeline: 1,
+            released_ms: 0,
         });
         cluster.last_primary_lsn = Some(1_000);
         cluster
@@ -540,7 +557,7 @@ mod switchover {
             panic!("{plan:?}");
         };
         assert!(
-            outcome.contains("db3 does not stream from db1"),
+            outcome.contains("db3 may not take over: it does not stream from the leader db1"),
             "{outcome}"
         );
     }
@@ -549,7 +566,8 @@ mod switchover {
     fn a_failed_hand_over_is_given_up_and_the_leader_restarts_in_place() {
         let mut ha = me("db1");
         let plan = ha.decide(&leading(0, asked(Some("db2"), true)));
-        ha.failed(&plan.actions[1], "the switchover key changed");
+        ha.outcome(0, &plan.actions[0], Ok(()));
+        ha.outcome(0, &plan.actions[1], Err("the switchover key changed"));
         let stopped = stopped_primary();
         let plan = ha.decide(&observe(100, stopped, asked(Some("db2"), true)));
         assert_eq!(plan.actions, [Action::RenewLeader, Action::StartPrimary]);
@@ -595,6 +613,7 @@ mod switchover {
         let mut ha = me("db1");
         let plan = ha.decide(&leading(0, asked(Some("db2"), true)));
         assert_eq!(plan.actions[1], Action::HandOff { to: "db2".into() });
+        succeeded(&mut ha, 0, &plan);
         let stopped = stopped_primary();
         let plan = ha.decide(&observe(100, stopped.clone(), handed_over("db2")));
         assert!(plan.is_idle(), "{plan:?}");
@@ -711,6 +730,7 @@ mod store_outage {
     fn unreachable(now: u64, local: Local, lease_valid_until: Option<u64>) -> Observation {
         Observation {
             now,
+            wall_ms: now,
             local,
             store: StoreView::Unreachable,
             lease_valid_until,
@@ -1225,13 +1245,23 @@ mod found_by_simulation {
         assert!(plan.is_idle(), "{plan:?}");
         let ttl = Settings::default().ttl_ms;
         let plan = ha.decide(&observe(10_001 + 2 * ttl, stuck, cluster()));
-        assert_eq!(
-            plan.actions,
-            [Action::Stop {
-                mode: StopMode::Fast
-            }]
+        assert!(
+            matches!(&plan.actions[..], [
+                Action::Stop { mode: StopMode::Fast },
+                Action::Reclone { leader, .. },
+                Action::StartReplica { .. },
+            ] if leader == "db1"),
+            "{plan:?}"
         );
         assert!(plan.note.contains("re-clone"), "{}", plan.note);
+        // The re-clone fails: the next round re-clones again, it does not
+        // merely restart the diverged standby.
+        ha.outcome(10_001 + 2 * ttl, &plan.actions[0], Ok(()));
+        ha.outcome(
+            10_001 + 2 * ttl,
+            &plan.actions[1],
+            Err("pg_basebackup: could not connect"),
+        );
         let stopped = Local::Stopped(Stopped {
             system_id: SYSID,
             timeline: 1,

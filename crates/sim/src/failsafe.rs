@@ -1,11 +1,13 @@
-//! Failsafe answers between simulated agents: what `POST /failsafe` does
-//! in a real one, against the simulated world.
+//! Failsafe answers between simulated agents: the core's rule
+//! (`ha::failsafe::answer`), which `POST /failsafe` applies in a real one,
+//! against the simulated world.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use agent::failsafe::FailsafePeers;
 use async_trait::async_trait;
+use ha::failsafe::{self, Answerer, Question};
 use ha::FailsafePromise;
 
 use crate::postgres::lock;
@@ -47,26 +49,24 @@ impl FailsafePeers for SimPeers {
             if !node.host_up || node.frozen {
                 continue; // Nobody answers.
             }
-            // The real handler's rule, on what this agent knows.
-            let (leader_name, leader_term) = board.known_leader[i].clone().unzip();
-            let local = api::local::LocalState {
+            // The core's rule, which the real handler applies too, on what
+            // this agent knows.
+            let me = Answerer {
                 member: name.clone(),
+                observed: true,
                 primary: world.is_primary(i),
-                leader_name,
-                leader_term,
-                updated_ms: 1,
-                ..api::local::LocalState::default()
+                leader: board.known_leader[i].clone(),
+                store_reachable: !(world.store_down || node.store_cut),
             };
-            let request = api::model::FailsafeRequest {
+            let question = Question {
                 leader: leader.to_string(),
                 term,
                 ttl_ms,
             };
-            let reachable = !(world.store_down || node.store_cut);
-            if let Ok(hold) = api::failsafe_answer(&local, reachable, &request) {
+            if let Ok(hold) = failsafe::answer(&me, &question) {
                 board.promises[i] = Some(FailsafePromise {
                     leader: leader.to_string(),
-                    until: world.now + hold.as_millis() as u64,
+                    until: world.now + hold,
                 });
                 yes.insert(name.clone());
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ha::{Action, Local};
 
 use super::{Member, Now};
-use crate::view::HaView;
+use store::HaView;
 
 impl Member {
     /// What keeps this member's lease and status alive while a long request

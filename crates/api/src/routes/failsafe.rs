@@ -1,6 +1,7 @@
 //! `POST /failsafe`: a primary that cannot reach the store asks whether
 //! this member still follows it. Yes is a promise, kept by this member's
-//! agent: no leadership taken and nobody deposed for two TTLs.
+//! agent: no leadership taken and nobody deposed for two TTLs. The rule is
+//! the core's (`ha::failsafe`); this route translates.
 
 use std::time::{Duration, Instant};
 
@@ -10,76 +11,34 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use ha::failsafe::{self, Answerer, Question};
+
 use super::{json_body, AppState};
 use crate::error::HttpError;
 use crate::local::{LocalState, Promise};
 use crate::model::FailsafeRequest;
 
-/// TTLs outside this range are not a real cluster's.
-const TTL_RANGE_MS: std::ops::RangeInclusive<u64> = 1_000..=600_000;
-
 /// How long to try the store before taking it for out of reach.
 const STORE_CHECK: Duration = Duration::from_millis(300);
 
-/// How long this member, as the agent last saw it, may promise `leader`
-/// to follow it, or why it cannot. Only when the store is out of reach
-/// here too: a member that reaches it sees the leader key expire and takes
-/// part in the election instead, so the primary must step down.
-pub fn answer(
-    local: &LocalState,
-    store_reachable: bool,
-    request: &FailsafeRequest,
-) -> Result<Duration, String> {
-    if local.updated_ms == 0 {
-        // Its agent has not looked at PostgreSQL yet: it might be a primary.
-        return Err(format!("{} has not finished its first round", local.member));
+/// The question as the core reads it.
+fn question(request: &FailsafeRequest) -> Question {
+    Question {
+        leader: request.leader.clone(),
+        term: request.term,
+        ttl_ms: request.ttl_ms,
     }
-    if local.member == request.leader {
-        return Err(format!("{} is this member", request.leader));
-    }
-    if local.primary {
-        return Err(format!(
-            "{} runs as a primary itself; it follows nobody",
-            local.member
-        ));
-    }
-    if (local.leader_name.as_deref(), local.leader_term)
-        != (Some(request.leader.as_str()), Some(request.term))
-    {
-        return Err(format!(
-            "{} last saw {} lead, not {} in term {}: {} is not the leader any more",
-            local.member,
-            match (&local.leader_name, local.leader_term) {
-                (Some(name), Some(term)) => format!("{name} in term {term}"),
-                _ => "nobody".to_string(),
-            },
-            request.leader,
-            request.term,
-            request.leader
-        ));
-    }
-    if store_reachable {
-        return Err(format!(
-            "{} reaches the store: {} must step down, and an election follows in the store",
-            local.member, request.leader
-        ));
-    }
-    if let Some(problem) = ttl_problem(request.ttl_ms) {
-        return Err(problem);
-    }
-    // Longer than the primary relies on the answer (one TTL from when it
-    // asked), so it stops before this member could take over.
-    Ok(Duration::from_millis(2 * request.ttl_ms))
 }
 
-fn ttl_problem(ttl_ms: u64) -> Option<String> {
-    (!TTL_RANGE_MS.contains(&ttl_ms)).then(|| {
-        format!(
-            "ttl_ms = {ttl_ms} is outside {}..={}",
-            TTL_RANGE_MS.start(),
-            TTL_RANGE_MS.end()
-        )
-    })
+/// This member as the core's failsafe rule reads it.
+fn answerer(local: &LocalState, store_reachable: bool) -> Answerer {
+    Answerer {
+        member: local.member.clone(),
+        observed: local.updated_ms != 0,
+        primary: local.primary,
+        leader: local.leader_name.clone().zip(local.leader_term),
+        store_reachable,
+    }
 }
 
 pub async fn confirm(State(state): State<AppState>, body: Bytes) -> Result<Response, HttpError> {
@@ -87,7 +46,7 @@ pub async fn confirm(State(state): State<AppState>, body: Bytes) -> Result<Respo
     store::cluster::check_name("member name", &request.leader)
         .map_err(|e| HttpError::bad_request(e.to_string()))?;
     // A malformed question is a 400, before anything is looked at.
-    if let Some(problem) = ttl_problem(request.ttl_ms) {
+    if let Some(problem) = failsafe::question_problem(&question(&request)) {
         return Err(HttpError::bad_request(problem));
     }
     let local = state.link.state.borrow().clone();
@@ -97,7 +56,9 @@ pub async fn confirm(State(state): State<AppState>, body: Bytes) -> Result<Respo
         tokio::time::timeout(STORE_CHECK, state.keys.leader().get(state.store.as_ref())).await,
         Ok(Ok(_))
     );
-    let hold = answer(&local, store_reachable, &request).map_err(HttpError::conflict)?;
+    let hold = failsafe::answer(&answerer(&local, store_reachable), &question(&request))
+        .map(Duration::from_millis)
+        .map_err(HttpError::conflict)?;
     let promise = Promise {
         leader: request.leader.clone(),
         until: Instant::now() + hold,
@@ -114,69 +75,4 @@ pub async fn confirm(State(state): State<AppState>, body: Bytes) -> Result<Respo
         "promised_ms": hold.as_millis() as u64,
     }))
     .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ask(leader: &str) -> FailsafeRequest {
-        FailsafeRequest {
-            leader: leader.to_string(),
-            term: 7,
-            ttl_ms: 3_000,
-        }
-    }
-
-    fn standby() -> LocalState {
-        LocalState {
-            member: "db2".into(),
-            pg_running: true,
-            updated_ms: 1,
-            leader_name: Some("db1".into()),
-            leader_term: Some(7),
-            ..LocalState::default()
-        }
-    }
-
-    #[test]
-    fn a_standby_cut_off_from_the_store_too_promises_two_ttls() {
-        assert_eq!(
-            answer(&standby(), false, &ask("db1")),
-            Ok(Duration::from_secs(6))
-        );
-    }
-
-    #[test]
-    fn refusals_say_why() {
-        let reaches = answer(&standby(), true, &ask("db1")).unwrap_err();
-        assert!(reaches.contains("db1 must step down"), "{reaches}");
-        let primary = LocalState {
-            primary: true,
-            ..standby()
-        };
-        assert!(answer(&primary, false, &ask("db1"))
-            .unwrap_err()
-            .contains("primary itself"));
-        assert!(answer(&standby(), false, &ask("db2"))
-            .unwrap_err()
-            .contains("this member"));
-        let mut stale = ask("db1");
-        stale.term = 6;
-        assert!(answer(&standby(), false, &stale)
-            .unwrap_err()
-            .contains("not the leader any more"));
-        let starting = LocalState {
-            updated_ms: 0,
-            ..standby()
-        };
-        assert!(answer(&starting, false, &ask("db1"))
-            .unwrap_err()
-            .contains("first round"));
-        let mut odd = ask("db1");
-        odd.ttl_ms = 10;
-        assert!(answer(&standby(), false, &odd)
-            .unwrap_err()
-            .contains("outside"));
-    }
 }

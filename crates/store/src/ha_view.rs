@@ -1,17 +1,18 @@
-//! The cluster records turned into the decision core's view.
+//! The cluster records turned into the decision core's view: a plain
+//! translation, the agent's every round and the API's admission of a
+//! switchover read the same one.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use store::cluster::{DynamicConfig, MemberStatus, PgState, Role};
-use store::ClusterRecords;
+use crate::cluster::{DynamicConfig, MemberStatus, PgState, Role};
+use crate::ClusterRecords;
 
 /// What the decision core sees of the records.
 pub trait HaView {
     /// The dynamic settings, defaults where the key is missing.
     fn settings(&self) -> ha::Settings;
-    /// The view `ha::decide` takes; `wall_ms` (unix ms) tells whether a
-    /// scheduled switchover is due.
-    fn to_ha(&self, wall_ms: u64) -> ha::Cluster;
+    /// The view `ha` decides on.
+    fn to_ha(&self) -> ha::Cluster;
 }
 
 impl HaView for ClusterRecords {
@@ -19,7 +20,7 @@ impl HaView for ClusterRecords {
         settings(&self.config())
     }
 
-    fn to_ha(&self, wall_ms: u64) -> ha::Cluster {
+    fn to_ha(&self) -> ha::Cluster {
         let members: BTreeMap<String, ha::MemberView> = self
             .members
             .iter()
@@ -70,19 +71,15 @@ impl HaView for ClusterRecords {
                 ha::SwitchoverRequest {
                     from: s.from.clone(),
                     to: s.to.clone(),
-                    due: s.at_ms.is_none_or(|at| at <= wall_ms),
-                    // A hand-over older than two TTLs is over, even for an
-                    // agent that has just started and never saw it begin.
-                    handoff: s
-                        .handoff
-                        .as_ref()
-                        .filter(|h| wall_ms <= h.released_ms + 2 * self.settings().ttl_ms)
-                        .map(|h| ha::Handoff {
-                            from: s.from.clone().unwrap_or_default(),
-                            to: h.to.clone(),
-                            final_lsn: h.final_lsn,
-                            timeline: h.timeline,
-                        }),
+                    requested_ms: s.requested_ms,
+                    at_ms: s.at_ms,
+                    handoff: s.handoff.as_ref().map(|h| ha::Handoff {
+                        from: s.from.clone().unwrap_or_default(),
+                        to: h.to.clone(),
+                        final_lsn: h.final_lsn,
+                        timeline: h.timeline,
+                        released_ms: h.released_ms,
+                    }),
                 }
             }),
         }
