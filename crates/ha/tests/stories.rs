@@ -724,6 +724,242 @@ mod switchover {
     }
 }
 
+mod switchover_in_wall_time {
+    use super::*;
+
+    /// db1 leads on timeline 2 (its lease valid), db2 streams from it; a
+    /// switchover to db2 asked at wall time 0.
+    fn asked(db2_timeline: u32, at_ms: Option<u64>) -> Cluster {
+        let mut cluster = cluster();
+        cluster.latest_timeline = 2;
+        for (name, view) in cluster.members.iter_mut() {
+            view.timeline = Some(2);
+            view.upstream = (name != "db1").then(|| "db1".into());
+        }
+        cluster.members.get_mut("db2").unwrap().timeline = Some(db2_timeline);
+        cluster.switchover = Some(SwitchoverRequest {
+            from: Some("db1".into()),
+            to: Some("db2".into()),
+            requested_ms: 0,
+            at_ms,
+            handoff: None,
+        });
+        cluster
+    }
+
+    fn leading(wall_ms: u64, cluster: Cluster) -> Observation {
+        let mut running = primary(1_000);
+        running.timeline = 2;
+        let mut obs = observe(10_000, Local::Running(running), cluster);
+        obs.wall_ms = wall_ms;
+        obs.lease_valid_until = Some(12_900);
+        obs
+    }
+
+    fn hands_over(plan: &ha::Plan) -> bool {
+        plan.actions.contains(&Action::HandOff { to: "db2".into() })
+    }
+
+    fn clears(plan: &ha::Plan) -> Option<&str> {
+        plan.actions.iter().find_map(|a| match a {
+            Action::ClearSwitchover { outcome } => Some(outcome.as_str()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_scheduled_switchover_is_carried_out_once_the_wall_clock_reaches_its_time() {
+        let ha = me("db1");
+        let plan = ha.plan(&leading(59_999, asked(2, Some(60_000))));
+        assert!(!hands_over(&plan) && clears(&plan).is_none(), "{plan:?}");
+        let plan = ha.plan(&leading(60_000, asked(2, Some(60_000))));
+        assert!(hands_over(&plan), "{plan:?}");
+    }
+
+    /// bench/switchover, round 9: db2 had just handed over to db1 and
+    /// rejoined; it streamed from db1 but had not yet replayed the switch
+    /// to timeline 2 when the switchover back was asked.
+    #[test]
+    fn a_target_still_replaying_the_switch_to_my_timeline_is_waited_for_then_taken() {
+        let ha = me("db1");
+        let plan = ha.plan(&leading(1_000, asked(1, None)));
+        assert_eq!(plan.actions[0], Action::RenewLeader);
+        assert!(!hands_over(&plan) && clears(&plan).is_none(), "{plan:?}");
+        let plan = ha.plan(&leading(1_500, asked(2, None)));
+        assert!(hands_over(&plan), "{plan:?}");
+    }
+
+    #[test]
+    fn a_target_that_never_reaches_my_timeline_cancels_it_after_the_bound() {
+        let ha = me("db1");
+        let bound = ha::switchover::catch_up_bound_ms(Settings::default().ttl_ms);
+        let plan = ha.plan(&leading(bound - 1, asked(1, None)));
+        assert!(clears(&plan).is_none(), "{plan:?}");
+        let plan = ha.plan(&leading(bound, asked(1, None)));
+        let outcome = clears(&plan).expect("cleared");
+        assert!(
+            outcome.contains("has not replayed the switch to timeline 2"),
+            "{outcome}"
+        );
+        assert!(!hands_over(&plan));
+    }
+
+    #[test]
+    fn what_the_api_admits_the_leader_carries_out() {
+        for db2_timeline in [1, 2] {
+            let cluster = asked(db2_timeline, None);
+            let ask = ha::switchover::Ask {
+                from: None,
+                to: Some("db2".into()),
+                at_ms: None,
+            };
+            assert!(ha::switchover::admit_switchover(&cluster, &ask, 0).is_ok());
+            let plan = me("db1").plan(&leading(0, cluster));
+            assert!(
+                clears(&plan).is_none(),
+                "admitted, then cancelled: {plan:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_hand_over_older_than_two_ttls_by_the_wall_clock_is_over() {
+        let mut cluster = asked(2, None);
+        cluster.leader = None;
+        cluster.members.remove("db1");
+        cluster.switchover.as_mut().unwrap().handoff = Some(Handoff {
+            from: "db1".into(),
+            to: "db2".into(),
+            final_lsn: 1_040,
+            timeline: 2,
+            released_ms: 100_000,
+        });
+        let mut running = match standby(1_100, Some("db1")) {
+            Local::Running(running) => running,
+            _ => unreachable!(),
+        };
+        running.timeline = 2;
+        // db3 is further than db2: in the usual race it takes over.
+        cluster.members.get_mut("db3").unwrap().lsn = Some(1_100);
+        let ttl = Settings::default().ttl_ms;
+        let mut obs = observe(0, Local::Running(running), cluster);
+        obs.wall_ms = 100_000 + 2 * ttl;
+        let plan = me("db3").plan(&obs);
+        assert!(plan.note.contains("under way"), "{}", plan.note);
+        obs.wall_ms += 1;
+        let plan = me("db3").plan(&obs);
+        assert_eq!(
+            plan.actions.first(),
+            Some(&Action::AcquireLeader),
+            "{plan:?}"
+        );
+    }
+}
+
+/// The agent reports how each action ended; what the core remembers
+/// changes only once an action took effect, so a failure is planned
+/// around on the next round instead of being taken for done.
+mod outcomes {
+    use super::*;
+
+    fn leading(now: u64, cluster: Cluster) -> Observation {
+        let mut obs = observe(now, Local::Running(primary(1_000)), cluster);
+        obs.lease_valid_until = Some(now + 2_900);
+        obs
+    }
+
+    /// db1 led; its PostgreSQL stayed down past the grace, so it gives up
+    /// the key; then, leaderless, it runs again as the best standby.
+    fn gave_up_the_key(release: Result<(), &str>) -> ha::Plan {
+        let mut ha = me("db1");
+        let grace = Settings::default().restart_grace_ms;
+        ha.decide(&observe(0, stopped_primary(), cluster()));
+        let plan = ha.decide(&observe(grace, stopped_primary(), cluster()));
+        assert_eq!(plan.actions[0], Action::ReleaseLeader, "{plan:?}");
+        ha.outcome(grace, &plan.actions[0], release);
+        let mut alone = cluster();
+        alone.leader = None;
+        alone.members.remove("db1");
+        ha.decide(&observe(grace + 100, standby(1_100, None), alone))
+    }
+
+    #[test]
+    fn a_released_key_holds_me_back_from_the_next_race_a_failed_release_does_not() {
+        let plan = gave_up_the_key(Ok(()));
+        assert!(plan.is_idle(), "{plan:?}");
+        assert!(
+            plan.note.contains("just gave up leadership"),
+            "{}",
+            plan.note
+        );
+        let plan = gave_up_the_key(Err("etcd: request timed out"));
+        assert_eq!(
+            plan.actions.first(),
+            Some(&Action::AcquireLeader),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn a_slot_whose_drop_failed_is_dropped_again() {
+        let mut ha = me("db1");
+        ha.decide(&leading(0, cluster()));
+        let mut gone = cluster();
+        gone.members.remove("db3");
+        let later = 11 * 60 * 1000;
+        let keep = |names: &[&str], drop: &[&str]| Action::KeepSlots {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            drop: drop.iter().map(|n| n.to_string()).collect(),
+        };
+        let plan = ha.decide(&leading(later, gone.clone()));
+        assert_eq!(plan.actions.last(), Some(&keep(&["db2"], &["db3"])));
+        ha.outcome(
+            later,
+            plan.actions.last().unwrap(),
+            Err("permission denied"),
+        );
+        let plan = ha.decide(&leading(later + 500, gone.clone()));
+        assert_eq!(plan.actions.last(), Some(&keep(&["db2"], &["db3"])));
+        succeeded(&mut ha, later + 500, &plan);
+        let plan = ha.decide(&leading(later + 1_000, gone));
+        assert_eq!(plan.actions.last(), Some(&keep(&["db2"], &[])));
+    }
+
+    /// Actions whose failure leaves nothing to remember: the next round,
+    /// seeing the same world, plans them again.
+    #[test]
+    fn a_failed_stop_promotion_race_clone_or_start_is_planned_again() {
+        let mut new_leader = cluster();
+        new_leader.leader = Some(Leader {
+            member: "db2".into(),
+            term: 4,
+        });
+        let cases: Vec<(&str, Local, Cluster)> = vec![
+            ("stop", Local::Running(primary(1_050)), new_leader),
+            ("failover", standby(1_000, Some("db1")), leaderless()),
+            ("clone", Local::Empty, cluster()),
+            (
+                "start",
+                Local::Stopped(Stopped {
+                    system_id: SYSID,
+                    timeline: 1,
+                    was_primary: false,
+                }),
+                cluster(),
+            ),
+        ];
+        for (what, local, cluster) in cases {
+            let name = if what == "stop" { "db1" } else { "db2" };
+            let mut ha = me(name);
+            let first = ha.decide(&observe(10_000, local.clone(), cluster.clone()));
+            assert!(!first.is_idle(), "{what}: {first:?}");
+            ha.outcome(10_000, &first.actions[0], Err("it failed"));
+            let again = ha.decide(&observe(10_500, local, cluster));
+            assert_eq!(again.actions, first.actions, "{what}");
+        }
+    }
+}
+
 mod store_outage {
     use super::*;
 
