@@ -209,28 +209,22 @@ mod tests {
 
     #[test]
     fn each_metric_has_the_right_type() {
-        let text = everything();
-        for (name, kind) in [
-            ("pgwarden_role", "gauge"),
-            ("pgwarden_leader", "gauge"),
-            ("pgwarden_postgres_running", "gauge"),
-            ("pgwarden_store_reachable", "gauge"),
-            ("pgwarden_timeline", "gauge"),
-            ("pgwarden_lag_bytes", "gauge"),
-            ("pgwarden_lag_seconds", "gauge"),
-            ("pgwarden_leader_lease_remaining_seconds", "gauge"),
-            ("pgwarden_failovers_total", "counter"),
-            ("pgwarden_last_failover_duration_seconds", "gauge"),
-            ("pgwarden_api_requests_total", "counter"),
-        ] {
-            let type_line = format!("# TYPE {name} {kind}");
-            assert_eq!(
-                text.lines().filter(|l| *l == type_line).count(),
-                1,
-                "{type_line} once in\n{text}"
-            );
-        }
-        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 11);
+        assert_eq!(
+            prometheus_text::types(&everything()),
+            [
+                ("pgwarden_role", "gauge"),
+                ("pgwarden_leader", "gauge"),
+                ("pgwarden_postgres_running", "gauge"),
+                ("pgwarden_store_reachable", "gauge"),
+                ("pgwarden_timeline", "gauge"),
+                ("pgwarden_lag_bytes", "gauge"),
+                ("pgwarden_lag_seconds", "gauge"),
+                ("pgwarden_leader_lease_remaining_seconds", "gauge"),
+                ("pgwarden_failovers_total", "counter"),
+                ("pgwarden_last_failover_duration_seconds", "gauge"),
+                ("pgwarden_api_requests_total", "counter"),
+            ]
+        );
     }
 
     #[test]

@@ -56,7 +56,11 @@ impl Exposition {
             "metric family {name} written twice"
         );
         self.names.push(name.to_string());
-        let _ = writeln!(self.text, "# HELP {name} {}", Help(help));
+        let help = Escaped {
+            text: help,
+            quoted: false,
+        };
+        let _ = writeln!(self.text, "# HELP {name} {help}");
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
         Family {
             text: &mut self.text,
@@ -88,7 +92,11 @@ impl Family<'_> {
                 if i > 0 {
                     self.text.push(',');
                 }
-                let _ = write!(self.text, "{label}=\"{}\"", LabelValue(value));
+                let value = Escaped {
+                    text: value,
+                    quoted: true,
+                };
+                let _ = write!(self.text, "{label}=\"{value}\"");
             }
             self.text.push('}');
         }
@@ -147,16 +155,20 @@ impl fmt::Display for Value {
     }
 }
 
-/// A label value between quotes: `\`, `"` and a line feed escaped.
-struct LabelValue<'a>(&'a str);
+/// Text escaped for the exposition: `\` and a line feed always, `"` in a
+/// label value (between quotes) but not in HELP text.
+struct Escaped<'a> {
+    text: &'a str,
+    quoted: bool,
+}
 
-impl fmt::Display for LabelValue<'_> {
+impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
+        for c in self.text.chars() {
             match c {
                 '\\' => f.write_str("\\\\")?,
-                '"' => f.write_str("\\\"")?,
                 '\n' => f.write_str("\\n")?,
+                '"' if self.quoted => f.write_str("\\\"")?,
                 c => f.write_char(c)?,
             }
         }
@@ -164,20 +176,12 @@ impl fmt::Display for LabelValue<'_> {
     }
 }
 
-/// HELP text: `\` and a line feed escaped (quotes are fine there).
-struct Help<'a>(&'a str);
-
-impl fmt::Display for Help<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            match c {
-                '\\' => f.write_str("\\\\")?,
-                '\n' => f.write_str("\\n")?,
-                c => f.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
+/// The families of an exposition text and their types, in order: what a
+/// test compares to say each metric is there once with the right type.
+pub fn types(text: &str) -> Vec<(&str, &str)> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.split_once(' '))
+        .collect()
 }
 
 fn is_metric_name(name: &str) -> bool {
@@ -251,6 +255,17 @@ mod tests {
              g{x=\"whole\"} 2048\n\
              # HELP empty no samples yet\n\
              # TYPE empty gauge\n"
+        );
+    }
+
+    #[test]
+    fn types_lists_the_families_in_order() {
+        let mut out = Exposition::default();
+        out.gauge("g", "# TYPE not a line start").sample(&[], 1u64);
+        out.counter("c_total", "h");
+        assert_eq!(
+            types(&out.into_text()),
+            [("g", "gauge"), ("c_total", "counter")]
         );
     }
 

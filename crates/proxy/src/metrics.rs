@@ -142,25 +142,20 @@ mod tests {
     #[test]
     fn each_metric_has_the_right_type_and_its_value() {
         let text = with_one_backend("db2").render();
-        for (name, kind) in [
-            ("pgwarden_proxy_held_connections", "gauge"),
-            ("pgwarden_proxy_holds_total", "counter"),
-            ("pgwarden_proxy_hold_seconds_total", "counter"),
-            ("pgwarden_proxy_refused_connections_total", "counter"),
-            ("pgwarden_proxy_fenced_connections_total", "counter"),
-            ("pgwarden_proxy_routing_changes_total", "counter"),
-            ("pgwarden_proxy_store_reachable", "gauge"),
-            ("pgwarden_proxy_backend_connections", "gauge"),
-            ("pgwarden_proxy_routed_connections_total", "counter"),
-        ] {
-            let type_line = format!("# TYPE {name} {kind}");
-            assert_eq!(
-                text.lines().filter(|l| *l == type_line).count(),
-                1,
-                "{type_line} once in\n{text}"
-            );
-        }
-        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 9);
+        assert_eq!(
+            prometheus_text::types(&text),
+            [
+                ("pgwarden_proxy_held_connections", "gauge"),
+                ("pgwarden_proxy_holds_total", "counter"),
+                ("pgwarden_proxy_hold_seconds_total", "counter"),
+                ("pgwarden_proxy_refused_connections_total", "counter"),
+                ("pgwarden_proxy_fenced_connections_total", "counter"),
+                ("pgwarden_proxy_routing_changes_total", "counter"),
+                ("pgwarden_proxy_store_reachable", "gauge"),
+                ("pgwarden_proxy_backend_connections", "gauge"),
+                ("pgwarden_proxy_routed_connections_total", "counter"),
+            ]
+        );
         for line in [
             "pgwarden_proxy_held_connections 0",
             "pgwarden_proxy_holds_total 1",
