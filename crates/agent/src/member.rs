@@ -93,15 +93,18 @@ pub struct Member {
     /// Since when (unix ms) this member has seen no leader, for the
     /// duration of a failover.
     leaderless_since_ms: Option<u64>,
-    /// Keep the lease and status fresh during long actions (a real agent;
-    /// the simulation's virtual time has no timers).
-    keepalive: bool,
+    /// Whether timers run beside the round's awaits: they keep the lease
+    /// and status fresh during long actions and ask the failsafe peers
+    /// early when the store is slow.
+    timers: Timers,
     /// The cluster-wide parameters last written to PostgreSQL's
     /// configuration; `None` before the first round that read them.
     cluster_parameters: Option<BTreeMap<String, String>>,
-    /// Failsafe: who to ask when the store is out of reach (none in the
-    /// simulation), the confirmations of the last round that asked, and
-    /// the promise this member's API gave a primary.
+    /// Failsafe: who to ask when the store is out of reach (`None` until
+    /// [`Member::ask_failsafe_with`]: the agent asks the other members'
+    /// APIs, the simulation its simulated members), the confirmations of
+    /// the last round that asked, and the promise this member's API gave a
+    /// primary.
     failsafe_peers: Option<Arc<dyn FailsafePeers>>,
     /// Told as soon as the answers extend how long writes are safe, not
     /// at the end of a round that waits out a dead store's timeout.
@@ -138,7 +141,7 @@ impl Member {
             last_status: None,
             events: Vec::new(),
             leaderless_since_ms: None,
-            keepalive: false,
+            timers: Timers::Virtual,
             cluster_parameters: None,
             failsafe_peers: None,
             fence: None,
@@ -200,11 +203,14 @@ impl Member {
         &self.records
     }
 
-    /// Keeps the member's lease and status fresh while a clone, rewind or
+    /// A real agent, whose clock runs while a round waits: a keepalive
+    /// keeps the member's lease and status fresh while a clone, rewind or
     /// initdb holds up its rounds, so it stays listed (`ctl list`, the API,
-    /// the proxy) with what it is doing instead of vanishing for minutes.
-    pub fn keep_alive_during_long_actions(&mut self) {
-        self.keepalive = true;
+    /// the proxy) with what it is doing instead of vanishing for minutes;
+    /// and a store slow to answer prompts the failsafe question before the
+    /// request times out.
+    pub fn use_real_timers(&mut self) {
+        self.timers = Timers::Real;
     }
 
     /// The events since the last call, oldest first.
@@ -242,7 +248,7 @@ impl Member {
         // the request timeout, which may be most of the lease.
         let ask = if !self.store_reachable {
             Ask::Now
-        } else if self.keepalive {
+        } else if self.timers == Timers::Real {
             Ask::After(SPECULATIVE_QUESTION)
         } else {
             Ask::Never
@@ -276,8 +282,9 @@ impl Member {
         };
         let reachable = matches!(store, StoreView::Reachable(_));
         if !reachable && ask == Ask::Never {
-            // The first round without the store (in the simulation, where
-            // nothing is slow): ask now rather than next round.
+            // The first round without the store, with no timer to ask early
+            // (virtual time, where nothing is slow): ask now rather than
+            // next round.
             failsafe_confirmed = self.failsafe_question(clock, Ask::Now).await;
         }
         self.store_reachable = reachable;
@@ -318,7 +325,7 @@ impl Member {
         let mut failed = None;
         for action in &plan.actions {
             let started = std::time::Instant::now();
-            let result = if self.keepalive && action.is_long() {
+            let result = if self.timers == Timers::Real && action.is_long() {
                 let keepalive = self.keepalive(plan.note.clone());
                 tokio::select! {
                     result = self.execute(action, now) => result,
@@ -564,6 +571,16 @@ impl Member {
         }
         Ok(())
     }
+}
+
+/// Whether a member's clock runs on its own while a round waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timers {
+    /// The simulation's virtual time moves only between rounds: nothing
+    /// can fire during an action or a store request.
+    Virtual,
+    /// A real agent's: tokio timers fire while a round waits.
+    Real,
 }
 
 /// When a primary asks the others in failsafe mode.

@@ -147,7 +147,7 @@ impl Agent {
             ..LocalState::default()
         });
         let mut member_core = Member::new(spec, keys.clone(), store.clone(), local);
-        member_core.keep_alive_during_long_actions();
+        member_core.use_real_timers();
         let started = Instant::now();
         let fence = Arc::new(Fence::new(None));
         let extend = fence.clone();

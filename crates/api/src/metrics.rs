@@ -1,12 +1,12 @@
 //! `/metrics` in the Prometheus text format, and the request counters.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus_text::Exposition;
 use store::cluster::History;
 
 use crate::local::LocalState;
@@ -45,29 +45,14 @@ pub async fn count_requests(
     response
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, samples: &[(String, f64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{labels} {value}");
-    }
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 /// The metrics text. `history` is `None` when the store could not be read.
 pub fn render(
     local: &LocalState,
     history: Option<&History>,
     requests: &BTreeMap<(String, u16), u64>,
 ) -> String {
-    let member = escape(&local.member);
-    let m = format!("{{member=\"{member}\"}}");
-    let mut out = String::new();
+    let member = ("member", local.member.as_str());
+    let mut out = Exposition::default();
     let current = if !local.pg_running {
         "stopped"
     } else if local.primary {
@@ -75,96 +60,76 @@ pub fn render(
     } else {
         "replica"
     };
-    let roles: Vec<(String, f64)> = ["primary", "replica", "stopped"]
-        .iter()
-        .map(|role| {
-            (
-                format!("{{member=\"{member}\",role=\"{role}\"}}"),
-                if *role == current { 1.0 } else { 0.0 },
-            )
-        })
-        .collect();
-    gauge(
-        &mut out,
+    let mut roles = out.gauge(
         "pgwarden_role",
         "1 for the role this member's PostgreSQL has now.",
-        &roles,
     );
-    let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    gauge(
-        &mut out,
+    for role in ["primary", "replica", "stopped"] {
+        roles.sample(&[member, ("role", role)], role == current);
+    }
+    out.gauge(
         "pgwarden_leader",
         "1 while this member holds the leader key.",
-        &[(m.clone(), flag(local.leader))],
-    );
-    gauge(
-        &mut out,
+    )
+    .sample(&[member], local.leader);
+    out.gauge(
         "pgwarden_postgres_running",
         "1 while PostgreSQL accepts connections.",
-        &[(m.clone(), flag(local.pg_running))],
-    );
-    gauge(
-        &mut out,
+    )
+    .sample(&[member], local.pg_running);
+    out.gauge(
         "pgwarden_store_reachable",
         "1 while the store answered the last round.",
-        &[(m.clone(), flag(local.store_reachable))],
-    );
-    let optional = |out: &mut String, name: &str, help: &str, value: Option<f64>| {
-        if let Some(value) = value {
-            gauge(out, name, help, &[(m.clone(), value)]);
-        }
-    };
-    optional(
-        &mut out,
-        "pgwarden_timeline",
-        "The PostgreSQL timeline.",
-        local.timeline.map(f64::from),
-    );
-    optional(
-        &mut out,
-        "pgwarden_lag_bytes",
-        "Bytes of WAL behind the primary.",
-        local.lag_bytes.map(|b| b as f64),
-    );
-    optional(
-        &mut out,
-        "pgwarden_lag_seconds",
-        "Replay delay behind the primary.",
-        local.lag_ms.map(|ms| ms as f64 / 1000.0),
-    );
-    optional(
-        &mut out,
-        "pgwarden_leader_lease_remaining_seconds",
-        "How long the leader lease surely holds (leader only).",
-        local.lease_remaining_ms.map(|ms| ms as f64 / 1000.0),
-    );
+    )
+    .sample(&[member], local.store_reachable);
+    // Unknown values are left out rather than shown as 0.
+    if let Some(timeline) = local.timeline {
+        out.gauge("pgwarden_timeline", "The PostgreSQL timeline.")
+            .sample(&[member], timeline);
+    }
+    if let Some(bytes) = local.lag_bytes {
+        out.gauge("pgwarden_lag_bytes", "Bytes of WAL behind the primary.")
+            .sample(&[member], bytes);
+    }
+    if let Some(ms) = local.lag_ms {
+        out.gauge("pgwarden_lag_seconds", "Replay delay behind the primary.")
+            .sample(&[member], seconds(ms));
+    }
+    if let Some(ms) = local.lease_remaining_ms {
+        out.gauge(
+            "pgwarden_leader_lease_remaining_seconds",
+            "How long the leader lease surely holds (leader only).",
+        )
+        .sample(&[member], seconds(ms));
+    }
     if let Some(history) = history {
-        let _ = writeln!(
-            out,
-            "# HELP pgwarden_failovers_total Promotions recorded in the timeline history.\n# TYPE pgwarden_failovers_total counter\npgwarden_failovers_total {}",
-            history.entries.len()
-        );
+        // The history only grows (one entry per promotion), so its length
+        // is a counter.
+        out.counter(
+            "pgwarden_failovers_total",
+            "Promotions recorded in the timeline history.",
+        )
+        .sample(&[], history.entries.len());
         if let Some(ms) = history.entries.last().and_then(|e| e.duration_ms) {
-            gauge(
-                &mut out,
+            out.gauge(
                 "pgwarden_last_failover_duration_seconds",
                 "From seeing the need to the end of the last promotion.",
-                &[(String::new(), ms as f64 / 1000.0)],
-            );
+            )
+            .sample(&[], seconds(ms));
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP pgwarden_api_requests_total REST API requests served, by route and status.\n# TYPE pgwarden_api_requests_total counter"
+    let mut served = out.counter(
+        "pgwarden_api_requests_total",
+        "REST API requests served, by route and status.",
     );
     for ((route, status), count) in requests {
-        let _ = writeln!(
-            out,
-            "pgwarden_api_requests_total{{route=\"{}\",status=\"{status}\"}} {count}",
-            escape(route)
-        );
+        served.sample(&[("route", route), ("status", &status.to_string())], *count);
     }
-    out
+    out.into_text()
+}
+
+fn seconds(ms: u64) -> f64 {
+    ms as f64 / 1000.0
 }
 
 #[cfg(test)]
@@ -211,5 +176,75 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
         assert!(!text.contains("lease_remaining"));
+    }
+
+    fn everything() -> String {
+        let local = LocalState {
+            member: "db1".to_string(),
+            pg_running: true,
+            primary: true,
+            leader: true,
+            store_reachable: true,
+            timeline: Some(4),
+            lag_bytes: Some(0),
+            lag_ms: Some(0),
+            lease_remaining_ms: Some(2500),
+            ..LocalState::default()
+        };
+        let history = History {
+            entries: vec![HistoryEntry {
+                timeline: 4,
+                switch_lsn: 1,
+                reason: "switchover".to_string(),
+                time_ms: 0,
+                from: Some("db2".to_string()),
+                to: Some("db1".to_string()),
+                duration_ms: Some(800),
+            }],
+        };
+        let mut requests = BTreeMap::new();
+        requests.insert(("/metrics".to_string(), 200), 1);
+        render(&local, Some(&history), &requests)
+    }
+
+    #[test]
+    fn each_metric_has_the_right_type() {
+        assert_eq!(
+            prometheus_text::types(&everything()),
+            [
+                ("pgwarden_role", "gauge"),
+                ("pgwarden_leader", "gauge"),
+                ("pgwarden_postgres_running", "gauge"),
+                ("pgwarden_store_reachable", "gauge"),
+                ("pgwarden_timeline", "gauge"),
+                ("pgwarden_lag_bytes", "gauge"),
+                ("pgwarden_lag_seconds", "gauge"),
+                ("pgwarden_leader_lease_remaining_seconds", "gauge"),
+                ("pgwarden_failovers_total", "counter"),
+                ("pgwarden_last_failover_duration_seconds", "gauge"),
+                ("pgwarden_api_requests_total", "counter"),
+            ]
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let local = LocalState {
+            member: "db\"1\\\nx".to_string(),
+            ..LocalState::default()
+        };
+        let mut requests = BTreeMap::new();
+        requests.insert(("/a\"b".to_string(), 404), 2);
+        let text = render(&local, None, &requests);
+        assert!(
+            text.lines()
+                .any(|l| l == r#"pgwarden_leader{member="db\"1\\\nx"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == r#"pgwarden_api_requests_total{route="/a\"b",status="404"} 2"#),
+            "{text}"
+        );
     }
 }

@@ -152,7 +152,7 @@ impl At {
             At::UnixSeconds(s) => s
                 .checked_mul(1000)
                 .ok_or_else(|| format!("`at` = {s} is too large for unix seconds")),
-            At::Rfc3339(text) => crate::time::parse_rfc3339(text),
+            At::Rfc3339(text) => crate::time::parse_rfc3339(text).map_err(|e| e.to_string()),
         }
     }
 }

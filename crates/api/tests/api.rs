@@ -283,6 +283,11 @@ async fn switchovers_are_checked_recorded_waited_for_and_cancelled() {
             "RFC 3339",
         ),
         (
+            json!({"to": "db2", "at": "2026-02-31T00:00:00Z"}),
+            StatusCode::BAD_REQUEST,
+            "\"2026-02-31T00:00:00Z\" is not a valid time",
+        ),
+        (
             json!({"to": "db2", "at": 1000}),
             StatusCode::BAD_REQUEST,
             "in the past",

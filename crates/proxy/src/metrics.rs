@@ -2,10 +2,11 @@
 //! the forwarding path only increments and decrements.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use prometheus_text::Exposition;
 
 use crate::routing::Backend;
 
@@ -22,6 +23,8 @@ pub struct Metrics {
     backends: Mutex<BTreeMap<Backend, Arc<BackendStats>>>,
     /// Connections waiting for a route right now.
     pub held: AtomicU64,
+    /// Connections that had to wait (`pgwarden_proxy_holds_total`), and how
+    /// long they waited in all.
     pub held_total: AtomicU64,
     pub hold_micros_total: AtomicU64,
     /// Held connections that got no route in time, and connections refused
@@ -47,88 +50,132 @@ impl Metrics {
             .fetch_add(waited.as_micros() as u64, Relaxed);
     }
 
+    /// The `/metrics` text (Prometheus text format, version 0.0.4).
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut gauge = |name: &str, help: &str, kind: &str, value: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        gauge(
+        let mut out = Exposition::default();
+        out.gauge(
             "pgwarden_proxy_held_connections",
             "Client connections waiting for a route.",
-            "gauge",
-            self.held.load(Relaxed).to_string(),
-        );
-        gauge(
-            "pgwarden_proxy_held_connections_total",
+        )
+        .sample(&[], self.held.load(Relaxed));
+        out.counter(
+            "pgwarden_proxy_holds_total",
             "Client connections that had to wait for a route.",
-            "counter",
-            self.held_total.load(Relaxed).to_string(),
-        );
-        gauge(
+        )
+        .sample(&[], self.held_total.load(Relaxed));
+        out.counter(
             "pgwarden_proxy_hold_seconds_total",
             "Time client connections spent waiting for a route.",
-            "counter",
-            format!("{:.6}", self.hold_micros_total.load(Relaxed) as f64 / 1e6),
-        );
-        gauge(
+        )
+        .sample(&[], self.hold_micros_total.load(Relaxed) as f64 / 1e6);
+        out.counter(
             "pgwarden_proxy_refused_connections_total",
             "Client connections closed without a route.",
-            "counter",
-            self.refused_total.load(Relaxed).to_string(),
-        );
-        gauge(
+        )
+        .sample(&[], self.refused_total.load(Relaxed));
+        out.counter(
             "pgwarden_proxy_fenced_connections_total",
             "Open connections closed because their backend lost its route.",
-            "counter",
-            self.fenced_total.load(Relaxed).to_string(),
-        );
-        gauge(
+        )
+        .sample(&[], self.fenced_total.load(Relaxed));
+        out.counter(
             "pgwarden_proxy_routing_changes_total",
             "Times the routing table changed.",
-            "counter",
-            self.routing_changes.load(Relaxed).to_string(),
-        );
-        gauge(
+        )
+        .sample(&[], self.routing_changes.load(Relaxed));
+        out.gauge(
             "pgwarden_proxy_store_reachable",
             "1 while the store answers.",
-            "gauge",
-            u8::from(self.store_reachable.load(Relaxed)).to_string(),
-        );
+        )
+        .sample(&[], self.store_reachable.load(Relaxed));
         let backends = self.backends.lock().expect("metrics lock");
-        let _ = writeln!(
-            out,
-            "# HELP pgwarden_proxy_backend_connections Open client connections per backend and port.\n# TYPE pgwarden_proxy_backend_connections gauge"
+        let mut open = out.gauge(
+            "pgwarden_proxy_backend_connections",
+            "Open client connections per backend and port.",
         );
         for (backend, stats) in backends.iter() {
-            for (port, open) in [
+            for (port, count) in [
                 ("read_write", &stats.open_read_write),
                 ("read_only", &stats.open_read_only),
             ] {
-                let _ = writeln!(
-                    out,
-                    "pgwarden_proxy_backend_connections{{member=\"{}\",addr=\"{}\",port=\"{port}\"}} {}",
-                    backend.member,
-                    backend.addr,
-                    open.load(Relaxed)
+                open.sample(
+                    &[
+                        ("member", &backend.member),
+                        ("addr", &backend.addr),
+                        ("port", port),
+                    ],
+                    count.load(Relaxed),
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP pgwarden_proxy_backend_connections_total Client connections routed per backend.\n# TYPE pgwarden_proxy_backend_connections_total counter"
+        let mut routed = out.counter(
+            "pgwarden_proxy_routed_connections_total",
+            "Client connections routed per backend.",
         );
         for (backend, stats) in backends.iter() {
-            let _ = writeln!(
-                out,
-                "pgwarden_proxy_backend_connections_total{{member=\"{}\",addr=\"{}\"}} {}",
-                backend.member,
-                backend.addr,
-                stats.total.load(Relaxed)
+            routed.sample(
+                &[("member", &backend.member), ("addr", &backend.addr)],
+                stats.total.load(Relaxed),
             );
         }
-        out
+        out.into_text()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_one_backend(member: &str) -> Metrics {
+        let metrics = Metrics::default();
+        let stats = metrics.backend(&Backend {
+            member: member.to_string(),
+            addr: "10.0.0.2:5432".to_string(),
+        });
+        stats.open_read_write.store(2, Relaxed);
+        stats.total.store(5, Relaxed);
+        metrics.add_hold(Duration::from_millis(1500));
+        metrics.store_reachable.store(true, Relaxed);
+        metrics
+    }
+
+    #[test]
+    fn each_metric_has_the_right_type_and_its_value() {
+        let text = with_one_backend("db2").render();
+        assert_eq!(
+            prometheus_text::types(&text),
+            [
+                ("pgwarden_proxy_held_connections", "gauge"),
+                ("pgwarden_proxy_holds_total", "counter"),
+                ("pgwarden_proxy_hold_seconds_total", "counter"),
+                ("pgwarden_proxy_refused_connections_total", "counter"),
+                ("pgwarden_proxy_fenced_connections_total", "counter"),
+                ("pgwarden_proxy_routing_changes_total", "counter"),
+                ("pgwarden_proxy_store_reachable", "gauge"),
+                ("pgwarden_proxy_backend_connections", "gauge"),
+                ("pgwarden_proxy_routed_connections_total", "counter"),
+            ]
+        );
+        for line in [
+            "pgwarden_proxy_held_connections 0",
+            "pgwarden_proxy_holds_total 1",
+            "pgwarden_proxy_hold_seconds_total 1.5",
+            "pgwarden_proxy_store_reachable 1",
+            r#"pgwarden_proxy_backend_connections{member="db2",addr="10.0.0.2:5432",port="read_write"} 2"#,
+            r#"pgwarden_proxy_backend_connections{member="db2",addr="10.0.0.2:5432",port="read_only"} 0"#,
+            r#"pgwarden_proxy_routed_connections_total{member="db2",addr="10.0.0.2:5432"} 5"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let text = with_one_backend("db\"2\\\n").render();
+        assert!(
+            text.lines().any(|l| l
+                == r#"pgwarden_proxy_routed_connections_total{member="db\"2\\\n",addr="10.0.0.2:5432"} 5"#),
+            "{text}"
+        );
     }
 }

@@ -46,10 +46,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     };
     let text = crate::metrics::render(&local, history.as_ref(), &state.counters.snapshot());
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
         text,
     )
 }

@@ -275,6 +275,33 @@ mod tests {
     }
 
     #[test]
+    fn events_and_history_show_utc_times() {
+        let at_ms = api::time::parse_rfc3339("2026-11-21T22:18:09.250+02:00").unwrap();
+        let e = Event {
+            seq: 7,
+            time_ms: at_ms,
+            member: "db2".to_string(),
+            kind: "promoted".to_string(),
+            details: "timeline 3".to_string(),
+        };
+        assert_eq!(
+            event(&e),
+            "2026-11-21T20:18:09Z #7 db2 promoted: timeline 3"
+        );
+        let entry = HistoryEntry {
+            timeline: 2,
+            switch_lsn: 0x300_0000,
+            reason: "failover".to_string(),
+            time_ms: at_ms,
+            from: Some("db1".to_string()),
+            to: Some("db2".to_string()),
+            duration_ms: Some(2500),
+        };
+        let text = history(&[entry]);
+        assert!(text.contains("2026-11-21T20:18:09Z"), "{text}");
+    }
+
+    #[test]
     fn lsns_look_like_postgresql_s() {
         assert_eq!(lsn(0x1_0000_0010), "1/10");
         assert_eq!(lsn(0x300_0000), "0/3000000");

@@ -39,7 +39,7 @@ fn at_value(at: &str) -> Result<Value, CtlError> {
     if let Ok(seconds) = at.parse::<u64>() {
         return Ok(json!(seconds));
     }
-    api::time::parse_rfc3339(at).map_err(CtlError::Usage)?;
+    api::time::parse_rfc3339(at).map_err(|e| CtlError::Usage(e.to_string()))?;
     Ok(json!(at))
 }
 
@@ -165,5 +165,21 @@ mod tests {
             json!("2026-11-21T20:18:09Z")
         );
         assert_eq!(at_value("tomorrow").unwrap_err().exit_code(), 2);
+        assert_eq!(
+            at_value("2026-11-21T22:18:09+02:00").unwrap(),
+            json!("2026-11-21T22:18:09+02:00")
+        );
+    }
+
+    #[test]
+    fn at_on_a_date_that_does_not_exist_is_refused() {
+        let error = at_value("2026-02-31T00:00:00Z").unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        let message = error.to_string();
+        assert!(
+            message.contains("\"2026-02-31T00:00:00Z\" is not a valid time")
+                && message.contains("e.g. 2026-11-21T20:18:09Z"),
+            "{message}"
+        );
     }
 }
