@@ -9,9 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use lab::{free_port, wait_for, PgCluster};
 use pgwarden_bench::{figure_line, summary, Args};
 use store::cluster::{ClusterKeys, Leader, MemberStatus, PgState, Role, Tags};
-use testkit::{free_port, wait_for, PgCluster};
 
 /// A child process killed on drop (also when the bench fails half-way).
 struct Proc(Child);
@@ -61,7 +61,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     cluster.run_as.chown(Path::new(&hba))?;
     node.execute("SELECT pg_reload_conf()").await?;
 
-    let etcd = testkit::etcd::EtcdCluster::start(1).await?;
+    let etcd = lab::etcd::EtcdCluster::start(1).await?;
     let store = etcd.store().await?;
     let keys = ClusterKeys::new("/pgwarden", "bench")?;
     let leader = Leader {
