@@ -7,7 +7,7 @@ use std::fmt::Display;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use testkit::{AgentCluster, ClusterOptions, Workload};
+use lab::{AgentCluster, ClusterOptions, Workload};
 
 /// How long any awaited cluster state may take.
 pub const DEADLINE: Duration = Duration::from_secs(90);

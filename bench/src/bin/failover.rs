@@ -4,10 +4,10 @@
 
 use std::time::Instant;
 
+use lab::{AgentCluster, Workload};
 use pgwarden_bench::{
     figure_line, lost_writes, ready, secs, synchronous_cluster_under_load, Args, DEADLINE,
 };
-use testkit::{AgentCluster, Workload};
 
 const BENCH: &str = "bench/failover";
 

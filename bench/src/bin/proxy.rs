@@ -9,9 +9,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use api::{ApiClient, Call};
+use lab::{free_port, wait_for, PgCluster};
 use pgwarden_bench::{figure_line, summary, Args};
 use store::cluster::{ClusterKeys, Leader, MemberStatus, PgState, Role, Tags};
-use testkit::{free_port, wait_for, PgCluster};
 
 /// A child process killed on drop (also when the bench fails half-way).
 struct Proc(Child);
@@ -61,7 +62,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     cluster.run_as.chown(Path::new(&hba))?;
     node.execute("SELECT pg_reload_conf()").await?;
 
-    let etcd = testkit::etcd::EtcdCluster::start(1).await?;
+    let etcd = lab::etcd::EtcdCluster::start(1).await?;
     let store = etcd.store().await?;
     let keys = ClusterKeys::new("/pgwarden", "bench")?;
     let leader = Leader {
@@ -237,21 +238,16 @@ async fn start_proxy(
 }
 
 async fn healthy(port: u16) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let base = format!("http://127.0.0.1:{port}");
+    let reply = ApiClient::new(None)
+        .map_err(|e| e.to_string())?
+        .send(Call::new(hyper::Method::GET, &base, "/health"))
         .await
         .map_err(|e| e.to_string())?;
-    s.write_all(b"GET /health HTTP/1.1\r\n\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)
-        .await
-        .map_err(|e| e.to_string())?;
-    if out.starts_with("HTTP/1.1 200") {
+    if reply.status == hyper::StatusCode::OK {
         Ok(())
     } else {
-        Err(out)
+        Err(format!("{}: {}", reply.status, reply.error_message()))
     }
 }
 

@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use api::{ApiClient, Call};
+use lab::AgentCluster;
 use pgwarden_bench::{
     figure_line, lost_writes, ready, secs, synchronous_cluster_under_load, Args, DEADLINE,
 };
-use testkit::AgentCluster;
 
 const BENCH: &str = "bench/switchover";
 

@@ -655,10 +655,9 @@ async fn tokens_guard_changes_and_optionally_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_a_certificate_the_client_trusts() {
-    // The TLS etcd's test certificates (a CA and a server certificate for
-    // 127.0.0.1) serve the API too.
-    let etcd = EtcdCluster::start_tls(1).await.unwrap();
-    let files = etcd.tls_files().unwrap().clone();
+    // Throwaway certificates: a CA and a server certificate for 127.0.0.1.
+    let certificates = testkit::tls::Certificates::make().unwrap();
+    let files = certificates.files.clone();
     let store: Arc<dyn Store> =
         Arc::new(store::MemoryStore::new(Arc::new(store::SystemClock::new())));
     let mut section = open_api();

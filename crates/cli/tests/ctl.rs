@@ -312,9 +312,9 @@ async fn a_member_configuration_gives_the_address_token_and_peers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_members_are_trusted_through_the_ca_file() {
-    // The TLS etcd's test certificates serve the API too.
-    let etcd = EtcdCluster::start_tls(1).await.unwrap();
-    let files = etcd.tls_files().unwrap().clone();
+    // Throwaway certificates: a CA and a server certificate for 127.0.0.1.
+    let certificates = testkit::tls::Certificates::make().unwrap();
+    let files = certificates.files.clone();
     let mut section = open_api();
     section.cert_file = Some(files.server_cert.clone());
     section.key_file = Some(files.server_key.clone());

@@ -1,10 +1,10 @@
 //! `pgwarden proxy -c proxy.toml` as an operator runs it.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use api::{ApiClient, Call};
+use hyper::{Method, StatusCode};
 use testkit::etcd::EtcdCluster;
 use testkit::{free_port, wait_for};
 
@@ -71,22 +71,29 @@ async fn the_proxy_serves_health_and_metrics_from_the_store() {
             .spawn()
             .unwrap(),
     );
-    let get = |path: &str| -> Result<String, String> {
-        let mut s = TcpStream::connect(("127.0.0.1", http)).map_err(|e| e.to_string())?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
-            .map_err(|e| e.to_string())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-        Ok(out)
+    let base = format!("http://127.0.0.1:{http}");
+    let client = ApiClient::new(None).unwrap();
+    let get = |path: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let reply = client
+                .send(Call::new(Method::GET, &base, path))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((
+                reply.status,
+                String::from_utf8_lossy(&reply.body).into_owned(),
+            ))
+        }
     };
     // An empty cluster: no primary yet, so unhealthy, but it answers.
-    let health = wait_for(
+    let (status, health) = wait_for(
         "the proxy's health endpoint",
         Duration::from_secs(30),
         || async {
-            get("/health").and_then(|h| {
+            get("/health").await.and_then(|(status, h)| {
                 if h.contains("no primary") {
-                    Ok(h)
+                    Ok((status, h))
                 } else {
                     Err(h)
                 }
@@ -95,8 +102,9 @@ async fn the_proxy_serves_health_and_metrics_from_the_store() {
     )
     .await
     .unwrap();
-    assert!(health.starts_with("HTTP/1.1 503"), "{health}");
-    let metrics = get("/metrics").unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    let (status, metrics) = get("/metrics").await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{metrics}");
     assert!(
         metrics.contains("pgwarden_proxy_store_reachable 1"),
         "{metrics}"

@@ -1,15 +1,26 @@
-//! `GET /health` and `GET /metrics` over plain HTTP/1.1, one request per
+//! `GET /health` and `GET /metrics` over HTTP/1.1 (hyper), one request per
 //! connection: enough for a load balancer check and a Prometheus scrape.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::table::Table;
+
+/// A client that has not sent its request headers by then is dropped.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on a whole connection, so one that stops reading cannot stay.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn serve(
     listener: TcpListener,
@@ -26,48 +37,68 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let metrics = metrics.clone();
-        let table = routes.borrow().clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &metrics, &table))
-                .await;
-        });
+        tokio::spawn(serve_connection(stream, metrics.clone(), routes.clone()));
     }
 }
 
-async fn answer(mut stream: TcpStream, metrics: &Metrics, table: &Table) -> std::io::Result<()> {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        request.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&request);
-    let mut words = line.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-        ("GET", "/health") => {
-            let body = format!("{}\n", table.describe());
-            if table.store_lost || table.routes.primary.is_none() {
-                ("503 Service Unavailable", "text/plain", body)
-            } else {
-                ("200 OK", "text/plain", body)
-            }
-        }
-        _ => (
-            "404 Not Found",
+async fn serve_connection(
+    stream: TcpStream,
+    metrics: Arc<Metrics>,
+    routes: watch::Receiver<Arc<Table>>,
+) {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let table = routes.borrow().clone();
+        let response = respond(request.method(), request.uri().path(), &metrics, &table);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    // A broken or slow client costs it its answer; nothing to report.
+    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+}
+
+fn respond(method: &Method, path: &str, metrics: &Metrics, table: &Table) -> Response<Full<Bytes>> {
+    if !matches!(path, "/health" | "/metrics") {
+        return text(
+            StatusCode::NOT_FOUND,
             "text/plain",
             "try GET /health or GET /metrics\n".to_string(),
-        ),
+        );
+    }
+    if method != Method::GET {
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            format!("{path} answers GET only\n"),
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET"));
+        return response;
+    }
+    if path == "/metrics" {
+        return text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics.render(),
+        );
+    }
+    let status = if table.store_lost || table.routes.primary.is_none() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
     };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    text(status, "text/plain", format!("{}\n", table.describe()))
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }

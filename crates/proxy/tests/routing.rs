@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::{ApiClient, Call};
 use common::member_status;
+use hyper::{Method, StatusCode};
 use proxy::{Proxy, Settings};
 use store::cluster::{ClusterKeys, Leader, MemberStatus, Role};
 use store::Store;
@@ -220,7 +222,8 @@ async fn writes_follow_the_leader_and_old_connections_are_cut_at_a_leader_change
     assert!(closed(&mut reader).await);
     assert_eq!(who(proxy.read_only.unwrap()).await.1, "db1");
     assert!(proxy.metrics.fenced_total.load(Relaxed) >= 2);
-    let metrics = http_get(proxy.http.unwrap(), "/metrics").await;
+    let (status, metrics) = http(proxy.http.unwrap(), Method::GET, "/metrics").await;
+    assert_eq!(status, StatusCode::OK, "{metrics}");
     assert!(
         metrics.contains("pgwarden_proxy_routing_changes_total"),
         "{metrics}"
@@ -229,8 +232,12 @@ async fn writes_follow_the_leader_and_old_connections_are_cut_at_a_leader_change
         metrics.contains("pgwarden_proxy_backend_connections{member=\"db2\""),
         "{metrics}"
     );
-    let health = http_get(proxy.http.unwrap(), "/health").await;
-    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let (status, health) = http(proxy.http.unwrap(), Method::GET, "/health").await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    let (status, _) = http(proxy.http.unwrap(), Method::GET, "/other").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = http(proxy.http.unwrap(), Method::POST, "/health").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
@@ -252,8 +259,8 @@ async fn a_client_that_connects_with_no_primary_is_held_until_there_is_one() {
     })
     .await
     .unwrap();
-    let health = http_get(proxy.http.unwrap(), "/health").await;
-    assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+    let (status, health) = http(proxy.http.unwrap(), Method::GET, "/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
     lead(store.as_ref(), &db1).await;
     assert_eq!(client.await.unwrap(), "db1");
     assert_eq!(proxy.metrics.held.load(Relaxed), 0);
@@ -422,11 +429,9 @@ async fn a_member_whose_status_cannot_be_read_is_named_in_the_routing_line() {
         .await
         .unwrap();
     let health = wait_for("the routes to be loaded", DEADLINE, || async {
-        let health = http_get(proxy.http.unwrap(), "/health").await;
-        if health.starts_with("HTTP/1.1 200") {
-            Ok(health)
-        } else {
-            Err(health)
+        match http(proxy.http.unwrap(), Method::GET, "/health").await {
+            (StatusCode::OK, health) => Ok(health),
+            other => Err(other),
         }
     })
     .await
@@ -439,14 +444,18 @@ async fn a_member_whose_status_cannot_be_read_is_named_in_the_routing_line() {
     assert_eq!(who(proxy.read_only.unwrap()).await.1, "db2");
 }
 
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+/// One request to the proxy's HTTP endpoint: the status and the body.
+async fn http(addr: SocketAddr, method: Method, path: &str) -> (StatusCode, String) {
+    let base = format!("http://{addr}");
+    let reply = ApiClient::new(None)
+        .unwrap()
+        .send(Call::new(method, &base, path))
         .await
         .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    (
+        reply.status,
+        String::from_utf8_lossy(&reply.body).into_owned(),
+    )
 }
 
 #[tokio::test]

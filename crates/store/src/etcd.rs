@@ -232,7 +232,9 @@ impl EtcdStore {
     }
 }
 
-fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, StoreError> {
+/// etcd-client's TLS options for `tls`, with the PEM files read. Public for
+/// clients of etcd's own calls, such as the lab's status probe.
+pub fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, StoreError> {
     fn read(what: &str, path: &Path) -> Result<Vec<u8>, StoreError> {
         std::fs::read(path).map_err(|e| StoreError::Refused {
             detail: format!(

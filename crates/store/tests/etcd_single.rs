@@ -155,7 +155,7 @@ async fn user_and_password_authenticate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_client_certificate() {
-    let cluster = EtcdCluster::start_tls(1).await.unwrap();
+    let cluster = testkit::etcd::start_tls(1).await.unwrap();
     let files = cluster.tls_files().unwrap();
     let endpoint = cluster.endpoint(0);
     assert!(endpoint.starts_with("https://"), "{endpoint}");

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use testkit::agents::LeftRunning;
+use lab::agents::LeftRunning;
 
 /// What was left running, and how to reach it.
 pub struct Kept {

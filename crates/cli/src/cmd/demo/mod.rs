@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use api::{ApiClient, Call};
+use lab::{AgentCluster, ClusterOptions, Workload};
 use store::ClusterRecords;
-use testkit::{AgentCluster, ClusterOptions, Workload};
 
 use board::Board;
 use feed::Feed;

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use testkit::free_port;
+use lab::free_port;
 
 pub struct ProxyProcess {
     pub read_write: SocketAddr,

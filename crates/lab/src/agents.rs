@@ -1,4 +1,4 @@
-//! A whole pgwarden cluster for tests: etcd plus one `pgwarden agent`
+//! A whole pgwarden cluster on this machine: etcd plus one `pgwarden agent`
 //! process per member, each with its own PostgreSQL, on loopback.
 
 use std::fs;
@@ -13,7 +13,7 @@ use pg::{Endpoint, Instance, InstanceSpec, PgError, Probe, Role, RunAs, Timeouts
 use store::cluster::{ClusterKeys, DynamicConfig};
 use store::Store;
 
-use crate::dir::TestDir;
+use crate::dir::ScratchDir;
 use crate::etcd::EtcdCluster;
 use crate::ports::free_port;
 use crate::postgres::bin_dir;
@@ -21,8 +21,8 @@ use crate::process::{is_alive, terminate};
 use crate::wait::{wait_for, WaitError};
 use crate::workload::{Target, Workload};
 
-pub const SUPERUSER_PASSWORD: &str = "testkit superuser password";
-pub const REPLICATION_PASSWORD: &str = "testkit replication password";
+pub const SUPERUSER_PASSWORD: &str = "lab superuser password";
+pub const REPLICATION_PASSWORD: &str = "lab replication password";
 pub const CLUSTER: &str = "test";
 
 /// How to build the cluster.
@@ -52,7 +52,7 @@ impl Default for ClusterOptions {
             fsync: false,
             etcd_nodes: 1,
             name: CLUSTER.to_string(),
-            dir_prefix: TestDir::PREFIX,
+            dir_prefix: ScratchDir::PREFIX,
             detachable: false,
         }
     }
@@ -159,7 +159,7 @@ pub struct AgentCluster {
     pub keys: ClusterKeys,
     pub etcd: EtcdCluster,
     // Declared last: removed after every process has gone.
-    pub dir: TestDir,
+    pub dir: ScratchDir,
 }
 
 impl AgentCluster {
@@ -171,7 +171,7 @@ impl AgentCluster {
         options: ClusterOptions,
     ) -> Result<AgentCluster, Box<dyn std::error::Error>> {
         let run_as = RunAs::detect()?;
-        let dir = TestDir::with_prefix(&run_as, options.dir_prefix)?;
+        let dir = ScratchDir::with_prefix(&run_as, options.dir_prefix)?;
         let etcd = if options.detachable {
             EtcdCluster::start_detachable(options.etcd_nodes, options.dir_prefix).await?
         } else {
@@ -321,7 +321,7 @@ password_file = "{repl}"
         self.members
             .iter()
             .position(|m| m.name == name)
-            .unwrap_or_else(|| panic!("no member {name} in this test cluster"))
+            .unwrap_or_else(|| panic!("no member {name} in this cluster"))
     }
 
     /// Host death: SIGKILL the agent and every PostgreSQL process together.
@@ -534,7 +534,7 @@ password_file = "{repl}"
             .collect())
     }
 
-    /// Every agent's log tail, for a failing test's message.
+    /// Every agent's log tail, for the message of a failed test or run.
     pub fn logs(&self) -> String {
         self.members
             .iter()

@@ -1,4 +1,4 @@
-//! Throwaway PostgreSQL clusters for tests: a primary and streaming standbys
+//! Throwaway PostgreSQL clusters: a primary and streaming standbys
 //! cloned through the pg crate, on free loopback ports in a temporary
 //! directory.
 
@@ -8,19 +8,19 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use pg::{Endpoint, Instance, InstanceSpec, PgError, Probe, Role, RunAs, Settings, Timeouts};
 
-use crate::dir::TestDir;
+use crate::dir::ScratchDir;
 use crate::ports::free_port;
 use crate::process::terminate;
 use crate::wait::{wait_for, WaitError};
 
-/// Everything that can go wrong setting up a test cluster.
+/// Everything that can go wrong setting up a PostgreSQL cluster.
 #[derive(Debug, thiserror::Error)]
-pub enum PgKitError {
+pub enum PgClusterError {
     #[error(transparent)]
     Pg(#[from] PgError),
     #[error(transparent)]
     Wait(#[from] WaitError),
-    #[error("test directory: {0}")]
+    #[error("cluster directory: {0}")]
     Io(#[from] std::io::Error),
     #[error("no PostgreSQL binaries found: install postgresql-15 (scripts/install-deps does)")]
     NoBinaries,
@@ -28,8 +28,8 @@ pub enum PgKitError {
 
 /// Where PostgreSQL's programs are, found as pgwarden finds them when
 /// `member.bin_dir` is unset.
-pub fn bin_dir() -> Result<std::path::PathBuf, PgKitError> {
-    config::detect_bin_dir().ok_or(PgKitError::NoBinaries)
+pub fn bin_dir() -> Result<std::path::PathBuf, PgClusterError> {
+    config::detect_bin_dir().ok_or(PgClusterError::NoBinaries)
 }
 
 /// Runs SQL as the superuser on `instance`, on a connection of its own.
@@ -52,7 +52,7 @@ pub(crate) async fn query_text(instance: &Instance, sql: &str) -> Result<Option<
     Ok(row.get(0))
 }
 
-/// One member of a test cluster. Its postmaster is killed on drop.
+/// One member of a [`PgCluster`]. Its postmaster is killed on drop.
 #[derive(Debug)]
 pub struct PgNode {
     pub name: String,
@@ -127,14 +127,14 @@ pub struct PgCluster {
     pub nodes: Vec<PgNode>,
     pub run_as: RunAs,
     // Declared last: dropped after the nodes have been stopped.
-    pub dir: TestDir,
+    pub dir: ScratchDir,
 }
 
 impl PgCluster {
     /// An empty cluster directory; add nodes with `new_node`.
-    pub fn empty() -> Result<PgCluster, PgKitError> {
+    pub fn empty() -> Result<PgCluster, PgClusterError> {
         let run_as = RunAs::detect()?;
-        let dir = TestDir::new(&run_as)?;
+        let dir = ScratchDir::new(&run_as)?;
         Ok(PgCluster {
             nodes: Vec::new(),
             run_as,
@@ -143,7 +143,7 @@ impl PgCluster {
     }
 
     /// A bootstrapped primary and `standbys` standbys streaming from it.
-    pub async fn start(standbys: usize) -> Result<PgCluster, PgKitError> {
+    pub async fn start(standbys: usize) -> Result<PgCluster, PgClusterError> {
         let mut cluster = PgCluster::empty()?;
         cluster.add_primary("node0").await?;
         for i in 1..=standbys {
@@ -153,7 +153,7 @@ impl PgCluster {
     }
 
     /// Bootstraps a new primary (initdb, start, replication role).
-    pub async fn add_primary(&mut self, name: &str) -> Result<&PgNode, PgKitError> {
+    pub async fn add_primary(&mut self, name: &str) -> Result<&PgNode, PgClusterError> {
         let node = self.new_node(name)?;
         node.instance.bootstrap(&node.settings).await?;
         self.nodes.push(node);
@@ -161,7 +161,7 @@ impl PgCluster {
     }
 
     /// A node with its own data directory and port; nothing on disk yet.
-    pub fn new_node(&self, name: &str) -> Result<PgNode, PgKitError> {
+    pub fn new_node(&self, name: &str) -> Result<PgNode, PgClusterError> {
         let port = free_port();
         let data_dir = self.dir.join(name);
         let spec = InstanceSpec {
@@ -171,11 +171,11 @@ impl PgCluster {
             endpoint: Endpoint::new("127.0.0.1", port),
             superuser: Role {
                 name: "postgres".into(),
-                password: "testkit superuser 'password'".into(),
+                password: "lab superuser 'password'".into(),
             },
             replication: Role {
                 name: "replicator".into(),
-                password: "testkit:replication\\password".into(),
+                password: "lab:replication\\password".into(),
             },
             hba_networks: vec!["127.0.0.1/32".into()],
             run_as: self.run_as.clone(),
@@ -200,7 +200,11 @@ impl PgCluster {
 
     /// Clones a new standby from `nodes[source]` (with a slot there) and
     /// waits until it streams.
-    pub async fn add_standby(&mut self, name: &str, source: usize) -> Result<&PgNode, PgKitError> {
+    pub async fn add_standby(
+        &mut self,
+        name: &str,
+        source: usize,
+    ) -> Result<&PgNode, PgClusterError> {
         let mut node = self.new_node(name)?;
         let source = &self.nodes[source];
         source.instance.create_slot(name).await?;
@@ -216,6 +220,6 @@ impl PgCluster {
         self.nodes
             .iter()
             .find(|n| n.name == name)
-            .unwrap_or_else(|| panic!("no node {name} in this test cluster"))
+            .unwrap_or_else(|| panic!("no node {name} in this cluster"))
     }
 }

@@ -1,4 +1,4 @@
-//! Ending the processes the test kit started, by PID.
+//! Ending the processes the lab started, by PID.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! Free loopback ports, kept apart across test processes.
+//! Free loopback ports, kept apart across processes.
 //!
 //! nextest runs every test in its own process, so remembering handed-out
 //! ports in memory is not enough, and a port from the kernel's ephemeral
@@ -45,6 +45,8 @@ pub fn free_port() -> u16 {
 }
 
 fn claim(port: u16) -> Option<UnixListener> {
+    // The name predates this crate: changing it would let a build from
+    // before the change hand out a port this one has claimed.
     let name = format!("pgwarden-testkit-port-{port}");
     let addr = SocketAddr::from_abstract_name(name.as_bytes()).ok()?;
     UnixListener::bind_addr(&addr).ok()
