@@ -15,7 +15,7 @@ pub mod local;
 pub mod merge;
 pub mod metrics;
 pub mod model;
-pub mod plan;
+pub mod admission;
 mod routes;
 mod server;
 #[cfg(any(test, feature = "testing"))]

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::{json_body, AppState};
 use crate::error::HttpError;
 use crate::model::{ClusterView, FailoverRequest, SwitchoverDone, SwitchoverRequest};
-use crate::plan::{finished, plan_failover, plan_switchover, Refusal};
+use crate::admission::{finished, plan_failover, plan_switchover, Refusal};
 use crate::time::now_ms;
 use store::ClusterRecords;
 
