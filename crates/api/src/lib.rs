@@ -7,6 +7,7 @@
 //! API writes there (a switchover record, the dynamic configuration).
 //! docs/api.md describes the endpoints.
 
+pub mod admission;
 pub mod auth;
 pub mod client;
 pub mod error;
@@ -15,7 +16,6 @@ pub mod local;
 pub mod merge;
 pub mod metrics;
 pub mod model;
-pub mod admission;
 mod routes;
 mod server;
 #[cfg(any(test, feature = "testing"))]

@@ -233,6 +233,34 @@ pub fn switchover_target(
     }
 }
 
+/// The members that may take over from `leader` in a switchover, best
+/// first: ready before catching up, then the most advanced, then priority,
+/// then name.
+pub fn switchover_targets(
+    leader: &str,
+    timeline: u32,
+    members: &BTreeMap<String, MemberView>,
+) -> Vec<(String, Readiness)> {
+    let mut targets: Vec<(&String, &MemberView, Readiness)> = members
+        .iter()
+        .filter_map(|(name, view)| {
+            let readiness = switchover_target(leader, timeline, name, view).ok()?;
+            Some((name, view, readiness))
+        })
+        .collect();
+    targets.sort_by(|(an, a, ar), (bn, b, br)| {
+        (*ar == Readiness::CatchingUp)
+            .cmp(&(*br == Readiness::CatchingUp))
+            .then(b.lsn.cmp(&a.lsn))
+            .then(b.priority.cmp(&a.priority))
+            .then(an.cmp(bn))
+    });
+    targets
+        .into_iter()
+        .map(|(name, _, readiness)| (name.clone(), readiness))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::candidates::{rank_candidates, switchover_target, Readiness};
+use crate::candidates::{rank_candidates, switchover_target, switchover_targets, Readiness};
 use crate::observation::{
     Cluster, FailsafeList, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView,
     Millis, Observation, Running, Settings, StoreView, SwitchoverRequest,
@@ -1057,39 +1057,22 @@ impl Ha {
         to: Option<&str>,
     ) -> Result<Option<String>, String> {
         let me = self.me.name.as_str();
-        let readiness =
-            |name: &str, view: &MemberView| switchover_target(me, running.timeline, name, view);
         if let Some(to) = to {
             let view = cluster
                 .members
                 .get(to)
                 .ok_or_else(|| format!("{to} has no status in the store"))?;
-            return match readiness(to, view) {
+            return match switchover_target(me, running.timeline, to, view) {
                 Ok(Readiness::Ready) => Ok(Some(to.to_string())),
                 Ok(Readiness::CatchingUp) => Ok(None),
                 Err(why) => Err(format!("{to} may not take over: {why}")),
             };
         }
-        let mut view = self.with_fresh_self(cluster, running);
-        view.members.remove(me);
-        let (ranked, _) = rank_candidates(&view);
-        let ready = ranked.iter().find(|c| {
-            cluster
-                .members
-                .get(&c.name)
-                .is_some_and(|v| readiness(&c.name, v) == Ok(Readiness::Ready))
-        });
-        if let Some(best) = ready {
-            return Ok(Some(best.name.clone()));
+        match switchover_targets(me, running.timeline, &cluster.members).first() {
+            Some((best, Readiness::Ready)) => Ok(Some(best.clone())),
+            Some((_, Readiness::CatchingUp)) => Ok(None),
+            None => Err(format!("no standby may take over from {me}")),
         }
-        let catching_up = cluster
-            .members
-            .iter()
-            .any(|(name, v)| readiness(name, v) == Ok(Readiness::CatchingUp));
-        if catching_up {
-            return Ok(None);
-        }
-        Err(format!("no standby may take over from {me}"))
     }
 
     /// With no leader: a hand-over in progress, or a manual failover, says

@@ -3,7 +3,7 @@
 //! same ones ([`crate::candidates::switchover_target`]), so what one admits
 //! the other does not refuse a moment later.
 
-use crate::candidates::{able_to_lead, switchover_target, Exclusion};
+use crate::candidates::{able_to_lead, switchover_target, switchover_targets, Exclusion};
 use crate::observation::{Cluster, Millis, SwitchoverRequest};
 
 /// How far in the past `at` may be (clock skew between the operator's
@@ -106,11 +106,7 @@ pub fn admit_switchover(
                 .map_err(|why| refuse(RefusalKind::Conflict, explain(to, &why)))?;
         }
         None => {
-            let any = cluster
-                .members
-                .iter()
-                .any(|(name, view)| switchover_target(leader, timeline, name, view).is_ok());
-            if !any {
+            if switchover_targets(leader, timeline, &cluster.members).is_empty() {
                 return Err(refuse(
                     RefusalKind::Conflict,
                     format!(

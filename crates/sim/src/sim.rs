@@ -8,10 +8,11 @@ use std::time::Duration;
 use agent::member::{Member, MemberSpec, Now, Round};
 use agent::postgres::LocalPostgres;
 use futures::executor::block_on;
+use ha::switchover;
 use ha::Action;
 use pg::Endpoint;
 use store::cluster::{ClusterKeys, DynamicConfig};
-use store::{ManualClock, MemoryStore, Store};
+use store::{ClusterRecords, HaView, ManualClock, MemoryStore, Store};
 
 use crate::failsafe::{Board, SimPeers};
 use crate::postgres::{lock, SimPostgres, SimStore};
@@ -349,6 +350,12 @@ struct Sim {
     healed_at: Option<Millis>,
     fault_count: u64,
     rounds: u64,
+    /// A switchover the API's rule admitted while nothing was wrong, with
+    /// the fault count then: until another fault, the leader carries it
+    /// out (invariant 6).
+    admitted_quietly: Option<u64>,
+    /// Invariant 6 broken in a round, for the next check to report.
+    disagreement: Option<String>,
 }
 
 impl Sim {
@@ -396,6 +403,8 @@ impl Sim {
             healed_at: None,
             fault_count: 0,
             rounds: 0,
+            admitted_quietly: None,
+            disagreement: None,
             config,
         };
         sim.event(format!("seed {seed}: {}", sim.config));
@@ -454,12 +463,13 @@ impl Sim {
 
     /// What the REST API would write: a switchover from the leader, or a
     /// manual failover when there is none; to a random member or to the
-    /// best candidate.
+    /// best candidate; only if the core's admission rule, which the API
+    /// applies, admits it.
     fn ask_switchover(&mut self) {
-        let leader = block_on(self.keys.leader().get(&self.store))
-            .ok()
-            .flatten()
-            .map(|l| l.value.member);
+        let Ok(records) = block_on(ClusterRecords::read(&self.store, &self.keys)) else {
+            return;
+        };
+        let leader = records.leader_name().map(str::to_string);
         let names: Vec<String> = (0..self.agents.len())
             .map(|i| self.world().nodes[i].name.clone())
             .filter(|n| Some(n) != leader.as_ref())
@@ -472,16 +482,37 @@ impl Sim {
         if leader.is_none() && to.is_none() {
             return;
         }
+        let wall_ms = WALL_EPOCH_MS + self.now;
+        let view = records.to_ha();
+        let admitted = match (&leader, &to) {
+            (Some(_), _) if switchover::healthy_leader(&view).is_some() => {
+                let ask = switchover::Ask {
+                    from: leader.clone(),
+                    to: to.clone(),
+                    at_ms: None,
+                };
+                switchover::admit_switchover(&view, &ask, wall_ms)
+            }
+            (_, Some(to)) => switchover::admit_failover(&view, to, wall_ms),
+            (_, None) => return,
+        };
+        let Ok(admitted) = admitted else {
+            return;
+        };
         let request = store::cluster::Switchover {
-            from: leader.clone(),
-            to: to.clone(),
+            from: admitted.from.clone(),
+            to: admitted.to.clone(),
             at_ms: None,
-            requested_ms: WALL_EPOCH_MS + self.now,
+            requested_ms: wall_ms,
             handoff: None,
         };
         let created = block_on(self.keys.switchover().create(&self.store, &request, None)).is_ok();
         if created {
             self.fault_count += 1;
+            let quiet = self.faults.iter().all(Option::is_none)
+                && self.outage_until.is_none()
+                && self.agents.iter().all(|a| a.crash_after_round.is_none());
+            self.admitted_quietly = (quiet && admitted.from.is_some()).then_some(self.fault_count);
             let what = match &leader {
                 Some(from) => format!("a switchover from {from}"),
                 None => "a manual failover".to_string(),
@@ -881,6 +912,7 @@ impl Sim {
         // Events go to the store in the real agent; here the log says it all.
         member.take_events();
         self.rounds += 1;
+        self.check_switchover_carried_out(i, &plan);
         let agent = &mut self.agents[i];
         agent.delayed = None;
         agent.next_round = self.now + self.config.heartbeat_ms + self.rng.below(3) * STEP_MS;
@@ -933,6 +965,35 @@ impl Sim {
 
     // ----- invariants -----
 
+    /// Invariant 6: what the API admits, the leader does not refuse a
+    /// moment later. A switchover admitted while nothing was wrong is not
+    /// cancelled unless a fault came in between, or the target, streaming
+    /// but behind, did not reach the leader's timeline within the bound.
+    fn check_switchover_carried_out(&mut self, i: usize, plan: &ha::Plan) {
+        let Some(admitted) = self.admitted_quietly else {
+            return;
+        };
+        if self.fault_count != admitted {
+            self.admitted_quietly = None;
+            return;
+        }
+        for action in &plan.actions {
+            if let Action::ClearSwitchover { outcome } = action {
+                self.admitted_quietly = None;
+                // Waiting for a target far behind to replay the timeline
+                // switch is bounded: giving up then is the rule, not a
+                // disagreement.
+                if outcome.contains("cancelled") && !outcome.contains("has not replayed the switch")
+                {
+                    self.disagreement = Some(format!(
+                        "{} cancelled a switchover the admission rule accepted, with no fault since: {outcome}",
+                        self.names[i]
+                    ));
+                }
+            }
+        }
+    }
+
     fn fail(&self, invariant: &str, detail: String) -> Box<Failure> {
         Box::new(Failure {
             seed: self.seed,
@@ -953,6 +1014,9 @@ impl Sim {
         let violation = self.world().violations.first().cloned();
         if let Some(v) = violation {
             return Err(self.fail(v.invariant, v.detail));
+        }
+        if let Some(detail) = self.disagreement.take() {
+            return Err(self.fail("6. an admitted switchover is carried out", detail));
         }
         // 1. Never two writers.
         let writers: Vec<String> = {

@@ -16,9 +16,9 @@ use store::{Expect, StoreError};
 use tokio::time::Instant;
 
 use super::{json_body, AppState};
+use crate::admission::{finished, plan_failover, plan_switchover, Refusal};
 use crate::error::HttpError;
 use crate::model::{ClusterView, FailoverRequest, SwitchoverDone, SwitchoverRequest};
-use crate::admission::{finished, plan_failover, plan_switchover, Refusal};
 use crate::time::now_ms;
 use store::ClusterRecords;
 
