@@ -90,6 +90,7 @@ fn check_story(stdout: &str) {
         "killing ",
         "promoted:",
         "first write acknowledged by ",
+        "a term names one leadership",
         "acknowledged writes missing on ",
         "streams from ",
         "planned switchover back to ",

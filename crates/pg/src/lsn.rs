@@ -1,4 +1,8 @@
 //! PostgreSQL WAL positions (`pg_lsn`), as numbers that compare and subtract.
+//!
+//! Every WAL position shown to a person (events, logs, `ctl` output) goes
+//! through [`Lsn`]'s `Display`: `0/516CD60`, as PostgreSQL writes it (the
+//! decision core, which depends on no crate of ours, mirrors it).
 
 use std::fmt;
 use std::str::FromStr;
@@ -42,6 +46,8 @@ mod tests {
         assert_eq!(lsn.0, 0x16_B374_D848);
         assert_eq!(lsn.to_string(), "16/B374D848");
         assert_eq!("0/0".parse::<Lsn>().unwrap(), Lsn(0));
+        assert_eq!(Lsn(0x1_0000_0010).to_string(), "1/10");
+        assert_eq!(Lsn(0x300_0000).to_string(), "0/3000000");
     }
 
     #[test]

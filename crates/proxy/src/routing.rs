@@ -133,9 +133,12 @@ fn primary_problem(status: &MemberStatus, leader: &LeaderKey) -> Option<String> 
         ));
     }
     if status.term != Some(leader.term) {
+        let reported = status
+            .term
+            .map_or("no term".to_string(), |term| format!("term {term}"));
         return Some(format!(
-            "holds the leader key of term {} but reports term {:?}",
-            leader.term, status.term
+            "holds the leader key of term {} but its status reports {reported}",
+            leader.term
         ));
     }
     None

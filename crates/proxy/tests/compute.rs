@@ -62,6 +62,10 @@ fn no_writes_without_the_key_or_in_another_term_or_while_promoting() {
     let routes = compute(Some(&leader("db1")), &stale, &policy);
     assert_eq!(routes.primary, None);
     assert!(routes.excluded["db1"].contains("term 7"), "{routes:?}");
+    assert!(
+        routes.excluded["db1"].ends_with("its status reports term 6"),
+        "{routes:?}"
+    );
 
     let mut promoting = cluster();
     promoting[1].state = PgState::Promoting;

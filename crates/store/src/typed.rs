@@ -248,3 +248,68 @@ impl<T: Record> TypedPrefix<T> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures::{keys, store};
+    use crate::cluster::Leader;
+
+    #[test]
+    fn garbage_and_unknown_versions_are_errors_naming_the_key() {
+        let key = "/pgwarden/main/leader";
+        let cases: &[(&[u8], &str)] = &[
+            (b"\xff\x00garbage", "not JSON"),
+            (b"[1,2]", "expected a JSON object"),
+            (br#"{"member":"db1"}"#, "no `schema` field"),
+            (
+                br#"{"schema":"one","member":"db1"}"#,
+                "not a version number",
+            ),
+            (br#"{"schema":2,"member":"db1"}"#, "upgrade pgwarden"),
+            (br#"{"schema":0,"member":"db1"}"#, "older than"),
+            (br#"{"schema":1}"#, "missing field `member`"),
+            (br#"{"schema":1,"member":-1}"#, "not a valid leader"),
+            (br#"{"schema":1,"member":"db1","x":0}"#, "unknown field `x`"),
+        ];
+        for (bytes, expected) in cases {
+            let err = decode::<Leader>(key, bytes).unwrap_err();
+            let StoreError::BadData { key: named, .. } = &err else {
+                panic!("{err:?}");
+            };
+            assert_eq!(named, key);
+            let message = err.to_string();
+            assert!(message.contains(key), "{message}");
+            assert!(
+                message.contains(expected),
+                "{message} should say {expected}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn typed_keys_read_write_and_compare() {
+        let store = store();
+        let keys = keys();
+        assert_eq!(keys.leader().get(&store).await.unwrap(), None);
+        let leader = Leader {
+            member: "db1".to_string(),
+        };
+        let revision = keys.leader().create(&store, &leader, None).await.unwrap();
+        let read = keys.leader().get(&store).await.unwrap().unwrap();
+        assert_eq!(read.value, leader);
+        assert_eq!(read.mod_revision, revision);
+        let err = keys
+            .leader()
+            .create(&store, &leader, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+        store
+            .put(keys.leader().key(), b"{oops".to_vec(), None)
+            .await
+            .unwrap();
+        let err = keys.leader().get(&store).await.unwrap_err();
+        assert!(err.to_string().contains("/pgwarden/main/leader"), "{err}");
+    }
+}

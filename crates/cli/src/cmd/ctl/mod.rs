@@ -54,6 +54,10 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
     /// The members, their roles, state, timeline and lag.
+    ///
+    /// The first line names the leader and its term: the store revision its
+    /// leadership began at. A larger term is a later leadership; how far
+    /// apart two terms are means nothing (every store write counts).
     List {
         /// Redraw every SECS seconds (2 when no value is given).
         #[arg(long, short = 'w', num_args = 0..=1, default_missing_value = "2", value_name = "SECS")]
@@ -98,8 +102,14 @@ pub enum CtlCommand {
     /// Resume automatic failover.
     Resume,
     /// The timeline history: every promotion.
+    ///
+    /// LSN is where the new primary's WAL stood right after its promotion,
+    /// written as PostgreSQL writes WAL positions (0/516CD60).
     History,
     /// The cluster's event log.
+    ///
+    /// Terms and WAL positions in the details read as in `list` and
+    /// `history`.
     Events {
         /// Keep printing new events as they come.
         #[arg(long, short = 'f')]

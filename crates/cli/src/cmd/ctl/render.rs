@@ -4,11 +4,6 @@
 use api::model::{ClusterView, MemberView};
 use store::cluster::{Event, HistoryEntry, PgState, Role};
 
-/// PostgreSQL's `X/Y` form of a WAL position.
-pub fn lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
-}
-
 fn role(m: &MemberView) -> &'static str {
     match (m.leader, m.role) {
         (true, _) => "Leader",
@@ -156,7 +151,7 @@ pub fn history(entries: &[HistoryEntry]) -> String {
         .map(|e| {
             vec![
                 e.timeline.to_string(),
-                lsn(e.switch_lsn),
+                pg::Lsn(e.switch_lsn).to_string(),
                 e.reason.clone(),
                 api::time::format_rfc3339(e.time_ms),
                 e.from.clone().unwrap_or_default(),
@@ -302,8 +297,20 @@ mod tests {
     }
 
     #[test]
-    fn lsns_look_like_postgresql_s() {
-        assert_eq!(lsn(0x1_0000_0010), "1/10");
-        assert_eq!(lsn(0x300_0000), "0/3000000");
+    fn history_shows_wal_positions_as_postgresql_writes_them() {
+        let entry = HistoryEntry {
+            timeline: 3,
+            switch_lsn: 0x516_CD60,
+            reason: "switchover from db2".to_string(),
+            time_ms: 0,
+            from: Some("db2".to_string()),
+            to: Some("db1".to_string()),
+            duration_ms: Some(120),
+        };
+        let text = history(&[entry]);
+        assert!(
+            text.contains("| 3  | 0/516CD60 | switchover from db2 |"),
+            "{text}"
+        );
     }
 }

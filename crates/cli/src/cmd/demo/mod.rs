@@ -322,6 +322,12 @@ impl Stage {
                 secs(failover)
             ),
         );
+        say(
+            &self.term,
+            "  (a term names one leadership: the store revision its leader key was created at, \
+             so the new leader's term is the larger; the gap between two terms counts store \
+             writes, not failovers)",
+        );
         Ok((new_primary, failover))
     }
 

@@ -1,0 +1,181 @@
+//! The cluster-wide settings (`<cluster>/config`) and what is wrong with them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::typed::Record;
+
+/// Cluster-wide settings changed with `pgwarden ctl config`. Missing
+/// fields take their defaults; unknown ones are refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DynamicConfig {
+    /// Leader (and member) lease TTL.
+    pub ttl_ms: u64,
+    /// How often agents refresh their lease and publish their status.
+    pub heartbeat_ms: u64,
+    /// A standby further behind than this (bytes of WAL) is not promoted.
+    pub maximum_lag_on_failover: u64,
+    pub synchronous_mode: bool,
+    pub synchronous_count: u32,
+    /// With no synchronous standby left, block writes rather than go
+    /// asynchronous.
+    pub synchronous_strict: bool,
+    /// Keep the primary running while the store is unreachable if every
+    /// member confirms it over the REST API.
+    pub failsafe: bool,
+    /// How long a crashed primary may take to restart in place before its
+    /// agent releases the leader key.
+    pub restart_grace_ms: u64,
+    /// Automatic failover suspended (maintenance).
+    pub paused: bool,
+    /// PostgreSQL parameters applied on every member.
+    pub parameters: BTreeMap<String, String>,
+}
+
+impl Default for DynamicConfig {
+    fn default() -> Self {
+        DynamicConfig {
+            ttl_ms: 3_000,
+            heartbeat_ms: 500,
+            maximum_lag_on_failover: 1 << 20,
+            synchronous_mode: false,
+            synchronous_count: 1,
+            synchronous_strict: false,
+            failsafe: false,
+            restart_grace_ms: 2_000,
+            paused: false,
+            parameters: BTreeMap::new(),
+        }
+    }
+}
+
+impl DynamicConfig {
+    /// What is wrong with the settings, one message per problem.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.ttl_ms < config::MIN_LEASE_TTL.as_millis() as u64 {
+            problems.push(format!(
+                "ttl_ms = {} is below 1000; etcd leases count whole seconds",
+                self.ttl_ms
+            ));
+        }
+        if !config::heartbeat_fits(
+            Duration::from_millis(self.heartbeat_ms),
+            Duration::from_millis(self.ttl_ms),
+        ) {
+            problems.push(format!(
+                "heartbeat_ms = {} must be above 0 and at most half of ttl_ms = {}, so a lease is refreshed at least twice per TTL",
+                self.heartbeat_ms, self.ttl_ms
+            ));
+        }
+        if self.synchronous_count == 0 {
+            problems.push("synchronous_count must be at least 1".to_string());
+        }
+        for (name, value) in &self.parameters {
+            if let Some(instead) = config::managed_parameter(name) {
+                problems.push(format!(
+                    "parameters.{name} is managed by pgwarden: {instead}"
+                ));
+            } else if let Some(problem) = config::bad_parameter_name(name) {
+                problems.push(problem);
+            } else if let Some(problem) =
+                config::bad_parameter_value(&format!("parameters.{name}"), value)
+            {
+                problems.push(problem);
+            }
+        }
+        problems
+    }
+}
+
+impl Record for DynamicConfig {
+    const KIND: &'static str = "dynamic configuration";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::typed::{decode, encode};
+
+    /// Every key of the dynamic configuration has a row in
+    /// docs/configuration.md (all of them serialize: none is optional).
+    #[test]
+    fn every_dynamic_config_key_is_documented() {
+        let doc = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/configuration.md"
+        ));
+        let section = doc
+            .split("\n## ")
+            .find(|s| s.starts_with("Dynamic configuration"))
+            .expect("docs/configuration.md has a `## Dynamic configuration` section");
+        let value = serde_json::to_value(DynamicConfig::default()).unwrap();
+        let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
+        assert!(keys.len() >= 10, "{keys:?}");
+        let missing: Vec<&&String> = keys
+            .iter()
+            .filter(|key| !section.contains(&format!("| `{key}` |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md does not document {missing:?}"
+        );
+    }
+
+    #[test]
+    fn the_defaults_round_trip_and_are_valid() {
+        let config = DynamicConfig::default();
+        assert_eq!(
+            decode::<DynamicConfig>("k", &encode("k", &config).unwrap()).unwrap(),
+            config
+        );
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+    }
+
+    #[test]
+    fn config_fills_missing_fields_with_defaults_and_refuses_unknown_ones() {
+        let config: DynamicConfig = decode(
+            "c",
+            br#"{"schema":1,"ttl_ms":20000,"parameters":{"work_mem":"8MB"}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.ttl_ms, 20_000);
+        assert_eq!(config.heartbeat_ms, DynamicConfig::default().heartbeat_ms);
+        assert_eq!(config.parameters["work_mem"], "8MB");
+        assert!(decode::<DynamicConfig>("c", br#"{"schema":1,"ttl":1}"#).is_err());
+        let bad = DynamicConfig {
+            ttl_ms: 2_000,
+            heartbeat_ms: 1_500,
+            ..DynamicConfig::default()
+        };
+        assert_eq!(bad.problems().len(), 1, "{:?}", bad.problems());
+    }
+
+    #[test]
+    fn parameters_pgwarden_manages_or_that_cannot_be_written_are_refused() {
+        let mut config = DynamicConfig::default();
+        for (name, value) in [
+            ("work_mem", "8MB"),
+            ("Port", "5433"),
+            ("synchronous_standby_names", "*"),
+            ("work mem", "1"),
+            ("log_line_prefix", "a\nb"),
+        ] {
+            config.parameters.insert(name.into(), value.into());
+        }
+        let problems = config.problems();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems[0].contains("parameters.Port is managed by pgwarden: set member.port instead")
+        );
+        assert!(problems[1].contains("control character"), "{problems:?}");
+        assert!(problems[2].contains("synchronous_mode"), "{problems:?}");
+        assert!(
+            problems[3].contains("not a PostgreSQL parameter name"),
+            "{problems:?}"
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! What each member publishes about itself every heartbeat.
+
+use serde::{Deserialize, Serialize};
+
+use super::{parse_pg_url, PgAddress};
+use crate::typed::Record;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Primary,
+    Replica,
+    Witness,
+    Unknown,
+}
+
+/// What the member's PostgreSQL is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PgState {
+    Bootstrapping,
+    Cloning,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Crashed,
+    Promoting,
+    Demoting,
+    Rewinding,
+    Unknown,
+}
+
+/// Operator tags of a member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tags {
+    /// Never promote this member.
+    pub nofailover: bool,
+    /// Never make this member a synchronous standby.
+    pub nosync: bool,
+    /// Keep this member out of the proxy's read-only balancing.
+    pub noloadbalance: bool,
+    /// Among equally good candidates, the higher is promoted.
+    pub priority: u32,
+}
+
+impl Default for Tags {
+    fn default() -> Self {
+        Tags {
+            nofailover: false,
+            nosync: false,
+            noloadbalance: false,
+            priority: 100,
+        }
+    }
+}
+
+/// What a member publishes about itself every heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberStatus {
+    pub name: String,
+    pub role: Role,
+    pub state: PgState,
+    pub timeline: Option<u32>,
+    /// On a primary: WAL flushed locally (`pg_current_wal_flush_lsn()`).
+    pub flush_lsn: Option<u64>,
+    /// On a standby: WAL received (`pg_last_wal_receive_lsn()`).
+    pub receive_lsn: Option<u64>,
+    /// On a standby: WAL replayed (`pg_last_wal_replay_lsn()`).
+    pub replay_lsn: Option<u64>,
+    /// Bytes behind the primary's last published position.
+    pub lag_bytes: Option<u64>,
+    /// On a standby: how long ago the last replayed transaction committed
+    /// on the primary, 0 when everything received is replayed.
+    #[serde(default)]
+    pub lag_ms: Option<u64>,
+    /// The member's REST API, e.g. `http://10.0.0.2:8008`.
+    pub api_url: String,
+    /// How to reach its PostgreSQL, e.g. `postgres://10.0.0.2:5432/postgres`.
+    pub pg_url: String,
+    pub tags: Tags,
+    pub updated_ms: u64,
+    /// The member a standby streams from (as configured).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Whether a standby's WAL receiver is streaming.
+    #[serde(default)]
+    pub streaming: bool,
+    /// On the leader's primary: the term it leads in (the proxy routes
+    /// writes only to the member whose key and status agree on it).
+    #[serde(default)]
+    pub term: Option<u64>,
+    /// What its agent last decided, in words.
+    #[serde(default)]
+    pub note: String,
+    /// Parameters changed in its configuration that take effect only when
+    /// its PostgreSQL restarts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_restart: Vec<String>,
+    /// Settings its PostgreSQL could not apply: a bad value it ignores now
+    /// and would refuse to start with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_errors: Vec<String>,
+}
+
+impl Record for MemberStatus {
+    const KIND: &'static str = "member status";
+}
+
+impl MemberStatus {
+    /// PostgreSQL runs read-write here, by its own account.
+    pub fn is_running_primary(&self) -> bool {
+        self.role == Role::Primary && self.state == PgState::Running
+    }
+
+    /// A standby whose WAL receiver streams, by its own account.
+    pub fn is_streaming_standby(&self) -> bool {
+        self.role == Role::Replica && self.state == PgState::Running && self.streaming
+    }
+
+    /// Where its PostgreSQL listens, from `pg_url`.
+    pub fn pg_address(&self) -> Result<PgAddress, String> {
+        parse_pg_url(&self.pg_url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures::{keys, member, store};
+    use crate::typed::{decode, encode};
+    use crate::Store;
+
+    #[test]
+    fn a_status_round_trips() {
+        let status = member();
+        assert_eq!(
+            decode::<MemberStatus>("k", &encode("k", &status).unwrap()).unwrap(),
+            status
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_member_does_not_hide_the_others() {
+        let store = store();
+        let keys = keys();
+        keys.member("db1")
+            .unwrap()
+            .put(&store, &member(), None)
+            .await
+            .unwrap();
+        store
+            .put("/pgwarden/main/members/db2", b"garbage".to_vec(), None)
+            .await
+            .unwrap();
+        let members = keys.members().list(&store).await.unwrap();
+        assert_eq!(members.entries.keys().collect::<Vec<_>>(), ["db1"]);
+        assert_eq!(members.bad.len(), 1);
+        assert!(members.bad[0]
+            .to_string()
+            .contains("/pgwarden/main/members/db2"));
+    }
+}
