@@ -13,6 +13,7 @@ use crate::observation::{
 };
 use crate::plan::{Action, Plan, Role, StopMode};
 use crate::sync::{self, ANY_STANDBY};
+use crate::wal::Position;
 
 /// How long a slot outlives its member's status key: a standby that is down
 /// for a while still finds its WAL when it comes back.
@@ -938,7 +939,7 @@ impl Ha {
         let race = match me_ranked {
             Some(0) => format!(
                 "no leader: I am the best candidate (WAL position {}), taking over",
-                best.lsn
+                Position(best.lsn)
             ),
             Some(_) if waited >= cluster.settings.ttl_ms => format!(
                 "no leader for {waited} ms and {} has not taken over: racing for leadership",
@@ -1117,14 +1118,17 @@ impl Ha {
             if running.lsn <= handoff.final_lsn {
                 return Some(Err(format!(
                     "switchover from {}: waiting to receive its WAL up to {} (at {})",
-                    handoff.from, handoff.final_lsn, running.lsn
+                    handoff.from,
+                    Position(handoff.final_lsn),
+                    Position(running.lsn)
                 )));
             }
             let plan = Plan::new(
                 Role::Replica,
                 format!(
                     "switchover from {}: I have all its WAL (up to {}), taking over",
-                    handoff.from, handoff.final_lsn
+                    handoff.from,
+                    Position(handoff.final_lsn)
                 ),
             )
             .then(Action::AcquireLeader);

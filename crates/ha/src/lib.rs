@@ -20,6 +20,7 @@ mod observation;
 mod plan;
 pub mod switchover;
 mod sync;
+mod wal;
 
 pub use candidates::{rank_candidates, Candidate, Exclusion};
 pub use decide::Ha;
