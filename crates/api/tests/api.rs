@@ -11,9 +11,7 @@ use api::testing::{
 };
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-use store::cluster::{
-    ClusterKeys, History, HistoryEntry, MemberStatus, Role, Switchover, SyncState,
-};
+use store::cluster::{ClusterKeys, History, HistoryEntry, MemberStatus, Role, Switchover, SyncSet};
 use store::Store;
 use testkit::etcd::EtcdCluster;
 use tokio::task::JoinHandle;
@@ -142,7 +140,7 @@ async fn reads_show_the_cluster_and_checks_follow_the_local_state() {
         .sync()
         .put(
             fx.store.as_ref(),
-            &SyncState {
+            &SyncSet {
                 leader: "db1".to_string(),
                 members: vec!["db2".to_string()],
                 term: 1,

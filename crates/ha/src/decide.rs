@@ -11,7 +11,7 @@ use crate::observation::{
     Cluster, FailsafeList, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView,
     Millis, Observation, Running, Settings, StoreView, SwitchoverRequest,
 };
-use crate::plan::{Action, Plan, Role, StopMode};
+use crate::plan::{Action, LogRole, Plan, StopMode};
 use crate::sync::{self, ANY_STANDBY};
 use crate::wal::Position;
 
@@ -136,7 +136,7 @@ impl Ha {
     pub fn plan(&self, obs: &Observation) -> Plan {
         let role = role_of(&obs.local);
         if obs.local == Local::Witness {
-            return Plan::new(Role::Witness, "witness: observing, never a candidate");
+            return Plan::new(LogRole::Witness, "witness: observing, never a candidate");
         }
         let cluster = match &obs.store {
             StoreView::Unreachable => return self.store_unreachable(obs, role),
@@ -252,7 +252,7 @@ impl Ha {
         }
     }
 
-    fn store_unreachable(&self, obs: &Observation, role: Role) -> Plan {
+    fn store_unreachable(&self, obs: &Observation, role: LogRole) -> Plan {
         let may_write = match &obs.local {
             Local::Running(running) => running.primary,
             // Not answering the probe does not mean not serving clients.
@@ -380,7 +380,7 @@ impl Ha {
 
     /// initdb by the member that wins the initialize key; the others wait
     /// for the leader and clone.
-    fn bootstrap(&self, obs: &Observation, cluster: &Cluster, role: Role) -> Option<Plan> {
+    fn bootstrap(&self, obs: &Observation, cluster: &Cluster, role: LogRole) -> Option<Plan> {
         match (&cluster.initialize, &obs.local) {
             // The first primary could never fail back to a nofailover
             // member: once it lost the key, nobody else might take over.
@@ -404,8 +404,10 @@ impl Ha {
                     Plan::new(role, "initialising the cluster (initdb)").then(Action::InitDb)
                 }
                 Local::Running(running) if running.primary => {
-                    let plan =
-                        Plan::new(Role::Primary, "cluster initialised: taking the leader key");
+                    let plan = Plan::new(
+                        LogRole::Primary,
+                        "cluster initialised: taking the leader key",
+                    );
                     let plan = if cluster.leader.is_none() {
                         plan.then(Action::AcquireLeader)
                     } else {
@@ -439,7 +441,7 @@ impl Ha {
         }
     }
 
-    fn paused(&self, obs: &Observation, cluster: &Cluster, role: Role) -> Plan {
+    fn paused(&self, obs: &Observation, cluster: &Cluster, role: LogRole) -> Plan {
         let leads = cluster
             .leader
             .as_ref()
@@ -482,7 +484,7 @@ impl Ha {
                     && failover_to == Some(self.me.name.as_str()) =>
             {
                 let plan = Plan::new(
-                    Role::Replica,
+                    LogRole::Replica,
                     "paused, but a manual failover names me: taking over",
                 )
                 .then(Action::AcquireLeader);
@@ -521,7 +523,7 @@ impl Ha {
                     .is_some_and(|until| obs.now + margin < until);
                 if !lease_ok {
                     return Plan::new(
-                        Role::Primary,
+                        LogRole::Primary,
                         format!("cannot confirm the leader lease (term {}): demoting before it can expire", leader.term),
                     )
                     .then(Action::Stop {
@@ -533,8 +535,9 @@ impl Ha {
                     Some(SwitchoverStep::Clear(outcome)) => Some(outcome),
                     Some(SwitchoverStep::Wait) | None => None,
                 };
-                let mut plan = Plan::new(Role::Primary, format!("leading (term {})", leader.term))
-                    .then(Action::RenewLeader);
+                let mut plan =
+                    Plan::new(LogRole::Primary, format!("leading (term {})", leader.term))
+                        .then(Action::RenewLeader);
                 for action in
                     sync::manage(&self.me.name, cluster, running, self.sync_floor.as_ref())
                 {
@@ -560,7 +563,7 @@ impl Ha {
             Local::Running(_) => self.promote_plan(
                 cluster,
                 Plan::new(
-                    Role::Replica,
+                    LogRole::Replica,
                     format!("holding the leader key (term {}): promoting", leader.term),
                 ),
                 "promoted after winning the leader race",
@@ -568,11 +571,14 @@ impl Ha {
             Local::Starting { .. } => {
                 let down_for = self.pg_down_since.map_or(0, |since| obs.now - since);
                 if down_for < settings.restart_grace_ms {
-                    Plan::new(Role::Primary, "PostgreSQL does not accept connections yet")
-                        .then(Action::RenewLeader)
+                    Plan::new(
+                        LogRole::Primary,
+                        "PostgreSQL does not accept connections yet",
+                    )
+                    .then(Action::RenewLeader)
                 } else {
                     Plan::new(
-                        Role::Stopped,
+                        LogRole::Stopped,
                         format!(
                             "PostgreSQL has not accepted connections for {down_for} ms: stopping it and \
                              releasing the leader key so a standby takes over now"
@@ -588,7 +594,7 @@ impl Ha {
                 let down_for = self.pg_down_since.map_or(0, |since| obs.now - since);
                 if stopped.was_primary && down_for < settings.restart_grace_ms {
                     Plan::new(
-                        Role::Primary,
+                        LogRole::Primary,
                         format!(
                             "PostgreSQL is down ({} ms): restarting it in place",
                             down_for
@@ -598,7 +604,7 @@ impl Ha {
                     .then(Action::StartPrimary)
                 } else {
                     Plan::new(
-                        Role::Stopped,
+                        LogRole::Stopped,
                         format!(
                             "PostgreSQL is still down after {} ms: releasing the leader key so a standby takes over now",
                             down_for
@@ -632,7 +638,7 @@ impl Ha {
         cluster: &Cluster,
         leader: &Leader,
         running: &Running,
-        role: Role,
+        role: LogRole,
     ) -> Option<Plan> {
         let settings = &cluster.settings;
         let name = &leader.member;
@@ -707,7 +713,7 @@ impl Ha {
     }
 
     /// Another member holds the leader key.
-    fn follow(&self, obs: &Observation, cluster: &Cluster, leader: &Leader, role: Role) -> Plan {
+    fn follow(&self, obs: &Observation, cluster: &Cluster, leader: &Leader, role: LogRole) -> Plan {
         let name = &leader.member;
         let leader_running = cluster
             .members
@@ -715,7 +721,7 @@ impl Ha {
             .is_some_and(|m| m.running && m.primary);
         match &obs.local {
             Local::Running(running) if running.primary => Plan::new(
-                Role::Primary,
+                LogRole::Primary,
                 format!(
                     "{name} holds the leader key (term {}): demoting, no writes here any more",
                     leader.term
@@ -848,12 +854,12 @@ impl Ha {
                 .then(Action::StartReplica {
                     upstream: Some(name.clone()),
                 }),
-            Local::Witness => Plan::new(Role::Witness, "witness"),
+            Local::Witness => Plan::new(LogRole::Witness, "witness"),
         }
     }
 
     /// Nobody holds the leader key: fail over to the best candidate.
-    fn leaderless(&self, obs: &Observation, cluster: &Cluster, role: Role) -> Plan {
+    fn leaderless(&self, obs: &Observation, cluster: &Cluster, role: LogRole) -> Plan {
         let running = match &obs.local {
             Local::Running(running) => running,
             Local::Stopped(stopped) => {
@@ -887,7 +893,7 @@ impl Ha {
         let wait = |note: String| {
             if running.primary {
                 Plan::new(
-                    Role::Primary,
+                    LogRole::Primary,
                     format!("{note}; demoting meanwhile: no writes without the leader key"),
                 )
                 .then(Action::Stop {
@@ -1036,7 +1042,7 @@ impl Ha {
         };
         Some(SwitchoverStep::HandOff(
             Plan::new(
-                Role::Primary,
+                LogRole::Primary,
                 format!(
                     "switchover to {to}: stopping cleanly, {to} takes over once it has received all my WAL"
                 ),
@@ -1124,7 +1130,7 @@ impl Ha {
                 )));
             }
             let plan = Plan::new(
-                Role::Replica,
+                LogRole::Replica,
                 format!(
                     "switchover from {}: I have all its WAL (up to {}), taking over",
                     handoff.from,
@@ -1149,7 +1155,7 @@ impl Ha {
         if to != me {
             return Some(Err(format!("manual failover to {to}: waiting for it")));
         }
-        let plan = Plan::new(Role::Replica, "manual failover to me: taking over")
+        let plan = Plan::new(LogRole::Replica, "manual failover to me: taking over")
             .then(Action::AcquireLeader);
         Some(Ok(self.promote_plan(cluster, plan, "manual failover")))
     }
@@ -1217,13 +1223,13 @@ fn live_handoff<'c>(obs: &Observation, cluster: &'c Cluster) -> Option<&'c Hando
         .live_handoff(obs.wall_ms, cluster.settings.ttl_ms)
 }
 
-fn role_of(local: &Local) -> Role {
+fn role_of(local: &Local) -> LogRole {
     match local {
-        Local::Witness => Role::Witness,
-        Local::Empty => Role::Uninitialized,
-        Local::Stopped(_) | Local::Starting { .. } => Role::Stopped,
-        Local::Running(running) if running.primary => Role::Primary,
-        Local::Running(_) => Role::Replica,
+        Local::Witness => LogRole::Witness,
+        Local::Empty => LogRole::Uninitialized,
+        Local::Stopped(_) | Local::Starting { .. } => LogRole::Stopped,
+        Local::Running(running) if running.primary => LogRole::Primary,
+        Local::Running(_) => LogRole::Replica,
     }
 }
 

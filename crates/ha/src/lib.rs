@@ -29,4 +29,4 @@ pub use observation::{
     Millis, Observation, Replica, Running, Settings, Stopped, StoreView, SwitchoverRequest,
     SyncSet,
 };
-pub use plan::{Action, Plan, Role, StopMode};
+pub use plan::{Action, LogRole, Plan, StopMode};

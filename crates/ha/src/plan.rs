@@ -117,7 +117,7 @@ pub enum StopMode {
 
 /// This member's role, for log lines (`db2:replica …`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub enum LogRole {
     Primary,
     Replica,
     Witness,
@@ -125,14 +125,14 @@ pub enum Role {
     Stopped,
 }
 
-impl fmt::Display for Role {
+impl fmt::Display for LogRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-            Role::Witness => "witness",
-            Role::Uninitialized => "uninitialized",
-            Role::Stopped => "stopped",
+            LogRole::Primary => "primary",
+            LogRole::Replica => "replica",
+            LogRole::Witness => "witness",
+            LogRole::Uninitialized => "uninitialized",
+            LogRole::Stopped => "stopped",
         })
     }
 }
@@ -140,13 +140,13 @@ impl fmt::Display for Role {
 /// The decision of one round: what to do, and one line saying why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    pub role: Role,
+    pub role: LogRole,
     pub actions: Vec<Action>,
     pub note: String,
 }
 
 impl Plan {
-    pub fn new(role: Role, note: impl Into<String>) -> Plan {
+    pub fn new(role: LogRole, note: impl Into<String>) -> Plan {
         Plan {
             role,
             actions: Vec::new(),

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::cluster::{
-    ClusterKey, ClusterKeys, DynamicConfig, FailsafeMembers, History, Initialize, Leader,
-    MemberStatus, PrimaryPosition, Switchover, SyncState,
+    ClusterKey, ClusterKeys, DynamicConfig, FailsafeList, History, Initialize, Leader,
+    MemberStatus, PrimaryPosition, Switchover, SyncSet,
 };
 use crate::error::StoreError;
 use crate::typed::{decode_kv, Versioned};
@@ -20,8 +20,8 @@ pub struct ClusterRecords {
     pub initialize: Option<Versioned<Initialize>>,
     pub leader: Option<Versioned<Leader>>,
     pub members: BTreeMap<String, Versioned<MemberStatus>>,
-    pub sync: Option<Versioned<SyncState>>,
-    pub failsafe: Option<Versioned<FailsafeMembers>>,
+    pub sync: Option<Versioned<SyncSet>>,
+    pub failsafe: Option<Versioned<FailsafeList>>,
     pub history: Option<Versioned<History>>,
     pub primary_position: Option<Versioned<PrimaryPosition>>,
     pub switchover: Option<Versioned<Switchover>>,

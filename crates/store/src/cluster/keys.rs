@@ -3,8 +3,8 @@
 
 use super::names::check_name;
 use super::{
-    DynamicConfig, Event, FailsafeMembers, History, Initialize, Leader, MemberStatus,
-    PrimaryPosition, Switchover, SyncState,
+    DynamicConfig, Event, FailsafeList, History, Initialize, Leader, MemberStatus, PrimaryPosition,
+    Switchover, SyncSet,
 };
 use crate::error::StoreError;
 use crate::typed::{TypedKey, TypedPrefix};
@@ -82,11 +82,11 @@ impl ClusterKeys {
         TypedKey::new(format!("{}initialize", self.root))
     }
 
-    pub fn sync(&self) -> TypedKey<SyncState> {
+    pub fn sync(&self) -> TypedKey<SyncSet> {
         TypedKey::new(format!("{}sync", self.root))
     }
 
-    pub fn failsafe(&self) -> TypedKey<FailsafeMembers> {
+    pub fn failsafe(&self) -> TypedKey<FailsafeList> {
         TypedKey::new(format!("{}failsafe", self.root))
     }
 

@@ -39,26 +39,26 @@ impl Record for PrimaryPosition {
 /// take over while failsafe is on: a primary cannot ask one it never knew.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FailsafeMembers {
+pub struct FailsafeList {
     pub leader: String,
     /// Member name → API URL, the leader included.
     pub members: BTreeMap<String, String>,
 }
 
-impl Record for FailsafeMembers {
+impl Record for FailsafeList {
     const KIND: &'static str = "failsafe members";
 }
 
 /// The synchronous standbys the primary has actually configured.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SyncState {
+pub struct SyncSet {
     pub leader: String,
     pub members: Vec<String>,
     pub term: u64,
 }
 
-impl Record for SyncState {
+impl Record for SyncSet {
     const KIND: &'static str = "synchronous state";
 }
 

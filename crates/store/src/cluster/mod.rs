@@ -5,8 +5,8 @@
 //! <namespace>/<cluster>/members/<name>    MemberStatus    bound to the member's lease
 //! <namespace>/<cluster>/config            DynamicConfig   changed by compare-and-set
 //! <namespace>/<cluster>/initialize        Initialize      written once (create-if-absent)
-//! <namespace>/<cluster>/sync              SyncState
-//! <namespace>/<cluster>/failsafe          FailsafeMembers the members a primary cut off from the store asks
+//! <namespace>/<cluster>/sync              SyncSet
+//! <namespace>/<cluster>/failsafe          FailsafeList the members a primary cut off from the store asks
 //! <namespace>/<cluster>/switchover        Switchover
 //! <namespace>/<cluster>/history           History
 //! <namespace>/<cluster>/primary_position  PrimaryPosition the leader's last WAL position, kept after it dies
@@ -42,7 +42,7 @@ pub use events::Event;
 pub use history::{History, HistoryEntry};
 pub use initialize::Initialize;
 pub use keys::{ClusterKey, ClusterKeys, DEFAULT_NAMESPACE};
-pub use leader::{FailsafeMembers, Leader, PrimaryPosition, SyncState};
+pub use leader::{FailsafeList, Leader, PrimaryPosition, SyncSet};
 pub use member::{MemberStatus, PgState, Role, Tags};
 pub use names::check_name;
 pub use pg_url::{parse_pg_url, PgAddress};

@@ -5,7 +5,7 @@
 
 use ha::Local;
 use store::cluster::{
-    FailsafeMembers, Handoff, History, HistoryEntry, Initialize, Leader, PrimaryPosition, SyncState,
+    FailsafeList, Handoff, History, HistoryEntry, Initialize, Leader, PrimaryPosition, SyncSet,
 };
 use store::{Condition, Expect, StoreError, Write};
 
@@ -123,7 +123,7 @@ impl Member {
     /// Publishes the synchronous set the primary now runs with, as the
     /// leader (see [`Member::put_as_leader`]).
     pub(super) async fn publish_sync(&self, members: &[String]) -> Result<(), ActionError> {
-        let sync = SyncState {
+        let sync = SyncSet {
             leader: self.spec.name.clone(),
             members: members.to_vec(),
             term: self.records.term().unwrap_or(0),
@@ -142,7 +142,7 @@ impl Member {
     /// with their REST APIs, as the leader (see [`Member::put_as_leader`]).
     /// A member with no status has no API to publish and is left out.
     pub(super) async fn publish_failsafe(&self, members: &[String]) -> Result<(), ActionError> {
-        let list = FailsafeMembers {
+        let list = FailsafeList {
             leader: self.spec.name.clone(),
             members: members
                 .iter()

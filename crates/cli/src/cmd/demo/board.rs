@@ -175,7 +175,7 @@ impl Board {
 
 #[cfg(test)]
 mod tests {
-    use store::cluster::{Leader, SyncState, Tags};
+    use store::cluster::{Leader, SyncSet, Tags};
     use store::Versioned;
 
     use super::*;
@@ -218,7 +218,7 @@ mod tests {
             leader: Some(versioned(Leader {
                 member: "db1".into(),
             })),
-            sync: Some(versioned(SyncState {
+            sync: Some(versioned(SyncSet {
                 leader: "db1".into(),
                 members: vec!["db2".into()],
                 term: 7,
