@@ -87,6 +87,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         streaming: false,
         term: Some(term),
         note: "published by bench/proxy".into(),
+        can_backup: false,
         pending_restart: Vec::new(),
         config_errors: Vec::new(),
     };

@@ -34,6 +34,8 @@ pub struct MemberSpec {
     /// Where others reach this member's PostgreSQL.
     pub pg_endpoint: Endpoint,
     pub api_url: String,
+    /// A backup repository is configured: it may take base backups.
+    pub can_backup: bool,
 }
 
 /// The time of a round: monotonic for leases, wall clock for records.

@@ -131,6 +131,8 @@ impl Agent {
             witness: false,
             pg_endpoint: endpoint,
             api_url: config.api_url(),
+            // Until `[backup]` lands in pgwarden.toml, no member takes one.
+            can_backup: false,
         };
         let local: Arc<dyn LocalPostgres> = pg.clone();
         let events = EventLog::spawn(

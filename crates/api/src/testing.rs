@@ -34,6 +34,7 @@ pub fn member(name: &str, role: Role, streaming: bool) -> MemberStatus {
         streaming,
         term: None,
         note: String::new(),
+        can_backup: false,
         pending_restart: Vec::new(),
         config_errors: Vec::new(),
     }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::backups;
 use crate::candidates::{rank_candidates, switchover_target, switchover_targets, Readiness};
 use crate::observation::{
     Cluster, FailsafeList, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView,
@@ -558,6 +559,11 @@ impl Ha {
                     plan.note = format!("{}; {outcome}", plan.note);
                     plan = plan.then(Action::ClearSwitchover { outcome });
                 }
+                let (backup, waiting) = backups::plan(&self.me.name, cluster, running, obs.wall_ms);
+                if let Some(why) = waiting {
+                    plan.note = format!("{}; {why}", plan.note);
+                }
+                plan.actions.extend(backup);
                 plan
             }
             Local::Running(_) => self.promote_plan(
@@ -1164,12 +1170,13 @@ impl Ha {
     /// observation rather than its last published status.
     fn with_fresh_self(&self, cluster: &Cluster, running: &Running) -> Cluster {
         let mut view = cluster.clone();
+        let published = cluster.members.get(&self.me.name);
         view.members.insert(
             self.me.name.clone(),
             MemberView {
                 witness: false,
                 nofailover: self.me.nofailover,
-                nosync: cluster.members.get(&self.me.name).is_some_and(|m| m.nosync),
+                nosync: published.is_some_and(|m| m.nosync),
                 priority: self.me.priority,
                 running: true,
                 primary: running.primary,
@@ -1177,7 +1184,8 @@ impl Ha {
                 lsn: Some(running.lsn),
                 upstream: running.upstream.clone(),
                 streaming: running.streaming,
-                revision: cluster.members.get(&self.me.name).map_or(0, |m| m.revision),
+                can_backup: published.is_some_and(|m| m.can_backup),
+                revision: published.map_or(0, |m| m.revision),
             },
         );
         view

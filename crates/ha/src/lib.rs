@@ -13,6 +13,7 @@
 //! order, stops at the first that fails, and reports how each ended
 //! ([`Ha::outcome`]).
 
+pub mod backups;
 pub mod candidates;
 mod decide;
 pub mod failsafe;

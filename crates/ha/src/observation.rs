@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::backups::{Backups, Schedule};
+
 /// Milliseconds on the agent's monotonic clock.
 pub type Millis = u64;
 
@@ -133,6 +135,8 @@ pub struct Cluster {
     pub switchover: Option<SwitchoverRequest>,
     /// Failsafe mode: the members the leader published it would ask.
     pub failsafe_list: Option<FailsafeList>,
+    /// Base backups: asked for, under way, the last one.
+    pub backups: Backups,
 }
 
 /// The `failsafe` key: whom `leader` would ask if it lost the store.
@@ -231,6 +235,8 @@ pub struct MemberView {
     pub lsn: Option<u64>,
     pub upstream: Option<String>,
     pub streaming: bool,
+    /// It has a backup repository configured, so it can take backups.
+    pub can_backup: bool,
     /// The store revision of its status: it changes every time the member's
     /// agent publishes, so an unchanged one means a silent agent.
     pub revision: u64,
@@ -254,6 +260,8 @@ pub struct Settings {
     /// How long a crashed primary may take to come back in place before it
     /// gives up the leader key.
     pub restart_grace_ms: Millis,
+    /// When base backups are taken.
+    pub backup: Schedule,
 }
 
 impl Default for Settings {
@@ -268,6 +276,7 @@ impl Default for Settings {
             failsafe: false,
             paused: false,
             restart_grace_ms: 2_000,
+            backup: Schedule::default(),
         }
     }
 }

@@ -93,6 +93,22 @@ pub enum Action {
     ClearSwitchover {
         outcome: String,
     },
+    /// Ask `member` to take a base backup (one store write, guarded by the
+    /// leader key, against the absence of another assignment); its agent
+    /// takes it in the background and records how it ended.
+    AssignBackup {
+        member: String,
+        kind: crate::backups::BackupKind,
+    },
+    /// A backup was due and is not taken (the WAL has not moved): record
+    /// when the schedule looked, and drop a pending request.
+    SkipBackup {
+        reason: String,
+    },
+    /// End an assignment whose member went away, saying so (an event).
+    EndBackup {
+        outcome: String,
+    },
 }
 
 impl Action {

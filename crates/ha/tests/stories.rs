@@ -95,6 +95,7 @@ fn cluster() -> Cluster {
         last_primary_lsn: Some(1_000),
         switchover: None,
         failsafe_list: None,
+        backups: Default::default(),
     }
 }
 

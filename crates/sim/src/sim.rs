@@ -438,6 +438,7 @@ impl Sim {
             witness: false,
             pg_endpoint: Endpoint::new(format!("{name}.sim"), 5432),
             api_url: format!("http://{name}.sim:8008"),
+            can_backup: false,
             name,
         };
         let store: Arc<dyn Store> =

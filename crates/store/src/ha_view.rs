@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cluster::{DynamicConfig, MemberStatus, PgState, Role};
+use crate::cluster::{BackupKind, DynamicConfig, MemberStatus, PgState, Role};
 use crate::ClusterRecords;
 
 /// What the decision core sees of the records.
@@ -64,6 +64,7 @@ impl HaView for ClusterRecords {
                 leader: f.value.leader.clone(),
                 members: f.value.members.keys().cloned().collect(),
             }),
+            backups: self.backups(),
             latest_timeline: history_timeline.max(member_timeline),
             last_primary_lsn: self.primary_position.as_ref().map(|p| p.value.lsn),
             switchover: self.switchover.as_ref().map(|s| {
@@ -86,6 +87,36 @@ impl HaView for ClusterRecords {
     }
 }
 
+impl ClusterRecords {
+    fn backups(&self) -> ha::backups::Backups {
+        use ha::backups as hb;
+        let kind = |kind: BackupKind| match kind {
+            BackupKind::Full => hb::BackupKind::Full,
+            BackupKind::Incremental => hb::BackupKind::Incremental,
+        };
+        hb::Backups {
+            request: self.backup_request.as_ref().map(|r| hb::BackupRequest {
+                kind: r.value.kind.map(kind),
+                force: r.value.force,
+            }),
+            assignment: self
+                .backup_assignment
+                .as_ref()
+                .map(|a| hb::BackupAssignment {
+                    member: a.value.member.clone(),
+                    kind: kind(a.value.kind),
+                    assigned_ms: a.value.assigned_ms,
+                }),
+            last: self.last_backup.as_ref().map(|l| hb::LastBackup {
+                done_ms: l.value.done_ms,
+                full_done_ms: l.value.full_done_ms,
+                stop_lsn: l.value.stop_lsn,
+                checked_ms: l.value.checked_ms,
+            }),
+        }
+    }
+}
+
 pub fn settings(config: &DynamicConfig) -> ha::Settings {
     ha::Settings {
         ttl_ms: config.ttl_ms,
@@ -97,6 +128,10 @@ pub fn settings(config: &DynamicConfig) -> ha::Settings {
         failsafe: config.failsafe,
         paused: config.paused,
         restart_grace_ms: config.restart_grace_ms,
+        backup: ha::backups::Schedule {
+            interval_ms: config.backup_interval_ms,
+            full_interval_ms: config.backup_full_interval_ms,
+        },
     }
 }
 
@@ -115,6 +150,7 @@ fn member_view(status: &MemberStatus) -> ha::MemberView {
             .max(),
         upstream: status.upstream.clone(),
         streaming: status.streaming,
+        can_backup: status.can_backup,
         revision: 0,
     }
 }

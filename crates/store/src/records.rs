@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::cluster::{
-    ClusterKey, ClusterKeys, DynamicConfig, FailsafeList, History, Initialize, Leader,
-    MemberStatus, PrimaryPosition, Switchover, SyncSet,
+    BackupAssignment, BackupRequest, ClusterKey, ClusterKeys, DynamicConfig, FailsafeList, History,
+    Initialize, LastBackup, Leader, MemberStatus, PrimaryPosition, Switchover, SyncSet,
 };
 use crate::error::StoreError;
 use crate::typed::{decode_kv, Versioned};
@@ -25,6 +25,9 @@ pub struct ClusterRecords {
     pub history: Option<Versioned<History>>,
     pub primary_position: Option<Versioned<PrimaryPosition>>,
     pub switchover: Option<Versioned<Switchover>>,
+    pub backup_request: Option<Versioned<BackupRequest>>,
+    pub backup_assignment: Option<Versioned<BackupAssignment>>,
+    pub last_backup: Option<Versioned<LastBackup>>,
     /// Keys holding something this build cannot read, each naming its key.
     /// The agent refuses to decide on half a cluster; the API shows the
     /// rest and lists these.
@@ -62,6 +65,9 @@ impl ClusterRecords {
             Some(ClusterKey::History) => self.history = Some(decode_kv(kv)?),
             Some(ClusterKey::PrimaryPosition) => self.primary_position = Some(decode_kv(kv)?),
             Some(ClusterKey::Switchover) => self.switchover = Some(decode_kv(kv)?),
+            Some(ClusterKey::BackupRequest) => self.backup_request = Some(decode_kv(kv)?),
+            Some(ClusterKey::BackupAssignment) => self.backup_assignment = Some(decode_kv(kv)?),
+            Some(ClusterKey::LastBackup) => self.last_backup = Some(decode_kv(kv)?),
             // Events are read by whoever shows them, when asked.
             Some(ClusterKey::Event(_)) | None => {}
         }

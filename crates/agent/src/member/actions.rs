@@ -7,6 +7,7 @@ use pg::Endpoint;
 use super::{ActionError, Member, Now};
 use crate::postgres::Upstream;
 
+mod backups;
 mod transactions;
 
 impl Member {
@@ -59,6 +60,15 @@ impl Member {
                 format!("stopped cleanly and handed over to {to}"),
             ),
             Action::ClearSwitchover { outcome } => ("switchover", outcome.clone()),
+            Action::AssignBackup { member, kind } => (
+                "backup_assigned",
+                format!(
+                    "{member} is to take a {} backup",
+                    format!("{kind:?}").to_lowercase()
+                ),
+            ),
+            Action::SkipBackup { reason } => ("backup_skipped", reason.clone()),
+            Action::EndBackup { outcome } => ("backup_failed", outcome.clone()),
             Action::ClaimInitialize
             | Action::CompleteInitialize { .. }
             | Action::RenewLeader
@@ -147,6 +157,11 @@ impl Member {
                 self.hand_off(to, final_lsn, timeline, now.wall_ms).await?;
             }
             Action::ClearSwitchover { .. } => self.clear_switchover().await?,
+            Action::AssignBackup { member, kind } => {
+                self.assign_backup(member, *kind, now.wall_ms).await?
+            }
+            Action::SkipBackup { .. } => self.skip_backup(now.wall_ms).await?,
+            Action::EndBackup { .. } => self.end_backup().await?,
             Action::RecordHistory { reason } => {
                 let Local::Running(running) = self.pg.observe().await else {
                     return Err(ActionError::Impossible(

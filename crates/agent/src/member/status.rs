@@ -140,6 +140,7 @@ impl Member {
                 None
             },
             note: plan.note.clone(),
+            can_backup: self.spec.can_backup,
             pending_restart: config.pending_restart,
             config_errors: config.errors,
         };

@@ -28,6 +28,7 @@ pub fn member_status(
         streaming: role == Role::Replica,
         term,
         note: String::new(),
+        can_backup: false,
         pending_restart: Vec::new(),
         config_errors: Vec::new(),
     }

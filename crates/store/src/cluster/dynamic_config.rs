@@ -33,6 +33,11 @@ pub struct DynamicConfig {
     pub paused: bool,
     /// PostgreSQL parameters applied on every member.
     pub parameters: BTreeMap<String, String>,
+    /// Between scheduled base backups; 0: none scheduled.
+    pub backup_interval_ms: u64,
+    /// A scheduled backup is full when the last full one is older than
+    /// this, else incremental; 0: always full.
+    pub backup_full_interval_ms: u64,
 }
 
 impl Default for DynamicConfig {
@@ -48,6 +53,8 @@ impl Default for DynamicConfig {
             restart_grace_ms: 2_000,
             paused: false,
             parameters: BTreeMap::new(),
+            backup_interval_ms: 0,
+            backup_full_interval_ms: 0,
         }
     }
 }

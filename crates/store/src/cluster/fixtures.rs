@@ -33,6 +33,7 @@ pub fn member() -> MemberStatus {
         streaming: true,
         term: None,
         note: "following db2".to_string(),
+        can_backup: false,
         pending_restart: Vec::new(),
         config_errors: Vec::new(),
     }

@@ -3,8 +3,8 @@
 
 use super::names::check_name;
 use super::{
-    DynamicConfig, Event, FailsafeList, History, Initialize, Leader, MemberStatus, PrimaryPosition,
-    Switchover, SyncSet,
+    BackupAssignment, BackupRequest, DynamicConfig, Event, FailsafeList, History, Initialize,
+    LastBackup, Leader, MemberStatus, PrimaryPosition, Switchover, SyncSet,
 };
 use crate::error::StoreError;
 use crate::typed::{TypedKey, TypedPrefix};
@@ -31,6 +31,9 @@ pub enum ClusterKey {
     Switchover,
     History,
     PrimaryPosition,
+    BackupRequest,
+    BackupAssignment,
+    LastBackup,
     Event(u64),
 }
 
@@ -102,6 +105,18 @@ impl ClusterKeys {
         TypedKey::new(format!("{}primary_position", self.root))
     }
 
+    pub fn backup_request(&self) -> TypedKey<BackupRequest> {
+        TypedKey::new(format!("{}backup/request", self.root))
+    }
+
+    pub fn backup_assignment(&self) -> TypedKey<BackupAssignment> {
+        TypedKey::new(format!("{}backup/assignment", self.root))
+    }
+
+    pub fn last_backup(&self) -> TypedKey<LastBackup> {
+        TypedKey::new(format!("{}backup/last", self.root))
+    }
+
     pub fn events(&self) -> TypedPrefix<Event> {
         TypedPrefix::new(format!("{}events/", self.root))
     }
@@ -123,6 +138,9 @@ impl ClusterKeys {
             "switchover" => ClusterKey::Switchover,
             "history" => ClusterKey::History,
             "primary_position" => ClusterKey::PrimaryPosition,
+            "backup/request" => ClusterKey::BackupRequest,
+            "backup/assignment" => ClusterKey::BackupAssignment,
+            "backup/last" => ClusterKey::LastBackup,
             _ => {
                 if let Some(name) = rest.strip_prefix("members/") {
                     check_name("member name", name).ok()?;

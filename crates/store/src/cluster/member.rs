@@ -95,6 +95,10 @@ pub struct MemberStatus {
     /// What its agent last decided, in words.
     #[serde(default)]
     pub note: String,
+    /// It has a backup repository configured (`[backup]`), so the leader
+    /// may ask it to take base backups.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub can_backup: bool,
     /// Parameters changed in its configuration that take effect only when
     /// its PostgreSQL restarts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

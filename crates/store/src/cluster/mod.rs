@@ -11,6 +11,9 @@
 //! <namespace>/<cluster>/history           History
 //! <namespace>/<cluster>/primary_position  PrimaryPosition the leader's last WAL position, kept after it dies
 //! <namespace>/<cluster>/events/<seq>      Event           bounded, oldest trimmed
+//! <namespace>/<cluster>/backup/request    BackupRequest   `ctl backup run`, until the leader assigns it
+//! <namespace>/<cluster>/backup/assignment BackupAssignment the member taking a backup now
+//! <namespace>/<cluster>/backup/last       LastBackup      the last backup that completed
 //! ```
 //!
 //! The leader's term (fencing token) is the store revision that created its
@@ -24,6 +27,7 @@
 //! for the layout, `names` for the key segments; everything is used as
 //! `store::cluster::…`.
 
+mod backup;
 mod dynamic_config;
 mod events;
 #[cfg(test)]
@@ -37,6 +41,7 @@ mod names;
 mod pg_url;
 mod switchover;
 
+pub use backup::{BackupAssignment, BackupKind, BackupRequest, LastBackup};
 pub use dynamic_config::DynamicConfig;
 pub use events::Event;
 pub use history::{History, HistoryEntry};

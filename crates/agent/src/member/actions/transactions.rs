@@ -333,7 +333,7 @@ impl Member {
 
     /// This member's leader key as this round read it; acting as the leader
     /// without it is refused.
-    fn own_leader(&self, doing: &str) -> Result<&store::Versioned<Leader>, ActionError> {
+    pub(super) fn own_leader(&self, doing: &str) -> Result<&store::Versioned<Leader>, ActionError> {
         self.records
             .leader
             .as_ref()
@@ -347,7 +347,7 @@ impl Member {
 }
 
 /// A transaction condition: `key` is still as this round read it.
-fn unchanged(key: &str, revision: i64) -> Condition {
+pub(super) fn unchanged(key: &str, revision: i64) -> Condition {
     Condition {
         key: key.to_string(),
         expect: Expect::ModRevision(revision),
@@ -355,7 +355,10 @@ fn unchanged(key: &str, revision: i64) -> Condition {
 }
 
 /// A transaction write of a record, unleased.
-fn put<T: store::Record>(key: &store::TypedKey<T>, value: &T) -> Result<Write, StoreError> {
+pub(super) fn put<T: store::Record>(
+    key: &store::TypedKey<T>,
+    value: &T,
+) -> Result<Write, StoreError> {
     Ok(Write::Put {
         key: key.key().to_string(),
         value: store::typed::encode(key.key(), value)?,

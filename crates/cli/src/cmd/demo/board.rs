@@ -199,6 +199,7 @@ mod tests {
             streaming,
             term: Some(7),
             note: "cloning from db1 with pg_basebackup".into(),
+            can_backup: false,
             pending_restart: Vec::new(),
             config_errors: Vec::new(),
         }
