@@ -1,15 +1,19 @@
 //! bench/failover: host deaths and PostgreSQL crashes on a real
 //! three-member cluster in synchronous mode, under a write load that logs
-//! every acknowledged id.
+//! every acknowledged id. It fails (exit status 1, after the figures) if a
+//! round lost an acknowledged write: synchronous mode promises none is.
 
 use std::time::Instant;
 
 use pgwarden_bench::{
-    figure_line, lost_writes, ready, secs, synchronous_cluster_under_load, Args, DEADLINE,
+    figure_line, judge_losses, lost_writes, ready, secs, synchronous_cluster_under_load, Args,
+    Loss, DEADLINE,
 };
 use testkit::{AgentCluster, Workload};
 
 const BENCH: &str = "bench/failover";
+/// Every round runs on [`synchronous_cluster_under_load`].
+const SYNCHRONOUS: bool = true;
 
 #[tokio::main]
 async fn main() {
@@ -24,6 +28,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut host_death = Vec::new();
     let mut crash = Vec::new();
     let mut lost = Vec::new();
+    let mut losses = Vec::new();
     println!(
         "{:<16} {:>5} {:>8} {:>10} {:>12}",
         "fault", "round", "killed", "took (s)", "new primary"
@@ -38,7 +43,13 @@ async fn run(args: Args) -> Result<(), String> {
         host_death.push(took);
         cluster.restart(&old).map_err(|e| e.to_string())?;
         let primary = ready(&cluster).await?;
-        lost.push(lost_writes(&cluster, &load, &primary).await? as f64);
+        let missing = lost_writes(&cluster, &load, &primary).await?;
+        lost.push(missing as f64);
+        losses.push(Loss {
+            round: format!("host death {round}"),
+            synchronous: SYNCHRONOUS,
+            missing,
+        });
     }
     for round in 1..=rounds {
         let old = ready(&cluster).await?;
@@ -49,7 +60,13 @@ async fn run(args: Args) -> Result<(), String> {
         );
         crash.push(took);
         let primary = ready(&cluster).await?;
-        lost.push(lost_writes(&cluster, &load, &primary).await? as f64);
+        let missing = lost_writes(&cluster, &load, &primary).await?;
+        lost.push(missing as f64);
+        losses.push(Loss {
+            round: format!("postgres crash {round}"),
+            synchronous: SYNCHRONOUS,
+            missing,
+        });
     }
     let report = load.stop().await;
     println!(
@@ -60,6 +77,9 @@ async fn run(args: Args) -> Result<(), String> {
     println!("{}", figure_line("host_death_failover", &host_death, "s"));
     println!("{}", figure_line("postgres_crash_failover", &crash, "s"));
     println!("{}", figure_line("lost_acked_writes", &lost, "rows"));
+    for allowed in judge_losses(&losses)? {
+        println!("{allowed}");
+    }
     Ok(())
 }
 
