@@ -27,7 +27,6 @@ async fn run(args: Args) -> Result<(), String> {
 
     let mut host_death = Vec::new();
     let mut crash = Vec::new();
-    let mut lost = Vec::new();
     let mut losses = Vec::new();
     println!(
         "{:<16} {:>5} {:>8} {:>10} {:>12}",
@@ -42,14 +41,7 @@ async fn run(args: Args) -> Result<(), String> {
         );
         host_death.push(took);
         cluster.restart(&old).map_err(|e| e.to_string())?;
-        let primary = ready(&cluster).await?;
-        let missing = lost_writes(&cluster, &load, &primary).await?;
-        lost.push(missing as f64);
-        losses.push(Loss {
-            round: format!("host death {round}"),
-            synchronous: SYNCHRONOUS,
-            missing,
-        });
+        losses.push(loss(&cluster, &load, format!("host death {round}")).await?);
     }
     for round in 1..=rounds {
         let old = ready(&cluster).await?;
@@ -59,14 +51,7 @@ async fn run(args: Args) -> Result<(), String> {
             "postgres crash", round, old, took, new
         );
         crash.push(took);
-        let primary = ready(&cluster).await?;
-        let missing = lost_writes(&cluster, &load, &primary).await?;
-        lost.push(missing as f64);
-        losses.push(Loss {
-            round: format!("postgres crash {round}"),
-            synchronous: SYNCHRONOUS,
-            missing,
-        });
+        losses.push(loss(&cluster, &load, format!("postgres crash {round}")).await?);
     }
     let report = load.stop().await;
     println!(
@@ -76,11 +61,23 @@ async fn run(args: Args) -> Result<(), String> {
     );
     println!("{}", figure_line("host_death_failover", &host_death, "s"));
     println!("{}", figure_line("postgres_crash_failover", &crash, "s"));
+    let lost: Vec<f64> = losses.iter().map(|l| l.missing as f64).collect();
     println!("{}", figure_line("lost_acked_writes", &lost, "rows"));
     for allowed in judge_losses(&losses)? {
         println!("{allowed}");
     }
     Ok(())
+}
+
+/// Once the cluster is ready again after `round`: the acknowledged writes
+/// missing on its primary.
+async fn loss(cluster: &AgentCluster, load: &Workload, round: String) -> Result<Loss, String> {
+    let primary = ready(cluster).await?;
+    Ok(Loss {
+        round,
+        synchronous: SYNCHRONOUS,
+        missing: lost_writes(cluster, load, &primary).await?,
+    })
 }
 
 #[derive(Clone, Copy, PartialEq)]
