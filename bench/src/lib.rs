@@ -146,6 +146,51 @@ pub async fn lost_writes(
     Ok(missing.len())
 }
 
+/// Acknowledged writes missing on the primary after one round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loss {
+    /// The round as the table names it, e.g. `host death 3`.
+    pub round: String,
+    /// The cluster ran in synchronous mode, which promises that no
+    /// acknowledged write is lost.
+    pub synchronous: bool,
+    /// Every acknowledged write so far missing on the primary after the
+    /// round (a write lost in one round stays missing in the next).
+    pub missing: usize,
+}
+
+/// The rule on lost writes: a synchronous round that lost an acknowledged
+/// write fails the benchmark (`Err`, naming each); an asynchronous round
+/// may lose what the standby had not received (within the lag limit), so
+/// its losses only come back as lines for the report (`Ok`).
+pub fn judge_losses(losses: &[Loss]) -> Result<Vec<String>, String> {
+    let (mut failed, mut allowed) = (Vec::new(), Vec::new());
+    let mut before = 0;
+    for loss in losses {
+        if loss.missing > before {
+            let line = format!(
+                "{}: {} acknowledged writes lost",
+                loss.round,
+                loss.missing - before
+            );
+            if loss.synchronous {
+                failed.push(line);
+            } else {
+                allowed.push(format!("{line} (asynchronous mode allows it)"));
+            }
+        }
+        before = loss.missing;
+    }
+    if failed.is_empty() {
+        Ok(allowed)
+    } else {
+        Err(format!(
+            "synchronous mode lost acknowledged writes, which it must never do: {}",
+            failed.join("; ")
+        ))
+    }
+}
+
 /// min / median / max of a series.
 pub fn summary(values: &[f64]) -> (f64, f64, f64) {
     let mut sorted = values.to_vec();
@@ -193,6 +238,44 @@ mod tests {
         assert_eq!(
             figure_line("lost", &[0.0, 0.0], "rows"),
             "figure lost 0 0 0 rows"
+        );
+    }
+
+    fn loss(round: &str, synchronous: bool, missing: usize) -> Loss {
+        Loss {
+            round: round.to_string(),
+            synchronous,
+            missing,
+        }
+    }
+
+    #[test]
+    fn a_synchronous_round_that_loses_a_write_fails_an_asynchronous_one_is_reported() {
+        assert_eq!(judge_losses(&[]), Ok(vec![]));
+        assert_eq!(
+            judge_losses(&[loss("host death 1", true, 0), loss("crash 1", true, 0)]),
+            Ok(vec![])
+        );
+        assert_eq!(
+            judge_losses(&[loss("async 1", false, 2), loss("async 2", false, 2)]),
+            Ok(vec![
+                "async 1: 2 acknowledged writes lost (asynchronous mode allows it)".to_string()
+            ])
+        );
+        // Counted once, in the round that lost them, not again in the
+        // rounds after (the count is of every write missing so far).
+        assert_eq!(
+            judge_losses(&[
+                loss("async 1", false, 2),
+                loss("host death 1", true, 2),
+                loss("host death 2", true, 5),
+                loss("host death 3", true, 5),
+            ]),
+            Err(
+                "synchronous mode lost acknowledged writes, which it must never do: \
+                 host death 2: 3 acknowledged writes lost"
+                    .to_string()
+            )
         );
     }
 

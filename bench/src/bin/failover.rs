@@ -1,15 +1,19 @@
 //! bench/failover: host deaths and PostgreSQL crashes on a real
 //! three-member cluster in synchronous mode, under a write load that logs
-//! every acknowledged id.
+//! every acknowledged id. It fails (exit status 1, after the figures) if a
+//! round lost an acknowledged write: synchronous mode promises none is.
 
 use std::time::Instant;
 
 use lab::{AgentCluster, Workload};
 use pgwarden_bench::{
-    figure_line, lost_writes, ready, secs, synchronous_cluster_under_load, Args, DEADLINE,
+    figure_line, judge_losses, lost_writes, ready, secs, synchronous_cluster_under_load, Args,
+    Loss, DEADLINE,
 };
 
 const BENCH: &str = "bench/failover";
+/// Every round runs on [`synchronous_cluster_under_load`].
+const SYNCHRONOUS: bool = true;
 
 #[tokio::main]
 async fn main() {
@@ -23,7 +27,7 @@ async fn run(args: Args) -> Result<(), String> {
 
     let mut host_death = Vec::new();
     let mut crash = Vec::new();
-    let mut lost = Vec::new();
+    let mut losses = Vec::new();
     println!(
         "{:<16} {:>5} {:>8} {:>10} {:>12}",
         "fault", "round", "killed", "took (s)", "new primary"
@@ -37,8 +41,7 @@ async fn run(args: Args) -> Result<(), String> {
         );
         host_death.push(took);
         cluster.restart(&old).map_err(|e| e.to_string())?;
-        let primary = ready(&cluster).await?;
-        lost.push(lost_writes(&cluster, &load, &primary).await? as f64);
+        losses.push(loss(&cluster, &load, format!("host death {round}")).await?);
     }
     for round in 1..=rounds {
         let old = ready(&cluster).await?;
@@ -48,8 +51,7 @@ async fn run(args: Args) -> Result<(), String> {
             "postgres crash", round, old, took, new
         );
         crash.push(took);
-        let primary = ready(&cluster).await?;
-        lost.push(lost_writes(&cluster, &load, &primary).await? as f64);
+        losses.push(loss(&cluster, &load, format!("postgres crash {round}")).await?);
     }
     let report = load.stop().await;
     println!(
@@ -59,8 +61,23 @@ async fn run(args: Args) -> Result<(), String> {
     );
     println!("{}", figure_line("host_death_failover", &host_death, "s"));
     println!("{}", figure_line("postgres_crash_failover", &crash, "s"));
+    let lost: Vec<f64> = losses.iter().map(|l| l.missing as f64).collect();
     println!("{}", figure_line("lost_acked_writes", &lost, "rows"));
+    for allowed in judge_losses(&losses)? {
+        println!("{allowed}");
+    }
     Ok(())
+}
+
+/// Once the cluster is ready again after `round`: the acknowledged writes
+/// missing on its primary.
+async fn loss(cluster: &AgentCluster, load: &Workload, round: String) -> Result<Loss, String> {
+    let primary = ready(cluster).await?;
+    Ok(Loss {
+        round,
+        synchronous: SYNCHRONOUS,
+        missing: lost_writes(cluster, load, &primary).await?,
+    })
 }
 
 #[derive(Clone, Copy, PartialEq)]

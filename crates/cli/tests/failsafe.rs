@@ -5,9 +5,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{binary, healthy, ALL, DEADLINE};
+use api::local::LocalState;
+use api::{ApiClient, Call};
+use common::{api_url, binary, events, healthy, ALL, DEADLINE};
+use hyper::Method;
 use pg::Probe;
 use store::cluster::DynamicConfig;
 use testkit::{wait_for, AgentCluster, ClusterOptions};
@@ -67,6 +70,67 @@ async fn timeline(cluster: &AgentCluster, member: &str) -> u32 {
 /// Three TTLs (3 s each): far past the lease of a primary on its own.
 const OUTAGE: Duration = Duration::from_secs(9);
 
+/// One TTL into the outage the lease the primary last renewed before it
+/// is spent: from then on only failsafe keeps it serving. Its members'
+/// states are checked from two TTLs on, when each agent has surely run a
+/// round past it.
+fn ttl() -> Duration {
+    Duration::from_millis(DynamicConfig::default().ttl_ms)
+}
+
+/// What `url`'s agent says of its member after its last round (answered
+/// without the store).
+async fn local_state(client: &ApiClient, url: &str) -> Result<LocalState, String> {
+    let reply = client
+        .send(Call::new(Method::GET, url, "/health"))
+        .await
+        .map_err(|e| e.to_string())?;
+    reply.json().map_err(|e| e.to_string())
+}
+
+fn unix_ms() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH);
+    since.expect("the clock is past 1970").as_millis() as u64
+}
+
+/// Past its lease, the primary's agent still runs rounds, cannot reach the
+/// store, holds no lease and keeps PostgreSQL a primary; every standby's
+/// agent cannot reach the store either and follows this primary in its
+/// term: the members' states under which failsafe keeps it serving.
+fn check_failsafe_states(
+    primary: &str,
+    states: &[(String, Result<LocalState, String>)],
+    lease_spent_ms: u64,
+) -> Result<(), String> {
+    let term = states
+        .iter()
+        .find(|(name, _)| name == primary)
+        .and_then(|(_, state)| state.as_ref().ok())
+        .and_then(|state| state.leader_term);
+    for (name, state) in states {
+        let state = state
+            .as_ref()
+            .map_err(|err| format!("{name}'s API did not answer: {err}"))?;
+        let wrong = if state.updated_ms < lease_spent_ms {
+            "its agent ran no round since the lease was spent"
+        } else if state.store_reachable {
+            "its agent says it reaches the store"
+        } else if name == primary && !(state.pg_running && state.primary) {
+            "PostgreSQL is not a running primary"
+        } else if name == primary && state.lease_remaining_ms.unwrap_or(0) > 0 {
+            "its agent still counts on its lease"
+        } else if name != primary && state.primary {
+            "PostgreSQL is a primary"
+        } else if state.leader_name.as_deref() != Some(primary) || state.leader_term != term {
+            "it does not follow the primary in the primary's term"
+        } else {
+            continue;
+        };
+        return Err(format!("{name}: {wrong}: {state:?}"));
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn with_failsafe_the_primary_keeps_writing_through_a_store_outage() {
     let (mut cluster, primary) = cluster(true).await;
@@ -84,11 +148,18 @@ async fn with_failsafe_the_primary_keeps_writing_through_a_store_outage() {
     .await
     .unwrap_or_else(|err| panic!("{err}\n{}", cluster.logs()));
     let before = timeline(&cluster, &primary).await;
+    let mut urls = Vec::new();
+    for member in ALL {
+        urls.push((member.to_string(), api_url(&cluster, member).await));
+    }
+    let client = ApiClient::new(None).unwrap();
+    let killed_ms = unix_ms();
     cluster.etcd.kill(0).unwrap();
 
-    // Write all through the outage: every write must be taken.
+    // Write all through the outage: every write must be taken. Once the
+    // lease is spent, the members' own states must say why.
     let outage = Instant::now();
-    let mut taken = 0;
+    let (mut taken, mut checked) = (0, 0);
     while outage.elapsed() < OUTAGE {
         if let Err(err) = write(&cluster, &primary).await {
             panic!(
@@ -99,8 +170,24 @@ async fn with_failsafe_the_primary_keeps_writing_through_a_store_outage() {
             );
         }
         taken += 1;
+        if outage.elapsed() > 2 * ttl() {
+            let mut states = Vec::new();
+            for (member, url) in &urls {
+                states.push((member.clone(), local_state(&client, url).await));
+            }
+            let lease_spent_ms = killed_ms + ttl().as_millis() as u64;
+            if let Err(err) = check_failsafe_states(&primary, &states, lease_spent_ms) {
+                panic!(
+                    "{:?} into the store outage, with {primary} still taking writes: {err}\n{}",
+                    outage.elapsed(),
+                    cluster.logs()
+                );
+            }
+            checked += 1;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    assert!(checked > 0, "no state was checked past the lease");
     for standby in ALL.iter().filter(|m| **m != primary) {
         assert_eq!(
             in_recovery(&cluster, standby).await,
@@ -109,13 +196,6 @@ async fn with_failsafe_the_primary_keeps_writing_through_a_store_outage() {
             cluster.logs()
         );
     }
-    let log_file = &cluster.member(&primary).agent_log;
-    let log = std::fs::read_to_string(log_file)
-        .unwrap_or_else(|err| panic!("read {}: {err}", log_file.display()));
-    assert!(
-        log.contains("failsafe: store unreachable and the leader lease running out, but every other member confirms"),
-        "{primary}'s agent log never says failsafe kept it writing past its lease; its log:\n{log}"
-    );
 
     cluster.etcd.restart(0).await.unwrap();
     let after = healthy(&cluster, &ALL).await;
@@ -129,6 +209,17 @@ async fn with_failsafe_the_primary_keeps_writing_through_a_store_outage() {
         timeline(&cluster, &primary).await,
         before,
         "no promotion happened\n{}",
+        cluster.logs()
+    );
+    let since: Vec<String> = events(&cluster)
+        .await
+        .into_iter()
+        .filter(|e| e.time_ms >= killed_ms && matches!(e.kind.as_str(), "promoted" | "stopped"))
+        .map(|e| format!("{} {}: {}", e.member, e.kind, e.details))
+        .collect();
+    assert!(
+        since.is_empty(),
+        "nothing was promoted or stopped since the outage began: {since:?}\n{}",
         cluster.logs()
     );
 }

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use store::StoreError;
 use testkit::load::CpuHog;
 use testkit::{AgentCluster, ClusterOptions};
 
@@ -11,38 +12,72 @@ mod common;
 use common::{binary, ALL};
 
 /// The leader key's holder and term (its create revision).
-async fn leadership(cluster: &AgentCluster) -> Option<(String, i64)> {
-    let leader = cluster
-        .keys
-        .leader()
-        .get(cluster.store.as_ref())
-        .await
-        .ok()??;
-    Some((leader.value.member, leader.create_revision))
+type Leadership = (String, i64);
+
+/// One reading of the leader key.
+enum Sample {
+    /// The store did not answer (etcd electing a leader of its own): no
+    /// evidence either way.
+    Unreachable(String),
+    /// The store answered: the key, or `None` for no key at all.
+    Answered(Option<Leadership>),
 }
 
-/// Watches the leadership for `period`; panics at the first change.
+async fn sample(cluster: &AgentCluster) -> Sample {
+    match cluster.keys.leader().get(cluster.store.as_ref()).await {
+        Ok(key) => Sample::Answered(key.map(|l| (l.value.member, l.create_revision))),
+        Err(StoreError::Unavailable { detail }) => Sample::Unreachable(detail),
+        Err(err) => panic!("reading the leader key: {err}\n{}", cluster.logs()),
+    }
+}
+
+/// The leadership now; the store must answer and a member must lead.
+async fn leadership(cluster: &AgentCluster) -> Leadership {
+    match sample(cluster).await {
+        Sample::Answered(Some(leadership)) => leadership,
+        Sample::Answered(None) => panic!("nobody holds the leader key\n{}", cluster.logs()),
+        Sample::Unreachable(detail) => panic!("the store is unreachable: {detail}"),
+    }
+}
+
+/// Watches the leadership for `period`; panics at the first sample in
+/// which the store answers with anything but `expected` (no key, another
+/// holder, a new term), or if the store answered none of them.
 async fn assert_leadership_kept(
     cluster: &AgentCluster,
-    expected: &(String, i64),
+    expected: &Leadership,
     period: Duration,
     what: &str,
 ) {
     let start = Instant::now();
+    let (mut answered, mut unreachable) = (0, None);
     while start.elapsed() < period {
-        let seen = leadership(cluster).await;
-        // An unreachable store (etcd mid-election) is not a change.
-        if let Some(seen) = seen {
-            assert_eq!(
-                &seen,
-                expected,
-                "{what}: leadership changed after {:?}\n{}",
-                start.elapsed(),
-                cluster.logs()
-            );
+        match sample(cluster).await {
+            // Only an unreachable store excuses a sample.
+            Sample::Unreachable(detail) => unreachable = Some(detail),
+            Sample::Answered(seen) => {
+                answered += 1;
+                if seen.as_ref() != Some(expected) {
+                    let seen = match seen {
+                        Some((member, term)) => format!("{member} in term {term}"),
+                        None => "nobody".to_string(),
+                    };
+                    panic!(
+                        "{what}: after {:?} the leader key is held by {seen}, not {} in term {}\n{}",
+                        start.elapsed(),
+                        expected.0,
+                        expected.1,
+                        cluster.logs()
+                    );
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(
+        answered > 0,
+        "{what}: the store answered no reading of the leader key in {period:?} (last: {unreachable:?})"
+    );
 }
 
 #[tokio::test]
@@ -59,7 +94,7 @@ async fn a_cpu_saturated_cluster_keeps_its_primary_for_two_minutes() {
         .wait_synchronous(Duration::from_secs(60))
         .await
         .unwrap();
-    let expected = leadership(&cluster).await.unwrap();
+    let expected = leadership(&cluster).await;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hog = CpuHog::start(cores * 2).unwrap();
     let mut load = cluster.workload();
@@ -90,7 +125,7 @@ async fn losing_the_etcd_leader_does_not_cost_the_primary() {
         .wait_healthy(&ALL, Duration::from_secs(60))
         .await
         .unwrap_or_else(|err| panic!("{err}\n{}", cluster.logs()));
-    let expected = leadership(&cluster).await.unwrap();
+    let expected = leadership(&cluster).await;
     for round in 0..2 {
         let etcd_leader = cluster
             .etcd

@@ -1,7 +1,7 @@
 //! The pg crate against real PostgreSQL: bootstrap, clone, probe, promote,
 //! rewind, slots, stop modes, the configuration report.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pg::{Lsn, Probe, RewindOutcome, ServerState, StopMode};
 use testkit::{wait_for, PgCluster, PgNode};
@@ -498,13 +498,23 @@ async fn a_standby_past_the_fork_point_stays_on_its_old_timeline() {
     })
     .await
     .unwrap();
-    // Whenever it is sampled, with or without a receiver at that moment.
-    for _ in 0..10 {
+    // While its receiver is connected to node1 (it reconnects and fails to
+    // switch again and again), the probe must say timeline 1: wait for
+    // such samples, and check every one.
+    let deadline = Instant::now() + DEADLINE;
+    let mut checked = 0;
+    while checked < 3 {
         let state = up(&cluster.nodes[2]).await;
         if state.wal_receiver.is_some() {
             assert_eq!(state.timeline, 1, "{state:?}");
+            checked += 1;
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "node2 had no WAL receiver in {DEADLINE:?} (checked {checked} samples with one): {state:?}"
+            );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     // pg_rewind repairs it.

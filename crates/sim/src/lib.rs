@@ -7,7 +7,9 @@
 //! streaming WAL, and each with its own [`SimStore`] link that a fault can
 //! cut. One loop drives everything in virtual time: no threads, no real
 //! time, no hash-map order, every random choice from one seeded generator.
-//! So a seed replays exactly.
+//! So a seed replays exactly. A [`Script`] replaces the random faults with
+//! a fixed schedule, for regression tests that must keep reaching their
+//! situation whatever the random injection draws.
 //!
 //! After every step the invariants of `docs/simulation.md` are checked;
 //! a broken one comes back as a [`Failure`] that prints the seed, the step,
@@ -16,10 +18,15 @@
 mod failsafe;
 mod postgres;
 mod rng;
+mod script;
 mod sim;
 mod world;
 
 pub use postgres::{SimPostgres, SimStore};
 pub use rng::Rng;
-pub use sim::{run, run_with, Failure, Options, Report, SimConfig, LIVENESS_BOUND_MS, STEP_MS};
+pub use script::{Fault, Script};
+pub use sim::{
+    run, run_script, run_with, ClusterShape, Failure, Options, Report, SimConfig,
+    LIVENESS_BOUND_MS, STEP_MS,
+};
 pub use world::{secs, Conf, DataDir, Millis, Node, Rec, World};

@@ -17,6 +17,7 @@ use store::{ClusterRecords, HaView, ManualClock, MemoryStore, Store};
 use crate::failsafe::{Board, SimPeers};
 use crate::postgres::{lock, SimPostgres, SimStore};
 use crate::rng::Rng;
+use crate::script::{Fault, Script, Step};
 use crate::world::{secs, Budget, Millis, World};
 
 /// Virtual time per step of the loop (one world tick).
@@ -130,10 +131,62 @@ impl SimConfig {
             ..DynamicConfig::default()
         }
     }
+
+    /// The cluster and its settings, without the random faults' rate.
+    pub fn cluster(&self) -> ClusterShape<'_> {
+        ClusterShape(self)
+    }
+}
+
+/// Three members, asynchronous, ttl 3 s, heartbeat 0.5 s, no lag limit:
+/// where a scripted scenario starts from (the fault rate applies only to
+/// random runs).
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            members: 3,
+            nofailover: None,
+            synchronous_mode: false,
+            synchronous_count: 1,
+            synchronous_strict: false,
+            ttl_ms: 3_000,
+            heartbeat_ms: 500,
+            maximum_lag_on_failover: 1 << 20,
+            restart_grace_ms: 2_000,
+            stream_rate: 2,
+            faults_until_ms: 60_000,
+            mean_fault_interval_ms: 100 * STEP_MS,
+            min_restart_ms: 0,
+            cut_after_grant: true,
+            failsafe: false,
+        }
+    }
 }
 
 impl fmt::Display for SimConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_cluster(f)?;
+        write!(
+            f,
+            ", a fault every {} s on average until {}",
+            self.mean_fault_interval_ms as f64 / 1000.0,
+            secs(self.faults_until_ms)
+        )
+    }
+}
+
+/// The cluster and its settings, without the random faults' rate (what a
+/// scripted run describes itself by).
+pub struct ClusterShape<'a>(&'a SimConfig);
+
+impl fmt::Display for ClusterShape<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt_cluster(f)
+    }
+}
+
+impl SimConfig {
+    fn fmt_cluster(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} members", self.members)?;
         if let Some(n) = self.nofailover {
             write!(f, " (db{} nofailover)", n + 1)?;
@@ -157,13 +210,8 @@ impl fmt::Display for SimConfig {
         }
         write!(
             f,
-            ", ttl {} ms, heartbeat {} ms, maximum lag {} records, stream {} records/tick, a fault every {} s on average until {}",
-            self.ttl_ms,
-            self.heartbeat_ms,
-            self.maximum_lag_on_failover,
-            self.stream_rate,
-            self.mean_fault_interval_ms as f64 / 1000.0,
-            secs(self.faults_until_ms)
+            ", ttl {} ms, heartbeat {} ms, maximum lag {} records, stream {} records/tick",
+            self.ttl_ms, self.heartbeat_ms, self.maximum_lag_on_failover, self.stream_rate,
         )
     }
 }
@@ -262,7 +310,19 @@ pub fn run(seed: u64, options: &Options) -> Result<Report, Box<Failure>> {
 
 /// Runs one seed with a given configuration.
 pub fn run_with(seed: u64, config: SimConfig, options: &Options) -> Result<Report, Box<Failure>> {
-    Sim::new(seed, config, options.clone()).run()
+    Sim::new(seed, config, None, options.clone()).run()
+}
+
+/// Runs `script` instead of random faults; `seed` orders the rounds and
+/// jitters their timing. The invariants are checked as in a seeded run,
+/// liveness from when the last scripted fault has healed.
+pub fn run_script(
+    seed: u64,
+    config: SimConfig,
+    script: &Script,
+    options: &Options,
+) -> Result<Report, Box<Failure>> {
+    Sim::new(seed, config, Some(script), options.clone()).run()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -356,10 +416,12 @@ struct Sim {
     admitted_quietly: Option<u64>,
     /// Invariant 6 broken in a round, for the next check to report.
     disagreement: Option<String>,
+    /// A scripted run's steps still to come (`None`: random faults).
+    script: Option<VecDeque<(Millis, Step)>>,
 }
 
 impl Sim {
-    fn new(seed: u64, config: SimConfig, options: Options) -> Sim {
+    fn new(seed: u64, config: SimConfig, script: Option<&Script>, options: Options) -> Sim {
         let mut rng = Rng::new(seed);
         let clock = Arc::new(ManualClock::new(Duration::ZERO));
         let store = MemoryStore::new(clock.clone());
@@ -405,9 +467,16 @@ impl Sim {
             rounds: 0,
             admitted_quietly: None,
             disagreement: None,
+            script: script.map(|s| s.steps.iter().cloned().collect()),
             config,
         };
-        sim.event(format!("seed {seed}: {}", sim.config));
+        match script {
+            None => sim.event(format!("seed {seed}: {}", sim.config)),
+            Some(script) => sim.event(format!(
+                "seed {seed}: {}; scripted: {script}",
+                sim.config.cluster()
+            )),
+        }
         for i in 0..sim.config.members {
             let member = sim.spawn(i);
             let next_round = sim.rng.below(sim.config.heartbeat_ms / STEP_MS) * STEP_MS;
@@ -547,7 +616,7 @@ impl Sim {
             self.clock.set(Duration::from_millis(self.now));
             self.world().now = self.now;
             self.store.expire_leases();
-            self.faults();
+            self.faults()?;
             self.world().tick();
             self.drain_world_events();
             self.check()?;
@@ -563,7 +632,11 @@ impl Sim {
                     let quiet = self.faults.iter().all(Option::is_none)
                         && self.outage_until.is_none()
                         && self.agents.iter().all(|a| a.crash_after_round.is_none());
-                    if self.now >= self.config.faults_until_ms && quiet {
+                    let over = match &self.script {
+                        Some(steps) => steps.is_empty(),
+                        None => self.now >= self.config.faults_until_ms,
+                    };
+                    if over && quiet {
                         self.healed_at = Some(self.now);
                         self.event(format!(
                             "every fault has healed: one primary with every member following it is due by {}",
@@ -592,7 +665,7 @@ impl Sim {
 
     // ----- faults -----
 
-    fn faults(&mut self) {
+    fn faults(&mut self) -> Result<(), Box<Failure>> {
         for i in 0..self.faults.len() {
             if let Some(active) = self.faults[i] {
                 if active.until <= self.now {
@@ -606,10 +679,59 @@ impl Sim {
             self.world().store_down = false;
             self.event("FAULT over: the store is back".into());
         }
+        if self.script.is_some() {
+            return self.play_script();
+        }
         let in_phase = self.now >= FAULTS_FROM_MS && self.now < self.config.faults_until_ms;
         if in_phase && self.rng.below(self.config.mean_fault_interval_ms / STEP_MS) == 0 {
             self.inject();
         }
+        Ok(())
+    }
+
+    /// A scripted run: the steps due now, instead of random faults. A step
+    /// that cannot apply as written fails the run: the scenario no longer
+    /// unfolds as its test says.
+    fn play_script(&mut self) -> Result<(), Box<Failure>> {
+        let now = self.now;
+        while let Some((at, step)) = self.script.as_mut().and_then(|steps| {
+            let due = steps.front().is_some_and(|(at, _)| *at <= now);
+            due.then(|| steps.pop_front()).flatten()
+        }) {
+            let broken =
+                |detail: String| format!("the step due at {} ({step}): {detail}", secs(at));
+            match &step {
+                Step::Fault { member, fault } => {
+                    let Some(i) = self.names.iter().position(|n| n == member) else {
+                        return Err(self.fail("the script", broken("no such member".into())));
+                    };
+                    if let Some(active) = self.faults[i] {
+                        let detail = format!("{member} still has a {:?} fault", active.kind);
+                        return Err(self.fail("the script", broken(detail)));
+                    }
+                    self.apply(i, *fault);
+                }
+                Step::StoreOutage { lasts } => {
+                    if self.outage_until.is_some() {
+                        let detail = "the store is already out".to_string();
+                        return Err(self.fail("the script", broken(detail)));
+                    }
+                    self.store_outage(*lasts);
+                }
+                Step::ExpectLeader { member } => {
+                    let leader = self.leader();
+                    if leader.as_ref().map(|(name, _)| name) != member.as_ref() {
+                        let held = match leader {
+                            Some((name, term)) => format!("{name} holds it (term {term})"),
+                            None => "nobody holds it".to_string(),
+                        };
+                        return Err(self.fail("the script", broken(held)));
+                    }
+                    self.event(format!("SCRIPT {step}: as expected"));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn inject(&mut self) {
@@ -644,13 +766,7 @@ impl Sim {
         if kind == FaultKind::StoreOutage {
             if self.outage_until.is_none() {
                 let lasts = self.rng.range(10, 160) * STEP_MS;
-                self.outage_until = Some(self.now + lasts);
-                self.world().store_down = true;
-                self.fault_count += 1;
-                self.event(format!(
-                    "FAULT the store loses its quorum for {}",
-                    secs(lasts)
-                ));
+                self.store_outage(lasts);
             }
             return;
         }
@@ -661,42 +777,109 @@ impl Sim {
             return;
         }
         let i = free[self.rng.below(free.len() as u64) as usize];
-        self.fault_count += 1;
+        let fault = self.draw(kind);
+        self.apply(i, fault);
+    }
+
+    /// A random fault of `kind` (a member's, not a store outage or an
+    /// operator's request).
+    fn draw(&mut self, kind: FaultKind) -> Fault {
         let min_restart = self.config.min_restart_ms;
         match kind {
             FaultKind::HostCrash => {
                 let down = (self.rng.range(10, 300) * STEP_MS).max(min_restart);
                 if self.rng.chance(1, 2) {
                     let calls = self.rng.below(8) as u32;
-                    self.world().nodes[i].budget = Some(Budget {
-                        calls_left: calls,
-                        host: true,
-                    });
-                    self.agents[i].crash_after_round = Some(down);
-                    self.faults[i] = Some(Active {
-                        kind,
-                        until: Millis::MAX,
-                    });
-                    self.member_event(
-                        i,
-                        format!(
-                            "FAULT the host will crash after {calls} more calls of its agent, down for {}",
-                            secs(down)
-                        ),
-                    );
+                    Fault::HostCrashAfterCalls { calls, down }
                 } else {
-                    self.crash_host(i, down);
+                    Fault::HostCrash { down }
                 }
             }
-            FaultKind::AgentCrash => {
-                let down = (self.rng.range(10, 200) * STEP_MS).max(min_restart);
+            FaultKind::AgentCrash => Fault::AgentCrash {
+                down: (self.rng.range(10, 200) * STEP_MS).max(min_restart),
+            },
+            FaultKind::PgCrash => Fault::PgCrash {
+                unstartable: if self.rng.chance(1, 2) {
+                    0
+                } else {
+                    self.rng.range(20, 160) * STEP_MS
+                },
+            },
+            FaultKind::Freeze => Fault::Freeze {
+                lasts: self.rng.range(10, 240) * STEP_MS,
+            },
+            FaultKind::CutOff => {
+                let lasts = self.rng.range(10, 240) * STEP_MS;
+                if self.rng.chance(1, 2) {
+                    let calls = self.rng.below(8) as u32;
+                    Fault::CutOffAfterCalls { calls, lasts }
+                } else {
+                    Fault::CutOff { lasts }
+                }
+            }
+            FaultKind::Delay => {
+                let delay = self.rng.range(2, 60) * STEP_MS;
+                let lasts = self.rng.range(40, 300) * STEP_MS;
+                Fault::Delay { delay, lasts }
+            }
+            FaultKind::StoreOutage | FaultKind::Switchover => unreachable!("not a member's"),
+        }
+    }
+
+    fn store_outage(&mut self, lasts: Millis) {
+        self.outage_until = Some(self.now + lasts);
+        self.world().store_down = true;
+        self.fault_count += 1;
+        self.event(format!(
+            "FAULT the store loses its quorum for {}",
+            secs(lasts)
+        ));
+    }
+
+    /// `fault` strikes member `i`, which has none running.
+    fn apply(&mut self, i: usize, fault: Fault) {
+        self.fault_count += 1;
+        let kind = match fault {
+            Fault::HostCrash { .. } | Fault::HostCrashAfterCalls { .. } => FaultKind::HostCrash,
+            Fault::AgentCrash { .. } => FaultKind::AgentCrash,
+            Fault::PgCrash { .. } => FaultKind::PgCrash,
+            Fault::Freeze { .. } => FaultKind::Freeze,
+            Fault::CutOff { .. }
+            | Fault::CutOffAfterCalls { .. }
+            | Fault::CutOffAfterGrant { .. } => FaultKind::CutOff,
+            Fault::Delay { .. } => FaultKind::Delay,
+        };
+        let lasting = |sim: &mut Sim, lasts: Millis| {
+            sim.faults[i] = Some(Active {
+                kind,
+                until: sim.now + lasts,
+            });
+        };
+        match fault {
+            Fault::HostCrash { down } => self.crash_host(i, down),
+            Fault::HostCrashAfterCalls { calls, down } => {
+                self.world().nodes[i].budget = Some(Budget {
+                    calls_left: calls,
+                    host: true,
+                });
+                self.agents[i].crash_after_round = Some(down);
+                self.faults[i] = Some(Active {
+                    kind,
+                    until: Millis::MAX,
+                });
+                self.member_event(
+                    i,
+                    format!(
+                        "FAULT the host will crash after {calls} more calls of its agent, down for {}",
+                        secs(down)
+                    ),
+                );
+            }
+            Fault::AgentCrash { down } => {
                 self.agents[i].member = None;
                 self.forget_promise(i);
                 self.agents[i].delayed = None;
-                self.faults[i] = Some(Active {
-                    kind,
-                    until: self.now + down,
-                });
+                lasting(self, down);
                 self.member_event(
                     i,
                     format!(
@@ -705,21 +888,13 @@ impl Sim {
                     ),
                 );
             }
-            FaultKind::PgCrash => {
-                let unstartable = if self.rng.chance(1, 2) {
-                    0
-                } else {
-                    self.rng.range(20, 160) * STEP_MS
-                };
+            Fault::PgCrash { unstartable } => {
                 {
                     let mut world = self.world();
                     world.crash_pg(i);
                     world.nodes[i].start_fails_until = self.now + unstartable;
                 }
-                self.faults[i] = Some(Active {
-                    kind,
-                    until: self.now + unstartable.max(STEP_MS),
-                });
+                lasting(self, unstartable.max(STEP_MS));
                 self.member_event(
                     i,
                     format!(
@@ -729,51 +904,48 @@ impl Sim {
                 );
                 self.drain_world_events();
             }
-            FaultKind::Freeze => {
-                let lasts = self.rng.range(10, 240) * STEP_MS;
+            Fault::Freeze { lasts } => {
                 self.world().nodes[i].frozen = true;
-                self.faults[i] = Some(Active {
-                    kind,
-                    until: self.now + lasts,
-                });
+                lasting(self, lasts);
                 self.member_event(i, format!("FAULT the host freezes for {}", secs(lasts)));
             }
-            FaultKind::CutOff => {
-                let lasts = self.rng.range(10, 240) * STEP_MS;
-                if self.rng.chance(1, 2) {
-                    let calls = self.rng.below(8) as u32;
-                    self.world().nodes[i].budget = Some(Budget {
-                        calls_left: calls,
-                        host: false,
-                    });
-                    self.member_event(
-                        i,
-                        format!(
-                            "FAULT cut off from the store after {calls} more calls, for {}",
-                            secs(lasts)
-                        ),
-                    );
-                } else {
-                    self.world().nodes[i].store_cut = true;
-                    self.member_event(
-                        i,
-                        format!("FAULT cut off from the store for {}", secs(lasts)),
-                    );
-                }
-                self.faults[i] = Some(Active {
-                    kind,
-                    until: self.now + lasts,
-                });
+            Fault::CutOff { lasts } => {
+                self.world().nodes[i].store_cut = true;
+                self.member_event(
+                    i,
+                    format!("FAULT cut off from the store for {}", secs(lasts)),
+                );
+                lasting(self, lasts);
             }
-            FaultKind::Delay => {
-                let delay = self.rng.range(2, 60) * STEP_MS;
-                let lasts = self.rng.range(40, 300) * STEP_MS;
+            Fault::CutOffAfterCalls { calls, lasts } => {
+                self.world().nodes[i].budget = Some(Budget {
+                    calls_left: calls,
+                    host: false,
+                });
+                self.member_event(
+                    i,
+                    format!(
+                        "FAULT cut off from the store after {calls} more calls, for {}",
+                        secs(lasts)
+                    ),
+                );
+                lasting(self, lasts);
+            }
+            Fault::CutOffAfterGrant { lasts } => {
+                self.world().nodes[i].cut_at_grant = true;
+                self.member_event(
+                    i,
+                    format!(
+                        "FAULT cut off from the store right after its next lease grant, until {}",
+                        secs(self.now + lasts)
+                    ),
+                );
+                lasting(self, lasts);
+            }
+            Fault::Delay { delay, lasts } => {
                 self.agents[i].delay_ms = delay;
                 self.world().nodes[i].slow_network = true;
-                self.faults[i] = Some(Active {
-                    kind,
-                    until: self.now + lasts,
-                });
+                lasting(self, lasts);
                 self.member_event(
                     i,
                     format!(
@@ -783,7 +955,6 @@ impl Sim {
                     ),
                 );
             }
-            FaultKind::StoreOutage | FaultKind::Switchover => unreachable!("handled above"),
         }
     }
 
@@ -826,6 +997,7 @@ impl Sim {
                 let mut world = self.world();
                 world.nodes[i].store_cut = false;
                 world.nodes[i].budget = None;
+                world.nodes[i].cut_at_grant = false;
                 drop(world);
                 self.member_event(i, "FAULT over: the store is reachable again".into());
             }
@@ -1002,11 +1174,20 @@ impl Sim {
             at: self.now,
             invariant: invariant.to_string(),
             detail,
-            config: self.config.to_string(),
-            replay: format!(
-                "SIM_SEED={} cargo test -p pgwarden-sim --test seeds replay -- --nocapture",
-                self.seed
-            ),
+            config: match self.script {
+                None => self.config.to_string(),
+                Some(_) => format!("{}, faults scripted", self.config.cluster()),
+            },
+            replay: match self.script {
+                None => format!(
+                    "SIM_SEED={} cargo test -p pgwarden-sim --test seeds replay -- --nocapture",
+                    self.seed
+                ),
+                Some(_) => format!(
+                    "the scenario's test with seed {} (Options {{ echo: true, .. }} prints the whole history)",
+                    self.seed
+                ),
+            },
             history: self.history.lines.iter().cloned().collect(),
         })
     }

@@ -97,6 +97,9 @@ pub struct Node {
     /// The agent dies (crash) or loses the store (cut) after this many more
     /// calls: a fault in the middle of a round.
     pub budget: Option<Budget>,
+    /// The agent loses the store right after its next lease grant (a
+    /// scripted fault).
+    pub cut_at_grant: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,6 +245,7 @@ impl World {
                     store_cut: false,
                     caught_up: None,
                     budget: None,
+                    cut_at_grant: false,
                 })
                 .collect(),
             stream_rate,
@@ -578,10 +582,15 @@ impl World {
         !(self.store_down || self.nodes[node].store_cut || spent)
     }
 
-    /// The agent was granted a new lease. Unless allowed, a mid-round
-    /// cut-off waits for the read that follows (a known agent bug would
-    /// take the new lease for a leader lease if the read failed).
+    /// The agent was granted a new lease: a cut-off scripted for this
+    /// moment starts now. Unless allowed, a random mid-round cut-off waits
+    /// for the call that follows (a fixed agent bug took the new lease for
+    /// a leader lease when the store failed right after the grant).
     pub fn lease_granted(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        if std::mem::take(&mut n.cut_at_grant) {
+            n.store_cut = true;
+        }
         if !self.cut_after_grant {
             if let Some(budget) = self.nodes[node].budget.as_mut().filter(|b| !b.host) {
                 budget.calls_left += 1;

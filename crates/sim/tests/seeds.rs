@@ -130,29 +130,3 @@ fn a_seed_replays_exactly() {
         }
     }
 }
-
-/// Found agent bug 1 (fixed): an agent that restarted before its
-/// predecessor's lease expired found the leader key naming it, took it for
-/// its own and kept its PostgreSQL primary on a fresh lease, while the key
-/// expired with the old lease and another member was promoted.
-#[test]
-fn agent_restarted_within_its_predecessors_lease() {
-    let seed = 45;
-    let config = SimConfig::for_seed(seed);
-    if let Err(failure) = run_with(seed, config, &Options::default()) {
-        panic!("{failure}");
-    }
-}
-
-/// Found agent bug 2 (fixed): a primary whose lease expired unnoticed
-/// (frozen) got a new lease, then could not read the cluster; the agent
-/// reported the new lease as its leader lease and the primary kept serving
-/// next to the new leader.
-#[test]
-fn store_lost_right_after_a_new_lease() {
-    let seed = 22741;
-    let config = SimConfig::for_seed(seed);
-    if let Err(failure) = run_with(seed, config, &Options::default()) {
-        panic!("{failure}");
-    }
-}
