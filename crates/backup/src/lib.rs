@@ -18,5 +18,6 @@ pub mod checksum;
 pub mod compress;
 pub mod manifest;
 pub mod repo;
+pub mod restore;
 
 pub use repo::{Entry, RepoError, RepoPath, Repository};

@@ -347,6 +347,9 @@ mod tests {
             .await
             .unwrap();
         let err = read(&repo, "X").await.unwrap_err().to_string();
-        assert!(err.contains("the manifest of backup X cannot be read"), "{err}");
+        assert!(
+            err.contains("the manifest of backup X cannot be read"),
+            "{err}"
+        );
     }
 }

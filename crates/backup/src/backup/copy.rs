@@ -234,7 +234,8 @@ impl Copier<'_> {
                 let mut chunks = Vec::new();
                 loop {
                     let expected = parent.get(chunks.len()).cloned();
-                    let piece = next_piece(&mut reading, &listed.source, chunk_size, level, expected)?;
+                    let piece =
+                        next_piece(&mut reading, &listed.source, chunk_size, level, expected)?;
                     let Some(piece) = piece else { break };
                     let size = piece.size();
                     chunks.push(match piece {
@@ -294,7 +295,10 @@ impl Copier<'_> {
 
     /// Writes a new object of this backup; returns its name inside it.
     async fn store(&self, next_object: &AtomicU64, data: Vec<u8>) -> Result<String, CopyError> {
-        let name = format!("data/{:06}.zst", next_object.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "data/{:06}.zst",
+            next_object.fetch_add(1, Ordering::Relaxed)
+        );
         let path = manifest::backup_dir(self.backup_id)?.join(&name)?;
         self.repo.put(&path, data.into()).await?;
         Ok(name)
@@ -387,7 +391,9 @@ mod tests {
     const CHUNK: u64 = 4096;
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
     }
 
     async fn copy(
@@ -455,9 +461,15 @@ mod tests {
         assert_eq!(other.object, small.object);
         assert_eq!(content(&repo, small).await, b"small");
         assert_eq!(content(&repo, other).await, b"other");
-        let objects = repo.list(&RepoPath::new("backups/B1").unwrap()).await.unwrap();
+        let objects = repo
+            .list(&RepoPath::new("backups/B1").unwrap())
+            .await
+            .unwrap();
         assert_eq!(objects.len(), 4);
-        assert_eq!(copied.stored_bytes, objects.iter().map(|o| o.size).sum::<u64>());
+        assert_eq!(
+            copied.stored_bytes,
+            objects.iter().map(|o| o.size).sum::<u64>()
+        );
         assert_eq!(copied.reused_bytes, 0);
     }
 
@@ -480,7 +492,11 @@ mod tests {
         let copied = copy(&repo, "B2", data.path(), Some(&parent)).await;
         let big_file = &copied.files[0];
         let owners: Vec<&str> = big_file.chunks.iter().map(|c| c.backup.as_str()).collect();
-        assert_eq!(owners, ["B1", "B2", "B2"], "only the changed chunk and the grown tail are new");
+        assert_eq!(
+            owners,
+            ["B1", "B2", "B2"],
+            "only the changed chunk and the grown tail are new"
+        );
         assert_eq!(big_file.chunks[0], parent.files[0].chunks[0]);
         let small = copied.files.iter().find(|f| f.path == "small").unwrap();
         assert_eq!(small.chunks[0].backup, "B1");

@@ -129,7 +129,12 @@ impl BaseBackup<'_> {
         };
         let start_time = jiff::Timestamp::now();
         let id = manifest::new_id(start_time, kind);
-        if !self.repo.list(&manifest::backup_dir(&id)?).await?.is_empty() {
+        if !self
+            .repo
+            .list(&manifest::backup_dir(&id)?)
+            .await?
+            .is_empty()
+        {
             return Err(BackupError::IdTaken { id });
         }
         let label = self

@@ -90,7 +90,8 @@ pub async fn start(client: &Client, label: &str) -> Result<Started, ProtocolErro
     })
 }
 
-const STOP: &str = "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => false)";
+const STOP: &str =
+    "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => false)";
 const STANDBY_TIMELINE: &str = "SELECT min_recovery_end_timeline::text FROM pg_control_recovery()";
 
 /// Ends the backup. It does not wait for the archive here: PostgreSQL would

@@ -168,7 +168,10 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("WAL segment 000000010000000000000003"), "{err}");
+        assert!(
+            err.contains("WAL segment 000000010000000000000003"),
+            "{err}"
+        );
         assert!(err.contains("not marked complete"), "{err}");
         let enough = needed(start, "0/2000100".parse().unwrap(), 1, 1, MB16);
         wait_archived(&archive, &enough, stop, Duration::ZERO)

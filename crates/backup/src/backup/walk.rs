@@ -330,7 +330,10 @@ mod tests {
     #[test]
     fn recognises_relation_file_names() {
         let r = parse_relation("16385_vm.3").unwrap();
-        assert_eq!((r.relfilenode, r.fork, r.temporary), ("16385", Some("vm"), false));
+        assert_eq!(
+            (r.relfilenode, r.fork, r.temporary),
+            ("16385", Some("vm"), false)
+        );
         assert!(parse_relation("t12_16385").unwrap().temporary);
         for other in ["PG_VERSION", "16385_x", "16385.a", "t_1", "pg_filenode.map"] {
             assert!(parse_relation(other).is_none(), "{other}");
