@@ -62,7 +62,11 @@ impl Recovery {
         match &self.target {
             RecoveryTarget::Latest => {}
             RecoveryTarget::Immediate => settings.push(("recovery_target", "immediate".into())),
-            RecoveryTarget::Time(time) => settings.push(("recovery_target_time", time.to_string())),
+            RecoveryTarget::Time(time) => {
+                // PostgreSQL's own form: its check refuses RFC 3339's `T`/`Z`.
+                let text = time.strftime("%Y-%m-%d %H:%M:%S%.f+00").to_string();
+                settings.push(("recovery_target_time", text))
+            }
             RecoveryTarget::Lsn(lsn) => settings.push(("recovery_target_lsn", lsn.to_string())),
             RecoveryTarget::Name(name) => settings.push(("recovery_target_name", name.clone())),
         }
@@ -158,7 +162,7 @@ mod tests {
         let time: jiff::Timestamp = "2025-01-02T03:04:05.123456Z".parse().unwrap();
         let text = recovery(RecoveryTarget::Time(time)).auto_conf("", "B1");
         assert!(
-            text.contains("recovery_target_time = '2025-01-02T03:04:05.123456Z'\n"),
+            text.contains("recovery_target_time = '2025-01-02 03:04:05.123456+00'\n"),
             "{text}"
         );
         assert!(
