@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, ErrorKind, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -306,7 +306,7 @@ impl Copier<'_> {
 }
 
 /// Opens a file to copy; `None` when it vanished since it was listed.
-fn open(source: &PathBuf) -> Result<Option<Reading>, CopyError> {
+fn open(source: &Path) -> Result<Option<Reading>, CopyError> {
     match fs::File::open(source) {
         Ok(file) => Ok(Some(Reading {
             file,
@@ -316,7 +316,7 @@ fn open(source: &PathBuf) -> Result<Option<Reading>, CopyError> {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(source_error) => Err(CopyError::File {
             what: "open",
-            path: source.clone(),
+            path: source.to_path_buf(),
             source: source_error,
         }),
     }
@@ -326,14 +326,14 @@ fn open(source: &PathBuf) -> Result<Option<Reading>, CopyError> {
 /// at this place has the same size and checksum, compressed otherwise.
 fn next_piece(
     reading: &mut Reading,
-    source: &PathBuf,
+    source: &Path,
     chunk_size: u64,
     level: i32,
     parent: Option<Chunk>,
 ) -> Result<Option<Piece>, CopyError> {
     let error = |what, e| CopyError::File {
         what,
-        path: source.clone(),
+        path: source.to_path_buf(),
         source: e,
     };
     let mut data = Vec::new();
@@ -382,8 +382,6 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::backup::walk;
     use crate::repo::{PosixRepository, RepoPath};

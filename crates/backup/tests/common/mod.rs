@@ -174,12 +174,17 @@ impl Lab {
     pub async fn start_restored(&mut self, node: PgNode) {
         node.instance.write_settings(&node.settings).unwrap();
         let name = node.name.clone();
-        let started = node.instance.start().await;
         self.cluster.nodes.push(node);
-        if let Err(e) = started {
-            panic!("{name} did not start: {e}\n{}", self.log(&name));
+        self.start_and_wait(&name).await;
+    }
+
+    /// Starts node `name` and waits until recovery ended and it was
+    /// promoted.
+    pub async fn start_and_wait(&self, name: &str) {
+        let node = self.cluster.node(name);
+        if let Err(e) = node.instance.start().await {
+            panic!("{name} did not start: {e}\n{}", self.log(name));
         }
-        let node = self.cluster.node(&name);
         let promoted = wait_for(
             &format!("{name} to finish recovery"),
             Duration::from_secs(60),
@@ -192,8 +197,30 @@ impl Lab {
         )
         .await;
         if let Err(e) = promoted {
-            panic!("{e}\n{}", self.log(&name));
+            panic!("{e}\n{}", self.log(name));
         }
+    }
+
+    /// Restores `id` over node `name`'s data directory, keeping what matches.
+    pub async fn restore_delta(
+        &self,
+        name: &str,
+        id: &str,
+        target: RecoveryTarget,
+    ) -> RestoreReport {
+        let node = self.cluster.node(name);
+        let options = RestoreOptions {
+            parallelism: 2,
+            delta: true,
+            run_as: self.cluster.run_as.clone(),
+            recovery: self.recovery(target),
+        };
+        let report = restore::restore(&self.repo, id, node.instance.data_dir(), &options)
+            .await
+            .unwrap_or_else(|e| panic!("delta restore of {id} failed: {e}"));
+        // The backup brought the source's pgwarden.conf (its port).
+        node.instance.write_settings(&node.settings).unwrap();
+        report
     }
 
     /// The last lines of a node's server log.
