@@ -324,7 +324,9 @@ mod tests {
         assert_eq!(report.chunks_written, 5 + 1 + 1);
         let mut expected = tree(data.path());
         expected.remove("pg_wal/000000010000000000000001");
-        expected.insert("pg_wal/archive_status".into(), None);
+        for dir in target::REQUIRED_DIRECTORIES {
+            expected.insert(dir.to_string(), None);
+        }
         expected.insert(
             "backup_label".into(),
             Some(b"START WAL LOCATION: 0/3000028\n".to_vec()),

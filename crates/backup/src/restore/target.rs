@@ -11,6 +11,19 @@ use std::path::{Path, PathBuf};
 use crate::checksum;
 use crate::manifest::{File, Manifest};
 
+/// Directories PostgreSQL needs at startup, emptied by a base backup.
+pub const REQUIRED_DIRECTORIES: &[&str] = &[
+    "pg_wal/archive_status",
+    "pg_replslot",
+    "pg_dynshmem",
+    "pg_notify",
+    "pg_serial",
+    "pg_snapshots",
+    "pg_subtrans",
+    "pg_stat_tmp",
+    "pg_tblspc",
+];
+
 /// Which chunks of one file must be written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Needed {
@@ -30,6 +43,8 @@ pub fn remove_extras(root: &Path, manifest: &Manifest) -> io::Result<u64> {
         .directories
         .iter()
         .map(|d| d.path.as_str())
+        .chain(REQUIRED_DIRECTORIES.iter().copied())
+        .chain(["pg_wal"])
         .collect();
     let mut removed = 0;
     let mut pending = vec![(root.to_path_buf(), String::new())];
@@ -107,6 +122,15 @@ pub fn lay_out(root: &Path, manifest: &Manifest) -> io::Result<()> {
         fs::create_dir_all(&path)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(dir.mode))?;
     }
+    // A backup lists them (emptied), but PostgreSQL does not start without
+    // them, whatever the backup says.
+    for dir in REQUIRED_DIRECTORIES {
+        let path = root.join(dir);
+        if !path.is_dir() {
+            fs::create_dir_all(&path)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700))?;
+        }
+    }
     for file in &manifest.files {
         let handle = fs::OpenOptions::new()
             .write(true)
@@ -137,6 +161,10 @@ pub fn finish(root: &Path, manifest: &Manifest, run_as: &pg::RunAs) -> io::Resul
     for dir in &manifest.directories {
         chown(&root.join(&dir.path))?;
     }
+    for dir in REQUIRED_DIRECTORIES {
+        chown(&root.join(dir))?;
+    }
+    chown(&root.join("pg_wal"))?;
     fs::set_permissions(root, fs::Permissions::from_mode(0o700))?;
     chown(&root.to_path_buf())
 }
