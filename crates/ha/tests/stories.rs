@@ -1793,3 +1793,186 @@ mod following_a_new_primary {
         );
     }
 }
+
+/// The leader decides who takes the cluster's base backups, and when.
+mod backups {
+    use super::*;
+    use ha::backups::{BackupAssignment, BackupKind, BackupRequest, LastBackup, Schedule};
+
+    /// db1 leads at WAL 1 000; db2 (at 1 000) and db3 (at 900) stream from
+    /// it; every member has a repository.
+    fn cluster_with_repositories() -> Cluster {
+        let mut cluster = cluster();
+        for (name, view) in cluster.members.iter_mut() {
+            view.can_backup = true;
+            view.upstream = (name != "db1").then(|| "db1".into());
+        }
+        cluster
+    }
+
+    fn leading(wall_ms: u64, cluster: Cluster) -> Observation {
+        let mut obs = observe(10_000, Local::Running(primary(1_000)), cluster);
+        obs.wall_ms = wall_ms;
+        obs.lease_valid_until = Some(12_900);
+        obs
+    }
+
+    fn backup_actions(plan: &ha::Plan) -> Vec<&Action> {
+        plan.actions
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::AssignBackup { .. }
+                        | Action::SkipBackup { .. }
+                        | Action::EndBackup { .. }
+                )
+            })
+            .collect()
+    }
+
+    fn asked(cluster: &mut Cluster, force: bool) {
+        cluster.backups.request = Some(BackupRequest { kind: None, force });
+    }
+
+    #[test]
+    fn an_asked_for_backup_goes_to_the_most_advanced_streaming_standby() {
+        let mut cluster = cluster_with_repositories();
+        asked(&mut cluster, false);
+        let plan = me("db1").plan(&leading(0, cluster));
+        assert_eq!(
+            backup_actions(&plan),
+            [&Action::AssignBackup {
+                member: "db2".into(),
+                kind: BackupKind::Full
+            }]
+        );
+    }
+
+    #[test]
+    fn the_primary_takes_it_only_when_no_standby_can() {
+        let mut cluster = cluster_with_repositories();
+        for name in ["db2", "db3"] {
+            cluster.members.get_mut(name).unwrap().streaming = false;
+        }
+        asked(&mut cluster, false);
+        let plan = me("db1").plan(&leading(0, cluster.clone()));
+        assert_eq!(
+            backup_actions(&plan),
+            [&Action::AssignBackup {
+                member: "db1".into(),
+                kind: BackupKind::Full
+            }]
+        );
+        cluster.members.get_mut("db1").unwrap().can_backup = false;
+        let plan = me("db1").plan(&leading(0, cluster));
+        assert!(backup_actions(&plan).is_empty(), "{plan:?}");
+        assert!(
+            plan.note.contains("no member has a repository"),
+            "{}",
+            plan.note
+        );
+    }
+
+    #[test]
+    fn one_backup_at_a_time() {
+        let mut cluster = cluster_with_repositories();
+        asked(&mut cluster, true);
+        cluster.backups.assignment = Some(BackupAssignment {
+            member: "db3".into(),
+            kind: BackupKind::Full,
+            assigned_ms: 0,
+        });
+        let plan = me("db1").plan(&leading(1_000, cluster));
+        assert!(backup_actions(&plan).is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn an_assignment_whose_member_went_away_ends_failed() {
+        let mut cluster = cluster_with_repositories();
+        cluster.backups.assignment = Some(BackupAssignment {
+            member: "db3".into(),
+            kind: BackupKind::Full,
+            assigned_ms: 0,
+        });
+        cluster.members.remove("db3");
+        let plan = me("db1").plan(&leading(1_000, cluster));
+        let [Action::EndBackup { outcome }] = backup_actions(&plan)[..] else {
+            panic!("{plan:?}");
+        };
+        assert!(
+            outcome.contains("db3") && outcome.contains("failed"),
+            "{outcome}"
+        );
+    }
+
+    fn scheduled(last_stop_lsn: u64, full_done_ms: u64) -> Cluster {
+        let mut cluster = cluster_with_repositories();
+        cluster.settings.backup = Schedule {
+            interval_ms: 3_600_000,
+            full_interval_ms: 86_400_000,
+        };
+        cluster.backups.last = Some(LastBackup {
+            done_ms: 1_000_000,
+            full_done_ms,
+            stop_lsn: last_stop_lsn,
+            checked_ms: 0,
+        });
+        cluster
+    }
+
+    #[test]
+    fn a_scheduled_backup_is_due_after_its_interval_incremental_until_a_full_one_is() {
+        let plan = me("db1").plan(&leading(1_000_000 + 3_599_999, scheduled(500, 1_000_000)));
+        assert!(backup_actions(&plan).is_empty(), "not yet: {plan:?}");
+        let plan = me("db1").plan(&leading(1_000_000 + 3_600_000, scheduled(500, 1_000_000)));
+        assert_eq!(
+            backup_actions(&plan),
+            [&Action::AssignBackup {
+                member: "db2".into(),
+                kind: BackupKind::Incremental
+            }]
+        );
+        // The last full one completed at 0: a day later the next is full.
+        let cluster = scheduled(500, 0);
+        let plan = me("db1").plan(&leading(86_400_001, cluster));
+        assert_eq!(
+            backup_actions(&plan),
+            [&Action::AssignBackup {
+                member: "db2".into(),
+                kind: BackupKind::Full
+            }]
+        );
+    }
+
+    /// The 2000 seed: the dump is taken only when the data changed.
+    #[test]
+    fn a_due_backup_is_skipped_when_the_wal_has_not_moved_unless_forced() {
+        let due = 1_000_000 + 3_600_000;
+        let plan = me("db1").plan(&leading(due, scheduled(1_000, 1_000_000)));
+        assert!(
+            matches!(backup_actions(&plan)[..], [Action::SkipBackup { .. }]),
+            "{plan:?}"
+        );
+        // Once skipped, the schedule looks again an interval later.
+        let mut checked = scheduled(1_000, 1_000_000);
+        checked.backups.last.as_mut().unwrap().checked_ms = due;
+        let plan = me("db1").plan(&leading(due + 1, checked));
+        assert!(backup_actions(&plan).is_empty(), "{plan:?}");
+        let mut forced = scheduled(1_000, 1_000_000);
+        asked(&mut forced, true);
+        let plan = me("db1").plan(&leading(due, forced));
+        assert!(
+            matches!(backup_actions(&plan)[..], [Action::AssignBackup { .. }]),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn only_the_leader_assigns_backups() {
+        let mut cluster = cluster_with_repositories();
+        asked(&mut cluster, true);
+        let plan = me("db2").plan(&observe(10_000, standby(1_000, Some("db1")), cluster));
+        assert!(backup_actions(&plan).is_empty(), "{plan:?}");
+    }
+}
