@@ -21,6 +21,23 @@ async fn post(url: &str, path: &str, body: serde_json::Value) -> (u16, serde_jso
     (reply.status.as_u16(), json)
 }
 
+/// Every write the load saw acknowledged is on `primary`.
+async fn assert_nothing_lost(
+    cluster: &AgentCluster,
+    primary: &str,
+    report: &testkit::WorkloadReport,
+) {
+    let missing = cluster
+        .missing_ids(primary, &report.acked_ids())
+        .await
+        .unwrap();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes lost",
+        missing.len()
+    );
+}
+
 async fn event_kinds(cluster: &AgentCluster, member: &str) -> Vec<String> {
     events(cluster)
         .await
@@ -59,15 +76,7 @@ async fn a_switchover_under_load_loses_nothing_and_the_old_primary_streams_witho
         cluster.logs()
     );
     let report = load.stop().await;
-    let missing = cluster
-        .missing_ids(&target, &report.acked_ids())
-        .await
-        .unwrap();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged writes lost",
-        missing.len()
-    );
+    assert_nothing_lost(&cluster, &target, &report).await;
 
     let kinds = event_kinds(&cluster, &old).await;
     assert!(
@@ -241,13 +250,5 @@ async fn a_drill_switching_back_and_forth_at_once_never_fails() {
     let report = load.stop().await;
     let primary = healthy(&cluster, &ALL).await;
     assert_eq!(primary, first);
-    let missing = cluster
-        .missing_ids(&primary, &report.acked_ids())
-        .await
-        .unwrap();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged writes lost",
-        missing.len()
-    );
+    assert_nothing_lost(&cluster, &primary, &report).await;
 }

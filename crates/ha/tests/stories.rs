@@ -1831,6 +1831,13 @@ mod backups {
             .collect()
     }
 
+    fn assigned(member: &str, kind: BackupKind) -> Action {
+        Action::AssignBackup {
+            member: member.into(),
+            kind,
+        }
+    }
+
     fn asked(cluster: &mut Cluster, force: bool) {
         cluster.backups.request = Some(BackupRequest { kind: None, force });
     }
@@ -1840,13 +1847,7 @@ mod backups {
         let mut cluster = cluster_with_repositories();
         asked(&mut cluster, false);
         let plan = me("db1").plan(&leading(0, cluster));
-        assert_eq!(
-            backup_actions(&plan),
-            [&Action::AssignBackup {
-                member: "db2".into(),
-                kind: BackupKind::Full
-            }]
-        );
+        assert_eq!(backup_actions(&plan), [&assigned("db2", BackupKind::Full)]);
     }
 
     #[test]
@@ -1857,13 +1858,7 @@ mod backups {
         }
         asked(&mut cluster, false);
         let plan = me("db1").plan(&leading(0, cluster.clone()));
-        assert_eq!(
-            backup_actions(&plan),
-            [&Action::AssignBackup {
-                member: "db1".into(),
-                kind: BackupKind::Full
-            }]
-        );
+        assert_eq!(backup_actions(&plan), [&assigned("db1", BackupKind::Full)]);
         cluster.members.get_mut("db1").unwrap().can_backup = false;
         let plan = me("db1").plan(&leading(0, cluster));
         assert!(backup_actions(&plan).is_empty(), "{plan:?}");
@@ -1928,21 +1923,12 @@ mod backups {
         let plan = me("db1").plan(&leading(1_000_000 + 3_600_000, scheduled(500, 1_000_000)));
         assert_eq!(
             backup_actions(&plan),
-            [&Action::AssignBackup {
-                member: "db2".into(),
-                kind: BackupKind::Incremental
-            }]
+            [&assigned("db2", BackupKind::Incremental)]
         );
         // The last full one completed at 0: a day later the next is full.
         let cluster = scheduled(500, 0);
         let plan = me("db1").plan(&leading(86_400_001, cluster));
-        assert_eq!(
-            backup_actions(&plan),
-            [&Action::AssignBackup {
-                member: "db2".into(),
-                kind: BackupKind::Full
-            }]
-        );
+        assert_eq!(backup_actions(&plan), [&assigned("db2", BackupKind::Full)]);
     }
 
     /// The 2000 seed: the dump is taken only when the data changed.
