@@ -9,8 +9,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub mod posix;
+pub mod s3;
 
 pub use posix::PosixRepository;
+pub use s3::{S3Credentials, S3Options, S3Repository};
 
 /// A path inside a repository: `/`-separated segments of letters, digits,
 /// `.`, `_` and `-`; no empty segment, none starting with `.` (so no `.` or
