@@ -3,11 +3,14 @@
 //! * [`repo`]: the [`Repository`] trait — where backups and archived WAL
 //!   live — with a POSIX directory (a mounted NFS share, usually) and an
 //!   S3-compatible object store behind it. Every backend passes the same
-//!   conformance tests.
+//!   conformance tests. [`open`] gives the one `[backup]` in pgwarden.toml
+//!   names.
 //!
 //! The layout of a repository and the rules that keep it whole are in
 //! docs/backup.md.
 
+mod open;
 pub mod repo;
 
+pub use open::open;
 pub use repo::{Entry, RepoError, RepoPath, Repository};
