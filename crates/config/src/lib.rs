@@ -45,13 +45,16 @@ pub fn detect_bin_dir() -> Option<std::path::PathBuf> {
     )
 }
 
-/// Reads `path` and does what [`parse`] does, naming the file as given.
+/// Reads `path` and does what [`parse`] does, naming the file as given;
+/// [`Config::file`] is `path` made absolute.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let source = std::fs::read_to_string(path).map_err(|io| ConfigError::Unreadable {
         path: path.to_owned(),
         io,
     })?;
-    parse(&source, &path.display().to_string())
+    let mut config = parse(&source, &path.display().to_string())?;
+    config.file = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
+    Ok(config)
 }
 
 /// Reads `path` and validates only its `[backup]` table (`None` without

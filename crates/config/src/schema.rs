@@ -29,6 +29,11 @@ pub struct Config {
     /// its WAL there (docs/backup.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<Backup>,
+    /// The file this was loaded from, made absolute ([`crate::load`]);
+    /// `None` when parsed from text. The agent names it in the
+    /// `archive_command` it writes.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// What runs on every event of this member (a role change, a failover, a

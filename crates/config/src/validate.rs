@@ -74,6 +74,7 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>, host: &Host<'_>) -> Re
             .backup
             .map(|b| v.backup(b, Some(&member.data_dir)))
             .transpose()?,
+        file: None,
         member,
     };
     Ok(config)
