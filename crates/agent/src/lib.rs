@@ -1,6 +1,7 @@
 //! The agent: observe the local PostgreSQL and the store, ask `ha::decide`
 //! what to do, do it.
 
+pub mod archive;
 pub mod events;
 pub mod failsafe;
 pub mod hooks;

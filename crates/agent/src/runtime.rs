@@ -98,6 +98,19 @@ impl Agent {
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect();
+        if let Some(commands) = crate::archive::commands(config)? {
+            tracing::info!(
+                "archiving WAL to {}: archive_command = '{}'",
+                config
+                    .backup
+                    .as_ref()
+                    .map(|b| b.repository.to_string())
+                    .unwrap_or_default(),
+                commands.archive_command
+            );
+            settings.archive_command = Some(commands.archive_command);
+            settings.restore_command = Some(commands.restore_command);
+        }
         let pg = Arc::new(RealPostgres::new(
             Instance::new(spec),
             &member.name,

@@ -3,7 +3,10 @@
 //! * [`repo`]: the [`Repository`] trait — where backups and archived WAL
 //!   live — with a POSIX directory (a mounted NFS share, usually) and an
 //!   S3-compatible object store behind it. Every backend passes the same
-//!   conformance tests.
+//!   conformance tests. [`open`] gives the one `[backup]` in pgwarden.toml
+//!   names.
+//! * [`wal`]: the continuous WAL archive (`pgwarden wal push` and `wal
+//!   fetch`): compressed, checksummed, idempotent.
 //! * [`backup`]: base backups, full and incremental, of a running server.
 //! * [`manifest`]: what a backup holds, and the layout of backups in a
 //!   repository.
@@ -17,7 +20,10 @@ pub mod backup;
 pub mod checksum;
 pub mod compress;
 pub mod manifest;
+mod open;
 pub mod repo;
 pub mod restore;
+pub mod wal;
 
+pub use open::open;
 pub use repo::{Entry, RepoError, RepoPath, Repository};

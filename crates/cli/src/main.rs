@@ -41,6 +41,37 @@ enum Command {
     /// Operate a cluster through a member's REST API: list, switchover,
     /// failover, restart, reinit, pause, resume, history, events, config.
     Ctl(cmd::ctl::CtlArgs),
+    /// The continuous WAL archive: what PostgreSQL runs as archive_command
+    /// and restore_command when pgwarden.toml has a [backup] table.
+    #[command(subcommand)]
+    Wal(WalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WalCommand {
+    /// Archive a WAL file (archive_command: `pgwarden wal push -c FILE %p`).
+    /// Exit status 0 once it is in the repository (also when it was already,
+    /// with the same content).
+    Push {
+        /// The member's configuration (pgwarden.toml); only [backup] is read.
+        #[arg(short, long, default_value = cmd::wal::DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The file, as PostgreSQL gives it (pg_wal/NAME, relative to the
+        /// data directory).
+        path: PathBuf,
+    },
+    /// Restore an archived WAL file (restore_command:
+    /// `pgwarden wal fetch -c FILE %f %p`). Exit status 0 when restored, 1
+    /// when the archive does not have it (or it cannot be read: see stderr).
+    Fetch {
+        /// The member's configuration (pgwarden.toml); only [backup] is read.
+        #[arg(short, long, default_value = cmd::wal::DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The file's name (%f).
+        name: String,
+        /// Where to write it (%p, relative to the data directory).
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +94,16 @@ fn main() -> ExitCode {
         // ctl has its own exit codes (docs/ctl.md).
         Command::Ctl(args) => return cmd::ctl::run(args, Cli::command()),
         Command::Proxy { config } => cmd::proxy::run(&config),
+        Command::Wal(WalCommand::Push { config, path }) => cmd::wal::push(&config, &path),
+        Command::Wal(WalCommand::Fetch { config, name, path }) => {
+            match cmd::wal::fetch(&config, &name, &path) {
+                Ok(true) => Ok(()),
+                // The end of the archive, as PostgreSQL expects to meet it:
+                // nothing to say.
+                Ok(false) => return ExitCode::FAILURE,
+                Err(err) => Err(err),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,8 +29,8 @@ pub use file::{StoreTable, TomlFile};
 pub use net::IpNet;
 pub use parameters::{bad_parameter_name, bad_parameter_value, managed_parameter};
 pub use schema::{
-    Api, Backend, Config, Credential, Credentials, Hooks, Member, ParamValue, PasswordSource, Peer,
-    Postgresql, Store, Tags, Timing,
+    Api, Backend, Backup, Config, Credential, Credentials, Hooks, Member, ParamValue,
+    PasswordSource, Peer, Postgresql, Repository, Store, Tags, Timing, S3,
 };
 pub use secret::Secret;
 pub use validate::{heartbeat_fits, MIN_LEASE_TTL};
@@ -45,13 +45,31 @@ pub fn detect_bin_dir() -> Option<std::path::PathBuf> {
     )
 }
 
-/// Reads `path` and does what [`parse`] does, naming the file as given.
+/// Reads `path` and does what [`parse`] does, naming the file as given;
+/// [`Config::file`] is `path` made absolute.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let source = std::fs::read_to_string(path).map_err(|io| ConfigError::Unreadable {
         path: path.to_owned(),
         io,
     })?;
-    parse(&source, &path.display().to_string())
+    let mut config = parse(&source, &path.display().to_string())?;
+    config.file = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
+    Ok(config)
+}
+
+/// Reads `path` and validates only its `[backup]` table (`None` without
+/// one): the whole file must still parse, with no unknown key, but no
+/// secret is read and PostgreSQL is not looked for. For `pgwarden wal
+/// push` and `wal fetch`, which PostgreSQL runs as its own user.
+pub fn load_backup(path: &Path) -> Result<Option<Backup>, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|io| ConfigError::Unreadable {
+        path: path.to_owned(),
+        io,
+    })?;
+    let file_name = path.display().to_string();
+    let loc = locate::Locator::new(&source, &file_name)?;
+    let raw = raw::deserialize(&loc, &source)?;
+    validate::backup_only(raw, &loc, &validate::Host::real())
 }
 
 /// Parses and validates `source`; `file_name` is what errors call it. Secret

@@ -4,7 +4,7 @@
 /// Settings pgwarden derives from its own keys or changes as roles change,
 /// with what to do instead: a second source would conflict with pgwarden's
 /// value, and for the replication settings, silently break failover.
-const MANAGED: [(&str, &str); 10] = [
+const MANAGED: [(&str, &str); 14] = [
     ("listen_addresses", "set member.listen_address instead"),
     ("port", "set member.port instead"),
     ("unix_socket_directories", "set member.socket_dir instead"),
@@ -31,7 +31,16 @@ const MANAGED: [(&str, &str); 10] = [
         "recovery_target_timeline",
         "pgwarden always follows the latest timeline, as failover needs",
     ),
+    // Settings that run commands or load code never come from the
+    // configuration (DESIGN.md, secure by default): pgwarden writes its own.
+    ("archive_mode", ARCHIVE),
+    ("archive_command", ARCHIVE),
+    ("archive_library", ARCHIVE),
+    ("restore_command", ARCHIVE),
 ];
+
+const ARCHIVE: &str = "pgwarden archives WAL itself (`pgwarden wal push`, `wal fetch`): \
+     set a repository in pgwarden.toml [backup] (docs/backup.md)";
 
 /// What to do instead of setting `name`, when pgwarden manages it.
 pub fn managed_parameter(name: &str) -> Option<&'static str> {

@@ -29,6 +29,7 @@ pub(crate) struct RawConfig {
     pub peers: Vec<RawPeer>,
     #[serde(default)]
     pub hooks: RawHooks,
+    pub backup: Option<RawBackup>,
 }
 
 #[derive(Deserialize, Default)]
@@ -96,6 +97,17 @@ pub(crate) struct RawHooks {
     pub webhook: Option<String>,
     pub timeout: Option<String>,
     pub retries: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackup {
+    pub repository: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_credentials_file: Option<PathBuf>,
+    pub s3_profile: Option<String>,
+    pub s3_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -25,6 +25,15 @@ pub struct Config {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<Peer>,
     pub hooks: Hooks,
+    /// Set when the file has a `[backup]` table: PostgreSQL then archives
+    /// its WAL there (docs/backup.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Backup>,
+    /// The file this was loaded from, made absolute ([`crate::load`]);
+    /// `None` when parsed from text. The agent names it in the
+    /// `archive_command` it writes.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// What runs on every event of this member (a role change, a failover, a
@@ -254,4 +263,80 @@ pub enum PasswordSource {
 pub struct Peer {
     pub name: String,
     pub api: String,
+}
+
+/// Where backups and the WAL archive live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backup {
+    pub repository: Repository,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Repository {
+    /// A directory, usually a mounted NFS share.
+    Directory(PathBuf),
+    S3(S3),
+}
+
+/// An S3-compatible object store (`repository = "s3://bucket/prefix"`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3 {
+    pub bucket: String,
+    /// Repository path segments below the bucket; empty for its root.
+    pub prefix: String,
+    /// `None`: AWS's own endpoint for `region`.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// An AWS shared-credentials file; `None`: the AWS environment
+    /// (`AWS_ACCESS_KEY_ID`…, web identity, instance credentials).
+    pub credentials_file: Option<PathBuf>,
+    /// The section of `credentials_file` to use.
+    pub profile: String,
+    /// CA certificates (PEM) for an https endpoint; else the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl fmt::Display for Repository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Repository::Directory(dir) => write!(f, "{}", dir.display()),
+            Repository::S3(s3) if s3.prefix.is_empty() => write!(f, "s3://{}", s3.bucket),
+            Repository::S3(s3) => write!(f, "s3://{}/{}", s3.bucket, s3.prefix),
+        }
+    }
+}
+
+/// As written in the file: `repository` and the `s3_*` keys.
+impl Serialize for Backup {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            repository: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            s3_endpoint: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            s3_region: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            s3_credentials_file: Option<&'a Path>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            s3_profile: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            s3_ca_file: Option<&'a Path>,
+        }
+        let s3 = match &self.repository {
+            Repository::S3(s3) => Some(s3),
+            Repository::Directory(_) => None,
+        };
+        Shown {
+            repository: self.repository.to_string(),
+            s3_endpoint: s3.and_then(|s3| s3.endpoint.as_deref()),
+            s3_region: s3.map(|s3| s3.region.as_str()),
+            s3_credentials_file: s3.and_then(|s3| s3.credentials_file.as_deref()),
+            s3_profile: s3
+                .filter(|s3| s3.credentials_file.is_some())
+                .map(|s3| s3.profile.as_str()),
+            s3_ca_file: s3.and_then(|s3| s3.ca_file.as_deref()),
+        }
+        .serialize(s)
+    }
 }

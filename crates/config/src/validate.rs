@@ -15,10 +15,12 @@ use crate::raw::{
     RawTiming,
 };
 use crate::schema::{
-    Api, Backend, Config, Credential, Credentials, Hooks, Member, ParamValue, PasswordSource, Peer,
-    Postgresql, Store, Tags, Timing,
+    Api, Backend, Backup, Config, Credential, Credentials, Hooks, Member, ParamValue,
+    PasswordSource, Peer, Postgresql, Store, Tags, Timing,
 };
 use crate::secret::{self, Secret};
+
+mod backup;
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -68,9 +70,29 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>, host: &Host<'_>) -> Re
         },
         peers: v.peers(raw.peers, &member.name)?,
         hooks: v.hooks(raw.hooks)?,
+        backup: raw
+            .backup
+            .map(|b| v.backup(b, Some(&member.data_dir)))
+            .transpose()?,
+        file: None,
         member,
     };
     Ok(config)
+}
+
+/// Only the `[backup]` table (and nothing that reads secrets or looks for
+/// PostgreSQL), for `pgwarden wal push` and `wal fetch`, which PostgreSQL
+/// runs as its own user.
+pub(crate) fn backup_only(
+    raw: RawConfig,
+    loc: &Locator<'_>,
+    host: &Host<'_>,
+) -> Result<Option<Backup>> {
+    let v = Validator { loc, host };
+    let data_dir = raw.member.as_ref().and_then(|m| m.data_dir.clone());
+    raw.backup
+        .map(|b| v.backup(b, data_dir.as_deref()))
+        .transpose()
 }
 
 /// Only the `[store]` table, for files other than pgwarden.toml that share it.

@@ -42,6 +42,10 @@ pub struct ClusterOptions {
     /// ([`AgentCluster::leave_running`]). Tests leave it false: a test that
     /// crashes must not leave etcd behind.
     pub detachable: bool,
+    /// The body of every member's `[backup]` table (e.g.
+    /// `repository = "/mnt/backup"`): PostgreSQL then archives its WAL
+    /// through `pgwarden wal push`. `None`: no archive.
+    pub backup: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +58,7 @@ impl Default for ClusterOptions {
             name: CLUSTER.to_string(),
             dir_prefix: ScratchDir::PREFIX,
             detachable: false,
+            backup: None,
         }
     }
 }
@@ -250,7 +255,7 @@ password_file = "{su}"
 
 [credentials.replication]
 password_file = "{repl}"
-"#,
+{backup}"#,
             data = data_dir.display(),
             bin = bin_dir()?.display(),
             sockets = self.dir.path().display(),
@@ -262,6 +267,11 @@ password_file = "{repl}"
             api = free_port(),
             su = self.dir.join("superuser.pw").display(),
             repl = self.dir.join("replication.pw").display(),
+            backup = options
+                .backup
+                .as_ref()
+                .map(|table| format!("\n[backup]\n{table}\n"))
+                .unwrap_or_default(),
         );
         fs::write(&config_file, config)?;
         let instance = Instance::new(InstanceSpec {

@@ -23,6 +23,11 @@ pub struct Settings {
     /// Where a standby streams from; `None` on a primary.
     pub primary_conninfo: Option<String>,
     pub primary_slot_name: Option<String>,
+    /// With a WAL archive: the `archive_command` (archive_mode is then on;
+    /// only a primary archives) and the `restore_command` (recovery and
+    /// standbys fetch from the archive what they cannot stream).
+    pub archive_command: Option<String>,
+    pub restore_command: Option<String>,
     /// The cluster-wide parameters of the dynamic configuration, written
     /// after pgwarden's own so they win.
     pub cluster_parameters: BTreeMap<String, String>,
@@ -47,6 +52,8 @@ impl Settings {
             synchronous_commit: "on".into(),
             primary_conninfo: None,
             primary_slot_name: None,
+            archive_command: None,
+            restore_command: None,
             cluster_parameters: BTreeMap::new(),
             parameters: BTreeMap::new(),
         }
@@ -92,6 +99,13 @@ impl Settings {
             "primary_slot_name",
             self.primary_slot_name.as_deref().unwrap_or(""),
         );
+        if let Some(command) = &self.archive_command {
+            line("archive_mode", "on");
+            line("archive_command", command);
+        }
+        if let Some(command) = &self.restore_command {
+            line("restore_command", command);
+        }
         for (source, parameters) in [
             (
                 "the cluster's dynamic configuration",
@@ -139,6 +153,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("primary_slot_name = 'db2'\n"), "{text}");
+    }
+
+    #[test]
+    fn archiving_only_with_an_archive() {
+        let text = Settings::new("db1", "*", 5432).render();
+        assert!(!text.contains("archive"), "{text}");
+        assert!(!text.contains("restore_command"), "{text}");
+        let mut settings = Settings::new("db1", "*", 5432);
+        settings.archive_command = Some("/usr/bin/pgwarden wal push -c '/etc/p g.toml' %p".into());
+        settings.restore_command = Some("/usr/bin/pgwarden wal fetch %f %p".into());
+        let text = settings.render();
+        assert!(text.contains("archive_mode = 'on'\n"), "{text}");
+        assert!(
+            text.contains(
+                "archive_command = '/usr/bin/pgwarden wal push -c ''/etc/p g.toml'' %p'\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("restore_command = '/usr/bin/pgwarden wal fetch %f %p'\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What only tests need, on top of [`lab`]: everything of `lab` is
 //! re-exported here (so a test writes `testkit::AgentCluster`), plus TLS
 //! certificates made for the occasion ([`tls`]), TLS etcd clusters
-//! ([`etcd::start_tls`]) and CPU load ([`load`]).
+//! ([`etcd::start_tls`]), CPU load ([`load`]) and a local S3-compatible
+//! server ([`s3`]).
 //!
 //! A dev-dependency only: the `pgwarden` binary links `lab` for its demo,
 //! never this crate.
@@ -10,4 +11,5 @@ pub use lab::*;
 
 pub mod etcd;
 pub mod load;
+pub mod s3;
 pub mod tls;

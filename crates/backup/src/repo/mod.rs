@@ -9,11 +9,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub mod posix;
+pub mod s3;
 
 pub use posix::PosixRepository;
+pub use s3::{S3Credentials, S3Options, S3Repository};
 
 /// A path inside a repository: `/`-separated segments of letters, digits,
-/// `.`, `_` and `-`; no empty segment, no `.` or `..`.
+/// `.`, `_` and `-`; no empty segment, none starting with `.` (so no `.` or
+/// `..`, and names a backend keeps for itself, such as its temporary files,
+/// cannot be asked for).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RepoPath(String);
 
@@ -22,8 +26,7 @@ impl RepoPath {
         let path = path.into();
         let valid_segment = |s: &str| {
             !s.is_empty()
-                && s != "."
-                && s != ".."
+                && !s.starts_with('.')
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         };
@@ -63,7 +66,7 @@ pub enum RepoError {
     NotFound(RepoPath),
     #[error("{0} is in the repository already")]
     AlreadyExists(RepoPath),
-    #[error("{0:?} is not a repository path (letters, digits, '.', '_', '-' between '/')")]
+    #[error("{0:?} is not a repository path (letters, digits, '.', '_', '-' between '/', no name starting with '.')")]
     BadPath(String),
     #[error("the repository {repo} failed to {what} {path}: {source}; check that it is mounted/reachable, writable by this user and not full")]
     Io {

@@ -5,6 +5,7 @@
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -12,8 +13,13 @@ use tokio::io::AsyncWriteExt;
 
 use super::{Entry, RepoError, RepoPath, Repository};
 
-/// Temporary files start with this; listings skip them.
+/// Temporary files start with this; listings skip them ([`RepoPath`] never
+/// names one: no segment starts with '.').
 const TEMP_PREFIX: &str = ".tmp-";
+
+/// Makes every temporary file name of this process unique, so writes of the
+/// same path running side by side never share one.
+static TEMP_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 pub struct PosixRepository {
     root: PathBuf,
@@ -48,8 +54,12 @@ impl PosixRepository {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("object");
-        let temp = dir.join(format!("{TEMP_PREFIX}{name}-{}", std::process::id()));
-        let mut file = tokio::fs::File::create(&temp)
+        let temp = dir.join(format!(
+            "{TEMP_PREFIX}{name}-{}-{}",
+            std::process::id(),
+            TEMP_SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut file = tokio::fs::File::create_new(&temp)
             .await
             .map_err(|e| self.io("create", &temp, e))?;
         let written = async {
@@ -106,7 +116,10 @@ impl Repository for PosixRepository {
         let file = self.file(path);
         match tokio::fs::read(&file).await {
             Ok(data) => Ok(Bytes::from(data)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(RepoError::NotFound(path.clone())),
+            // A directory is a prefix of objects, not one.
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::IsADirectory) => {
+                Err(RepoError::NotFound(path.clone()))
+            }
             Err(e) => Err(self.io("read", &file, e)),
         }
     }
@@ -166,7 +179,8 @@ impl Repository for PosixRepository {
         let file = self.file(path);
         match tokio::fs::remove_file(&file).await {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            // A directory is a prefix of objects, not one: no such object.
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::IsADirectory) => Ok(()),
             Err(e) => Err(self.io("delete", &file, e)),
         }
     }

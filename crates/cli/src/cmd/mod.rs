@@ -3,3 +3,4 @@ pub mod config_check;
 pub mod ctl;
 pub mod demo;
 pub mod proxy;
+pub mod wal;
