@@ -30,7 +30,7 @@ impl From<switchover::Refusal> for Refusal {
 }
 
 /// The `switchover` record to create for `request`, or why not.
-pub fn plan_switchover(
+pub fn admit_switchover(
     records: &ClusterRecords,
     request: &SwitchoverRequest,
     now_ms: u64,
@@ -52,7 +52,7 @@ pub fn plan_switchover(
 }
 
 /// The `switchover` record of a manual failover to `to`, or why not.
-pub fn plan_failover(
+pub fn admit_failover(
     records: &ClusterRecords,
     to: &str,
     now_ms: u64,
@@ -137,12 +137,12 @@ mod tests {
 
     #[test]
     fn an_admitted_switchover_becomes_the_record() {
-        let planned = plan_switchover(&cluster(), &ask("db2", None), 1000).unwrap();
+        let planned = admit_switchover(&cluster(), &ask("db2", None), 1000).unwrap();
         assert_eq!(planned.from.as_deref(), Some("db1"));
         assert_eq!(planned.to.as_deref(), Some("db2"));
         assert_eq!((planned.requested_ms, planned.at_ms), (1000, None));
         let at = Some(At::Rfc3339("1970-01-01T00:05:00Z".to_string()));
-        let planned = plan_switchover(&cluster(), &ask("db2", at), 200_000).unwrap();
+        let planned = admit_switchover(&cluster(), &ask("db2", at), 200_000).unwrap();
         assert_eq!(planned.at_ms, Some(300_000));
     }
 
@@ -161,18 +161,18 @@ mod tests {
             ),
         ];
         for (request, status) in cases {
-            let refusal = plan_switchover(&cluster(), &request, 200_000).unwrap_err();
+            let refusal = admit_switchover(&cluster(), &request, 200_000).unwrap_err();
             assert_eq!(refusal.status, status, "{request:?}: {}", refusal.message);
         }
         assert_eq!(
-            plan_failover(&cluster(), "db2", 0).unwrap_err().status,
+            admit_failover(&cluster(), "db2", 0).unwrap_err().status,
             StatusCode::CONFLICT
         );
     }
 
     #[test]
     fn finished_when_another_member_leads_and_the_record_is_gone() {
-        let asked = plan_switchover(&cluster(), &ask("db2", None), 0).unwrap();
+        let asked = admit_switchover(&cluster(), &ask("db2", None), 0).unwrap();
         let mut c = cluster();
         assert_eq!(finished(&c, &asked), None);
         c.leader = Some(versioned(Leader {

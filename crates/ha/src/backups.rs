@@ -3,8 +3,9 @@
 //! standby when there is one (the primary carries no extra read load), the
 //! primary only when none can; a scheduled backup is skipped when the WAL
 //! has not moved since the last one (the 2000 seed's "only when the data
-//! changed"). The chosen member's agent takes it in the background and
-//! records how it ended; a member that went away with one assigned fails it.
+//! changed"). The chosen member's agent is to take it in the background and
+//! record how it ended (members publish `can_backup` once that lands; none
+//! does yet); a member that went away with one assigned fails it.
 
 use crate::observation::{Cluster, MemberView, Millis, Running};
 use crate::plan::Action;
@@ -50,7 +51,8 @@ pub struct LastBackup {
     pub done_ms: u64,
     /// When the last full one completed (unix ms).
     pub full_done_ms: u64,
-    /// The primary's WAL position it covers (its stop position).
+    /// The primary's WAL position once it ended (past the segment switch
+    /// that ends a backup), so an idle primary compares equal.
     pub stop_lsn: u64,
     /// When the schedule last looked and found nothing changed (unix ms).
     pub checked_ms: u64,
@@ -68,19 +70,21 @@ pub struct Schedule {
 
 /// What the leader `me`, running as `primary`, does about backups this
 /// round, at `wall_ms`: at most one action, and why when it waits.
+/// `taker_missing_for`: how long the assigned member has had no running
+/// status (on the leader's clock).
 pub fn plan(
     me: &str,
     cluster: &Cluster,
     primary: &Running,
     wall_ms: u64,
+    taker_missing_for: Millis,
 ) -> (Option<Action>, Option<String>) {
     let backups = &cluster.backups;
     if let Some(assigned) = &backups.assignment {
-        let gone = cluster
-            .members
-            .get(&assigned.member)
-            .is_none_or(|m| !m.running);
-        // Its agent ends the backup itself, unless it went away.
+        // Its agent ends the backup itself, unless it went away: for a
+        // TTL, not a blip of its status, or a second backup could start
+        // beside one still running.
+        let gone = taker_missing_for >= cluster.settings.ttl_ms;
         return match gone {
             true => (
                 Some(Action::EndBackup {
@@ -97,7 +101,12 @@ pub fn plan(
     let schedule = &cluster.settings.backup;
     let last = backups.last.as_ref();
     let scheduled = schedule.interval_ms > 0
-        && last.is_none_or(|l| wall_ms >= l.done_ms.max(l.checked_ms) + schedule.interval_ms);
+        && last.is_none_or(|l| {
+            wall_ms
+                >= l.done_ms
+                    .max(l.checked_ms)
+                    .saturating_add(schedule.interval_ms)
+        });
     let (kind, force) = match &backups.request {
         Some(request) => (request.kind, request.force),
         None if scheduled => (None, false),
@@ -114,7 +123,7 @@ pub fn plan(
     let kind = kind.unwrap_or(match last {
         Some(l)
             if schedule.full_interval_ms > 0
-                && wall_ms < l.full_done_ms + schedule.full_interval_ms =>
+                && wall_ms < l.full_done_ms.saturating_add(schedule.full_interval_ms) =>
         {
             BackupKind::Incremental
         }

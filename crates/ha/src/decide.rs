@@ -61,6 +61,12 @@ pub struct Ha {
     handoff_failed: Option<String>,
     /// The hand-over in the store and since when this member has seen it.
     handoff_seen: Option<(Handoff, Millis)>,
+    /// The switchover request (by when it was asked) and since when, on
+    /// this member's own clock, it has been due: the wait for a target
+    /// catching up is timed here, not against another host's wall clock.
+    switchover_due_seen: Option<(u64, Millis)>,
+    /// Since when the member assigned a backup has had no running status.
+    backup_taker_missing_since: Option<Millis>,
 }
 
 impl Ha {
@@ -81,6 +87,8 @@ impl Ha {
             handed_off: None,
             handoff_failed: None,
             handoff_seen: None,
+            switchover_due_seen: None,
+            backup_taker_missing_since: None,
         }
     }
 
@@ -95,6 +103,8 @@ impl Ha {
         match (action, result) {
             (Action::ReleaseLeader, Ok(())) => self.released_at = Some(now),
             (Action::HandOff { to }, Ok(())) => self.handed_off = Some(to.clone()),
+            // The failure was about the request just deleted, not a next one.
+            (Action::ClearSwitchover { .. }, Ok(())) => self.handoff_failed = None,
             (Action::HandOff { .. }, Err(error)) => {
                 self.handed_off = None;
                 self.handoff_failed = Some(error.to_string());
@@ -226,6 +236,32 @@ impl Ha {
             if cluster.switchover.is_none() {
                 self.handoff_failed = None;
             }
+            match cluster
+                .switchover
+                .as_ref()
+                .filter(|s| s.is_due(obs.wall_ms))
+            {
+                Some(due) => {
+                    if self
+                        .switchover_due_seen
+                        .is_none_or(|(asked, _)| asked != due.requested_ms)
+                    {
+                        self.switchover_due_seen = Some((due.requested_ms, obs.now));
+                    }
+                }
+                None => self.switchover_due_seen = None,
+            }
+            let taker_missing = cluster
+                .backups
+                .assignment
+                .as_ref()
+                .is_some_and(|a| cluster.members.get(&a.member).is_none_or(|m| !m.running));
+            match taker_missing {
+                true => {
+                    self.backup_taker_missing_since.get_or_insert(obs.now);
+                }
+                false => self.backup_taker_missing_since = None,
+            }
         }
     }
 
@@ -246,7 +282,9 @@ impl Ha {
                     }
                 }
             }
-            Local::Starting { .. } | Local::Stopped(_) if leads => {
+            // Paused, the leader keeps its key whatever PostgreSQL does:
+            // the grace counts from the resume.
+            Local::Starting { .. } | Local::Stopped(_) if leads && !cluster.settings.paused => {
                 self.pg_down_since.get_or_insert(obs.now);
             }
             _ => {}
@@ -559,7 +597,16 @@ impl Ha {
                     plan.note = format!("{}; {outcome}", plan.note);
                     plan = plan.then(Action::ClearSwitchover { outcome });
                 }
-                let (backup, waiting) = backups::plan(&self.me.name, cluster, running, obs.wall_ms);
+                let taker_missing_for = self
+                    .backup_taker_missing_since
+                    .map_or(0, |since| obs.now.saturating_sub(since));
+                let (backup, waiting) = backups::plan(
+                    &self.me.name,
+                    cluster,
+                    running,
+                    obs.wall_ms,
+                    taker_missing_for,
+                );
                 if let Some(why) = waiting {
                     plan.note = format!("{}; {why}", plan.note);
                 }
@@ -1029,7 +1076,10 @@ impl Ha {
         let to = match self.switchover_target(cluster, running, request.to.as_deref()) {
             Ok(Some(to)) => to,
             Ok(None) => {
-                let waited = obs.wall_ms.saturating_sub(request.due_since());
+                let waited = self
+                    .switchover_due_seen
+                    .filter(|(asked, _)| *asked == request.requested_ms)
+                    .map_or(0, |(_, since)| obs.now.saturating_sub(since));
                 let bound = crate::switchover::catch_up_bound_ms(cluster.settings.ttl_ms);
                 if waited < bound {
                     return Some(SwitchoverStep::Wait);

@@ -94,8 +94,9 @@ pub enum Action {
         outcome: String,
     },
     /// Ask `member` to take a base backup (one store write, guarded by the
-    /// leader key, against the absence of another assignment); its agent
-    /// takes it in the background and records how it ended.
+    /// leader key, against the absence of another assignment). Only members
+    /// that publish `can_backup` are asked; none does until the agent's
+    /// backup taker lands, so nothing is assigned yet.
     AssignBackup {
         member: String,
         kind: crate::backups::BackupKind,

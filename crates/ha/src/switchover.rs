@@ -118,7 +118,7 @@ pub fn admit_switchover(
         }
     }
     let at_ms = match ask.at_ms {
-        Some(at) if at + AT_PAST_SLACK_MS < wall_ms => {
+        Some(at) if at.saturating_add(AT_PAST_SLACK_MS) < wall_ms => {
             return Err(refuse(
                 RefusalKind::BadRequest,
                 format!(

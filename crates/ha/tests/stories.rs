@@ -749,11 +749,16 @@ mod switchover_in_wall_time {
     }
 
     fn leading(wall_ms: u64, cluster: Cluster) -> Observation {
+        leading_at(10_000, wall_ms, cluster)
+    }
+
+    /// db1 leading at `now` on its own clock, `wall_ms` on the wall clock.
+    fn leading_at(now: u64, wall_ms: u64, cluster: Cluster) -> Observation {
         let mut running = primary(1_000);
         running.timeline = 2;
-        let mut obs = observe(10_000, Local::Running(running), cluster);
+        let mut obs = observe(now, Local::Running(running), cluster);
         obs.wall_ms = wall_ms;
-        obs.lease_valid_until = Some(12_900);
+        obs.lease_valid_until = Some(now + 2_900);
         obs
     }
 
@@ -792,11 +797,17 @@ mod switchover_in_wall_time {
 
     #[test]
     fn a_target_that_never_reaches_my_timeline_cancels_it_after_the_bound() {
-        let ha = me("db1");
+        let mut ha = me("db1");
         let bound = ha::switchover::catch_up_bound_ms(Settings::default().ttl_ms);
-        let plan = ha.plan(&leading(bound - 1, asked(1, None)));
+        // The wait is timed on the leader's own clock from the round that
+        // first saw the request due: a wall clock 100 s ahead of the host
+        // that recorded the request must not cancel it at once.
+        let skewed = 100_000;
+        let plan = ha.decide(&leading_at(0, skewed, asked(1, None)));
         assert!(clears(&plan).is_none(), "{plan:?}");
-        let plan = ha.plan(&leading(bound, asked(1, None)));
+        let plan = ha.decide(&leading_at(bound - 1, skewed + bound - 1, asked(1, None)));
+        assert!(clears(&plan).is_none(), "{plan:?}");
+        let plan = ha.decide(&leading_at(bound, skewed + bound, asked(1, None)));
         let outcome = clears(&plan).expect("cleared");
         assert!(
             outcome.contains("has not replayed the switch to timeline 2"),
@@ -1883,15 +1894,34 @@ mod backups {
     }
 
     #[test]
-    fn an_assignment_whose_member_went_away_ends_failed() {
+    fn an_assignment_whose_member_went_away_for_a_ttl_ends_failed_a_blip_does_not() {
         let mut cluster = cluster_with_repositories();
         cluster.backups.assignment = Some(BackupAssignment {
             member: "db3".into(),
             kind: BackupKind::Full,
             assigned_ms: 0,
         });
-        cluster.members.remove("db3");
-        let plan = me("db1").plan(&leading(1_000, cluster));
+        let mut gone = cluster.clone();
+        gone.members.remove("db3");
+        let ttl = Settings::default().ttl_ms;
+        let at = |now: u64, cluster: &Cluster| {
+            let mut obs = leading(now, cluster.clone());
+            obs.now = now;
+            obs.lease_valid_until = Some(now + 2_900);
+            obs
+        };
+        let mut ha = me("db1");
+        for now in [0, ttl - 1] {
+            let plan = ha.decide(&at(now, &gone));
+            assert!(backup_actions(&plan).is_empty(), "a blip: {plan:?}");
+        }
+        ha.decide(&at(ttl, &cluster));
+        let plan = ha.decide(&at(ttl + 1, &gone));
+        assert!(
+            backup_actions(&plan).is_empty(),
+            "back, then gone again: {plan:?}"
+        );
+        let plan = ha.decide(&at(2 * ttl + 1, &gone));
         let [Action::EndBackup { outcome }] = backup_actions(&plan)[..] else {
             panic!("{plan:?}");
         };

@@ -16,7 +16,7 @@ use store::{Expect, StoreError};
 use tokio::time::Instant;
 
 use super::{json_body, AppState};
-use crate::admission::{finished, plan_failover, plan_switchover, Refusal};
+use crate::admission::{admit_failover, admit_switchover, finished, Refusal};
 use crate::error::HttpError;
 use crate::model::{ClusterView, FailoverRequest, SwitchoverDone, SwitchoverRequest};
 use crate::time::now_ms;
@@ -60,7 +60,7 @@ pub async fn request(State(state): State<AppState>, body: Bytes) -> Result<Respo
             .map_err(|e| HttpError::bad_request(e.to_string()))?;
     }
     let records = ClusterRecords::read(state.store.as_ref(), &state.keys).await?;
-    let planned = plan_switchover(&records, &request, now_ms())?;
+    let planned = admit_switchover(&records, &request, now_ms())?;
     let revision = create(&state, &planned).await?;
     if planned.at_ms.is_some() {
         return Ok((StatusCode::ACCEPTED, Json(json!({ "scheduled": planned }))).into_response());
@@ -78,7 +78,7 @@ pub async fn failover(State(state): State<AppState>, body: Bytes) -> Result<Resp
     store::cluster::check_name("member name", &to)
         .map_err(|e| HttpError::bad_request(e.to_string()))?;
     let records = ClusterRecords::read(state.store.as_ref(), &state.keys).await?;
-    let planned = plan_failover(&records, &to, now_ms())?;
+    let planned = admit_failover(&records, &to, now_ms())?;
     let revision = create(&state, &planned).await?;
     wait_done(&state, &planned, revision).await
 }

@@ -78,6 +78,18 @@ impl DynamicConfig {
                 self.heartbeat_ms, self.ttl_ms
             ));
         }
+        // A year: beyond that a schedule is a mistake (and sums overflow).
+        const YEAR_MS: u64 = 366 * 24 * 3600 * 1000;
+        for (key, value) in [
+            ("backup_interval_ms", self.backup_interval_ms),
+            ("backup_full_interval_ms", self.backup_full_interval_ms),
+        ] {
+            if value > YEAR_MS {
+                problems.push(format!(
+                    "{key} = {value} is more than a year ({YEAR_MS}); give a shorter interval, or 0 for none"
+                ));
+            }
+        }
         if self.synchronous_count == 0 {
             problems.push("synchronous_count must be at least 1".to_string());
         }
@@ -129,6 +141,21 @@ mod tests {
         assert!(
             missing.is_empty(),
             "docs/configuration.md does not document {missing:?}"
+        );
+    }
+
+    #[test]
+    fn a_backup_interval_beyond_a_year_is_refused() {
+        let config = DynamicConfig {
+            backup_interval_ms: u64::MAX,
+            backup_full_interval_ms: 7 * 24 * 3600 * 1000,
+            ..DynamicConfig::default()
+        };
+        let problems = config.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("backup_interval_ms = "),
+            "{problems:?}"
         );
     }
 
