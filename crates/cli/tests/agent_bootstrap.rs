@@ -38,10 +38,16 @@ async fn three_agents_bootstrap_one_primary_and_two_streaming_standbys() {
     // A fresh clone is cloned, started and streaming: nothing to repair
     // (its copied pg_control once passed it off as a former primary to
     // rewind while it was starting).
+    // A store that answers late on a loaded machine fails a round's write
+    // (retried the next round): that is no repair.
     let repairs: Vec<String> = events(&cluster)
         .await
         .into_iter()
-        .filter(|e| matches!(e.kind.as_str(), "rewound" | "recloned" | "action_failed"))
+        .filter(|e| match e.kind.as_str() {
+            "rewound" | "recloned" => true,
+            "action_failed" => !e.details.contains("store unavailable"),
+            _ => false,
+        })
         .map(|e| format!("{} {}: {}", e.member, e.kind, e.details))
         .collect();
     assert!(repairs.is_empty(), "{repairs:?}\n{}", cluster.logs());
