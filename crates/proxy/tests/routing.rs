@@ -220,7 +220,17 @@ async fn writes_follow_the_leader_and_old_connections_are_cut_at_a_leader_change
     assert_eq!(who(proxy.read_write).await.1, "db2");
     // The reader was on db2, which no longer serves reads as a standby.
     assert!(closed(&mut reader).await);
-    assert_eq!(who(proxy.read_only.unwrap()).await.1, "db1");
+    // db1's standby status is published after db2 took the key: the read
+    // set has it once the proxy has seen that write too.
+    let read_only = proxy.read_only.unwrap();
+    wait_for("db1 in the read set", DEADLINE, || async {
+        match who(read_only).await.1 {
+            name if name == "db1" => Ok(()),
+            name => Err(name),
+        }
+    })
+    .await
+    .unwrap();
     assert!(proxy.metrics.fenced_total.load(Relaxed) >= 2);
     let (status, metrics) = http(proxy.http.unwrap(), Method::GET, "/metrics").await;
     assert_eq!(status, StatusCode::OK, "{metrics}");
