@@ -14,6 +14,7 @@ use store::cluster::{ClusterKeys, MemberStatus};
 use store::{Lease, Store, StoreError};
 
 mod actions;
+mod archive_health;
 mod requests;
 mod status;
 

@@ -6,7 +6,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 pub use pg::ConfigReport;
-use pg::{Endpoint, Instance, PgError, Probe, RewindOutcome, Settings};
+use pg::{ArchiverReport, Endpoint, Instance, PgError, Probe, RewindOutcome, Settings};
 use tokio::sync::Mutex;
 
 /// A member's PostgreSQL as seen from another: its name and address.
@@ -42,6 +42,11 @@ pub trait LocalPostgres: Send + Sync {
     /// observation.
     fn config_report(&self) -> ConfigReport {
         ConfigReport::default()
+    }
+    /// How a primary's WAL archiving went at the last observation; `None`
+    /// on a standby, a stopped server, or without archiving.
+    fn archiver_report(&self) -> Option<ArchiverReport> {
+        None
     }
     /// Writes the cluster-wide parameters of the dynamic configuration and
     /// has a running server reload them.
@@ -83,6 +88,7 @@ pub struct RealPostgres {
     /// observation (the files were written since).
     config_read_at: std::sync::Mutex<Option<std::time::Instant>>,
     progress: std::sync::Arc<std::sync::Mutex<Option<(u64, u64)>>>,
+    archiver_report: std::sync::Mutex<Option<ArchiverReport>>,
 }
 
 struct Applied {
@@ -105,6 +111,7 @@ impl RealPostgres {
             config_report: Default::default(),
             config_read_at: Default::default(),
             progress: Default::default(),
+            archiver_report: Default::default(),
         }
     }
 
@@ -153,6 +160,27 @@ impl RealPostgres {
         }
     }
 
+    /// A primary's archiving, every round: a failing archive is news the
+    /// operator needs at once. The last report stays when it cannot be read.
+    async fn read_archiver_report(&self, probe: &Probe) {
+        let primary = probe.state().is_some_and(|s| !s.in_recovery);
+        let report = if primary {
+            match self.instance.archiver_report().await {
+                Ok(report) => Some(report).filter(|r| r.enabled),
+                Err(err) => {
+                    tracing::debug!("could not read pg_stat_archiver: {err}");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        *self
+            .archiver_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = report;
+    }
+
     async fn clone_with_progress(&self, upstream: &Upstream) -> Result<(), PgError> {
         let progress = self.progress.clone();
         let set = move |value| *progress.lock().unwrap_or_else(|e| e.into_inner()) = value;
@@ -194,6 +222,7 @@ impl LocalPostgres for RealPostgres {
         if probe.is_up() {
             self.read_config_report().await;
         }
+        self.read_archiver_report(&probe).await;
         let state = match probe {
             Probe::Up(state) => state,
             Probe::Down {
@@ -272,6 +301,13 @@ impl LocalPostgres for RealPostgres {
 
     fn config_report(&self) -> ConfigReport {
         self.config_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn archiver_report(&self) -> Option<ArchiverReport> {
+        self.archiver_report
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

@@ -35,6 +35,9 @@ pub struct LocalState {
     pub note: String,
     /// A long action under way (clone, rewind), if any.
     pub activity: Option<Activity>,
+    /// On a primary that archives WAL: how that goes.
+    #[serde(default)]
+    pub archive: Option<store::cluster::ArchiveHealth>,
     /// Unix ms of the round.
     pub updated_ms: u64,
 }

@@ -7,7 +7,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_text::Exposition;
-use store::cluster::History;
+use store::cluster::{ArchiveHealth, History};
 
 use crate::local::LocalState;
 use crate::routes::AppState;
@@ -102,6 +102,9 @@ pub fn render(
         )
         .sample(&[member], seconds(ms));
     }
+    if let Some(archive) = &local.archive {
+        archive_metrics(&mut out, member, archive);
+    }
     if let Some(history) = history {
         // The history only grows (one entry per promotion), so its length
         // is a counter.
@@ -126,6 +129,38 @@ pub fn render(
         served.sample(&[("route", route), ("status", &status.to_string())], *count);
     }
     out.into_text()
+}
+
+/// A primary's WAL archiving (`pg_stat_archiver` and pg_wal's waiting
+/// segments).
+fn archive_metrics(out: &mut Exposition, member: (&str, &str), archive: &ArchiveHealth) {
+    out.gauge(
+        "pgwarden_archive_failing",
+        "1 while the last attempt to archive a WAL segment failed.",
+    )
+    .sample(&[member], archive.failing);
+    out.gauge(
+        "pgwarden_archive_waiting_segments",
+        "WAL segments (and history files) waiting in pg_wal to be archived.",
+    )
+    .sample(&[member], archive.waiting);
+    out.gauge(
+        "pgwarden_archive_waiting_bytes",
+        "Bytes of WAL waiting in pg_wal to be archived.",
+    )
+    .sample(&[member], archive.waiting_bytes);
+    out.counter(
+        "pgwarden_archive_failed_total",
+        "Failed attempts to archive, since PostgreSQL's statistics were reset.",
+    )
+    .sample(&[member], archive.failed_count);
+    if let Some(ms) = archive.last_archived_ms {
+        out.gauge(
+            "pgwarden_archive_last_archived_timestamp_seconds",
+            "When the last WAL segment was archived (unix time).",
+        )
+        .sample(&[member], seconds(ms));
+    }
 }
 
 fn seconds(ms: u64) -> f64 {
@@ -189,6 +224,12 @@ mod tests {
             lag_bytes: Some(0),
             lag_ms: Some(0),
             lease_remaining_ms: Some(2500),
+            archive: Some(ArchiveHealth {
+                waiting: 2,
+                waiting_bytes: 32 << 20,
+                last_archived_ms: Some(1_000),
+                ..ArchiveHealth::default()
+            }),
             ..LocalState::default()
         };
         let history = History {
@@ -220,6 +261,11 @@ mod tests {
                 ("pgwarden_lag_bytes", "gauge"),
                 ("pgwarden_lag_seconds", "gauge"),
                 ("pgwarden_leader_lease_remaining_seconds", "gauge"),
+                ("pgwarden_archive_failing", "gauge"),
+                ("pgwarden_archive_waiting_segments", "gauge"),
+                ("pgwarden_archive_waiting_bytes", "gauge"),
+                ("pgwarden_archive_failed_total", "counter"),
+                ("pgwarden_archive_last_archived_timestamp_seconds", "gauge"),
                 ("pgwarden_failovers_total", "counter"),
                 ("pgwarden_last_failover_duration_seconds", "gauge"),
                 ("pgwarden_api_requests_total", "counter"),

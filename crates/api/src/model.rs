@@ -1,7 +1,9 @@
 //! The JSON the API answers with and takes, shared with `pgwarden ctl`.
 
 use serde::{Deserialize, Serialize};
-use store::cluster::{DynamicConfig, Event, HistoryEntry, PgState, Role, Switchover, Tags};
+use store::cluster::{
+    ArchiveHealth, DynamicConfig, Event, HistoryEntry, PgState, Role, Switchover, Tags,
+};
 
 use store::ClusterRecords;
 
@@ -49,6 +51,9 @@ pub struct MemberView {
     /// Settings its PostgreSQL could not apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config_errors: Vec<String>,
+    /// On a primary that archives WAL: how that goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveHealth>,
 }
 
 impl ClusterView {
@@ -83,6 +88,7 @@ impl ClusterView {
                     updated_ms: m.updated_ms,
                     pending_restart: m.pending_restart.clone(),
                     config_errors: m.config_errors.clone(),
+                    archive: m.archive.clone(),
                 }
             })
             .collect();

@@ -37,6 +37,7 @@ pub fn member(name: &str, role: Role, streaming: bool) -> MemberStatus {
         can_backup: false,
         pending_restart: Vec::new(),
         config_errors: Vec::new(),
+        archive: None,
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use backup::repo::{PosixRepository, S3Credentials, S3Options, S3Repository};
 use backup::wal::{WalArchive, WalName};
 use backup::Repository;
-use common::{binary, healthy};
+use common::{api_url, binary, ctl, events, healthy, shown};
 use testkit::s3::{S3Server, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
 use testkit::{AgentCluster, AgentMember, ClusterOptions};
 
@@ -301,6 +301,23 @@ async fn a_repository_postgresql_cannot_write_loses_no_segment() {
         log.contains("Permission denied"),
         "PostgreSQL's log says why:\n{log}"
     );
+    // The agent says so: an event, `ctl list`, the metrics.
+    let api = api_url(&cluster, "db1").await;
+    wait_event(&cluster, "archive_failing").await;
+    let listed = ctl(&["--api", &api, "list"], &[]).await;
+    let text = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(
+        text.contains("Archive on db1: FAILING") && text.contains("check the repository"),
+        "{}",
+        shown(&listed)
+    );
+    let metrics = metrics_of(&api).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "pgwarden_archive_failing{member=\"db1\"} 1"),
+        "{metrics}"
+    );
 
     // Writable again: the archiver's next round (a new segment wakes it)
     // pushes everything, in order.
@@ -316,6 +333,34 @@ async fn a_repository_postgresql_cannot_write_loses_no_segment() {
     for pair in segments[from..].windows(2) {
         assert_eq!(pair[1], pair[0] + 1, "a gap in the archive: {segments:?}");
     }
+    wait_event(&cluster, "archive_recovered").await;
+    let listed = ctl(&["--api", &api, "list"], &[]).await;
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("Archive on db1: ok"),
+        "{}",
+        shown(&listed)
+    );
+}
+
+async fn wait_event(cluster: &AgentCluster, kind: &str) {
+    let seen = testkit::wait_for(&format!("a {kind} event"), DEADLINE, || async {
+        let all = events(cluster).await;
+        if all.iter().any(|e| e.kind == kind) {
+            Ok(())
+        } else {
+            Err(all.iter().map(|e| e.kind.clone()).collect::<Vec<_>>())
+        }
+    })
+    .await;
+    seen.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+}
+
+/// `GET /metrics` of the API at `api`.
+async fn metrics_of(api: &str) -> String {
+    let client = api::client::ApiClient::new(None).unwrap();
+    let call = api::client::Call::new(hyper::Method::GET, api, "/metrics");
+    let reply = client.send(call).await.unwrap();
+    String::from_utf8_lossy(&reply.body).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

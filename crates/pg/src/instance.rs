@@ -698,6 +698,12 @@ impl Instance {
         probe::config_report(&client).await
     }
 
+    /// How archiving goes (`pg_stat_archiver`).
+    pub async fn archiver_report(&self) -> Result<crate::ArchiverReport, PgError> {
+        let client = self.client().await?;
+        crate::archiver::archiver_report(&client).await
+    }
+
     /// What the server says about itself right now.
     pub async fn probe(&self) -> Probe {
         probe::probe(self).await

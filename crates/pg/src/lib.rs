@@ -3,6 +3,7 @@
 //! probe. Every subprocess call has a timeout, and its stderr ends up in the
 //! error.
 
+mod archiver;
 mod command;
 pub mod conninfo;
 mod controldata;
@@ -16,6 +17,7 @@ mod probe;
 mod run_as;
 mod settings;
 
+pub use archiver::ArchiverReport;
 pub use conninfo::Endpoint;
 pub use controldata::{ClusterState, ControlData};
 pub use error::PgError;

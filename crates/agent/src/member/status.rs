@@ -4,7 +4,7 @@
 use ha::{Local, Plan};
 use store::cluster::{MemberStatus, PgState, Role, Tags};
 
-use super::{ActionError, Member, Now};
+use super::{archive_health, ActionError, Member, Now};
 
 impl Member {
     /// What the REST API shows of this member.
@@ -40,6 +40,7 @@ impl Member {
                     done_bytes: done,
                     total_bytes: (total > 0).then_some(total),
                 }),
+            archive: status.and_then(|s| s.archive.clone()),
             updated_ms: now.wall_ms,
         }
     }
@@ -143,6 +144,14 @@ impl Member {
             can_backup: self.spec.can_backup,
             pending_restart: config.pending_restart,
             config_errors: config.errors,
+            archive: match role {
+                Role::Primary => self
+                    .pg
+                    .archiver_report()
+                    .as_ref()
+                    .map(archive_health::health),
+                _ => None,
+            },
         };
         if let Some(last) = &self.last_status {
             if (last.role, last.state) != (status.role, status.state) && plan.actions.is_empty() {
@@ -152,6 +161,10 @@ impl Member {
                 );
                 self.event("state", details);
             }
+        }
+        let before = self.last_status.as_ref().and_then(|s| s.archive.as_ref());
+        if let Some((kind, details)) = archive_health::change(before, status.archive.as_ref()) {
+            self.event(kind, details);
         }
         let key = self.keys.member(&self.spec.name)?;
         key.put(self.store.as_ref(), &status, Some(lease)).await?;

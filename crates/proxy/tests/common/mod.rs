@@ -31,5 +31,6 @@ pub fn member_status(
         can_backup: false,
         pending_restart: Vec::new(),
         config_errors: Vec::new(),
+        archive: None,
     }
 }

@@ -36,5 +36,6 @@ pub fn member() -> MemberStatus {
         can_backup: false,
         pending_restart: Vec::new(),
         config_errors: Vec::new(),
+        archive: None,
     }
 }

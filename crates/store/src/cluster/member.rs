@@ -107,6 +107,27 @@ pub struct MemberStatus {
     /// and would refuse to start with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config_errors: Vec<String>,
+    /// On a primary that archives WAL: how that goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveHealth>,
+}
+
+/// A primary's WAL archiving, from `pg_stat_archiver` and the segments
+/// waiting in pg_wal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveHealth {
+    /// The last attempt failed.
+    pub failing: bool,
+    /// Segments and history files waiting to be archived.
+    pub waiting: u64,
+    pub waiting_bytes: u64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_ms: Option<u64>,
+    /// Failed attempts since the statistics were reset.
+    pub failed_count: u64,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_ms: Option<u64>,
 }
 
 impl Record for MemberStatus {

@@ -2,7 +2,7 @@
 //! what the API answered.
 
 use api::model::{ClusterView, MemberView};
-use store::cluster::{Event, HistoryEntry, PgState, Role};
+use store::cluster::{ArchiveHealth, Event, HistoryEntry, PgState, Role};
 
 fn role(m: &MemberView) -> &'static str {
     match (m.leader, m.role) {
@@ -139,10 +139,43 @@ pub fn cluster(view: &ClusterView) -> String {
             );
         }
     }
+    for m in &view.members {
+        if let Some(archive) = &m.archive {
+            out += &archive_line(&m.name, archive);
+        }
+    }
     for problem in &view.problems {
         out += &format!(" Problem: {problem}\n");
     }
     out
+}
+
+/// A primary's WAL archiving, one line under the table.
+fn archive_line(member: &str, a: &ArchiveHealth) -> String {
+    let waiting = format!(
+        "{} segment{} ({} MiB) waiting",
+        a.waiting,
+        if a.waiting == 1 { "" } else { "s" },
+        a.waiting_bytes / (1024 * 1024)
+    );
+    let last = match (&a.last_archived_wal, a.last_archived_ms) {
+        (Some(wal), Some(ms)) => format!("last {wal} at {}", api::time::format_rfc3339(ms)),
+        _ => "nothing archived yet".to_string(),
+    };
+    if a.failing {
+        format!(
+            " Archive on {member}: FAILING: {} could not be archived at {} ({} failures); {waiting}, \
+             and pg_wal grows until archiving works again: check the repository (reachable, \
+             writable, not full) and the `pgwarden wal push` errors in PostgreSQL's log; {last}\n",
+            a.last_failed_wal.as_deref().unwrap_or("a segment"),
+            a.last_failed_ms
+                .map(api::time::format_rfc3339)
+                .unwrap_or_default(),
+            a.failed_count,
+        )
+    } else {
+        format!(" Archive on {member}: ok, {last}, {waiting}\n")
+    }
 }
 
 pub fn history(entries: &[HistoryEntry]) -> String {
@@ -207,7 +240,36 @@ mod tests {
             updated_ms: 0,
             pending_restart: Vec::new(),
             config_errors: Vec::new(),
+            archive: None,
         }
+    }
+
+    #[test]
+    fn archive_health_under_the_table() {
+        let mut healthy = ArchiveHealth {
+            waiting: 1,
+            waiting_bytes: 16 << 20,
+            last_archived_wal: Some("000000020000000000000005".into()),
+            last_archived_ms: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(
+            archive_line("db1", &healthy),
+            " Archive on db1: ok, last 000000020000000000000005 at 1970-01-01T00:00:00Z, \
+             1 segment (16 MiB) waiting\n"
+        );
+        healthy.failing = true;
+        healthy.failed_count = 3;
+        healthy.last_failed_wal = Some("000000020000000000000006".into());
+        let failing = archive_line("db1", &healthy);
+        assert!(
+            failing.starts_with(
+                " Archive on db1: FAILING: 000000020000000000000006 could not be archived"
+            ),
+            "{failing}"
+        );
+        assert!(failing.contains("(3 failures)"), "{failing}");
+        assert!(failing.contains("check the repository"), "{failing}");
     }
 
     #[test]

@@ -202,6 +202,7 @@ mod tests {
             can_backup: false,
             pending_restart: Vec::new(),
             config_errors: Vec::new(),
+            archive: None,
         }
     }
 
