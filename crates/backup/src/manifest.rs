@@ -186,6 +186,8 @@ pub enum ManifestError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("the manifest of backup {id} names {path:?}, which is not a plain path inside a data directory; a restore would write outside it. The manifest is damaged or forged: do not restore this backup, and run `pgwarden backup verify`")]
+    UnsafePath { id: String, path: String },
     #[error("backup {id} has manifest format {found}; this pgwarden reads format {FORMAT}: use the pgwarden version that wrote it ({version}) or newer")]
     Format {
         id: String,
@@ -209,7 +211,27 @@ pub async fn read(repo: &dyn Repository, id: &str) -> Result<Manifest, ManifestE
             version: manifest.pgwarden_version,
         });
     }
+    let paths = manifest.directories.iter().map(|d| &d.path);
+    if let Some(path) = paths
+        .chain(manifest.files.iter().map(|f| &f.path))
+        .find(|p| !inside_data_dir(p))
+    {
+        return Err(ManifestError::UnsafePath {
+            id: id.to_string(),
+            path: path.clone(),
+        });
+    }
     Ok(manifest)
+}
+
+/// A relative, `/`-separated path that stays inside the directory it is
+/// joined to: no root, no `..`, no empty or `.` component.
+fn inside_data_dir(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// Publishes a backup: from here on it exists, and it never changes.
@@ -351,5 +373,28 @@ mod tests {
             err.contains("the manifest of backup X cannot be read"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_manifest_naming_a_path_outside_the_data_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = PosixRepository::new(dir.path());
+        for (i, bad) in ["../../etc/cron.d/x", "/etc/passwd", "base//1", "./x", ""]
+            .into_iter()
+            .enumerate()
+        {
+            let mut manifest = sample(&format!("2025010{i}-000000F"));
+            manifest.files[0].path = bad.to_string();
+            publish(&repo, &manifest).await.unwrap();
+            let err = read(&repo, &manifest.id).await.unwrap_err();
+            assert!(
+                matches!(&err, ManifestError::UnsafePath { path, .. } if path == bad),
+                "{bad}: {err}"
+            );
+        }
+        let mut manifest = sample("20250109-000000F");
+        manifest.directories[0].path = "pg_tblspc/../..".into();
+        publish(&repo, &manifest).await.unwrap();
+        assert!(read(&repo, &manifest.id).await.is_err());
     }
 }
