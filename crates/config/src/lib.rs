@@ -29,7 +29,7 @@ pub use file::{StoreTable, TomlFile};
 pub use net::IpNet;
 pub use parameters::{bad_parameter_name, bad_parameter_value, managed_parameter};
 pub use schema::{
-    Api, Backend, Backup, Config, Credential, Credentials, Hooks, Member, ParamValue,
+    Api, Backend, Backup, Bootstrap, Config, Credential, Credentials, Hooks, Member, ParamValue,
     PasswordSource, Peer, Postgresql, Repository, Store, Tags, Timing, S3,
 };
 pub use secret::Secret;

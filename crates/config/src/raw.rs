@@ -30,6 +30,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub hooks: RawHooks,
     pub backup: Option<RawBackup>,
+    pub bootstrap: Option<RawBootstrap>,
 }
 
 #[derive(Deserialize, Default)]
@@ -108,6 +109,13 @@ pub(crate) struct RawBackup {
     pub s3_credentials_file: Option<PathBuf>,
     pub s3_profile: Option<String>,
     pub s3_ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBootstrap {
+    pub from_backup: Option<String>,
+    pub recovery_target: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -29,6 +29,10 @@ pub struct Config {
     /// its WAL there (docs/backup.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<Backup>,
+    /// How a new cluster starts: `None` is initdb; `Some` restores a base
+    /// backup from `[backup]`'s repository instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<Bootstrap>,
     /// The file this was loaded from, made absolute ([`crate::load`]);
     /// `None` when parsed from text. The agent names it in the
     /// `archive_command` it writes.
@@ -271,6 +275,19 @@ pub struct Backup {
     pub repository: Repository,
 }
 
+/// `[bootstrap]`: a new cluster from a backup instead of initdb. Only the
+/// member that initializes the cluster reads it; the others clone from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Bootstrap {
+    /// A backup id, or `None` (`"latest"`) for the newest one that can
+    /// reach the target.
+    #[serde(rename = "from_backup", serialize_with = "latest_or")]
+    pub backup_id: Option<String>,
+    /// Where recovery stops, as `pgwarden restore --to` takes it (`latest`,
+    /// a time, a WAL position, a restore point); checked by the agent.
+    pub recovery_target: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Repository {
     /// A directory, usually a mounted NFS share.
@@ -307,6 +324,10 @@ impl fmt::Display for Repository {
 }
 
 /// As written in the file: `repository` and the `s3_*` keys.
+fn latest_or<S: serde::Serializer>(id: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(id.as_deref().unwrap_or("latest"))
+}
+
 impl Serialize for Backup {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]

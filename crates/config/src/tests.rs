@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::*;
 
 mod backup;
+mod bootstrap;
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -356,7 +357,7 @@ fn unknown_top_level_key() {
     assert_eq!(
         fx.error(&format!("cluster = \"main\"\n{MINIMAL}")),
         "pgwarden.toml:1:1: unknown key `cluster` at the top level\n  \
-         hint: expected one of: member, postgresql, store, timing, api, credentials, peers, hooks, backup"
+         hint: expected one of: member, postgresql, store, timing, api, credentials, peers, hooks, backup, bootstrap"
     );
 }
 

@@ -21,6 +21,7 @@ use crate::schema::{
 use crate::secret::{self, Secret};
 
 mod backup;
+mod bootstrap;
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -70,6 +71,10 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>, host: &Host<'_>) -> Re
         },
         peers: v.peers(raw.peers, &member.name)?,
         hooks: v.hooks(raw.hooks)?,
+        bootstrap: raw
+            .bootstrap
+            .map(|b| v.bootstrap(b, raw.backup.is_some()))
+            .transpose()?,
         backup: raw
             .backup
             .map(|b| v.backup(b, Some(&member.data_dir)))
