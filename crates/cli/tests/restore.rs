@@ -351,3 +351,105 @@ async fn a_dropped_table_comes_back_with_exactly_the_rows_committed_before_the_t
         "a refused restore wrote {fresh}"
     );
 }
+
+async fn post(url: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let client = api::ApiClient::new(None).unwrap();
+    let mut call = api::Call::new(hyper::Method::POST, url, path);
+    call.body = Some(&body);
+    call.timeout = Duration::from_secs(40);
+    let reply = client.send(call).await.unwrap();
+    let json = serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null);
+    (reply.status.as_u16(), json)
+}
+
+/// Writes batch `batch` (100 rows) on `primary` and waits until each of
+/// `standbys` has replayed it.
+async fn write_batch(cluster: &AgentCluster, primary: &str, standbys: &[&str], batch: u32) {
+    let member = cluster.member(primary);
+    member
+        .execute(&format!(
+            "CREATE TABLE IF NOT EXISTS w (batch int, id int); \
+             INSERT INTO w SELECT {batch}, g FROM generate_series(1, 100) g"
+        ))
+        .await
+        .unwrap();
+    let lsn = text(member, "SELECT pg_current_wal_insert_lsn()::text").await;
+    for name in standbys {
+        let standby = cluster.member(name);
+        let sql = format!("SELECT (pg_last_wal_replay_lsn() >= '{lsn}')::text");
+        let replayed = testkit::wait_for(&format!("{name} to replay {lsn}"), DEADLINE, || async {
+            match standby.query_text(&sql).await {
+                Ok(Some(yes)) if yes == "true" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        replayed.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    }
+}
+
+/// The names of the archived files of `archive` (without `.zst`).
+async fn archived(repo: &dyn Repository, archive: &WalArchive) -> Vec<String> {
+    repo.list(archive.dir())
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            let file = e.path.as_str().rsplit('/').next()?;
+            Some(file.strip_suffix(".zst")?.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_to_the_end_of_the_archive_follows_a_switchover_and_a_failover() {
+    let (holder, repo_dir) = repository_dir();
+    let mut cluster = cluster(3, &repo_dir, &[]).await;
+    let repo: Arc<dyn Repository> = Arc::new(PosixRepository::new(&repo_dir));
+    let first = healthy(&cluster, &ALL).await;
+    let archive = archive_of(repo.clone(), cluster.member(&first));
+    take_backup(&repo, cluster.member(&first)).await;
+    write_batch(&cluster, &first, &others(&ALL, &first), 1).await;
+
+    let second = others(&ALL, &first)[0].to_string();
+    let url = common::api_url(&cluster, &first).await;
+    let (status, body) = post(&url, "/switchover", serde_json::json!({ "to": second })).await;
+    assert_eq!(status, 200, "{body}\n{}", cluster.logs());
+    assert_eq!(healthy(&cluster, &ALL).await, second);
+    write_batch(&cluster, &second, &others(&ALL, &second), 2).await;
+
+    cluster.kill_host(&second);
+    let survivors = others(&ALL, &second);
+    let third = healthy(&cluster, &survivors).await;
+    let last = common::last_promotion(&cluster).await;
+    assert_eq!(last.timeline, 3, "{last:?}");
+    write_batch(&cluster, &third, &others(&survivors, &third), 3).await;
+    archive_everything(&repo, cluster.member(&third)).await;
+
+    // Each promotion archived its new timeline's history and the old
+    // timeline's last segment, cut short.
+    let names = archived(repo.as_ref(), &archive).await;
+    for wanted in ["00000002.history", "00000003.history"] {
+        assert!(names.iter().any(|n| n == wanted), "{wanted}: {names:?}");
+    }
+    for timeline in ["00000001", "00000002"] {
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with(timeline) && n.ends_with(".partial")),
+            "no .partial segment of timeline {timeline}: {names:?}"
+        );
+    }
+
+    let config = &cluster.member(&third).config_file;
+    let dir = holder.join("latest");
+    let restored = restore_and_start(config, &dir, &["--to", "latest"]).await;
+    let rows = restored
+        .text("SELECT string_agg(format('%s:%s', batch, n), ',' ORDER BY batch) FROM (SELECT batch, count(*) AS n FROM w GROUP BY batch) b")
+        .await;
+    assert_eq!(rows, "1:100,2:100,3:100", "{}", restored.log());
+    let timeline = restored
+        .text("SELECT timeline_id::text FROM pg_control_checkpoint()")
+        .await;
+    assert!(timeline.parse::<u32>().unwrap() >= 3, "{timeline}");
+}
