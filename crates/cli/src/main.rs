@@ -45,6 +45,9 @@ enum Command {
     /// and restore_command when pgwarden.toml has a [backup] table.
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Restore a base backup from the repository and recover it to a point
+    /// in time, as a standalone server (not a member of the cluster).
+    Restore(cmd::restore::RestoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         // ctl has its own exit codes (docs/ctl.md).
         Command::Ctl(args) => return cmd::ctl::run(args, Cli::command()),
         Command::Proxy { config } => cmd::proxy::run(&config),
+        Command::Restore(args) => cmd::restore::run(args),
         Command::Wal(WalCommand::Push { config, path }) => cmd::wal::push(&config, &path),
         Command::Wal(WalCommand::Fetch { config, name, path }) => {
             match cmd::wal::fetch(&config, &name, &path) {

@@ -1,0 +1,210 @@
+//! Which backup a restore starts from: the newest complete one that ends
+//! before the target (by stop time for a time, by stop position for a WAL
+//! position), or the one the operator named.
+
+use backup::manifest::Manifest;
+use backup::restore::RecoveryTarget;
+
+use super::target::Timeline;
+
+/// The backup to restore, and a note for the operator when the choice is
+/// a guess (a restore point's position is not known before replay).
+#[derive(Debug)]
+pub struct Choice<'a> {
+    pub manifest: &'a Manifest,
+    pub note: Option<String>,
+}
+
+/// Picks from `backups` (complete ones, any order).
+pub fn choose<'a>(
+    backups: &'a [Manifest],
+    target: &RecoveryTarget,
+    timeline: Timeline,
+    repo: &str,
+) -> Result<Choice<'a>, String> {
+    if backups.is_empty() {
+        return Err(format!(
+            "the repository {repo} has no complete backup to restore from; take one with \
+             `pgwarden ctl backup run` (a restore starts from a base backup, then replays the \
+             archived WAL)"
+        ));
+    }
+    // A backup on a later timeline than the one asked for cannot be on its
+    // history.
+    let on_timeline: Vec<&Manifest> = backups
+        .iter()
+        .filter(|m| match timeline {
+            Timeline::Id(id) => m.stop.timeline <= id,
+            _ => true,
+        })
+        .collect();
+    let Some(oldest) = on_timeline.iter().min_by(|a, b| stop_order(a, b)) else {
+        return Err(format!(
+            "every backup in {repo} was taken on a timeline after {timeline}; restore with \
+             --timeline latest, or name a later timeline"
+        ));
+    };
+    let newest_where = |fits: &dyn Fn(&Manifest) -> bool| {
+        on_timeline
+            .iter()
+            .copied()
+            .filter(|m| fits(m))
+            .max_by(|a, b| stop_order(a, b))
+    };
+    let choice = match target {
+        RecoveryTarget::Time(time) => newest_where(&|m| stop_time(m).is_some_and(|s| s <= *time))
+            .ok_or_else(|| {
+            format!(
+                "no backup in {repo} ends before {time}: the earliest point it can restore \
+                     to is {} (the end of backup {}). Pick a later time",
+                oldest.stop.time, oldest.id
+            )
+        })?,
+        RecoveryTarget::Lsn(lsn) => newest_where(&|m| m.stop.lsn <= *lsn).ok_or_else(|| {
+            format!(
+                "no backup in {repo} ends before WAL position {lsn}: the earliest position it \
+                 can restore to is {} (the end of backup {}, timeline {}). Pick a later one",
+                oldest.stop.lsn, oldest.id, oldest.stop.timeline
+            )
+        })?,
+        RecoveryTarget::Name(name) => {
+            let newest = newest_where(&|_| true).expect("on_timeline is not empty");
+            let note = format!(
+                "where restore point `{name}` is in the WAL is known only once recovery meets \
+                 it, so this restores the newest backup, {} (ended {}). If the restore point \
+                 was made before that, recovery cannot reach it: restore an older backup with \
+                 --backup ID (the earliest is {}, ended {})",
+                newest.id, newest.stop.time, oldest.id, oldest.stop.time
+            );
+            return Ok(Choice {
+                manifest: newest,
+                note: Some(note),
+            });
+        }
+        RecoveryTarget::Latest | RecoveryTarget::Immediate => {
+            newest_where(&|_| true).expect("on_timeline is not empty")
+        }
+    };
+    Ok(Choice {
+        manifest: choice,
+        note: None,
+    })
+}
+
+fn stop_time(manifest: &Manifest) -> Option<jiff::Timestamp> {
+    manifest.stop.time.parse().ok()
+}
+
+/// By where the backup ends: position, then time, then id.
+fn stop_order(a: &Manifest, b: &Manifest) -> std::cmp::Ordering {
+    (a.stop.lsn, stop_time(a), &a.id).cmp(&(b.stop.lsn, stop_time(b), &b.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backup::manifest::{BackupKind, Compression, Position, TakenFrom, Totals, FORMAT};
+    use pg::Lsn;
+
+    fn backup(id: &str, lsn: u64, time: &str, timeline: u32) -> Manifest {
+        let position = |lsn: u64| Position {
+            lsn: Lsn(lsn),
+            timeline,
+            time: time.into(),
+        };
+        Manifest {
+            format: FORMAT,
+            id: id.into(),
+            kind: BackupKind::Full,
+            parent: None,
+            label: "test".into(),
+            pgwarden_version: "0.1.0".into(),
+            server_version_num: 150000,
+            system_identifier: "7300000000000000001".into(),
+            taken_from: TakenFrom::Primary,
+            wal_segment_size: 16 << 20,
+            chunk_size: 64 << 20,
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level: 3,
+            },
+            start: position(lsn - 0x10),
+            stop: position(lsn),
+            backup_label: String::new(),
+            tablespace_map: None,
+            totals: Totals::default(),
+            directories: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+
+    fn three() -> Vec<Manifest> {
+        vec![
+            backup("B2", 0x200, "2026-03-01T12:00:00Z", 1),
+            backup("B1", 0x100, "2026-03-01T11:00:00Z", 1),
+            backup("B3", 0x300, "2026-03-01T13:00:00Z", 2),
+        ]
+    }
+
+    fn chosen(target: RecoveryTarget, timeline: Timeline) -> Result<String, String> {
+        let backups = three();
+        choose(&backups, &target, timeline, "/repo").map(|c| c.manifest.id.clone())
+    }
+
+    #[test]
+    fn the_newest_backup_that_ends_before_the_target() {
+        let at = |t: &str| RecoveryTarget::Time(t.parse().unwrap());
+        assert_eq!(
+            chosen(at("2026-03-01T12:30:00Z"), Timeline::Latest),
+            Ok("B2".into())
+        );
+        assert_eq!(
+            chosen(at("2026-03-01T12:00:00Z"), Timeline::Latest),
+            Ok("B2".into())
+        );
+        assert_eq!(
+            chosen(RecoveryTarget::Lsn(Lsn(0x2ff)), Timeline::Latest),
+            Ok("B2".into())
+        );
+        assert_eq!(
+            chosen(RecoveryTarget::Latest, Timeline::Latest),
+            Ok("B3".into())
+        );
+        assert_eq!(
+            chosen(RecoveryTarget::Latest, Timeline::Id(1)),
+            Ok("B2".into())
+        );
+    }
+
+    #[test]
+    fn a_target_before_every_backup_names_the_earliest_reachable_point() {
+        let err = chosen(
+            RecoveryTarget::Time("2026-03-01T10:59:59Z".parse().unwrap()),
+            Timeline::Latest,
+        )
+        .unwrap_err();
+        assert!(err.contains("earliest point"), "{err}");
+        assert!(err.contains("2026-03-01T11:00:00Z"), "{err}");
+        assert!(err.contains("B1"), "{err}");
+        let err = chosen(RecoveryTarget::Lsn(Lsn(0xff)), Timeline::Latest).unwrap_err();
+        assert!(err.contains("0/100"), "{err}");
+        let err = choose(&[], &RecoveryTarget::Latest, Timeline::Latest, "/repo").unwrap_err();
+        assert!(err.contains("no complete backup"), "{err}");
+    }
+
+    #[test]
+    fn a_restore_point_takes_the_newest_and_says_what_if_it_is_earlier() {
+        let backups = three();
+        let choice = choose(
+            &backups,
+            &RecoveryTarget::Name("before".into()),
+            Timeline::Latest,
+            "/repo",
+        )
+        .unwrap();
+        assert_eq!(choice.manifest.id, "B3");
+        let note = choice.note.unwrap();
+        assert!(note.contains("--backup"), "{note}");
+        assert!(note.contains("B1"), "{note}");
+    }
+}

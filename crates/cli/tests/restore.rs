@@ -1,0 +1,455 @@
+//! `pgwarden restore` on real PostgreSQL 15, etcd and agents archiving
+//! through `pgwarden wal push`: a table dropped after rows committed at
+//! recorded times comes back with exactly the rows committed before the
+//! target; a restore to the end of the archive follows a switchover and a
+//! failover; a standby that fell behind what its primary keeps catches up
+//! from the archive and streams again without a re-clone.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backup::backup::{BackupOptions, BaseBackup};
+use backup::manifest::Manifest;
+use backup::repo::PosixRepository;
+use backup::wal::{WalArchive, WalName};
+use backup::{RepoError, Repository};
+use common::{binary, events, healthy, others, shown, ALL, DEADLINE};
+use pg::{Endpoint, Instance, InstanceSpec, Role, RunAs, Timeouts};
+use testkit::{AgentCluster, AgentMember, ClusterOptions};
+
+/// An empty repository directory owned by PostgreSQL's user, in a
+/// directory of its own (declare it before the cluster: removed after).
+fn repository_dir() -> (testkit::ScratchDir, PathBuf) {
+    let run_as = RunAs::detect().unwrap();
+    let holder = testkit::ScratchDir::new(&run_as).unwrap();
+    let dir = holder.join("repository");
+    std::fs::create_dir(&dir).unwrap();
+    run_as.chown(&dir).unwrap();
+    (holder, dir)
+}
+
+async fn cluster(members: usize, repo_dir: &Path, parameters: &[(&str, &str)]) -> AgentCluster {
+    let mut options = ClusterOptions {
+        members,
+        backup: Some(format!("repository = \"{}\"", repo_dir.display())),
+        ..ClusterOptions::default()
+    };
+    for (name, value) in parameters {
+        options
+            .config
+            .parameters
+            .insert(name.to_string(), value.to_string());
+    }
+    let cluster = AgentCluster::start(binary(), options).await.unwrap();
+    let names: Vec<String> = (1..=members).map(|i| format!("db{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    healthy(&cluster, &names).await;
+    cluster
+}
+
+/// The cluster's archive, as the backup waits on it.
+struct Archived {
+    repo: Arc<dyn Repository>,
+    archive: WalArchive,
+}
+
+#[async_trait]
+impl backup::backup::WalArchive for Archived {
+    async fn has_segment(&self, name: &str) -> Result<bool, RepoError> {
+        let name = WalName::parse(name).map_err(RepoError::BadPath)?;
+        Ok(self
+            .repo
+            .size(&self.archive.path_of(&name))
+            .await?
+            .is_some())
+    }
+    fn describe(&self) -> String {
+        self.archive.dir().to_string()
+    }
+}
+
+fn archive_of(repo: Arc<dyn Repository>, member: &AgentMember) -> WalArchive {
+    let data_dir = &member.instance.spec().data_dir;
+    WalArchive::new(
+        repo,
+        backup::wal::control::system_identifier(data_dir).unwrap(),
+    )
+}
+
+/// A full base backup of `member`, through the library.
+async fn take_backup(repo: &Arc<dyn Repository>, member: &AgentMember) -> Manifest {
+    let client = member.instance.connect().await.unwrap();
+    let archive = Archived {
+        repo: repo.clone(),
+        archive: archive_of(repo.clone(), member),
+    };
+    BaseBackup {
+        client: &client,
+        data_dir: member.instance.data_dir(),
+        repo: repo.as_ref(),
+        archive: &archive,
+        parent: None,
+        options: BackupOptions::default(),
+        progress: &|_| {},
+    }
+    .run()
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "backup of {} failed: {e}\n{}",
+            member.name,
+            member.log_tail(30)
+        )
+    })
+}
+
+async fn text(member: &AgentMember, sql: &str) -> String {
+    member
+        .query_text(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql} on {}: {e}", member.name))
+        .unwrap_or_default()
+}
+
+/// Ends the current segment on `member` and waits until the archive has
+/// it: everything written so far can be restored.
+async fn archive_everything(repo: &Arc<dyn Repository>, member: &AgentMember) {
+    let segment = text(member, "SELECT pg_walfile_name(pg_switch_wal())").await;
+    let archive = archive_of(repo.clone(), member);
+    let path = archive.path_of(&WalName::parse(&segment).unwrap());
+    let waited = testkit::wait_for(&format!("{segment} archived"), DEADLINE, || async {
+        match repo.size(&path).await {
+            Ok(Some(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|e| panic!("{e}\n{}", member.log_tail(30)));
+}
+
+async fn restore(config: &Path, args: &[&str]) -> Output {
+    let run = tokio::process::Command::new(binary())
+        .arg("restore")
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(300), run)
+        .await
+        .expect("restore finished within 300 s")
+        .unwrap()
+}
+
+/// A server `pgwarden restore --start` left running: stopped when dropped.
+struct Restored {
+    instance: Instance,
+}
+
+impl Restored {
+    fn new(dir: &Path, port: u16) -> Restored {
+        Restored {
+            instance: Instance::new(InstanceSpec {
+                data_dir: dir.to_path_buf(),
+                bin_dir: testkit::postgres::bin_dir().unwrap(),
+                log_file: dir.join("log/postmaster.log"),
+                endpoint: Endpoint::new("127.0.0.1", port),
+                superuser: Role {
+                    name: "postgres".into(),
+                    password: testkit::agents::SUPERUSER_PASSWORD.into(),
+                },
+                replication: Role {
+                    name: "replicator".into(),
+                    password: testkit::agents::REPLICATION_PASSWORD.into(),
+                },
+                hba_networks: Vec::new(),
+                run_as: RunAs::detect().unwrap(),
+                timeouts: Timeouts::default(),
+            }),
+        }
+    }
+
+    async fn text(&self, sql: &str) -> String {
+        let client = self.instance.connect().await.unwrap();
+        let row = client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        row.get::<_, Option<String>>(0).unwrap_or_default()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.instance.data_dir().join("log/postmaster.log"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        if let Some(pid) = self.instance.postmaster_pid() {
+            testkit::process::terminate(
+                pid,
+                nix::sys::signal::Signal::SIGQUIT,
+                Duration::from_secs(10),
+            );
+        }
+    }
+}
+
+/// Restores with `--start` into `dir` on a free port; the running server.
+async fn restore_and_start(config: &Path, dir: &Path, extra: &[&str]) -> Restored {
+    let port = testkit::free_port();
+    let port_text = port.to_string();
+    let mut args = vec![
+        "--target-dir",
+        dir.to_str().unwrap(),
+        "--port",
+        &port_text,
+        "--start",
+    ];
+    args.extend_from_slice(extra);
+    // Built before the run: a failed start is stopped too.
+    let restored = Restored::new(dir, port);
+    let out = restore(config, &args).await;
+    assert!(out.status.success(), "{}\n{}", shown(&out), restored.log());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("port={port}")), "{said}");
+    assert!(said.contains("accepts writes"), "{said}");
+    restored
+}
+
+/// The ids in table `t`, in order.
+async fn ids(server: &Restored) -> String {
+    server
+        .text("SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM t")
+        .await
+}
+
+/// A row's commit time as PostgreSQL recorded it (track_commit_timestamp).
+async fn commit_time(member: &AgentMember, id: u32) -> jiff::Timestamp {
+    let sql = format!(
+        "SELECT to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE 'UTC', \
+         'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM t WHERE id = {id}"
+    );
+    text(member, &sql).await.parse().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_table_comes_back_with_exactly_the_rows_committed_before_the_target() {
+    let (holder, repo_dir) = repository_dir();
+    let cluster = cluster(1, &repo_dir, &[("track_commit_timestamp", "on")]).await;
+    let member = &cluster.members[0];
+    let config = &member.config_file;
+    let repo: Arc<dyn Repository> = Arc::new(PosixRepository::new(&repo_dir));
+    member
+        .execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let full = take_backup(&repo, member).await;
+
+    let mut after_5 = String::new();
+    for id in 1..=6 {
+        member
+            .execute(&format!("INSERT INTO t VALUES ({id})"))
+            .await
+            .unwrap();
+        if id == 4 {
+            member
+                .execute("SELECT pg_create_restore_point('after 4')")
+                .await
+                .unwrap();
+        }
+        if id == 5 {
+            after_5 = text(member, "SELECT pg_current_wal_insert_lsn()::text").await;
+        }
+    }
+    let (two, three) = (commit_time(member, 2).await, commit_time(member, 3).await);
+    member.execute("DROP TABLE t").await.unwrap();
+    archive_everything(&repo, member).await;
+    let gap = three.as_microsecond() - two.as_microsecond();
+    assert!(gap >= 2, "commits 2 and 3 are {gap} µs apart");
+    let between = jiff::Timestamp::from_microsecond(two.as_microsecond() + gap / 2).unwrap();
+
+    // The time as an operator types it, with an offset.
+    let typed = format!(
+        "{}+02:00",
+        jiff::tz::Offset::constant(2)
+            .to_datetime(between)
+            .strftime("%Y-%m-%d %H:%M:%S%.6f")
+    );
+    let by_time = holder.join("by-time");
+    let server = restore_and_start(config, &by_time, &["--to", &typed]).await;
+    assert_eq!(ids(&server).await, "1,2", "restored to {typed}");
+    // Promoted: it takes writes, and archives none of them.
+    server
+        .instance
+        .connect()
+        .await
+        .unwrap()
+        .batch_execute("INSERT INTO t VALUES (100); SELECT pg_switch_wal()")
+        .await
+        .unwrap();
+    assert_eq!(server.text("SHOW archive_mode").await, "off");
+    assert_eq!(server.text("SHOW primary_conninfo").await, "");
+    let by_point = holder.join("by-restore-point");
+    let by_name = restore_and_start(config, &by_point, &["--to", "after 4"]).await;
+    assert_eq!(ids(&by_name).await, "1,2,3,4");
+    drop(by_name);
+
+    // Over the first copy, stopped: only what differs is written.
+    drop(server);
+    let by_lsn = restore_and_start(config, &by_time, &["--to", &after_5, "--delta"]).await;
+    assert_eq!(ids(&by_lsn).await, "1,2,3,4,5");
+    drop(by_lsn);
+
+    // Bad input, each with what to do.
+    let fresh = holder.join("fresh");
+    let (fresh, used) = (fresh.to_str().unwrap(), by_time.to_str().unwrap());
+    let member_port = member.endpoint().port.to_string();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--to", "latest", "--backup", "20000101-000000F"],
+            "no complete backup 20000101-000000F",
+        ),
+        (&["--to", "latest", "--target-dir", used], "--delta"),
+        (&["--to", "2026-02-31 14:02:00"], "is not a time"),
+        (&["--to", "2000-01-01 00:00:00+00"], "earliest point"),
+        (&["--to", "latest", "--port", &member_port], "--port"),
+        (&["--to", "latest", "--timeline", "x"], "timeline"),
+    ];
+    for (args, expected) in cases {
+        let mut all = args.to_vec();
+        if !args.contains(&"--target-dir") {
+            all.extend(["--target-dir", fresh]);
+        }
+        let out = restore(config, &all).await;
+        assert!(!out.status.success(), "{args:?}: {}", shown(&out));
+        assert!(stderr(&out).contains(expected), "{args:?}: {}", shown(&out));
+    }
+    let early = restore(
+        config,
+        &["--target-dir", fresh, "--to", "2000-01-01 00:00:00+00"],
+    )
+    .await;
+    assert!(
+        stderr(&early).contains(&full.stop.time),
+        "{}",
+        shown(&early)
+    );
+    assert!(
+        !Path::new(fresh).exists(),
+        "a refused restore wrote {fresh}"
+    );
+}
+
+async fn post(url: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let client = api::ApiClient::new(None).unwrap();
+    let mut call = api::Call::new(hyper::Method::POST, url, path);
+    call.body = Some(&body);
+    call.timeout = Duration::from_secs(40);
+    let reply = client.send(call).await.unwrap();
+    let json = serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null);
+    (reply.status.as_u16(), json)
+}
+
+/// Writes batch `batch` (100 rows) on `primary` and waits until each of
+/// `standbys` has replayed it.
+async fn write_batch(cluster: &AgentCluster, primary: &str, standbys: &[&str], batch: u32) {
+    let member = cluster.member(primary);
+    member
+        .execute(&format!(
+            "CREATE TABLE IF NOT EXISTS w (batch int, id int); \
+             INSERT INTO w SELECT {batch}, g FROM generate_series(1, 100) g"
+        ))
+        .await
+        .unwrap();
+    let lsn = text(member, "SELECT pg_current_wal_insert_lsn()::text").await;
+    for name in standbys {
+        let standby = cluster.member(name);
+        let sql = format!("SELECT (pg_last_wal_replay_lsn() >= '{lsn}')::text");
+        let replayed = testkit::wait_for(&format!("{name} to replay {lsn}"), DEADLINE, || async {
+            match standby.query_text(&sql).await {
+                Ok(Some(yes)) if yes == "true" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        replayed.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    }
+}
+
+/// The names of the archived files of `archive` (without `.zst`).
+async fn archived(repo: &dyn Repository, archive: &WalArchive) -> Vec<String> {
+    repo.list(archive.dir())
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            let file = e.path.as_str().rsplit('/').next()?;
+            Some(file.strip_suffix(".zst")?.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_to_the_end_of_the_archive_follows_a_switchover_and_a_failover() {
+    let (holder, repo_dir) = repository_dir();
+    let mut cluster = cluster(3, &repo_dir, &[]).await;
+    let repo: Arc<dyn Repository> = Arc::new(PosixRepository::new(&repo_dir));
+    let first = healthy(&cluster, &ALL).await;
+    let archive = archive_of(repo.clone(), cluster.member(&first));
+    take_backup(&repo, cluster.member(&first)).await;
+    write_batch(&cluster, &first, &others(&ALL, &first), 1).await;
+
+    let second = others(&ALL, &first)[0].to_string();
+    let url = common::api_url(&cluster, &first).await;
+    let (status, body) = post(&url, "/switchover", serde_json::json!({ "to": second })).await;
+    assert_eq!(status, 200, "{body}\n{}", cluster.logs());
+    assert_eq!(healthy(&cluster, &ALL).await, second);
+    write_batch(&cluster, &second, &others(&ALL, &second), 2).await;
+
+    cluster.kill_host(&second);
+    let survivors = others(&ALL, &second);
+    let third = healthy(&cluster, &survivors).await;
+    let last = common::last_promotion(&cluster).await;
+    assert_eq!(last.timeline, 3, "{last:?}");
+    write_batch(&cluster, &third, &others(&survivors, &third), 3).await;
+    archive_everything(&repo, cluster.member(&third)).await;
+
+    // Each promotion archived its new timeline's history and the old
+    // timeline's last segment, cut short.
+    let names = archived(repo.as_ref(), &archive).await;
+    for wanted in ["00000002.history", "00000003.history"] {
+        assert!(names.iter().any(|n| n == wanted), "{wanted}: {names:?}");
+    }
+    for timeline in ["00000001", "00000002"] {
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with(timeline) && n.ends_with(".partial")),
+            "no .partial segment of timeline {timeline}: {names:?}"
+        );
+    }
+
+    let config = &cluster.member(&third).config_file;
+    let dir = holder.join("latest");
+    let restored = restore_and_start(config, &dir, &["--to", "latest"]).await;
+    let rows = restored
+        .text("SELECT string_agg(format('%s:%s', batch, n), ',' ORDER BY batch) FROM (SELECT batch, count(*) AS n FROM w GROUP BY batch) b")
+        .await;
+    assert_eq!(rows, "1:100,2:100,3:100", "{}", restored.log());
+    let timeline = restored
+        .text("SELECT timeline_id::text FROM pg_control_checkpoint()")
+        .await;
+    assert!(timeline.parse::<u32>().unwrap() >= 3, "{timeline}");
+}
