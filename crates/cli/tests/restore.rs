@@ -18,7 +18,7 @@ use backup::manifest::Manifest;
 use backup::repo::PosixRepository;
 use backup::wal::{WalArchive, WalName};
 use backup::{RepoError, Repository};
-use common::{binary, events, healthy, others, shown, ALL, DEADLINE};
+use common::{binary, healthy, others, shown, ALL, DEADLINE};
 use pg::{Endpoint, Instance, InstanceSpec, Role, RunAs, Timeouts};
 use testkit::{AgentCluster, AgentMember, ClusterOptions};
 

@@ -12,6 +12,8 @@ use pg::RunAs;
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::repo::{RepoError, Repository};
 
+pub mod choose;
+pub mod point;
 pub mod recovery;
 pub mod target;
 pub mod write;

@@ -4,10 +4,8 @@
 //! set up to replay the archived WAL up to TARGET and be promoted there;
 //! with `--start`, started and waited for (docs/backup.md, "Restore").
 
-mod choose;
 mod standalone;
 mod start;
-pub mod target;
 
 use std::path::{Path, PathBuf};
 
@@ -17,8 +15,9 @@ use backup::restore::{self, Recovery, RecoveryTarget, RestoreOptions};
 use backup::{RepoError, Repository};
 use pg::{Endpoint, Instance, InstanceSpec, Role, RunAs, Timeouts};
 
+use backup::restore::choose;
+use backup::restore::point::{self as target, Timeline};
 use standalone::Standalone;
-use target::Timeline;
 
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use backup::restore::RecoveryTarget;
+use super::RecoveryTarget;
 use pg::Lsn;
 
 /// `--to`: a time, a WAL position, a restore point, or the archive's end.

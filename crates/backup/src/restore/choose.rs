@@ -2,10 +2,10 @@
 //! before the target (by stop time for a time, by stop position for a WAL
 //! position), or the one the operator named.
 
-use backup::manifest::Manifest;
-use backup::restore::RecoveryTarget;
+use crate::manifest::Manifest;
 
-use super::target::Timeline;
+use super::point::Timeline;
+use super::RecoveryTarget;
 
 /// The backup to restore, and a note for the operator when the choice is
 /// a guess (a restore point's position is not known before replay).
@@ -103,7 +103,7 @@ fn stop_order(a: &Manifest, b: &Manifest) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use backup::manifest::{BackupKind, Compression, Position, TakenFrom, Totals, FORMAT};
+    use crate::manifest::{BackupKind, Compression, Position, TakenFrom, Totals, FORMAT};
     use pg::Lsn;
 
     fn backup(id: &str, lsn: u64, time: &str, timeline: u32) -> Manifest {
