@@ -9,6 +9,8 @@ pub use pg::ConfigReport;
 use pg::{ArchiverReport, Endpoint, Instance, PgError, Probe, RewindOutcome, Settings};
 use tokio::sync::Mutex;
 
+use crate::bootstrap::FromBackup;
+
 /// A member's PostgreSQL as seen from another: its name and address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
@@ -58,6 +60,11 @@ pub trait LocalPostgres: Send + Sync {
     }
     /// initdb, start as primary, create the replication role.
     async fn initdb(&self) -> Result<(), PgError>;
+    /// How the last successful [`LocalPostgres::initdb`] made the cluster,
+    /// for its event.
+    fn initdb_note(&self) -> String {
+        "ran initdb: a new cluster".to_string()
+    }
     async fn start_primary(&self) -> Result<(), PgError>;
     async fn start_replica(&self, upstream: Option<&Upstream>) -> Result<(), PgError>;
     async fn stop(&self, mode: ha::StopMode) -> Result<(), PgError>;
@@ -89,6 +96,9 @@ pub struct RealPostgres {
     config_read_at: std::sync::Mutex<Option<std::time::Instant>>,
     progress: std::sync::Arc<std::sync::Mutex<Option<(u64, u64)>>>,
     archiver_report: std::sync::Mutex<Option<ArchiverReport>>,
+    /// `[bootstrap]`: a new cluster comes from this backup, not initdb.
+    from_backup: Option<FromBackup>,
+    initdb_note: std::sync::Mutex<Option<String>>,
 }
 
 struct Applied {
@@ -112,7 +122,15 @@ impl RealPostgres {
             config_read_at: Default::default(),
             progress: Default::default(),
             archiver_report: Default::default(),
+            from_backup: None,
+            initdb_note: Default::default(),
         }
+    }
+
+    /// A new cluster is restored from a backup instead of made by initdb.
+    pub fn bootstrap_from(mut self, from_backup: FromBackup) -> RealPostgres {
+        self.from_backup = Some(from_backup);
+        self
     }
 
     pub fn instance(&self) -> &Instance {
@@ -337,7 +355,27 @@ impl LocalPostgres for RealPostgres {
 
     async fn initdb(&self) -> Result<(), PgError> {
         let applied = self.settings.lock().await;
-        self.instance.bootstrap(&applied.settings).await
+        let note = match &self.from_backup {
+            None => {
+                self.instance.bootstrap(&applied.settings).await?;
+                None
+            }
+            Some(from_backup) => Some(
+                from_backup
+                    .bootstrap(&self.instance, &applied.settings)
+                    .await?,
+            ),
+        };
+        *self.initdb_note.lock().unwrap_or_else(|e| e.into_inner()) = note;
+        Ok(())
+    }
+
+    fn initdb_note(&self) -> String {
+        self.initdb_note
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "ran initdb: a new cluster".to_string())
     }
 
     async fn start_primary(&self) -> Result<(), PgError> {

@@ -16,6 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use api::local::{Activity, AgentRequest, AgentSide, LocalState, Request};
 
+use crate::bootstrap::FromBackup;
 use crate::events::EventLog;
 use crate::failsafe::HttpPeers;
 use crate::hooks::Hooks;
@@ -36,6 +37,8 @@ pub enum AgentError {
     Api(#[from] api::ApiError),
     #[error("REST API client (for failsafe questions to the other members): {0}")]
     ApiClient(#[from] api::ClientError),
+    #[error("{0}")]
+    Bootstrap(String),
 }
 
 /// The pieces `run` wires together, built from the configuration.
@@ -98,7 +101,15 @@ impl Agent {
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect();
-        if let Some(commands) = crate::archive::commands(config)? {
+        let commands = crate::archive::commands(config)?;
+        let from_backup = match (&config.bootstrap, &config.backup, &commands) {
+            (Some(bootstrap), Some(backup), Some(commands)) => Some(
+                FromBackup::new(bootstrap, backup, commands.restore_command.clone())
+                    .map_err(AgentError::Bootstrap)?,
+            ),
+            _ => None,
+        };
+        if let Some(commands) = commands {
             tracing::info!(
                 "archiving WAL to {}: archive_command = '{}'",
                 config
@@ -111,11 +122,11 @@ impl Agent {
             settings.archive_command = Some(commands.archive_command);
             settings.restore_command = Some(commands.restore_command);
         }
-        let pg = Arc::new(RealPostgres::new(
-            Instance::new(spec),
-            &member.name,
-            settings,
-        ));
+        let mut pg = RealPostgres::new(Instance::new(spec), &member.name, settings);
+        if let Some(from_backup) = from_backup {
+            pg = pg.bootstrap_from(from_backup);
+        }
+        let pg = Arc::new(pg);
 
         let store_config = &config.store;
         let store: Arc<dyn Store> =

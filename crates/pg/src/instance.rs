@@ -638,6 +638,34 @@ impl Instance {
             .map_err(|e| PgError::sql(format!("create the replication role {}", role.name), e))
     }
 
+    /// The replication role of this member's credentials, created, or given
+    /// back its rights and password: a restored backup carries the roles
+    /// of the cluster it was taken from.
+    pub async fn ensure_replication_role(&self) -> Result<(), PgError> {
+        let client = self.connect().await?;
+        let role = &self.spec.replication;
+        let what = || format!("create or alter the replication role {}", role.name);
+        client
+            .batch_execute("SET log_statement = 'none'; SET log_min_duration_statement = -1")
+            .await
+            .map_err(|e| PgError::sql(what(), e))?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role.name])
+            .await
+            .map_err(|e| PgError::sql(what(), e))?
+            .is_some();
+        let sql = format!(
+            "{} ROLE {} WITH LOGIN REPLICATION PASSWORD {}",
+            if exists { "ALTER" } else { "CREATE" },
+            quote_ident(&role.name),
+            quote_literal(&role.password)
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| PgError::sql(what(), e))
+    }
+
     /// initdb, start, and the replication role: a new primary.
     pub async fn bootstrap(&self, settings: &Settings) -> Result<(), PgError> {
         self.initdb().await?;

@@ -16,7 +16,7 @@ impl Member {
     pub(super) fn record_event(&mut self, action: &Action, plan: &Plan) {
         let term = self.records.term().unwrap_or(0);
         let (kind, details) = match action {
-            Action::InitDb => ("initialized", "ran initdb: a new cluster".to_string()),
+            Action::InitDb => ("initialized", self.pg.initdb_note()),
             Action::AcquireLeader => ("leader", format!("took the leader key (term {term})")),
             Action::DeposeLeader { leader } => {
                 ("deposed", format!("deposed the silent primary {leader}"))

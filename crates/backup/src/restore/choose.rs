@@ -2,7 +2,8 @@
 //! before the target (by stop time for a time, by stop position for a WAL
 //! position), or the one the operator named.
 
-use crate::manifest::Manifest;
+use crate::manifest::{self, Manifest};
+use crate::repo::Repository;
 
 use super::point::Timeline;
 use super::RecoveryTarget;
@@ -88,6 +89,60 @@ pub fn choose<'a>(
     Ok(Choice {
         manifest: choice,
         note: None,
+    })
+}
+
+/// A backup to restore, and what the operator should hear about the choice.
+#[derive(Debug)]
+pub struct Picked {
+    pub manifest: Manifest,
+    /// Unreadable manifests skipped, and why a choice is a guess.
+    pub notes: Vec<String>,
+}
+
+/// The backup `named`, or the newest in `repo` (shown as `where_`) that can
+/// reach `target` on `timeline`.
+pub async fn pick(
+    repo: &dyn Repository,
+    named: Option<&str>,
+    target: &RecoveryTarget,
+    timeline: Timeline,
+    where_: &str,
+) -> Result<Picked, String> {
+    let ids = manifest::list(repo)
+        .await
+        .map_err(|e| format!("cannot list the backups in {where_}: {e}"))?;
+    if let Some(id) = named {
+        if !ids.iter().any(|i| i == id) {
+            return Err(format!(
+                "there is no complete backup {id} in {where_}; the backups there are: {} \
+                 (`pgwarden backup list` shows them with their times)",
+                if ids.is_empty() {
+                    "none".to_string()
+                } else {
+                    ids.join(", ")
+                }
+            ));
+        }
+        let manifest = manifest::read(repo, id).await.map_err(|e| e.to_string())?;
+        return Ok(Picked {
+            manifest,
+            notes: Vec::new(),
+        });
+    }
+    let mut manifests = Vec::new();
+    let mut notes = Vec::new();
+    for id in &ids {
+        match manifest::read(repo, id).await {
+            Ok(m) => manifests.push(m),
+            Err(e) => notes.push(format!("skipping backup {id}: {e}")),
+        }
+    }
+    let choice = choose(&manifests, target, timeline, where_)?;
+    notes.extend(choice.note);
+    Ok(Picked {
+        manifest: choice.manifest.clone(),
+        notes,
     })
 }
 

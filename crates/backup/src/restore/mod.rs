@@ -15,6 +15,7 @@ use crate::repo::{RepoError, Repository};
 pub mod choose;
 pub mod point;
 pub mod recovery;
+pub mod start;
 pub mod target;
 pub mod write;
 
@@ -75,6 +76,10 @@ pub enum RestoreError {
         backup_end: String,
         target: String,
     },
+    #[error("the restored server stopped before recovery finished. {hint}\n{log}")]
+    RecoveryStopped { hint: &'static str, log: String },
+    #[error(transparent)]
+    Pg(#[from] pg::PgError),
     #[error("restore: a task failed: {0}")]
     Task(String),
 }

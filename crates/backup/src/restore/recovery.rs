@@ -124,6 +124,24 @@ impl Recovery {
     }
 }
 
+/// Removes this module's recovery settings from a data directory's
+/// postgresql.auto.conf, once recovery is over: a recovery target left
+/// there would stop the next recovery (this server started as a standby
+/// after a failover) at the same point and promote it.
+pub fn clear(data_dir: &Path, run_as: &RunAs) -> std::io::Result<()> {
+    let auto_conf = data_dir.join(AUTO_CONF);
+    let existing = fs::read_to_string(&auto_conf)?;
+    let kept: String = existing
+        .lines()
+        .filter(|line| !MANAGED.contains(&setting_name(line)) && !line.starts_with(HEADER))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    if kept != existing {
+        write_owned(&auto_conf, &kept, run_as)?;
+    }
+    Ok(())
+}
+
 const HEADER: &str = "# Recovery settings written by pgwarden, restoring backup";
 
 fn setting_name(line: &str) -> &str {

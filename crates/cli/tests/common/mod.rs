@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use testkit::AgentCluster;
 
+pub mod backups;
+
 pub const DEADLINE: Duration = Duration::from_secs(60);
 pub const ALL: [&str; 3] = ["db1", "db2", "db3"];
 

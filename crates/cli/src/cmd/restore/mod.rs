@@ -5,14 +5,13 @@
 //! with `--start`, started and waited for (docs/backup.md, "Restore").
 
 mod standalone;
-mod start;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use backup::manifest::{self, Manifest};
+use backup::manifest::Manifest;
 use backup::restore::{self, Recovery, RecoveryTarget, RestoreOptions};
-use backup::{RepoError, Repository};
+use backup::Repository;
 use pg::{Endpoint, Instance, InstanceSpec, Role, RunAs, Timeouts};
 
 use backup::restore::choose;
@@ -152,7 +151,14 @@ pub fn run(args: RestoreArgs) -> Result<()> {
                 args.port,
                 describe(&args.to)
             );
-            start::start_and_wait(&instance).await?;
+            let log = instance.spec().log_file.display().to_string();
+            restore::start::start_and_wait(&instance, |after| {
+                eprintln!(
+                    "still recovering after {}s (the server log: {log})",
+                    after.as_secs()
+                )
+            })
+            .await?;
             println!("{}", connect_hint(&config, &args, &instance));
         } else {
             println!("{}", start_hint(&instance, &args.to));
@@ -163,40 +169,19 @@ pub fn run(args: RestoreArgs) -> Result<()> {
 
 /// The backup named with --backup, or the newest that can reach the target.
 async fn pick(repo: &dyn Repository, args: &RestoreArgs, where_: &str) -> Result<Manifest> {
-    let ids = manifest::list(repo)
-        .await
-        .map_err(|e| unreadable(e, where_))?;
-    if let Some(id) = &args.backup {
-        if !ids.contains(id) {
-            bail!(
-                "there is no complete backup {id} in {where_}; the backups there are: {} \
-                 (`pgwarden ctl backup list` shows them with their times)",
-                if ids.is_empty() {
-                    "none".to_string()
-                } else {
-                    ids.join(", ")
-                }
-            );
-        }
-        return Ok(manifest::read(repo, id).await?);
-    }
-    let mut manifests = Vec::new();
-    for id in &ids {
-        match manifest::read(repo, id).await {
-            Ok(m) => manifests.push(m),
-            Err(e) => eprintln!("skipping backup {id}: {e}"),
-        }
-    }
-    let choice =
-        choose::choose(&manifests, &args.to, args.timeline, where_).map_err(|e| anyhow!(e))?;
-    if let Some(note) = &choice.note {
+    let picked = choose::pick(
+        repo,
+        args.backup.as_deref(),
+        &args.to,
+        args.timeline,
+        where_,
+    )
+    .await
+    .map_err(|e| anyhow!(e))?;
+    for note in &picked.notes {
         eprintln!("{note}");
     }
-    Ok(choice.manifest.clone())
-}
-
-fn unreadable(e: RepoError, where_: &str) -> anyhow::Error {
-    anyhow!("cannot list the backups in {where_}: {e}")
+    Ok(picked.manifest)
 }
 
 /// A restore must not land on this member's own data directory or port:

@@ -1,5 +1,5 @@
-//! `--start`: start the restored server and wait until recovery reached its
-//! target and the server was promoted (it then accepts writes). Watched
+//! Starting a restored server and waiting until recovery reached its target
+//! and the server was promoted (it then accepts writes). Watched
 //! through its files, not a connection: the restored pg_hba.conf need not
 //! let this host in over TCP, and peer authentication does not take root
 //! for postgres.
@@ -7,8 +7,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
-use pg::{ClusterState, Instance};
+use pg::{ClusterState, Instance, PgError};
+
+use super::RestoreError;
 
 /// How often the server's state is looked at, and progress said.
 const POLL: Duration = Duration::from_millis(200);
@@ -17,17 +18,20 @@ const SAY_EVERY: Duration = Duration::from_secs(10);
 /// Starts `instance` (a restored data directory) in the background and
 /// waits for the end of recovery. Recovery may replay for a long time; it
 /// ends when the server dies (a target it cannot reach) or is promoted.
-pub async fn start_and_wait(instance: &Instance) -> Result<()> {
+/// `still` hears every 10 s how long it has been recovering.
+pub async fn start_and_wait(
+    instance: &Instance,
+    still: impl Fn(Duration),
+) -> Result<(), RestoreError> {
     instance.start_in_background().await?;
     let started = Instant::now();
     let mut said = Instant::now();
     loop {
         if instance.postmaster_pid().is_none() {
-            return Err(anyhow!(
-                "the restored server stopped before recovery finished. {}\n{}",
-                HINT,
-                log_tail(&instance.spec().log_file, 20)
-            ));
+            return Err(RestoreError::RecoveryStopped {
+                hint: HINT,
+                log: log_tail(&instance.spec().log_file, 20),
+            });
         }
         match promoted(instance).await {
             Ok(true) => return Ok(()),
@@ -35,11 +39,7 @@ pub async fn start_and_wait(instance: &Instance) -> Result<()> {
             Err(e) => tracing::debug!("pg_controldata: {e}"),
         }
         if said.elapsed() >= SAY_EVERY {
-            eprintln!(
-                "still recovering after {}s (the server log: {})",
-                started.elapsed().as_secs(),
-                instance.spec().log_file.display()
-            );
+            still(started.elapsed());
             said = Instant::now();
         }
         tokio::time::sleep(POLL).await;
@@ -56,7 +56,7 @@ const HINT: &str = "PostgreSQL says why at the end of its log: \"recovery ended 
 /// production) and the server accepts connections (postmaster.pid says
 /// ready). pg_control alone is not enough: a backup of a primary carries
 /// "in production" until replay begins.
-async fn promoted(instance: &Instance) -> Result<bool> {
+async fn promoted(instance: &Instance) -> Result<bool, PgError> {
     let data_dir = instance.data_dir();
     if data_dir.join("recovery.signal").exists() {
         return Ok(false);
