@@ -10,6 +10,8 @@
 //! * [`backup`]: base backups, full and incremental, of a running server.
 //! * [`manifest`]: what a backup holds, and the layout of backups in a
 //!   repository.
+//! * [`catalog`]: what a repository holds for a cluster — its backups and
+//!   the recovery window of each timeline.
 //! * [`restore`]: a backup written back into a data directory (whole, or
 //!   only what differs), set up to recover to a point in time.
 //!
@@ -17,6 +19,7 @@
 //! docs/backup.md.
 
 pub mod backup;
+pub mod catalog;
 pub mod checksum;
 pub mod compress;
 pub mod manifest;
