@@ -12,6 +12,7 @@
 //!   repository.
 //! * [`catalog`]: what a repository holds for a cluster — its backups and
 //!   the recovery window of each timeline.
+//! * [`retention`]: which backups and WAL to keep, and removing the rest.
 //! * [`restore`]: a backup written back into a data directory (whole, or
 //!   only what differs), set up to recover to a point in time.
 //!
@@ -26,6 +27,7 @@ pub mod manifest;
 mod open;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod wal;
 
 pub use open::open;
