@@ -13,6 +13,8 @@
 //! * [`catalog`]: what a repository holds for a cluster — its backups and
 //!   the recovery window of each timeline.
 //! * [`retention`]: which backups and WAL to keep, and removing the rest.
+//! * [`verify`]: every chunk and segment re-read, the WAL checked for
+//!   gaps, and what a gap breaks.
 //! * [`restore`]: a backup written back into a data directory (whole, or
 //!   only what differs), set up to recover to a point in time.
 //!
@@ -28,6 +30,7 @@ mod open;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod verify;
 pub mod wal;
 
 pub use open::open;
