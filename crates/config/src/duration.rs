@@ -4,7 +4,11 @@ use std::time::Duration;
 
 const UNITS: [(&str, u64); 5] = [
     ("d", 86_400_000),
-    ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
 
 /// Parses an integer followed by one unit: `ms`, `s`, `m`, `h` or `d`.
 ///

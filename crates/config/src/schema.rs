@@ -361,8 +361,7 @@ impl Serialize for Backup {
                 .filter(|s3| s3.credentials_file.is_some())
                 .map(|s3| s3.profile.as_str()),
             s3_ca_file: s3.and_then(|s3| s3.ca_file.as_deref()),
-            retention_full: Some(self.retention.full)
-                .filter(|n| *n != Retention::default().full),
+            retention_full: Some(self.retention.full).filter(|n| *n != Retention::default().full),
             retention_window: self.retention.window.map(crate::format_duration),
         }
         .serialize(s)

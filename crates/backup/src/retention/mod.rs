@@ -29,15 +29,14 @@ pub struct Report {
 }
 
 /// Reads the repository and plans retention for cluster `system_identifier`
-/// at `now`, removing nothing.
+/// now, removing nothing (`backup expire --dry-run`).
 pub async fn plan_for(
     repo: &dyn Repository,
     system_identifier: u64,
     policy: &Policy,
-    now: jiff::Timestamp,
 ) -> Result<Plan, RepoError> {
     let snapshot = Snapshot::read(repo, system_identifier).await?;
-    Ok(plan(&snapshot, policy, now))
+    Ok(plan(&snapshot, policy, jiff::Timestamp::now()))
 }
 
 /// Removes what `policy` does not keep of cluster `system_identifier`'s
@@ -117,9 +116,7 @@ mod tests {
             full: 1,
             window: None,
         };
-        let planned = plan_for(&*f.repo, SYSID, &policy, jiff::Timestamp::now())
-            .await
-            .unwrap();
+        let planned = plan_for(&*f.repo, SYSID, &policy).await.unwrap();
         let report = expire(&*f.repo, SYSID, &policy).await.unwrap();
         assert_eq!(report.plan, planned);
         assert_eq!(report.plan.expire, ["20261201-000000F", "20261202-000000I"]);

@@ -172,11 +172,9 @@ impl Validator<'_> {
         };
         let window = match &raw.retention_window {
             None => None,
-            Some(text) => Some(self.duration(
-                &table.key("retention_window"),
-                Some(text.clone()),
-                "7d",
-            )?),
+            Some(text) => {
+                Some(self.duration(&table.key("retention_window"), Some(text.clone()), "7d")?)
+            }
         };
         Ok(Retention { full, window })
     }
