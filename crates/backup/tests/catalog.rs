@@ -246,7 +246,7 @@ async fn retention_keeps_the_newest_full_backups_and_the_wal_they_need() {
     let planned = retention::plan_for(&*repo, id, &policy).await.unwrap();
     let report = retention::expire(&*repo, id, &policy).await.unwrap();
     assert_eq!(report.plan, planned);
-    assert_eq!(report.plan.expire, [oldest.id.clone()]);
+    assert_eq!(report.plan.expire, [oldest.id.as_str()]);
     let kept: Vec<&str> = report.plan.keep.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(kept, [middle.id.as_str(), newest.id.as_str()]);
 

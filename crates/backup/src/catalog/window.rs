@@ -266,8 +266,8 @@ pub fn window(path: &Path, segments: &Segments, spans: &[Span]) -> Window {
                 // A backup whose own WAL is gone: the run before its end.
                 missing.extend(
                     runs.iter()
-                        .filter(|(first, _)| first * size < to.lsn.0)
-                        .last()
+                        .rev()
+                        .find(|(first, _)| first * size < to.lsn.0)
                         .map(|r| segments.run(path, *r)),
                 );
             }

@@ -45,7 +45,7 @@ pub fn render(catalog: &Catalog) -> String {
                     b.start.lsn.to_string(),
                     b.stop.lsn.to_string(),
                     b.stop.timeline.to_string(),
-                    b.stop.time.clone(),
+                    short_time(&b.stop.time),
                     size(b.bytes),
                     size(b.stored_bytes),
                 ]
@@ -77,6 +77,15 @@ pub fn render(catalog: &Catalog) -> String {
         out.push_str(&format!("PROBLEM: {problem}\n"));
     }
     out
+}
+
+/// `2026-12-03T22:21:24.059819722Z` as `2026-12-03 22:21:24Z`: a table
+/// cell needs no nanoseconds (the JSON keeps them).
+fn short_time(rfc3339: &str) -> String {
+    match rfc3339.get(..19) {
+        Some(seconds) => format!("{}Z", seconds.replace('T', " ")),
+        None => rfc3339.to_string(),
+    }
 }
 
 fn timeline(window: &TimelineWindow, newest: bool) -> String {

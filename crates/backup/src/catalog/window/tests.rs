@@ -116,10 +116,10 @@ fn a_new_timeline_is_followed_from_its_switch_segment() {
     present.extend([(2, 5), (2, 6)]);
     let wal = segments(&present);
     let a = span("A", "0/2000028", "0/3000100", 1);
-    let on_2 = window(&Path::new(2, &history), &wal, &[a.clone()]);
+    let on_2 = window(&Path::new(2, &history), &wal, std::slice::from_ref(&a));
     assert_eq!(on_2.unreachable, []);
     assert_eq!(on_2.reachable[0].to.lsn, lsn("0/7000000"));
-    let on_1 = window(&Path::new(1, &[]), &wal, &[a.clone()]);
+    let on_1 = window(&Path::new(1, &[]), &wal, std::slice::from_ref(&a));
     assert_eq!(on_1.reachable[0].to.lsn, lsn("0/5000000"));
     // A backup taken on timeline 2 is not on timeline 1's path.
     let b = span("B", "0/6000028", "0/6000100", 2);

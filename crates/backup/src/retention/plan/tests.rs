@@ -219,7 +219,7 @@ async fn wal_of_a_timeline_is_kept_as_far_as_a_kept_backup_follows_it() {
     assert_eq!(names(&both), ["000000010000000000000001"]);
 
     let one = plan(&snapshot, &full(1), now());
-    assert_eq!(one.expire, [f1.id.clone()]);
+    assert_eq!(one.expire, [f1.id.as_str()]);
     let mut removed = names(&one);
     removed.sort();
     let mut expected: Vec<String> = (1..10)
