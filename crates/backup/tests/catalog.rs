@@ -37,13 +37,16 @@ fn repository(lab: &Lab) -> Arc<dyn Repository> {
     Arc::new(PosixRepository::new(lab.cluster.dir.join("repo")))
 }
 
-/// Pushes every file the server archived (by `cp`, in the lab) into
-/// `repo`, as `pgwarden wal push` would have: again is harmless.
+/// Pushes every file the server archived (by `cp`, in the lab) that
+/// `repo` does not have yet, as `pgwarden wal push` would have.
 async fn push_archive(lab: &Lab, repo: Arc<dyn Repository>) -> WalArchive {
-    let archive = WalArchive::new(repo, system_identifier(lab));
+    let archive = WalArchive::new(repo.clone(), system_identifier(lab));
     for entry in std::fs::read_dir(&lab.archive).unwrap() {
         let path = entry.unwrap().path();
-        if WalName::parse(path.file_name().unwrap().to_str().unwrap()).is_ok() {
+        let Ok(name) = WalName::parse(path.file_name().unwrap().to_str().unwrap()) else {
+            continue;
+        };
+        if repo.size(&archive.path_of(&name)).await.unwrap().is_none() {
             archive.push(&path).await.unwrap();
         }
     }
