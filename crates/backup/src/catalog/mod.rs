@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use futures::{StreamExt, TryStreamExt};
 use pg::Lsn;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::manifest::{self, BackupKind, Manifest, ManifestError, Position, BACKUPS};
 use crate::repo::{Entry, RepoError, RepoPath, Repository};
@@ -45,7 +45,7 @@ pub enum CatalogError {
 }
 
 /// A repository's content for one cluster, as listed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
     pub repository: String,
     /// As text, as in manifests: JSON readers lose 64-bit integers.
@@ -64,7 +64,7 @@ pub struct Catalog {
     pub problems: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupEntry {
     pub id: String,
     pub kind: BackupKind,
@@ -80,7 +80,7 @@ pub struct BackupEntry {
     pub references: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incomplete {
     pub id: String,
     pub objects: u64,
@@ -89,7 +89,7 @@ pub struct Incomplete {
 
 /// One timeline: where it branched, how far its archive goes, and which
 /// points on it (or on its ancestors, before it branched) can be restored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimelineWindow {
     pub timeline: u32,
     /// Its ancestors and where each ended (its history file).
@@ -452,13 +452,19 @@ async fn segment_size_of(repo: &dyn Repository, wal: &[WalObject]) -> Result<u64
 
 mod lsn_option {
     use pg::Lsn;
-    use serde::Serializer;
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(lsn: &Option<Lsn>, s: S) -> Result<S::Ok, S::Error> {
         match lsn {
             Some(lsn) => s.collect_str(lsn),
             None => s.serialize_none(),
         }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Lsn>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| text.parse().map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 

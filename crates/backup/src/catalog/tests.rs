@@ -67,6 +67,10 @@ async fn lists_complete_backups_flags_the_rest_and_follows_timelines() {
     );
 
     let json = serde_json::to_value(&catalog).unwrap();
+    assert_eq!(
+        serde_json::from_value::<Catalog>(json.clone()).unwrap(),
+        catalog
+    );
     assert_eq!(json["timelines"][0]["archive_end"], "0/9000000");
     assert_eq!(json["backups"][0]["stop"]["lsn"], "0/2000100");
 }

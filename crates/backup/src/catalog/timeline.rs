@@ -6,10 +6,10 @@
 //! the old timeline's WAL up to the switch into it).
 
 use pg::Lsn;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One line of a history file: the timeline was `parent` until `at`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Switch {
     pub parent: u32,
     #[serde(with = "crate::manifest::lsn_text")]

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use pg::Lsn;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::timeline::Path;
 use crate::backup::wal_needed::segment_name;
@@ -30,7 +30,7 @@ pub struct Segments {
 }
 
 /// A point to restore to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Point {
     #[serde(with = "crate::manifest::lsn_text")]
     pub lsn: Lsn,
@@ -69,14 +69,14 @@ impl std::fmt::Display for Point {
 }
 
 /// Every point from `from` to `to` can be restored to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Range {
     pub from: Point,
     pub to: Point,
 }
 
 /// Consecutive segments that are not archived (or are damaged).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {
     pub first: String,
     pub last: String,
@@ -99,7 +99,7 @@ impl std::fmt::Display for Run {
 
 /// Points after the oldest backup's end that no backup reaches, and the
 /// segments whose absence cuts them off.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gap {
     pub from: Point,
     pub to: Point,
