@@ -10,6 +10,11 @@
 //! * [`backup`]: base backups, full and incremental, of a running server.
 //! * [`manifest`]: what a backup holds, and the layout of backups in a
 //!   repository.
+//! * [`catalog`]: what a repository holds for a cluster — its backups and
+//!   the recovery window of each timeline.
+//! * [`retention`]: which backups and WAL to keep, and removing the rest.
+//! * [`verify`]: every chunk and segment re-read, the WAL checked for
+//!   gaps, and what a gap breaks.
 //! * [`restore`]: a backup written back into a data directory (whole, or
 //!   only what differs), set up to recover to a point in time.
 //!
@@ -17,12 +22,15 @@
 //! docs/backup.md.
 
 pub mod backup;
+pub mod catalog;
 pub mod checksum;
 pub mod compress;
 pub mod manifest;
 mod open;
 pub mod repo;
 pub mod restore;
+pub mod retention;
+pub mod verify;
 pub mod wal;
 
 pub use open::open;

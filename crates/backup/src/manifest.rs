@@ -256,7 +256,7 @@ pub async fn list(repo: &dyn Repository) -> Result<Vec<String>, RepoError> {
         .collect())
 }
 
-mod lsn_text {
+pub(crate) mod lsn_text {
     use pg::Lsn;
     use serde::{Deserialize, Deserializer, Serializer};
 

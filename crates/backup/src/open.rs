@@ -39,6 +39,7 @@ mod tests {
     fn a_directory_or_a_bucket() {
         let dir = open(&Backup {
             repository: Where::Directory("/mnt/backup".into()),
+            retention: config::Retention::default(),
         })
         .unwrap();
         assert_eq!(dir.describe(), "/mnt/backup");
@@ -52,6 +53,7 @@ mod tests {
                 profile: "default".into(),
                 ca_file: None,
             }),
+            retention: config::Retention::default(),
         })
         .unwrap();
         assert_eq!(s3.describe(), "s3://pg-backups/main at http://127.0.0.1:9");

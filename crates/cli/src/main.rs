@@ -48,6 +48,61 @@ enum Command {
     /// Restore a base backup from the repository and recover it to a point
     /// in time, as a standalone server (not a member of the cluster).
     Restore(cmd::restore::RestoreArgs),
+    /// The backups in the repository of pgwarden.toml's [backup]: list them
+    /// with the recovery window, expire what retention no longer keeps,
+    /// verify every chunk and segment. Reads the repository directly.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// The complete backups and each timeline's recovery window (the
+    /// points a restore can reach).
+    List {
+        /// The configuration (pgwarden.toml); only [backup] is read.
+        #[arg(short, long, default_value = cmd::wal::DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The cluster, when the repository holds several.
+        #[arg(long)]
+        system_identifier: Option<u64>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the backups and archived WAL that retention_full and
+    /// retention_window no longer keep.
+    Expire {
+        /// The configuration (pgwarden.toml); only [backup] is read.
+        #[arg(short, long, default_value = cmd::wal::DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The cluster, when the repository holds several.
+        #[arg(long)]
+        system_identifier: Option<u64>,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Re-read every chunk and archived WAL file, check the WAL has no gap
+    /// from each backup to the end of the archive, and say what anything
+    /// missing breaks. Exit status 1 when something is broken.
+    Verify {
+        /// The configuration (pgwarden.toml); only [backup] is read.
+        #[arg(short, long, default_value = cmd::wal::DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The cluster, when the repository holds several.
+        #[arg(long)]
+        system_identifier: Option<u64>,
+        /// Only this backup (its chunks and the WAL from its start).
+        #[arg(long)]
+        backup: Option<String>,
+        /// Objects read at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +153,28 @@ fn main() -> ExitCode {
         Command::Ctl(args) => return cmd::ctl::run(args, Cli::command()),
         Command::Proxy { config } => cmd::proxy::run(&config),
         Command::Restore(args) => cmd::restore::run(args),
+        Command::Backup(BackupCommand::List {
+            config,
+            system_identifier,
+            json,
+        }) => cmd::backup_list::run(&config, system_identifier, json),
+        Command::Backup(BackupCommand::Expire {
+            config,
+            system_identifier,
+            dry_run,
+        }) => cmd::backup_expire::run(&config, system_identifier, dry_run),
+        Command::Backup(BackupCommand::Verify {
+            config,
+            system_identifier,
+            backup,
+            parallel,
+            json,
+        }) => match cmd::backup_verify::run(&config, system_identifier, backup, parallel, json) {
+            Ok(true) => Ok(()),
+            // The report said what is broken.
+            Ok(false) => return ExitCode::FAILURE,
+            Err(err) => Err(err),
+        },
         Command::Wal(WalCommand::Push { config, path }) => cmd::wal::push(&config, &path),
         Command::Wal(WalCommand::Fetch { config, name, path }) => {
             match cmd::wal::fetch(&config, &name, &path) {

@@ -1,10 +1,16 @@
-//! Durations as operators write them: `"500ms"`, `"3s"`, `"1m"`, `"1h"`.
+//! Durations as operators write them: `"500ms"`, `"3s"`, `"1m"`, `"1h"`, `"7d"`.
 
 use std::time::Duration;
 
-const UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
+const UNITS: [(&str, u64); 5] = [
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
 
-/// Parses an integer followed by one unit: `ms`, `s`, `m` or `h`.
+/// Parses an integer followed by one unit: `ms`, `s`, `m`, `h` or `d`.
 ///
 /// Whole numbers only, so that every value has one obvious spelling and
 /// round-trips through [`format_duration`].
@@ -63,6 +69,7 @@ mod tests {
         assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
     }
 
@@ -99,6 +106,7 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(90)), "90s");
         assert_eq!(format_duration(Duration::from_secs(120)), "2m");
         assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(format_duration(Duration::from_secs(2 * 86_400)), "2d");
         assert_eq!(format_duration(Duration::ZERO), "0ms");
     }
 }

@@ -109,6 +109,8 @@ pub(crate) struct RawBackup {
     pub s3_credentials_file: Option<PathBuf>,
     pub s3_profile: Option<String>,
     pub s3_ca_file: Option<PathBuf>,
+    pub retention_full: Option<i64>,
+    pub retention_window: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

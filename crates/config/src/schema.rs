@@ -273,6 +273,26 @@ pub struct Peer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backup {
     pub repository: Repository,
+    pub retention: Retention,
+}
+
+/// Which backups `pgwarden backup expire` keeps: a backup goes only when
+/// neither rule keeps it (and no kept backup needs it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest this many full backups (and what they need).
+    pub full: u32,
+    /// Every backup a point in this window (back from now) needs.
+    pub window: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            full: 2,
+            window: None,
+        }
+    }
 }
 
 /// `[bootstrap]`: a new cluster from a backup instead of initdb. Only the
@@ -343,6 +363,11 @@ impl Serialize for Backup {
             s3_profile: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             s3_ca_file: Option<&'a Path>,
+            // Shown when not the default, like the s3_* keys.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            retention_full: Option<u32>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            retention_window: Option<String>,
         }
         let s3 = match &self.repository {
             Repository::S3(s3) => Some(s3),
@@ -357,6 +382,8 @@ impl Serialize for Backup {
                 .filter(|s3| s3.credentials_file.is_some())
                 .map(|s3| s3.profile.as_str()),
             s3_ca_file: s3.and_then(|s3| s3.ca_file.as_deref()),
+            retention_full: Some(self.retention.full).filter(|n| *n != Retention::default().full),
+            retention_window: self.retention.window.map(crate::format_duration),
         }
         .serialize(s)
     }

@@ -1,4 +1,8 @@
 pub mod agent;
+pub mod backup_expire;
+pub mod backup_list;
+pub mod backup_repo;
+pub mod backup_verify;
 pub mod config_check;
 pub mod ctl;
 pub mod demo;

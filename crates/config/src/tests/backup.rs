@@ -161,7 +161,7 @@ fn bad_repositories_are_located() {
         (
             "repository = \"s3://backups\"\nregion = \"eu-west-1\"\n",
             "pgwarden.toml:14:1: unknown key `region` in [backup]\n  \
-             hint: expected one of: repository, s3_endpoint, s3_region, s3_credentials_file, s3_profile, s3_ca_file",
+             hint: expected one of: repository, s3_endpoint, s3_region, s3_credentials_file, s3_profile, s3_ca_file, retention_full, retention_window",
         ),
     ];
     for (table, expected) in cases {
@@ -219,4 +219,56 @@ fn archive_settings_are_pgwardens_own() {
     // The dynamic configuration asks the same question.
     assert!(crate::managed_parameter("restore_command").is_some());
     assert!(crate::managed_parameter("archive_timeout").is_none());
+}
+
+#[test]
+fn retention_keeps_two_full_backups_unless_told_otherwise() {
+    let fx = Fixture::new();
+    let c = fx
+        .parse(&with_backup("repository = \"/mnt/backup\"\n"))
+        .unwrap();
+    assert_eq!(
+        c.backup.as_ref().unwrap().retention,
+        crate::Retention {
+            full: 2,
+            window: None
+        }
+    );
+    let c = fx
+        .parse(&with_backup(
+            "repository = \"/mnt/backup\"\nretention_full = 4\nretention_window = \"7d\"\n",
+        ))
+        .unwrap();
+    assert_eq!(
+        c.backup.as_ref().unwrap().retention,
+        crate::Retention {
+            full: 4,
+            window: Some(std::time::Duration::from_secs(7 * 86_400))
+        }
+    );
+    assert!(
+        c.effective_toml()
+            .ends_with("retention_full = 4\nretention_window = \"7d\"\n"),
+        "{}",
+        c.effective_toml()
+    );
+}
+
+#[test]
+fn bad_retention_is_located() {
+    let fx = Fixture::new();
+    for (table, expected) in [
+        (
+            "repository = \"/mnt/backup\"\nretention_full = 0\n",
+            "pgwarden.toml:14:18: `backup.retention_full` = 0 is out of range\n  \
+             hint: keep 1 to 1000 full backups (the newest one is always kept)",
+        ),
+        (
+            "repository = \"/mnt/backup\"\nretention_window = \"1w\"\n",
+            "pgwarden.toml:14:20: invalid duration for `backup.retention_window`: \"1w\" has an unknown unit `w`",
+        ),
+    ] {
+        let err = fx.parse(&with_backup(table)).unwrap_err().to_string();
+        assert!(err.starts_with(expected), "{err}");
+    }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use super::{Result, Validator};
 use crate::locate::{KeyPath, Target};
 use crate::raw::RawBackup;
-use crate::schema::{Backup, Repository, S3};
+use crate::schema::{Backup, Repository, Retention, S3};
 
 const REPOSITORY_HINT: &str =
     "write a directory, e.g. repository = \"/mnt/backup\", or an S3 bucket and prefix, e.g. repository = \"s3://backups/pg-main\"";
@@ -21,6 +21,7 @@ impl Validator<'_> {
             raw.repository.clone(),
             "\"/mnt/backup\"",
         )?;
+        let retention = self.retention(&table, &raw)?;
         let repository = match written.strip_prefix("s3://") {
             Some(rest) => Repository::S3(self.s3(&table, rest, raw)?),
             None if written.contains("://") => {
@@ -50,7 +51,10 @@ impl Validator<'_> {
                 Repository::Directory(dir)
             }
         };
-        Ok(Backup { repository })
+        Ok(Backup {
+            repository,
+            retention,
+        })
     }
 
     fn s3(&self, table: &KeyPath, rest: &str, raw: RawBackup) -> Result<S3> {
@@ -148,6 +152,31 @@ impl Validator<'_> {
             profile: raw.s3_profile.unwrap_or_else(|| "default".to_owned()),
             ca_file: raw.s3_ca_file,
         })
+    }
+
+    fn retention(&self, table: &KeyPath, raw: &RawBackup) -> Result<Retention> {
+        let full_path = table.key("retention_full");
+        let full = match raw.retention_full {
+            None => Retention::default().full,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| {
+                    self.err(
+                        &full_path,
+                        Target::Value,
+                        format!("`{full_path}` = {n} is out of range"),
+                        "keep 1 to 1000 full backups (the newest one is always kept)",
+                    )
+                })?,
+        };
+        let window = match &raw.retention_window {
+            None => None,
+            Some(text) => {
+                Some(self.duration(&table.key("retention_window"), Some(text.clone()), "7d")?)
+            }
+        };
+        Ok(Retention { full, window })
     }
 
     /// The `s3_*` keys mean nothing for a directory: one set is a mistake.

@@ -1,0 +1,170 @@
+//! `pgwarden backup list`, `verify` and `expire` on a repository a real
+//! cluster archives into through `pgwarden wal push`, with a base backup
+//! in it: the table and the recovery window, verify passing then failing
+//! (exit status 1) with the unreachable range once a segment is deleted,
+//! and what expire would remove.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backup::backup::{BackupOptions, BaseBackup, Progress};
+use backup::repo::{PosixRepository, RepoError};
+use backup::wal::{WalArchive, WalName};
+use backup::Repository;
+use common::{binary, healthy};
+use testkit::{AgentCluster, ClusterOptions};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// What the base backup waits on: the repository's archive.
+struct Archived(WalArchive, Arc<dyn Repository>);
+
+#[async_trait]
+impl backup::backup::WalArchive for Archived {
+    async fn has_segment(&self, name: &str) -> Result<bool, RepoError> {
+        let name = WalName::parse(name).expect("a segment name");
+        Ok(self.1.size(&self.0.path_of(&name)).await?.is_some())
+    }
+    fn describe(&self) -> String {
+        self.1.describe()
+    }
+}
+
+async fn backup_cmd(args: &[&str]) -> Output {
+    tokio::process::Command::new(binary())
+        .arg("backup")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    format!(
+        "{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Ends the current segment and waits until the repository has it.
+async fn switch(member: &testkit::AgentMember, archive: &Archived) -> String {
+    member
+        .execute("CREATE TABLE IF NOT EXISTS t (i int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let name = member
+        .query_text("SELECT pg_walfile_name(pg_switch_wal())")
+        .await
+        .unwrap()
+        .unwrap();
+    let waited = testkit::wait_for(&format!("{name} in the archive"), DEADLINE, || async {
+        match backup::backup::WalArchive::has_segment(archive, &name).await {
+            Ok(true) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    if let Err(e) = waited {
+        panic!("{e}\n{}", member.log_tail(30));
+    }
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_verify_and_expire_read_the_repository_of_the_config() {
+    let run_as = pg::RunAs::detect().unwrap();
+    let holder = testkit::ScratchDir::new(&run_as).unwrap();
+    let repo_dir: PathBuf = holder.join("repository");
+    std::fs::create_dir(&repo_dir).unwrap();
+    run_as.chown(&repo_dir).unwrap();
+    let options = ClusterOptions {
+        members: 1,
+        backup: Some(format!("repository = \"{}\"", repo_dir.display())),
+        ..ClusterOptions::default()
+    };
+    let cluster = AgentCluster::start(binary(), options).await.unwrap();
+    healthy(&cluster, &["db1"]).await;
+    let member = &cluster.members[0];
+    let data_dir: &Path = &member.instance.spec().data_dir;
+    let system_identifier = backup::wal::control::system_identifier(data_dir).unwrap();
+    let repo: Arc<dyn Repository> = Arc::new(PosixRepository::new(&repo_dir));
+    let archive = Archived(
+        WalArchive::new(repo.clone(), system_identifier),
+        repo.clone(),
+    );
+    switch(member, &archive).await;
+
+    let client = member.instance.connect().await.unwrap();
+    let full = BaseBackup {
+        client: &client,
+        data_dir,
+        repo: &*repo,
+        archive: &archive,
+        parent: None,
+        options: BackupOptions::default(),
+        progress: &|_: Progress| {},
+    }
+    .run()
+    .await
+    .unwrap_or_else(|e| panic!("backup failed: {e}\n{}", member.log_tail(30)));
+    let mut after = Vec::new();
+    for _ in 0..3 {
+        after.push(switch(member, &archive).await);
+    }
+    let config = member.config_file.display().to_string();
+
+    let list = backup_cmd(&["list", "-c", &config]).await;
+    assert!(list.status.success(), "{}", stdout(&list));
+    let text = stdout(&list);
+    assert!(text.contains(&full.id), "{text}");
+    assert!(text.contains("timeline 1, the newest"), "{text}");
+    assert!(
+        text.contains(&format!("{} (", full.stop.lsn)),
+        "the window starts at the backup's end: {text}"
+    );
+    let json = backup_cmd(&["list", "-c", &config, "--json"]).await;
+    let catalog: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(catalog["system_identifier"], system_identifier.to_string());
+    assert_eq!(catalog["backups"][0]["id"], full.id.as_str());
+    assert_eq!(catalog["backups"][0]["kind"], "full");
+
+    let verified = backup_cmd(&["verify", "-c", &config]).await;
+    assert!(verified.status.success(), "{}", stdout(&verified));
+    assert!(
+        stdout(&verified).contains("OK: every chunk"),
+        "{}",
+        stdout(&verified)
+    );
+
+    let dry = backup_cmd(&["expire", "-c", &config, "--dry-run"]).await;
+    assert!(dry.status.success(), "{}", stdout(&dry));
+    assert!(
+        stdout(&dry).contains(&format!("keep   {}: the newest backup", full.id)),
+        "{}",
+        stdout(&dry)
+    );
+
+    // The first segment after the backup goes: verify fails and names it.
+    let lost = WalName::parse(&after[0]).unwrap();
+    repo.delete(&archive.0.path_of(&lost)).await.unwrap();
+    let broken = backup_cmd(&["verify", "-c", &config]).await;
+    assert_eq!(broken.status.code(), Some(1), "{}", stdout(&broken));
+    let text = stdout(&broken);
+    assert!(text.contains("UNREACHABLE: from "), "{text}");
+    assert!(
+        text.contains(&format!(
+            "on timeline 1 no point can be restored to ({}",
+            after[0]
+        )),
+        "{text}"
+    );
+    assert!(text.contains("Take a new full backup now"), "{text}");
+}
