@@ -453,3 +453,105 @@ async fn a_restore_to_the_end_of_the_archive_follows_a_switchover_and_a_failover
         .await;
     assert!(timeline.parse::<u32>().unwrap() >= 3, "{timeline}");
 }
+
+/// PostgreSQL's own log of a member (the agent's `log_file` default).
+fn postgres_log(member: &AgentMember) -> String {
+    let file = member.instance.data_dir().join("log/postmaster.log");
+    std::fs::read_to_string(file).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_behind_what_its_primary_keeps_catches_up_from_the_archive_without_a_reclone() {
+    let (_holder, repo_dir) = repository_dir();
+    // The primary keeps little: no wal_keep_size, and the standby's slot
+    // gives up past 32 MB.
+    let parameters = [("wal_keep_size", "0"), ("max_slot_wal_keep_size", "32MB")];
+    let mut cluster = cluster(2, &repo_dir, &parameters).await;
+    let both = ["db1", "db2"];
+    let primary = healthy(&cluster, &both).await;
+    let standby = others(&both, &primary)[0].to_string();
+    write_batch(&cluster, &primary, &[&standby], 1).await;
+    let stopped_at = text(
+        cluster.member(&standby),
+        "SELECT pg_last_wal_replay_lsn()::text",
+    )
+    .await;
+    assert!(
+        cluster.stop_agent(&standby, Duration::from_secs(30)),
+        "{standby}'s agent did not stop"
+    );
+    let needed = text(
+        cluster.member(&primary),
+        &format!("SELECT pg_walfile_name('{stopped_at}')"),
+    )
+    .await;
+
+    // Enough WAL that the primary recycles the segment the standby needs.
+    let member = cluster.member(&primary);
+    let pg_wal = member.instance.data_dir().join("pg_wal");
+    member
+        .execute("CREATE TABLE filler (id int, pad text)")
+        .await
+        .unwrap();
+    let recycled = testkit::wait_for(
+        &format!("{primary} to recycle {needed}"),
+        DEADLINE,
+        || async {
+            member
+                .execute(
+                    "INSERT INTO filler SELECT g, repeat('x', 500) FROM generate_series(1, 5000) g; \
+                     SELECT pg_switch_wal(); CHECKPOINT",
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if pg_wal.join(&needed).exists() {
+                Err(format!("{needed} still in {}", pg_wal.display()))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    recycled.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    write_batch(&cluster, &primary, &[], 2).await;
+    archive_everything(&repo_of(&repo_dir), member).await;
+
+    cluster.restart(&standby).unwrap();
+    healthy(&cluster, &both).await;
+    let rows = text(cluster.member(&standby), "SELECT count(*)::text FROM w").await;
+    assert_eq!(rows, "200");
+    // Not re-cloned: no repair, the data directory never moved aside.
+    let repairs: Vec<String> = events(&cluster)
+        .await
+        .into_iter()
+        .filter(|e| e.member == standby && (e.kind == "recloned" || e.kind == "rewound"))
+        .map(|e| format!("{}: {}", e.kind, e.details))
+        .collect();
+    let home = cluster
+        .member(&standby)
+        .instance
+        .data_dir()
+        .parent()
+        .unwrap();
+    let aside: Vec<PathBuf> = std::fs::read_dir(home)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".moved-"))
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        repairs.is_empty() && aside.is_empty(),
+        "{standby} was repaired: {repairs:?}, moved aside: {aside:?}\n{}",
+        cluster.logs()
+    );
+    // What it missed came from the archive, through restore_command.
+    let log = postgres_log(cluster.member(&standby));
+    assert!(
+        log.contains(&format!("restored log file \"{needed}\" from archive")),
+        "{standby} did not fetch {needed} from the archive:\n{log}"
+    );
+}
+
+fn repo_of(dir: &Path) -> Arc<dyn Repository> {
+    Arc::new(PosixRepository::new(dir))
+}
