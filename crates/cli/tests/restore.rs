@@ -33,12 +33,22 @@ fn repository_dir() -> (testkit::ScratchDir, PathBuf) {
     (holder, dir)
 }
 
-async fn cluster(members: usize, repo_dir: &Path, parameters: &[(&str, &str)]) -> AgentCluster {
+/// `members` agents archiving into `repo_dir`, with the leader lease
+/// lasting `ttl_ms` (heartbeat 1 s): longer than the default, so that a
+/// loaded machine's slow rounds do not fail the primary over mid-test.
+async fn cluster(
+    members: usize,
+    repo_dir: &Path,
+    ttl_ms: u64,
+    parameters: &[(&str, &str)],
+) -> AgentCluster {
     let mut options = ClusterOptions {
         members,
         backup: Some(format!("repository = \"{}\"", repo_dir.display())),
         ..ClusterOptions::default()
     };
+    options.config.ttl_ms = ttl_ms;
+    options.config.heartbeat_ms = 1_000;
     for (name, value) in parameters {
         options
             .config
@@ -247,7 +257,7 @@ fn stderr(out: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_table_comes_back_with_exactly_the_rows_committed_before_the_target() {
     let (holder, repo_dir) = repository_dir();
-    let cluster = cluster(1, &repo_dir, &[("track_commit_timestamp", "on")]).await;
+    let cluster = cluster(1, &repo_dir, 10_000, &[("track_commit_timestamp", "on")]).await;
     let member = &cluster.members[0];
     let config = &member.config_file;
     let repo: Arc<dyn Repository> = Arc::new(PosixRepository::new(&repo_dir));
@@ -404,7 +414,7 @@ async fn archived(repo: &dyn Repository, archive: &WalArchive) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_to_the_end_of_the_archive_follows_a_switchover_and_a_failover() {
     let (holder, repo_dir) = repository_dir();
-    let mut cluster = cluster(3, &repo_dir, &[]).await;
+    let mut cluster = cluster(3, &repo_dir, 10_000, &[]).await;
     let repo: Arc<dyn Repository> = Arc::new(PosixRepository::new(&repo_dir));
     let first = healthy(&cluster, &ALL).await;
     let archive = archive_of(repo.clone(), cluster.member(&first));
@@ -466,7 +476,9 @@ async fn a_standby_behind_what_its_primary_keeps_catches_up_from_the_archive_wit
     // The primary keeps little: no wal_keep_size, and the standby's slot
     // gives up past 32 MB.
     let parameters = [("wal_keep_size", "0"), ("max_slot_wal_keep_size", "32MB")];
-    let mut cluster = cluster(2, &repo_dir, &parameters).await;
+    // Fetching the missed segments (about 20, a second each in a debug
+    // build) outlasts two TTLs: the core once took that for a fork.
+    let mut cluster = cluster(2, &repo_dir, 5_000, &parameters).await;
     let both = ["db1", "db2"];
     let primary = healthy(&cluster, &both).await;
     let standby = others(&both, &primary)[0].to_string();
