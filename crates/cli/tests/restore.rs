@@ -360,6 +360,30 @@ async fn a_dropped_table_comes_back_with_exactly_the_rows_committed_before_the_t
         !Path::new(fresh).exists(),
         "a refused restore wrote {fresh}"
     );
+
+    // A restore point the WAL does not hold: PostgreSQL stops at the end
+    // of the archive, and the command says what that means.
+    let port = testkit::free_port().to_string();
+    let nowhere = holder.join("nowhere");
+    let unreachable = Restored::new(&nowhere, 0);
+    let args = [
+        "--target-dir",
+        nowhere.to_str().unwrap(),
+        "--to",
+        "never made",
+        "--port",
+        &port,
+        "--start",
+    ];
+    let out = restore(config, &args).await;
+    assert!(!out.status.success(), "{}", shown(&out));
+    let said = stderr(&out);
+    assert!(said.contains("--backup"), "{said}");
+    assert!(
+        said.contains("recovery ended before configured recovery target was reached"),
+        "{said}"
+    );
+    assert_eq!(unreachable.instance.postmaster_pid(), None);
 }
 
 async fn post(url: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
