@@ -12,33 +12,27 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use backup::backup::{BackupOptions, BaseBackup};
-use backup::manifest::Manifest;
 use backup::repo::PosixRepository;
-use backup::wal::{WalArchive, WalName};
-use backup::{RepoError, Repository};
-use common::{binary, healthy, others, shown, ALL, DEADLINE};
+use backup::wal::WalArchive;
+use backup::Repository;
+use common::backups::{archive_everything, archive_of, repository_dir, take_backup, text};
+use common::{binary, events, healthy, others, shown, ALL, DEADLINE};
 use pg::{Endpoint, Instance, InstanceSpec, Role, RunAs, Timeouts};
 use testkit::{AgentCluster, AgentMember, ClusterOptions};
 
-/// An empty repository directory owned by PostgreSQL's user, in a
-/// directory of its own (declare it before the cluster: removed after).
-fn repository_dir() -> (testkit::ScratchDir, PathBuf) {
-    let run_as = RunAs::detect().unwrap();
-    let holder = testkit::ScratchDir::new(&run_as).unwrap();
-    let dir = holder.join("repository");
-    std::fs::create_dir(&dir).unwrap();
-    run_as.chown(&dir).unwrap();
-    (holder, dir)
-}
-
-async fn cluster(members: usize, repo_dir: &Path, parameters: &[(&str, &str)]) -> AgentCluster {
+async fn cluster(
+    members: usize,
+    repo_dir: &Path,
+    ttl_ms: u64,
+    parameters: &[(&str, &str)],
+) -> AgentCluster {
     let mut options = ClusterOptions {
         members,
         backup: Some(format!("repository = \"{}\"", repo_dir.display())),
         ..ClusterOptions::default()
     };
+    options.config.ttl_ms = ttl_ms;
+    options.config.heartbeat_ms = 1_000;
     for (name, value) in parameters {
         options
             .config
@@ -50,86 +44,6 @@ async fn cluster(members: usize, repo_dir: &Path, parameters: &[(&str, &str)]) -
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     healthy(&cluster, &names).await;
     cluster
-}
-
-/// The cluster's archive, as the backup waits on it.
-struct Archived {
-    repo: Arc<dyn Repository>,
-    archive: WalArchive,
-}
-
-#[async_trait]
-impl backup::backup::WalArchive for Archived {
-    async fn has_segment(&self, name: &str) -> Result<bool, RepoError> {
-        let name = WalName::parse(name).map_err(RepoError::BadPath)?;
-        Ok(self
-            .repo
-            .size(&self.archive.path_of(&name))
-            .await?
-            .is_some())
-    }
-    fn describe(&self) -> String {
-        self.archive.dir().to_string()
-    }
-}
-
-fn archive_of(repo: Arc<dyn Repository>, member: &AgentMember) -> WalArchive {
-    let data_dir = &member.instance.spec().data_dir;
-    WalArchive::new(
-        repo,
-        backup::wal::control::system_identifier(data_dir).unwrap(),
-    )
-}
-
-/// A full base backup of `member`, through the library.
-async fn take_backup(repo: &Arc<dyn Repository>, member: &AgentMember) -> Manifest {
-    let client = member.instance.connect().await.unwrap();
-    let archive = Archived {
-        repo: repo.clone(),
-        archive: archive_of(repo.clone(), member),
-    };
-    BaseBackup {
-        client: &client,
-        data_dir: member.instance.data_dir(),
-        repo: repo.as_ref(),
-        archive: &archive,
-        parent: None,
-        options: BackupOptions::default(),
-        progress: &|_| {},
-    }
-    .run()
-    .await
-    .unwrap_or_else(|e| {
-        panic!(
-            "backup of {} failed: {e}\n{}",
-            member.name,
-            member.log_tail(30)
-        )
-    })
-}
-
-async fn text(member: &AgentMember, sql: &str) -> String {
-    member
-        .query_text(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql} on {}: {e}", member.name))
-        .unwrap_or_default()
-}
-
-/// Ends the current segment on `member` and waits until the archive has
-/// it: everything written so far can be restored.
-async fn archive_everything(repo: &Arc<dyn Repository>, member: &AgentMember) {
-    let segment = text(member, "SELECT pg_walfile_name(pg_switch_wal())").await;
-    let archive = archive_of(repo.clone(), member);
-    let path = archive.path_of(&WalName::parse(&segment).unwrap());
-    let waited = testkit::wait_for(&format!("{segment} archived"), DEADLINE, || async {
-        match repo.size(&path).await {
-            Ok(Some(_)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
-    waited.unwrap_or_else(|e| panic!("{e}\n{}", member.log_tail(30)));
 }
 
 async fn restore(config: &Path, args: &[&str]) -> Output {
@@ -247,7 +161,7 @@ fn stderr(out: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_table_comes_back_with_exactly_the_rows_committed_before_the_target() {
     let (holder, repo_dir) = repository_dir();
-    let cluster = cluster(1, &repo_dir, &[("track_commit_timestamp", "on")]).await;
+    let cluster = cluster(1, &repo_dir, 10_000, &[("track_commit_timestamp", "on")]).await;
     let member = &cluster.members[0];
     let config = &member.config_file;
     let repo: Arc<dyn Repository> = Arc::new(PosixRepository::new(&repo_dir));
@@ -350,6 +264,30 @@ async fn a_dropped_table_comes_back_with_exactly_the_rows_committed_before_the_t
         !Path::new(fresh).exists(),
         "a refused restore wrote {fresh}"
     );
+
+    // A restore point the WAL does not hold: PostgreSQL stops at the end
+    // of the archive, and the command says what that means.
+    let port = testkit::free_port().to_string();
+    let nowhere = holder.join("nowhere");
+    let unreachable = Restored::new(&nowhere, 0);
+    let args = [
+        "--target-dir",
+        nowhere.to_str().unwrap(),
+        "--to",
+        "never made",
+        "--port",
+        &port,
+        "--start",
+    ];
+    let out = restore(config, &args).await;
+    assert!(!out.status.success(), "{}", shown(&out));
+    let said = stderr(&out);
+    assert!(said.contains("--backup"), "{said}");
+    assert!(
+        said.contains("recovery ended before configured recovery target was reached"),
+        "{said}"
+    );
+    assert_eq!(unreachable.instance.postmaster_pid(), None);
 }
 
 async fn post(url: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
@@ -404,7 +342,7 @@ async fn archived(repo: &dyn Repository, archive: &WalArchive) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_to_the_end_of_the_archive_follows_a_switchover_and_a_failover() {
     let (holder, repo_dir) = repository_dir();
-    let mut cluster = cluster(3, &repo_dir, &[]).await;
+    let mut cluster = cluster(3, &repo_dir, 10_000, &[]).await;
     let repo: Arc<dyn Repository> = Arc::new(PosixRepository::new(&repo_dir));
     let first = healthy(&cluster, &ALL).await;
     let archive = archive_of(repo.clone(), cluster.member(&first));
@@ -452,4 +390,108 @@ async fn a_restore_to_the_end_of_the_archive_follows_a_switchover_and_a_failover
         .text("SELECT timeline_id::text FROM pg_control_checkpoint()")
         .await;
     assert!(timeline.parse::<u32>().unwrap() >= 3, "{timeline}");
+}
+
+/// PostgreSQL's own log of a member (the agent's `log_file` default).
+fn postgres_log(member: &AgentMember) -> String {
+    let file = member.instance.data_dir().join("log/postmaster.log");
+    std::fs::read_to_string(file).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_behind_what_its_primary_keeps_catches_up_from_the_archive_without_a_reclone() {
+    let (_holder, repo_dir) = repository_dir();
+    // The primary keeps little: no wal_keep_size, and the standby's slot
+    // gives up past 32 MB.
+    let parameters = [("wal_keep_size", "0"), ("max_slot_wal_keep_size", "32MB")];
+    // Fetching the missed segments (about 20, a second each in a debug
+    // build) outlasts two TTLs: the core once took that for a fork.
+    let mut cluster = cluster(2, &repo_dir, 5_000, &parameters).await;
+    let both = ["db1", "db2"];
+    let primary = healthy(&cluster, &both).await;
+    let standby = others(&both, &primary)[0].to_string();
+    write_batch(&cluster, &primary, &[&standby], 1).await;
+    let stopped_at = text(
+        cluster.member(&standby),
+        "SELECT pg_last_wal_replay_lsn()::text",
+    )
+    .await;
+    assert!(
+        cluster.stop_agent(&standby, Duration::from_secs(30)),
+        "{standby}'s agent did not stop"
+    );
+    let needed = text(
+        cluster.member(&primary),
+        &format!("SELECT pg_walfile_name('{stopped_at}')"),
+    )
+    .await;
+
+    // Enough WAL that the primary recycles the segment the standby needs.
+    let member = cluster.member(&primary);
+    let pg_wal = member.instance.data_dir().join("pg_wal");
+    member
+        .execute("CREATE TABLE filler (id int, pad text)")
+        .await
+        .unwrap();
+    let recycled = testkit::wait_for(
+        &format!("{primary} to recycle {needed}"),
+        DEADLINE,
+        || async {
+            member
+                .execute(
+                    "INSERT INTO filler SELECT g, repeat('x', 500) FROM generate_series(1, 5000) g; \
+                     SELECT pg_switch_wal(); CHECKPOINT",
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if pg_wal.join(&needed).exists() {
+                Err(format!("{needed} still in {}", pg_wal.display()))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    recycled.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    write_batch(&cluster, &primary, &[], 2).await;
+    archive_everything(&repo_of(&repo_dir), member).await;
+
+    cluster.restart(&standby).unwrap();
+    healthy(&cluster, &both).await;
+    let rows = text(cluster.member(&standby), "SELECT count(*)::text FROM w").await;
+    assert_eq!(rows, "200");
+    // Not re-cloned: no repair, the data directory never moved aside.
+    let repairs: Vec<String> = events(&cluster)
+        .await
+        .into_iter()
+        .filter(|e| e.member == standby && (e.kind == "recloned" || e.kind == "rewound"))
+        .map(|e| format!("{}: {}", e.kind, e.details))
+        .collect();
+    let home = cluster
+        .member(&standby)
+        .instance
+        .data_dir()
+        .parent()
+        .unwrap();
+    let aside: Vec<PathBuf> = std::fs::read_dir(home)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".moved-"))
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        repairs.is_empty() && aside.is_empty(),
+        "{standby} was repaired: {repairs:?}, moved aside: {aside:?}\n{}",
+        cluster.logs()
+    );
+    // What it missed came from the archive, through restore_command.
+    let log = postgres_log(cluster.member(&standby));
+    assert!(
+        log.contains(&format!("restored log file \"{needed}\" from archive")),
+        "{standby} did not fetch {needed} from the archive:\n{log}"
+    );
+}
+
+fn repo_of(dir: &Path) -> Arc<dyn Repository> {
+    Arc::new(PosixRepository::new(dir))
 }

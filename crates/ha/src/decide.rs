@@ -35,6 +35,11 @@ pub struct Ha {
     /// (the upstream it was configured with, since when), so following a
     /// new primary starts the count afresh.
     not_streaming_since: Option<(Option<String>, Millis)>,
+    /// Since when this standby, not streaming, has not replayed further:
+    /// (its upstream, the furthest WAL position seen, since when). One that
+    /// catches up from the archive (restore_command) is not stuck, however
+    /// long that takes; a repair waits until it stops moving.
+    stalled_since: Option<(Option<String>, u64, Millis)>,
     /// Why the last pg_rewind failed: the next repair re-clones instead.
     rewind_failed: Option<String>,
     /// Why this standby was stopped to be re-cloned: it could not stream
@@ -76,6 +81,7 @@ impl Ha {
             pg_down_since: None,
             leaderless_since: None,
             not_streaming_since: None,
+            stalled_since: None,
             leader_silent: None,
             rewind_failed: None,
             diverged: None,
@@ -213,8 +219,20 @@ impl Ha {
                 if !same_upstream {
                     self.not_streaming_since = Some((running.upstream.clone(), obs.now));
                 }
+                let moving = self
+                    .stalled_since
+                    .as_ref()
+                    .is_none_or(|(upstream, lsn, _)| {
+                        *upstream != running.upstream || running.lsn > *lsn
+                    });
+                if moving {
+                    self.stalled_since = Some((running.upstream.clone(), running.lsn, obs.now));
+                }
             }
-            _ => self.not_streaming_since = None,
+            _ => {
+                self.not_streaming_since = None;
+                self.stalled_since = None;
+            }
         }
         if let Local::Running(running) = &obs.local {
             if !running.primary && running.streaming {
@@ -794,16 +812,18 @@ impl Ha {
                         },
                     );
                 }
+                // Not streaming and not replaying either: WAL fetched from
+                // the archive moves the position, a fork does not.
                 let stuck_for = self
-                    .not_streaming_since
+                    .stalled_since
                     .as_ref()
-                    .map_or(0, |(_, since)| obs.now - since);
+                    .map_or(0, |(_, _, since)| obs.now - since);
                 if running.timeline < cluster.latest_timeline && stuck_for > cluster.settings.ttl_ms
                 {
                     return Plan::new(
                         role,
                         format!(
-                            "on timeline {} and not streaming from {name} for {stuck_for} ms: stopping to rewind onto timeline {}",
+                            "on timeline {} and neither streaming from {name} nor replaying for {stuck_for} ms: stopping to rewind onto timeline {}",
                             running.timeline, cluster.latest_timeline
                         ),
                     )
@@ -814,7 +834,7 @@ impl Ha {
                     // first one's history never reached the store): pg_rewind
                     // sees one timeline and rewinds nothing.
                     let why = format!(
-                        "not streaming from {name} for {stuck_for} ms although on timeline {} like the cluster: \
+                        "neither streaming from {name} nor replaying for {stuck_for} ms although on timeline {} like the cluster: \
                          its WAL forked on a timeline of the same number, which pg_rewind cannot repair",
                         running.timeline
                     );

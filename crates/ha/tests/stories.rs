@@ -1803,6 +1803,52 @@ mod following_a_new_primary {
             "stuck on the old timeline for a TTL after re-pointing: stop to rewind"
         );
     }
+
+    /// A standby that was stopped while its primary recycled the WAL it
+    /// needs catches up from the archive (restore_command) before it can
+    /// stream again: not streaming all that while, but replaying. Taken
+    /// for a fork, it was re-cloned after two TTLs (issue 15).
+    #[test]
+    fn given_i_catch_up_from_the_archive_without_streaming_i_am_not_re_cloned_until_i_stop_moving()
+    {
+        let mut ha = me("db3");
+        let fetching = |lsn: u64| {
+            Local::Running(Running {
+                streaming: false,
+                ..match standby(lsn, Some("db1")) {
+                    Local::Running(running) => running,
+                    _ => unreachable!(),
+                }
+            })
+        };
+        let ttl = Settings::default().ttl_ms;
+        let mut now = 10_000;
+        let mut lsn = 100;
+        // Ten TTLs of segments restored from the archive, one per second.
+        while now < 10_000 + 10 * ttl {
+            let plan = ha.decide(&observe(now, fetching(lsn), cluster()));
+            assert!(plan.is_idle(), "at {now}: {plan:?}");
+            now += 1_000;
+            lsn += 16;
+        }
+        // The archive ends and streaming does not start: now it is stuck.
+        let stalled_at = now;
+        while now <= stalled_at + 2 * ttl {
+            let plan = ha.decide(&observe(now, fetching(lsn), cluster()));
+            assert!(plan.is_idle(), "at {now}: {plan:?}");
+            now += 500;
+        }
+        let plan = ha.decide(&observe(now, fetching(lsn), cluster()));
+        assert!(
+            matches!(&plan.actions[..], [
+                Action::Stop { mode: StopMode::Fast },
+                Action::Reclone { leader, .. },
+                Action::StartReplica { .. },
+            ] if leader == "db1"),
+            "{plan:?}"
+        );
+        assert!(plan.note.contains("nor replaying"), "{}", plan.note);
+    }
 }
 
 /// The leader decides who takes the cluster's base backups, and when.
