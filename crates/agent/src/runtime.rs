@@ -13,9 +13,11 @@ use pg::{Endpoint, Instance, InstanceSpec, Role as PgRole, RunAs, Settings, Time
 use store::cluster::{ClusterKey, ClusterKeys, DynamicConfig};
 use store::{EtcdOptions, EtcdStore, Store, StoreError};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 
 use api::local::{Activity, AgentRequest, AgentSide, LocalState, Request};
 
+use crate::backup_taker::{ProgressSlot, Serving, Taker, TakerView};
 use crate::events::EventLog;
 use crate::failsafe::HttpPeers;
 use crate::hooks::Hooks;
@@ -51,6 +53,9 @@ pub struct Agent {
     api: api::ApiContext,
     /// When the lease guard stops PostgreSQL unless a round moves it.
     fence: Arc<Fence>,
+    /// With a backup repository: what each round tells the backup taker,
+    /// and the progress of the backup it runs.
+    taker: Option<(watch::Sender<TakerView>, ProgressSlot)>,
 }
 
 type Fence = tokio::sync::watch::Sender<Option<tokio::time::Instant>>;
@@ -135,6 +140,17 @@ impl Agent {
             Err(StoreError::Conflict { .. }) => {}
             Err(err) => return Err(err.into()),
         }
+        let repository = match config.backup.as_ref().map(backup::open) {
+            None => None,
+            Some(Ok(repo)) => Some(repo),
+            Some(Err(err)) => {
+                tracing::warn!(
+                    "{}: the backup repository cannot be opened ({err}); this member takes no base backups until it can",
+                    member.name
+                );
+                None
+            }
+        };
         let spec = MemberSpec {
             name: member.name.clone(),
             nofailover: member.tags.nofailover,
@@ -144,8 +160,7 @@ impl Agent {
             witness: false,
             pg_endpoint: endpoint,
             api_url: config.api_url(),
-            // Until `[backup]` lands in pgwarden.toml, no member takes one.
-            can_backup: false,
+            can_backup: repository.is_some(),
         };
         let local: Arc<dyn LocalPostgres> = pg.clone();
         let events = EventLog::spawn(
@@ -157,6 +172,21 @@ impl Agent {
                 config: config.hooks.clone(),
             },
         );
+        let taker = repository.map(|repo| {
+            let (view, seen) = watch::channel(TakerView::default());
+            let progress = ProgressSlot::default();
+            Taker {
+                member: member.name.clone(),
+                store: store.clone(),
+                keys: keys.clone(),
+                repo,
+                pg: pg.clone(),
+                events: events.clone(),
+                progress: progress.clone(),
+            }
+            .spawn(seen);
+            (view, progress)
+        });
         let (link, side) = api::local::link(LocalState {
             member: member.name.clone(),
             ..LocalState::default()
@@ -199,6 +229,7 @@ impl Agent {
                 api: config.api.clone(),
             },
             fence,
+            taker,
         })
     }
 
@@ -268,10 +299,21 @@ impl Agent {
             let _ = self.fence.send(deadline);
             postmaster_alive = self.pg.instance().postmaster_pid().is_some();
             self.events.send(self.member.take_events());
-            self.side.state.send_replace(
-                self.member
-                    .local_state(now_since(self.started), round.store_reachable),
-            );
+            let mut state = self
+                .member
+                .local_state(now_since(self.started), round.store_reachable);
+            if let Some((view, progress)) = &self.taker {
+                view.send_if_modified(|seen| {
+                    let now = taker_view(self.member.records(), &state);
+                    let changed = *seen != now;
+                    *seen = now;
+                    changed
+                });
+                if state.activity.is_none() {
+                    state.activity = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                }
+            }
+            self.side.state.send_replace(state);
             let took = started.elapsed();
             let who = format!("{}:{}", self.member.name(), round.plan.role);
             tracing::debug!(
@@ -465,6 +507,25 @@ async fn lease_guard(
                 }
             }
         }
+    }
+}
+
+/// What the backup taker acts on, from a round's records and this member's
+/// state: a store that did not answer changes nothing (the records are the
+/// last read).
+fn taker_view(records: &store::ClusterRecords, state: &LocalState) -> TakerView {
+    let primary = records
+        .leader_name()
+        .and_then(|leader| records.members.get(leader))
+        .and_then(|status| status.value.pg_address().ok())
+        .map(|address| pg::Endpoint::new(address.host, address.port));
+    TakerView {
+        assignment: records.backup_assignment.clone(),
+        serving: state.pg_running.then_some(match state.primary {
+            true => Serving::Primary,
+            false => Serving::Standby,
+        }),
+        primary,
     }
 }
 

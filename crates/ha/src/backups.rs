@@ -54,7 +54,8 @@ pub struct LastBackup {
     /// The primary's WAL position once it ended (past the segment switch
     /// that ends a backup), so an idle primary compares equal.
     pub stop_lsn: u64,
-    /// When the schedule last looked and found nothing changed (unix ms).
+    /// When the schedule last looked without a backup completing: skipped
+    /// because nothing changed, or failed (unix ms).
     pub checked_ms: u64,
 }
 
