@@ -104,14 +104,14 @@ impl Taker {
         // not be recorded.
         let mut carried_out: Option<i64> = None;
         loop {
-            let (assignment, serving, primary) = loop {
+            let (assignment, serving) = loop {
                 {
                     let seen = view.borrow_and_update();
                     if let (Some(assignment), Some(serving)) = (&seen.assignment, seen.serving) {
                         if assignment.value.member == self.member
                             && Some(assignment.mod_revision) != carried_out
                         {
-                            break (assignment.clone(), serving, seen.primary.clone());
+                            break (assignment.clone(), serving);
                         }
                     }
                 }
@@ -132,7 +132,7 @@ impl Taker {
                 ),
             );
             let outcome = self
-                .watched(&assignment, serving, primary, &mut view)
+                .watched(&assignment, serving, &mut view)
                 .await;
             *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = None;
             match outcome {
@@ -156,10 +156,9 @@ impl Taker {
         &self,
         assignment: &Versioned<BackupAssignment>,
         serving: Serving,
-        primary: Option<Endpoint>,
         view: &mut watch::Receiver<TakerView>,
     ) -> Result<Taken, Stopped> {
-        let job = self.take(&assignment.value, serving, primary);
+        let job = self.take(&assignment.value, serving, view.clone());
         tokio::pin!(job);
         loop {
             tokio::select! {
@@ -195,7 +194,7 @@ impl Taker {
         &self,
         assignment: &BackupAssignment,
         serving: Serving,
-        primary: Option<Endpoint>,
+        view: watch::Receiver<TakerView>,
     ) -> Result<Taken, String> {
         let started_ms = api::time::now_ms();
         let began = Instant::now();
@@ -216,11 +215,10 @@ impl Taker {
             );
         }
         // Where the WAL is written: this server, or the leader's.
-        let primary = match serving {
-            Serving::Primary => Some(spec.endpoint.clone()),
-            Serving::Standby => primary,
+        let link = match serving {
+            Serving::Primary => primary::PrimaryLink::here(spec.endpoint.clone(), spec.superuser.clone()),
+            Serving::Standby => primary::PrimaryLink::leader(view, spec.superuser.clone()),
         };
-        let link = primary::PrimaryLink::new(primary, spec.superuser.clone());
         let archive = archive::PrimaryArchive::new(
             self.repo.clone(),
             backup::wal::WalArchive::new(self.repo.clone(), system_id),

@@ -4,6 +4,9 @@
 use std::time::{Duration, Instant};
 
 use pg::{Endpoint, Lsn, Role};
+use tokio::sync::watch;
+
+use super::TakerView;
 
 /// How long the primary's WAL position must stay put to count as settled.
 /// An idle primary still writes after a backup: the background writer logs
@@ -14,32 +17,52 @@ const SETTLED_FOR: Duration = Duration::from_secs(26);
 /// A primary under writes never settles: take its position by then.
 const SETTLE_AT_MOST: Duration = Duration::from_secs(60);
 
-/// The primary's PostgreSQL, reached as the superuser; `None` when no
-/// member leads.
+/// The primary's PostgreSQL, reached as the superuser.
 pub struct PrimaryLink {
-    endpoint: Option<Endpoint>,
+    primary: Primary,
     superuser: Role,
 }
 
+enum Primary {
+    /// The backup runs on the primary itself.
+    Here(Endpoint),
+    /// The backup runs on a standby: the leader's, as the last round saw
+    /// it (a failover during the backup moves it).
+    Leader(watch::Receiver<TakerView>),
+}
+
 impl PrimaryLink {
-    pub fn new(endpoint: Option<Endpoint>, superuser: Role) -> PrimaryLink {
+    pub fn here(endpoint: Endpoint, superuser: Role) -> PrimaryLink {
         PrimaryLink {
-            endpoint,
+            primary: Primary::Here(endpoint),
             superuser,
         }
     }
 
+    pub fn leader(view: watch::Receiver<TakerView>, superuser: Role) -> PrimaryLink {
+        PrimaryLink {
+            primary: Primary::Leader(view),
+            superuser,
+        }
+    }
+
+    fn endpoint(&self) -> Option<Endpoint> {
+        match &self.primary {
+            Primary::Here(endpoint) => Some(endpoint.clone()),
+            Primary::Leader(view) => view.borrow().primary.clone(),
+        }
+    }
+
     pub fn describe(&self) -> String {
-        self.endpoint
-            .as_ref()
+        self.endpoint()
             .map_or_else(|| "no primary".to_string(), |e| e.to_string())
     }
 
     /// One text value from the primary; `None` if it cannot answer or is
     /// not a primary (any more).
     async fn primary_text(&self, sql: &str) -> Option<String> {
-        let endpoint = self.endpoint.as_ref()?;
-        let client = pg::connect(endpoint, &self.superuser).await.ok()?;
+        let endpoint = self.endpoint()?;
+        let client = pg::connect(&endpoint, &self.superuser).await.ok()?;
         let row = client
             .query_one(
                 &format!("SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE ({sql})::text END"),
