@@ -59,12 +59,7 @@ async fn last_backup(cluster: &AgentCluster) -> Option<LastBackup> {
 
 async fn backup_run(cluster: &AgentCluster, api: &str, args: &[&str]) -> std::process::Output {
     let out = ctl(&[&["--api", api, "backup", "run"], args].concat(), &[]).await;
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        shown(&out),
-        cluster.logs()
-    );
+    assert!(out.status.success(), "{}\n{}", shown(&out), cluster.logs());
     out
 }
 
@@ -79,7 +74,9 @@ async fn a_requested_backup_runs_on_a_standby_and_an_unchanged_cluster_is_skippe
     let repo = PosixRepository::new(&repo_dir);
     let writer = cluster.member(&primary);
     writer
-        .execute("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g")
+        .execute(
+            "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g",
+        )
         .await
         .unwrap();
     let api = api_url(&cluster, &primary).await;
@@ -113,7 +110,7 @@ async fn a_requested_backup_runs_on_a_standby_and_an_unchanged_cluster_is_skippe
     let skipped = last_backup(&cluster).await.unwrap();
     assert_eq!(skipped.id.as_deref(), Some(first_id.as_str()));
     assert!(skipped.checked_ms > first.done_ms);
-    assert_eq!(manifest::list(&repo).await.unwrap(), [first_id.clone()]);
+    assert_eq!(manifest::list(&repo).await.unwrap(), [first_id.as_str()]);
 
     // Forced: taken anyway, incremental on the first.
     backup_run(&cluster, &api, &["--force"]).await;
@@ -166,7 +163,10 @@ async fn copying(cluster: &AgentCluster, api: &str) -> String {
             .map_err(|e| e.to_string())?
             .json()
             .map_err(|e| e.to_string())?;
-        let running = view.running.clone().ok_or_else(|| format!("none running: {view:?}"))?;
+        let running = view
+            .running
+            .clone()
+            .ok_or_else(|| format!("none running: {view:?}"))?;
         let url = running.api_url.clone().ok_or("no API")?;
         let local: LocalState = client
             .send(api::Call::new(hyper::Method::GET, &url, "/health"))
@@ -199,7 +199,11 @@ async fn a_backup_running_when_the_primary_dies_is_never_complete_but_broken() {
         .unwrap();
     healthy(&cluster, &ALL).await;
     let api = api_url(&cluster, &primary).await;
-    let out = ctl(&["--api", &api, "backup", "run", "--full", "--no-wait"], &[]).await;
+    let out = ctl(
+        &["--api", &api, "backup", "run", "--full", "--no-wait"],
+        &[],
+    )
+    .await;
     assert!(out.status.success(), "{}", shown(&out));
     let taker = copying(&cluster, &api).await;
     cluster.kill_host(&primary);
@@ -219,10 +223,13 @@ async fn a_backup_running_when_the_primary_dies_is_never_complete_but_broken() {
         None => {
             let failure = ended.failure.clone().unwrap();
             assert_eq!(failure.member, taker);
-            assert!(complete.is_empty(), "a failed backup is visible: {complete:?}");
+            assert!(
+                complete.is_empty(),
+                "a failed backup is visible: {complete:?}"
+            );
         }
         Some(id) => {
-            assert_eq!(complete, [id.clone()]);
+            assert_eq!(complete, [id.as_str()]);
             restore_and_count(&cluster, &repo, id, &taker).await;
         }
     }

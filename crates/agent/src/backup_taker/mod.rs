@@ -131,18 +131,17 @@ impl Taker {
                     self.repo.describe()
                 ),
             );
-            let outcome = self
-                .watched(&assignment, serving, &mut view)
-                .await;
+            let outcome = self.watched(&assignment, serving, &mut view).await;
             *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = None;
             match outcome {
                 Ok(taken) => self.done(&assignment, taken).await,
                 Err(Stopped::Failed(reason)) => self.failed(Some(&assignment), kind, reason).await,
                 Err(Stopped::Withdrawn) => {
-                    let reason = "the leader ended the assignment (it took this member for gone, or \
+                    let reason =
+                        "the leader ended the assignment (it took this member for gone, or \
                                   another leader took over); the backup was stopped and is not in \
                                   the repository: the next requested or scheduled one runs afresh"
-                        .to_string();
+                            .to_string();
                     self.failed(None, kind, reason).await
                 }
             }
@@ -216,7 +215,9 @@ impl Taker {
         }
         // Where the WAL is written: this server, or the leader's.
         let link = match serving {
-            Serving::Primary => primary::PrimaryLink::here(spec.endpoint.clone(), spec.superuser.clone()),
+            Serving::Primary => {
+                primary::PrimaryLink::here(spec.endpoint.clone(), spec.superuser.clone())
+            }
             Serving::Standby => primary::PrimaryLink::leader(view, spec.superuser.clone()),
         };
         let archive = archive::PrimaryArchive::new(
@@ -269,10 +270,7 @@ impl Taker {
             match manifest::read(repo, id).await {
                 Ok(m) if m.system_identifier == wanted => return Ok(Some(m)),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(
-                    "{}: skipping backup {id} as a parent: {e}",
-                    self.member
-                ),
+                Err(e) => tracing::warn!("{}: skipping backup {id} as a parent: {e}", self.member),
             }
         }
         Ok(None)

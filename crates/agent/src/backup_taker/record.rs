@@ -122,7 +122,12 @@ impl Taker {
             attempt += 1;
             let result = async {
                 let current = last_key.get(self.store.as_ref()).await?;
-                let last = change(current.as_ref().map(|c| c.value.clone()).unwrap_or_default());
+                let last = change(
+                    current
+                        .as_ref()
+                        .map(|c| c.value.clone())
+                        .unwrap_or_default(),
+                );
                 let mut conditions = vec![Condition {
                     key: last_key.key().to_string(),
                     expect: current

@@ -57,12 +57,10 @@ pub async fn run(
         .await
     {
         Ok(_) => {}
-        Err(StoreError::Conflict { .. }) => {
-            return Err(HttpError::conflict(
-                "a backup request is pending already (the leader takes it within a heartbeat, once \
+        Err(StoreError::Conflict { .. }) => return Err(HttpError::conflict(
+            "a backup request is pending already (the leader takes it within a heartbeat, once \
                  no backup runs); `pgwarden ctl backup status` shows it",
-            ))
-        }
+        )),
         Err(e) => return Err(e.into()),
     }
     let records = ClusterRecords::read(state.store.as_ref(), &state.keys).await?;

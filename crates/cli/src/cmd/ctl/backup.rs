@@ -42,9 +42,9 @@ pub async fn run(
     if !wait {
         match output {
             Output::Json => print_json(&asked),
-            Output::Table => println!(
-                "Backup requested; `pgwarden ctl backup status` shows how it goes"
-            ),
+            Output::Table => {
+                println!("Backup requested; `pgwarden ctl backup status` shows how it goes")
+            }
         }
         return Ok(());
     }
@@ -168,7 +168,14 @@ async fn draw(target: &Target, bar: &ProgressBar, running: &RunningBackup) {
     let member = &running.assignment.member;
     let activity = match &running.api_url {
         Some(url) => target
-            .send_to(url, Method::GET, "/health", None, None, Duration::from_secs(5))
+            .send_to(
+                url,
+                Method::GET,
+                "/health",
+                None,
+                None,
+                Duration::from_secs(5),
+            )
             .await
             .ok()
             .and_then(|reply| reply.json::<LocalState>().ok())
@@ -213,7 +220,14 @@ pub async fn status(target: &Target, output: Output) -> Result<(), CtlError> {
         );
         if let Some(url) = &running.api_url {
             let activity = target
-                .send_to(url, Method::GET, "/health", None, None, Duration::from_secs(5))
+                .send_to(
+                    url,
+                    Method::GET,
+                    "/health",
+                    None,
+                    None,
+                    Duration::from_secs(5),
+                )
                 .await
                 .ok()
                 .and_then(|reply| reply.json::<LocalState>().ok())
@@ -252,7 +266,10 @@ pub async fn status(target: &Target, output: Output) -> Result<(), CtlError> {
             );
         }
         if last.checked_ms > last.done_ms
-            && last.failure.as_ref().is_none_or(|f| f.at_ms != last.checked_ms)
+            && last
+                .failure
+                .as_ref()
+                .is_none_or(|f| f.at_ms != last.checked_ms)
         {
             println!(
                 "Last skipped: {} (the WAL had not moved)",
@@ -288,5 +305,8 @@ fn size(bytes: u64) -> String {
 }
 
 fn print_json(view: &BackupView) {
-    println!("{}", serde_json::to_string_pretty(view).expect("plain data"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(view).expect("plain data")
+    );
 }
