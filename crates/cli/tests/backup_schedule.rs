@@ -238,6 +238,22 @@ async fn a_backup_running_when_the_primary_dies_is_never_complete_but_broken() {
     let survivors = others(&ALL, &primary);
     let new_primary = healthy(&cluster, &survivors).await;
     let api = api_url(&cluster, &new_primary).await;
+    // Ask once its API reads the store again (a loaded host's first reads
+    // after a failover may time out).
+    let answering = wait_for(
+        "the new primary's API to read the store",
+        common::DEADLINE,
+        || async {
+            let out = ctl(&["--api", &api, "backup", "status"], &[]).await;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(shown(&out))
+            }
+        },
+    )
+    .await;
+    answering.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     backup_run(&cluster, &api, &["--force"]).await;
     let next = last_backup(&cluster).await.unwrap();
     let next_member = next.member.clone().unwrap();

@@ -137,12 +137,10 @@ impl Taker {
                 Ok(taken) => self.done(&assignment, taken).await,
                 Err(Stopped::Failed(reason)) => self.failed(Some(&assignment), kind, reason).await,
                 Err(Stopped::Withdrawn) => {
-                    let reason =
-                        "the leader ended the assignment (it took this member for gone, or \
-                                  another leader took over); the backup was stopped and is not in \
-                                  the repository: the next requested or scheduled one runs afresh"
-                            .to_string();
-                    self.failed(None, kind, reason).await
+                    let reason = "the leader ended the assignment (it took this member for \
+                        gone); the backup was stopped and is not in the repository: the next \
+                        requested or scheduled one runs afresh";
+                    self.failed(None, kind, reason.to_string()).await
                 }
             }
         }

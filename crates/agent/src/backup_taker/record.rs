@@ -193,3 +193,149 @@ pub fn bytes(n: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use pg::{Endpoint, Instance, InstanceSpec, RunAs, Settings, Timeouts};
+    use store::cluster::ClusterKeys;
+    use store::{MemoryStore, Store, SystemClock};
+
+    use super::*;
+    use crate::events::EventLog;
+    use crate::hooks::Hooks;
+    use crate::postgres::RealPostgres;
+
+    fn taker(store: Arc<dyn Store>, keys: &ClusterKeys) -> Taker {
+        let role = |name: &str| pg::Role {
+            name: name.into(),
+            password: "secret".into(),
+        };
+        let spec = InstanceSpec {
+            data_dir: "/nonexistent/data".into(),
+            bin_dir: "/nonexistent/bin".into(),
+            log_file: "/nonexistent/log".into(),
+            endpoint: Endpoint::new("127.0.0.1", 5432),
+            superuser: role("postgres"),
+            replication: role("replicator"),
+            hba_networks: Vec::new(),
+            run_as: RunAs::current(),
+            timeouts: Timeouts::default(),
+        };
+        Taker {
+            member: "db2".into(),
+            store: store.clone(),
+            keys: keys.clone(),
+            repo: Arc::new(backup::repo::PosixRepository::new("/nonexistent/repo")),
+            pg: Arc::new(RealPostgres::new(
+                Instance::new(spec),
+                "db2",
+                Settings::new("db2", "127.0.0.1", 5432),
+            )),
+            events: EventLog::spawn(
+                store,
+                keys.clone(),
+                "db2".into(),
+                Hooks {
+                    cluster: "main".into(),
+                    config: config::Hooks::default(),
+                },
+            ),
+            progress: Default::default(),
+        }
+    }
+
+    async fn assign(store: &dyn Store, keys: &ClusterKeys) -> Versioned<BackupAssignment> {
+        let assignment = BackupAssignment {
+            member: "db2".into(),
+            kind: BackupKind::Full,
+            assigned_ms: 1,
+            term: 7,
+        };
+        let key = keys.backup_assignment();
+        key.put(store, &assignment, None).await.unwrap();
+        key.get(store).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failure_ends_the_assignment_moves_the_schedule_and_is_counted() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Arc::new(SystemClock::new())));
+        let keys = ClusterKeys::new("/pgwarden", "main").unwrap();
+        let done = LastBackup {
+            id: Some("20261203-220000F".into()),
+            done_ms: 5,
+            stop_lsn: 100,
+            ..LastBackup::default()
+        };
+        keys.last_backup()
+            .put(store.as_ref(), &done, None)
+            .await
+            .unwrap();
+        let assignment = assign(store.as_ref(), &keys).await;
+        let taker = taker(store.clone(), &keys);
+        taker
+            .failed(Some(&assignment), BackupKind::Full, "it broke".into())
+            .await;
+        let last = keys
+            .last_backup()
+            .get(store.as_ref())
+            .await
+            .unwrap()
+            .unwrap()
+            .value;
+        assert_eq!(last.id, done.id, "the last good backup stays");
+        assert_eq!(last.stop_lsn, 100);
+        assert_eq!(last.failures, 1);
+        assert!(
+            last.checked_ms > 0,
+            "the schedule looks again an interval later"
+        );
+        let failure = last.failure.unwrap();
+        assert_eq!(
+            (failure.member.as_str(), failure.reason.as_str()),
+            ("db2", "it broke")
+        );
+        assert!(keys
+            .backup_assignment()
+            .get(store.as_ref())
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn an_assignment_the_leader_replaced_is_not_ended_by_the_old_backup() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Arc::new(SystemClock::new())));
+        let keys = ClusterKeys::new("/pgwarden", "main").unwrap();
+        let old = assign(store.as_ref(), &keys).await;
+        keys.backup_assignment()
+            .delete(store.as_ref())
+            .await
+            .unwrap();
+        let new = assign(store.as_ref(), &keys).await;
+        let taker = taker(store.clone(), &keys);
+        let written = taker
+            .write(Some(&old), |last| LastBackup {
+                id: Some("stale".into()),
+                ..last
+            })
+            .await;
+        assert!(written.unwrap_err().contains("ended the assignment"));
+        let still = keys.backup_assignment().get(store.as_ref()).await.unwrap();
+        assert_eq!(still.map(|a| a.mod_revision), Some(new.mod_revision));
+        assert!(keys
+            .last_backup()
+            .get(store.as_ref())
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn sizes_read_as_people_read_them() {
+        assert_eq!(bytes(999), "999 B");
+        assert_eq!(bytes(1_500_000), "1.5 MB");
+        assert_eq!(bytes(12_000_000_000), "12.0 GB");
+    }
+}

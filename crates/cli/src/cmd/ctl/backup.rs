@@ -18,6 +18,26 @@ const POLL: Duration = Duration::from_millis(500);
 const UNTAKEN: Duration = Duration::from_secs(60);
 /// How long an assignment that ended may take to show its record.
 const RECORD_GRACE: Duration = Duration::from_secs(15);
+/// How long reads may keep failing (a failover, a store election) before
+/// following gives up.
+const READS_FAILING: Duration = Duration::from_secs(60);
+
+/// `GET /backup`, asked again while the answer is a 503 (the store did not
+/// answer that member), no member answers, or one is too slow, for up to
+/// [`READS_FAILING`].
+async fn read(target: &Target) -> Result<BackupView, CtlError> {
+    let began = Instant::now();
+    loop {
+        match target.get("/backup").await {
+            Ok(view) => return Ok(view),
+            Err(e) if began.elapsed() > READS_FAILING => return Err(e),
+            Err(CtlError::Unreachable(_)) | Err(CtlError::TimedOut(_)) => {}
+            Err(CtlError::Refused(m)) if m.contains("503") => {}
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
 
 pub async fn run(
     target: &Target,
@@ -26,7 +46,7 @@ pub async fn run(
     force: bool,
     wait: bool,
 ) -> Result<(), CtlError> {
-    let before: BackupView = target.get("/backup").await?;
+    let before = read(target).await?;
     let body = json!({ "full": full, "force": force });
     let reply = target
         .send(
@@ -101,13 +121,7 @@ async fn follow(
     let mut idle_since: Option<Instant> = None;
     loop {
         tokio::time::sleep(POLL).await;
-        let view: BackupView = match target.get("/backup").await {
-            Ok(view) => view,
-            // A member going away mid-backup (the test of a failover): ask
-            // again; ctl tries the other members' APIs.
-            Err(CtlError::Unreachable(_)) | Err(CtlError::TimedOut(_)) => continue,
-            Err(e) => return Err(e),
-        };
+        let view = read(target).await?;
         if let Some(running) = &view.running {
             seen_running = true;
             idle_since = None;
