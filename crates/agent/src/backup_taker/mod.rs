@@ -18,7 +18,7 @@ mod primary;
 mod record;
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use api::local::Activity;
 use backup::backup::{BackupOptions, BaseBackup, Progress};
@@ -231,6 +231,11 @@ impl Taker {
             archive: &archive,
             parent: parent.as_ref(),
             options: BackupOptions {
+                // The archiver pushes a segment within seconds and a
+                // standby's last one is asked for after 2 s: a segment
+                // missing this long is not coming (its primary died with it
+                // unarchived), and the next backup should not wait behind it.
+                archive_timeout: Duration::from_secs(120),
                 label: Some(format!(
                     "pgwarden {} backup on {}",
                     kind_name(assignment.kind),
