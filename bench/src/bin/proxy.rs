@@ -90,6 +90,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         can_backup: false,
         pending_restart: Vec::new(),
         config_errors: Vec::new(),
+        archive: None,
     };
     keys.member("db1")?
         .put(store.as_ref(), &status, None)

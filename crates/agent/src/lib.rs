@@ -2,6 +2,7 @@
 //! what to do, do it.
 
 pub mod archive;
+pub mod backup_taker;
 pub mod bootstrap;
 pub mod events;
 pub mod failsafe;

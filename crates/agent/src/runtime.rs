@@ -13,9 +13,11 @@ use pg::{Endpoint, Instance, InstanceSpec, Role as PgRole, RunAs, Settings, Time
 use store::cluster::{ClusterKey, ClusterKeys, DynamicConfig};
 use store::{EtcdOptions, EtcdStore, Store, StoreError};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 
 use api::local::{Activity, AgentRequest, AgentSide, LocalState, Request};
 
+use crate::backup_taker::{ProgressSlot, Serving, Taker, TakerView};
 use crate::bootstrap::FromBackup;
 use crate::events::EventLog;
 use crate::failsafe::HttpPeers;
@@ -54,6 +56,9 @@ pub struct Agent {
     api: api::ApiContext,
     /// When the lease guard stops PostgreSQL unless a round moves it.
     fence: Arc<Fence>,
+    /// With a backup repository: what each round tells the backup taker,
+    /// and the progress of the backup it runs.
+    taker: Option<(watch::Sender<TakerView>, ProgressSlot)>,
 }
 
 type Fence = tokio::sync::watch::Sender<Option<tokio::time::Instant>>;
@@ -146,6 +151,17 @@ impl Agent {
             Err(StoreError::Conflict { .. }) => {}
             Err(err) => return Err(err.into()),
         }
+        let repository = match config.backup.as_ref().map(backup::open) {
+            None => None,
+            Some(Ok(repo)) => Some(repo),
+            Some(Err(err)) => {
+                tracing::warn!(
+                    "{}: the backup repository cannot be opened ({err}); this member takes no base backups until it can",
+                    member.name
+                );
+                None
+            }
+        };
         let spec = MemberSpec {
             name: member.name.clone(),
             nofailover: member.tags.nofailover,
@@ -155,8 +171,7 @@ impl Agent {
             witness: false,
             pg_endpoint: endpoint,
             api_url: config.api_url(),
-            // Until `[backup]` lands in pgwarden.toml, no member takes one.
-            can_backup: false,
+            can_backup: repository.is_some(),
         };
         let local: Arc<dyn LocalPostgres> = pg.clone();
         let events = EventLog::spawn(
@@ -168,6 +183,21 @@ impl Agent {
                 config: config.hooks.clone(),
             },
         );
+        let taker = repository.map(|repo| {
+            let (view, seen) = watch::channel(TakerView::default());
+            let progress = ProgressSlot::default();
+            Taker {
+                member: member.name.clone(),
+                store: store.clone(),
+                keys: keys.clone(),
+                repo,
+                pg: pg.clone(),
+                events: events.clone(),
+                progress: progress.clone(),
+            }
+            .spawn(seen);
+            (view, progress)
+        });
         let (link, side) = api::local::link(LocalState {
             member: member.name.clone(),
             ..LocalState::default()
@@ -210,6 +240,7 @@ impl Agent {
                 api: config.api.clone(),
             },
             fence,
+            taker,
         })
     }
 
@@ -279,10 +310,21 @@ impl Agent {
             let _ = self.fence.send(deadline);
             postmaster_alive = self.pg.instance().postmaster_pid().is_some();
             self.events.send(self.member.take_events());
-            self.side.state.send_replace(
-                self.member
-                    .local_state(now_since(self.started), round.store_reachable),
-            );
+            let mut state = self
+                .member
+                .local_state(now_since(self.started), round.store_reachable);
+            if let Some((view, progress)) = &self.taker {
+                view.send_if_modified(|seen| {
+                    let now = taker_view(self.member.records(), &state);
+                    let changed = *seen != now;
+                    *seen = now;
+                    changed
+                });
+                if state.activity.is_none() {
+                    state.activity = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                }
+            }
+            self.side.state.send_replace(state);
             let took = started.elapsed();
             let who = format!("{}:{}", self.member.name(), round.plan.role);
             tracing::debug!(
@@ -476,6 +518,25 @@ async fn lease_guard(
                 }
             }
         }
+    }
+}
+
+/// What the backup taker acts on, from a round's records and this member's
+/// state: a store that did not answer changes nothing (the records are the
+/// last read).
+fn taker_view(records: &store::ClusterRecords, state: &LocalState) -> TakerView {
+    let primary = records
+        .leader_name()
+        .and_then(|leader| records.members.get(leader))
+        .and_then(|status| status.value.pg_address().ok())
+        .map(|address| pg::Endpoint::new(address.host, address.port));
+    TakerView {
+        assignment: records.backup_assignment.clone(),
+        serving: state.pg_running.then_some(match state.primary {
+            true => Serving::Primary,
+            false => Serving::Standby,
+        }),
+        primary,
     }
 }
 

@@ -7,7 +7,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_text::Exposition;
-use store::cluster::{ArchiveHealth, History};
+use store::cluster::{ArchiveHealth, History, LastBackup};
 
 use crate::local::LocalState;
 use crate::routes::AppState;
@@ -45,12 +45,23 @@ pub async fn count_requests(
     response
 }
 
-/// The metrics text. `history` is `None` when the store could not be read.
+/// What the store says, for the cluster-wide metrics; `None` when it
+/// could not be read.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterFacts {
+    pub history: History,
+    pub last_backup: Option<LastBackup>,
+    /// Unix ms, for ages.
+    pub now_ms: u64,
+}
+
+/// The metrics text. `cluster` is `None` when the store could not be read.
 pub fn render(
     local: &LocalState,
-    history: Option<&History>,
+    cluster: Option<&ClusterFacts>,
     requests: &BTreeMap<(String, u16), u64>,
 ) -> String {
+    let history = cluster.map(|c| &c.history);
     let member = ("member", local.member.as_str());
     let mut out = Exposition::default();
     let current = if !local.pg_running {
@@ -121,6 +132,9 @@ pub fn render(
             .sample(&[], seconds(ms));
         }
     }
+    if let Some(last) = cluster.and_then(|c| c.last_backup.as_ref().map(|l| (l, c.now_ms))) {
+        backup_metrics(&mut out, last.0, last.1);
+    }
     let mut served = out.counter(
         "pgwarden_api_requests_total",
         "REST API requests served, by route and status.",
@@ -163,6 +177,37 @@ fn archive_metrics(out: &mut Exposition, member: (&str, &str), archive: &Archive
     }
 }
 
+/// From `backup/last`: the cluster's, the same on every member.
+fn backup_metrics(out: &mut Exposition, last: &LastBackup, now_ms: u64) {
+    if last.id.is_some() {
+        out.gauge(
+            "pgwarden_backup_last_success_age_seconds",
+            "Since the last base backup completed.",
+        )
+        .sample(&[], seconds(now_ms.saturating_sub(last.done_ms)));
+        out.gauge(
+            "pgwarden_backup_last_duration_seconds",
+            "How long the last completed base backup took.",
+        )
+        .sample(&[], seconds(last.done_ms.saturating_sub(last.started_ms)));
+        out.gauge(
+            "pgwarden_backup_last_size_bytes",
+            "The data directory bytes the last completed base backup covers.",
+        )
+        .sample(&[], last.bytes);
+        out.gauge(
+            "pgwarden_backup_last_stored_bytes",
+            "The bytes the last completed base backup wrote to the repository.",
+        )
+        .sample(&[], last.stored_bytes);
+    }
+    out.counter(
+        "pgwarden_backup_failures_total",
+        "Base backups that failed.",
+    )
+    .sample(&[], last.failures);
+}
+
 fn seconds(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
@@ -197,7 +242,11 @@ mod tests {
         };
         let mut requests = BTreeMap::new();
         requests.insert(("/health".to_string(), 200), 4);
-        let text = render(&local, Some(&history), &requests);
+        let cluster = ClusterFacts {
+            history,
+            ..ClusterFacts::default()
+        };
+        let text = render(&local, Some(&cluster), &requests);
         for line in [
             "pgwarden_role{member=\"db2\",role=\"replica\"} 1",
             "pgwarden_role{member=\"db2\",role=\"primary\"} 0",
@@ -245,7 +294,49 @@ mod tests {
         };
         let mut requests = BTreeMap::new();
         requests.insert(("/metrics".to_string(), 200), 1);
-        render(&local, Some(&history), &requests)
+        let cluster = ClusterFacts {
+            history,
+            last_backup: Some(last_backup()),
+            now_ms: 10_000_000,
+        };
+        render(&local, Some(&cluster), &requests)
+    }
+
+    fn last_backup() -> LastBackup {
+        LastBackup {
+            id: Some("20261203-220000F".into()),
+            started_ms: 9_000_000,
+            done_ms: 9_600_000,
+            bytes: 50_000_000,
+            stored_bytes: 4_000_000,
+            failures: 2,
+            ..LastBackup::default()
+        }
+    }
+
+    #[test]
+    fn the_last_backup_its_age_and_the_failures() {
+        let text = everything();
+        for line in [
+            "pgwarden_backup_last_success_age_seconds 400",
+            "pgwarden_backup_last_duration_seconds 600",
+            "pgwarden_backup_last_size_bytes 50000000",
+            "pgwarden_backup_last_stored_bytes 4000000",
+            "pgwarden_backup_failures_total 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        // None completed yet: only the failures.
+        let cluster = ClusterFacts {
+            last_backup: Some(LastBackup {
+                failures: 1,
+                ..LastBackup::default()
+            }),
+            ..ClusterFacts::default()
+        };
+        let text = render(&LocalState::default(), Some(&cluster), &BTreeMap::new());
+        assert!(!text.contains("pgwarden_backup_last_"), "{text}");
+        assert!(text.contains("pgwarden_backup_failures_total 1"), "{text}");
     }
 
     #[test]
@@ -268,6 +359,11 @@ mod tests {
                 ("pgwarden_archive_last_archived_timestamp_seconds", "gauge"),
                 ("pgwarden_failovers_total", "counter"),
                 ("pgwarden_last_failover_duration_seconds", "gauge"),
+                ("pgwarden_backup_last_success_age_seconds", "gauge"),
+                ("pgwarden_backup_last_duration_seconds", "gauge"),
+                ("pgwarden_backup_last_size_bytes", "gauge"),
+                ("pgwarden_backup_last_stored_bytes", "gauge"),
+                ("pgwarden_backup_failures_total", "counter"),
                 ("pgwarden_api_requests_total", "counter"),
             ]
         );

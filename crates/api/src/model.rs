@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 use store::cluster::{
-    ArchiveHealth, DynamicConfig, Event, HistoryEntry, PgState, Role, Switchover, Tags,
+    ArchiveHealth, BackupAssignment, BackupRequest, DynamicConfig, Event, HistoryEntry, LastBackup,
+    PgState, Role, Switchover, Tags,
 };
 
 use store::ClusterRecords;
@@ -174,6 +175,38 @@ pub struct FailoverRequest {
 #[serde(deny_unknown_fields)]
 pub struct MemberRequest {
     pub member: Option<String>,
+}
+
+/// `POST /backup`: ask for a base backup now.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRunRequest {
+    /// A full backup; else the schedule's choice (incremental unless a
+    /// full one is due).
+    #[serde(default)]
+    pub full: bool,
+    /// Take it even if the WAL has not moved since the last one.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `GET /backup` (and the answer of `POST /backup`): the pending request,
+/// the running backup, the last one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackupView {
+    pub request: Option<BackupRequest>,
+    pub running: Option<RunningBackup>,
+    pub last: Option<LastBackup>,
+}
+
+/// The backup a member is taking now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunningBackup {
+    #[serde(flatten)]
+    pub assignment: BackupAssignment,
+    /// The member's REST API, whose `/health` shows the progress
+    /// (`activity`).
+    pub api_url: Option<String>,
 }
 
 /// `POST /failsafe`: a primary that cannot reach the store asks.

@@ -3,9 +3,10 @@
 //! standby when there is one (the primary carries no extra read load), the
 //! primary only when none can; a scheduled backup is skipped when the WAL
 //! has not moved since the last one (the 2000 seed's "only when the data
-//! changed"). The chosen member's agent is to take it in the background and
-//! record how it ended (members publish `can_backup` once that lands; none
-//! does yet); a member that went away with one assigned fails it.
+//! changed"). The chosen member's agent takes it in the background and
+//! records how it ended (`agent::backup_taker`; members with a `[backup]`
+//! repository publish `can_backup`); a member that went away with one
+//! assigned fails it.
 
 use crate::observation::{Cluster, MemberView, Millis, Running};
 use crate::plan::Action;
@@ -54,7 +55,8 @@ pub struct LastBackup {
     /// The primary's WAL position once it ended (past the segment switch
     /// that ends a backup), so an idle primary compares equal.
     pub stop_lsn: u64,
-    /// When the schedule last looked and found nothing changed (unix ms).
+    /// When the schedule last looked without a backup completing: skipped
+    /// because nothing changed, or failed (unix ms).
     pub checked_ms: u64,
 }
 

@@ -15,6 +15,7 @@ use crate::metrics::Counters;
 use crate::ApiContext;
 
 mod agent;
+mod backup;
 mod config;
 pub(crate) mod failsafe;
 mod read;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/restart", post(agent::restart))
         .route("/reinit", post(agent::reinit))
         .route("/failsafe", post(failsafe::confirm))
+        .route("/backup", get(backup::show).post(backup::run))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -40,11 +40,19 @@ pub async fn history(State(state): State<AppState>) -> Result<Json<HistoryView>,
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let local = state.link.state.borrow().clone();
     // Metrics of this member are worth serving while the store is down.
-    let history = match state.keys.history().get(state.store.as_ref()).await {
-        Ok(history) => Some(history.map(|h| h.value).unwrap_or_default()),
-        Err(_) => None,
+    let store = state.store.as_ref();
+    let cluster = match (
+        state.keys.history().get(store).await,
+        state.keys.last_backup().get(store).await,
+    ) {
+        (Ok(history), Ok(last_backup)) => Some(crate::metrics::ClusterFacts {
+            history: history.map(|h| h.value).unwrap_or_default(),
+            last_backup: last_backup.map(|l| l.value),
+            now_ms: crate::time::now_ms(),
+        }),
+        _ => None,
     };
-    let text = crate::metrics::render(&local, history.as_ref(), &state.counters.snapshot());
+    let text = crate::metrics::render(&local, cluster.as_ref(), &state.counters.snapshot());
     (
         [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
         text,

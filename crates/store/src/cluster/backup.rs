@@ -54,13 +54,48 @@ pub struct LastBackup {
     pub id: Option<String>,
     #[serde(default)]
     pub member: Option<String>,
+    /// Full, or incremental on an earlier one.
+    #[serde(default)]
+    pub kind: Option<BackupKind>,
+    /// When it started (unix ms).
+    #[serde(default)]
+    pub started_ms: u64,
     pub done_ms: u64,
     pub full_done_ms: u64,
-    /// The WAL position its end covers.
+    /// The primary's WAL position once it ended (past the segment switch
+    /// that ends a backup, once an idle primary stopped writing): the
+    /// schedule skips the next one while the primary is still there.
     pub stop_lsn: u64,
-    /// When a scheduled backup was last skipped because nothing changed.
+    /// The bytes of the data directory it covers, and the bytes it wrote
+    /// to the repository (compressed; unchanged chunks not again).
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub stored_bytes: u64,
+    /// When the schedule last looked without a backup completing: skipped
+    /// because nothing changed, or failed. The next scheduled one is due an
+    /// interval later, so a failing backup is not retried in a loop.
     #[serde(default)]
     pub checked_ms: u64,
+    /// The last backup that failed, if any (it may be older than the last
+    /// one that completed).
+    #[serde(default)]
+    pub failure: Option<BackupFailure>,
+    /// Backups that failed, ever (a counter for the metrics).
+    #[serde(default)]
+    pub failures: u64,
+}
+
+/// A backup that ended without completing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupFailure {
+    pub member: String,
+    pub kind: BackupKind,
+    /// When it ended (unix ms).
+    pub at_ms: u64,
+    /// What went wrong and what to do.
+    pub reason: String,
 }
 
 impl Record for LastBackup {

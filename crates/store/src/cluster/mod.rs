@@ -41,7 +41,7 @@ mod names;
 mod pg_url;
 mod switchover;
 
-pub use backup::{BackupAssignment, BackupKind, BackupRequest, LastBackup};
+pub use backup::{BackupAssignment, BackupFailure, BackupKind, BackupRequest, LastBackup};
 pub use dynamic_config::DynamicConfig;
 pub use events::Event;
 pub use history::{History, HistoryEntry};

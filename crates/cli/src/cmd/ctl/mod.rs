@@ -1,6 +1,7 @@
 //! `pgwarden ctl`: the operator's commands, spoken to a member's REST API.
 //! docs/ctl.md describes them and the exit codes.
 
+mod backup;
 mod config_cmd;
 mod error;
 mod list;
@@ -118,6 +119,9 @@ pub enum CtlCommand {
     /// Show or change the cluster-wide dynamic configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Base backups: take one now, see the running and the last one.
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -133,6 +137,29 @@ pub enum ConfigCommand {
     },
     /// Edit it in $EDITOR; saved only if valid and unchanged meanwhile.
     Edit,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Ask for a base backup now and follow it to its end (exit 1 if it
+    /// fails). The leader picks the member: a streaming standby, the
+    /// primary only if none can. Skipped when the WAL has not moved since
+    /// the last backup, unless --force.
+    Run {
+        /// A full backup (else incremental on the last one, unless the
+        /// schedule's full interval says a full one is due).
+        #[arg(long)]
+        full: bool,
+        /// Take it even if nothing changed since the last backup.
+        #[arg(long)]
+        force: bool,
+        /// Return once it is asked for; do not follow it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// The running backup (with its progress), a pending request, the last
+    /// backup and the last failure.
+    Status,
 }
 
 /// Runs a ctl command; `cli` is the whole command line's definition, for
@@ -196,6 +223,12 @@ async fn dispatch(args: CtlArgs) -> Result<(), CtlError> {
             config_cmd::set(&target, output, &settings).await
         }
         CtlCommand::Config(ConfigCommand::Edit) => config_cmd::edit(&target, output).await,
+        CtlCommand::Backup(BackupCommand::Run {
+            full,
+            force,
+            no_wait,
+        }) => backup::run(&target, output, full, force, !no_wait).await,
+        CtlCommand::Backup(BackupCommand::Status) => backup::status(&target, output).await,
         CtlCommand::Completions { .. } => unreachable!("handled before the runtime starts"),
     }
 }
