@@ -29,6 +29,8 @@ use store::cluster::{BackupAssignment, BackupKind, ClusterKeys};
 use store::{Store, Versioned};
 use tokio::sync::watch;
 
+use primary::PrimaryLink;
+
 use crate::events::EventLog;
 use crate::member::MemberEvent;
 use crate::postgres::RealPostgres;
@@ -77,9 +79,10 @@ pub struct Taker {
 /// A backup that completed.
 struct Taken {
     manifest: Manifest,
-    /// The primary's WAL position once the backup ended (and an idle
-    /// primary stopped writing).
+    /// The primary's WAL position once the backup ended.
     primary_lsn: u64,
+    /// The primary, to record where its WAL settles after the backup.
+    primary: PrimaryLink,
     started_ms: u64,
     seconds: f64,
 }
@@ -249,13 +252,14 @@ impl Taker {
         .await
         .map_err(|e| e.to_string())?;
         let primary_lsn = link
-            .settled_position()
+            .position()
             .await
             .unwrap_or(manifest.stop.lsn.0)
             .max(manifest.stop.lsn.0);
         Ok(Taken {
             manifest,
             primary_lsn,
+            primary: link,
             started_ms,
             seconds: began.elapsed().as_secs_f64(),
         })

@@ -91,7 +91,7 @@ impl PrimaryLink {
         }
     }
 
-    async fn position(&self) -> Option<u64> {
+    pub async fn position(&self) -> Option<u64> {
         let text = self.primary_text("pg_current_wal_lsn()").await?;
         text.parse::<Lsn>().ok().map(|lsn| lsn.0)
     }

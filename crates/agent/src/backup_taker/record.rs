@@ -26,8 +26,11 @@ impl Taker {
             manifest::BackupKind::Incremental => BackupKind::Incremental,
         };
         let done_ms = api::time::now_ms();
+        // The assignment stays until the WAL settled (below): the leader
+        // assigns no other backup meanwhile, so a request right after this
+        // one compares against the settled position.
         let written = self
-            .write(Some(assignment), |last| LastBackup {
+            .write(Some(assignment), false, |last| LastBackup {
                 id: Some(manifest.id.clone()),
                 member: Some(self.member.clone()),
                 kind: Some(kind),
@@ -55,7 +58,10 @@ impl Taker {
             manifest.stop.timeline
         );
         match written {
-            Ok(()) => self.event("backup_done", details),
+            Ok(()) => {
+                self.event("backup_done", details);
+                self.settle(assignment, &manifest.id, &taken.primary).await;
+            }
             Err(problem) => self.event(
                 "backup_failed",
                 format!(
@@ -64,6 +70,38 @@ impl Taker {
                     manifest.id
                 ),
             ),
+        }
+    }
+
+    /// Moves backup `id`'s recorded WAL position to where the primary's
+    /// settles: an idle primary still writes a record or two after a
+    /// backup, which would make the next scheduled one look due although
+    /// nothing changed. Done after the backup is reported, so no one waits
+    /// for it; left alone once another backup is recorded.
+    async fn settle(
+        &self,
+        assignment: &Versioned<BackupAssignment>,
+        id: &str,
+        primary: &super::primary::PrimaryLink,
+    ) {
+        let settled = primary.settled_position().await.unwrap_or(0);
+        let written = self
+            .write(Some(assignment), true, |last| {
+                if last.id.as_deref() == Some(id) && settled > last.stop_lsn {
+                    LastBackup {
+                        stop_lsn: settled,
+                        ..last
+                    }
+                } else {
+                    last
+                }
+            })
+            .await;
+        if let Err(problem) = written {
+            tracing::debug!(
+                "{}: could not record where the WAL settled after backup {id}: {problem}",
+                self.member
+            );
         }
     }
 
@@ -83,7 +121,7 @@ impl Taker {
             reason: reason.clone(),
         };
         let written = self
-            .write(assignment, |last| LastBackup {
+            .write(assignment, true, |last| LastBackup {
                 checked_ms: at_ms,
                 failures: last.failures + 1,
                 failure: Some(failure.clone()),
@@ -108,11 +146,12 @@ impl Taker {
     }
 
     /// Writes `backup/last` as `change` makes it from what the store holds
-    /// and deletes `assignment`, guarded by both; retried while the store
-    /// does not answer. Fails if the assignment changed.
+    /// and, with `end`, deletes `assignment`, guarded by both; retried while
+    /// the store does not answer. Fails if the assignment changed.
     async fn write(
         &self,
         assignment: Option<&Versioned<BackupAssignment>>,
+        end: bool,
         change: impl Fn(LastBackup) -> LastBackup,
     ) -> Result<(), String> {
         let last_key = self.keys.last_backup();
@@ -144,9 +183,11 @@ impl Taker {
                         key: assignment_key.key().to_string(),
                         expect: Expect::ModRevision(assignment.mod_revision),
                     });
-                    writes.push(Write::Delete {
-                        key: assignment_key.key().to_string(),
-                    });
+                    if end {
+                        writes.push(Write::Delete {
+                            key: assignment_key.key().to_string(),
+                        });
+                    }
                 }
                 self.store.transaction(&conditions, &writes).await
             }
@@ -316,7 +357,7 @@ mod tests {
         let new = assign(store.as_ref(), &keys).await;
         let taker = taker(store.clone(), &keys);
         let written = taker
-            .write(Some(&old), |last| LastBackup {
+            .write(Some(&old), true, |last| LastBackup {
                 id: Some("stale".into()),
                 ..last
             })
