@@ -29,10 +29,12 @@ struct Summary {
     lost: u64,
     acknowledged: u64,
     switchover_gap_s: f64,
+    restored: u64,
+    dropped: u64,
 }
 
 /// Reads `demo ok: failover 1.4 s, lost 0 of 5321 acknowledged writes,
-/// switchover gap 0.3 s`, the last line.
+/// switchover gap 0.3 s, restored 1000 of 1000 dropped rows`, the last line.
 fn summary(stdout: &str) -> Summary {
     let last = stdout.lines().last().unwrap_or_default();
     let words: Vec<&str> = last.split([' ', ',']).filter(|w| !w.is_empty()).collect();
@@ -52,6 +54,12 @@ fn summary(stdout: &str) -> Summary {
         "gap",
         "#",
         "s",
+        "restored",
+        "#",
+        "of",
+        "#",
+        "dropped",
+        "rows",
     ];
     assert_eq!(
         words.len(),
@@ -67,6 +75,8 @@ fn summary(stdout: &str) -> Summary {
         lost: number(6) as u64,
         acknowledged: number(8) as u64,
         switchover_gap_s: number(13),
+        restored: number(16) as u64,
+        dropped: number(18) as u64,
     }
 }
 
@@ -85,7 +95,12 @@ fn check_story(stdout: &str) {
     assert!(s.acknowledged >= 100, "{s:?}");
     assert!(s.failover_s > 0.0 && s.failover_s < 30.0, "{s:?}");
     assert!(s.switchover_gap_s < 30.0, "{s:?}");
+    // The last act: the dropped table, restored as it was before the drop.
+    assert!(s.dropped > 0 && s.restored == s.dropped, "{s:?}");
     for step in [
+        "--full",
+        "mistake:",
+        "--target-dir",
         "ready in ",
         "killing ",
         "promoted:",

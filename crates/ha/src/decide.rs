@@ -717,6 +717,16 @@ impl Ha {
             // It may be serving on my word: silent in the store is expected.
             return None;
         }
+        let switching_over = cluster
+            .switchover
+            .as_ref()
+            .is_some_and(|s| s.from.as_deref() == Some(name.as_str()) && s.is_due(obs.wall_ms));
+        if switching_over {
+            // It stops on purpose and hands over to the switchover's target;
+            // silence is expected (a shutdown waits for the archiver, for
+            // one). Should it die instead, its lease still runs out.
+            return None;
+        }
         let sync = cluster.sync.as_ref().filter(|s| s.leader == *name)?;
         if !settings.synchronous_mode || running.streaming || !sync.members.contains(&self.me.name)
         {

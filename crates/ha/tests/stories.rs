@@ -1637,6 +1637,48 @@ mod fast_failover {
         );
     }
 
+    /// Found by the demo on a loaded machine: the primary, stopping for a
+    /// switchover to db2 (its shutdown waiting for the archiver), fell
+    /// silent, and db3 deposed it, ending the switchover.
+    #[test]
+    fn not_while_the_primary_stops_for_a_due_switchover() {
+        let switching = || {
+            let mut cluster = primary_gone_silent();
+            cluster.switchover = Some(SwitchoverRequest {
+                from: Some("db1".into()),
+                to: Some("db3".into()),
+                requested_ms: 0,
+                at_ms: None,
+                handoff: None,
+            });
+            cluster
+        };
+        let mut ha = me("db2");
+        let plan = decide_twice(&mut ha, switching(), switching(), 1_000);
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::DeposeLeader { .. })),
+            "{plan:?}"
+        );
+        // Scheduled for later, it is no reason to wait: the primary is not
+        // stopping for it yet.
+        let later = || {
+            let mut cluster = switching();
+            cluster.switchover.as_mut().unwrap().at_ms = Some(u64::MAX);
+            cluster
+        };
+        let mut ha = me("db2");
+        let plan = decide_twice(&mut ha, later(), later(), 1_000);
+        assert!(
+            plan.actions.contains(&Action::DeposeLeader {
+                leader: "db1".into()
+            }),
+            "{plan:?}"
+        );
+    }
+
     #[test]
     fn not_before_the_primary_has_been_silent_for_two_heartbeats() {
         let mut ha = me("db2");

@@ -13,6 +13,8 @@ use lab::agents::LeftRunning;
 pub struct Kept {
     pub left: LeftRunning,
     pub proxy: Option<i32>,
+    /// The backup repository the members archive into.
+    pub repository: PathBuf,
 }
 
 impl Kept {
@@ -86,9 +88,10 @@ impl Kept {
         let etcd: Vec<String> = self.left.etcd.iter().map(|p| p.to_string()).collect();
         s += &format!("gone {}\n", etcd.join(" "));
         s += &format!(
-            "rm -rf {} {}\necho \"stopped the demo cluster and removed {}\"\n",
+            "rm -rf {} {} {}\necho \"stopped the demo cluster and removed {}\"\n",
             shell_quote(&self.left.dir),
             shell_quote(&self.left.etcd_dir),
+            shell_quote(&self.repository),
             self.left.dir.display()
         );
         s
@@ -155,6 +158,7 @@ mod tests {
                 etcd: vec![300],
             },
             proxy: Some(200),
+            repository: "/tmp/pgwarden-demo-z".into(),
         };
         let script = kept.stop_script();
         assert!(script.starts_with("#!/bin/sh\n"));
@@ -166,7 +170,7 @@ mod tests {
              pid=$(head -n 1 '/tmp/pgwarden-demo-x/db2/data'/postmaster.pid)\n  \
              signal \"$pid\" INT '/tmp/pgwarden-demo-x/db2/data'\n  gone \"$pid\"\nfi\n",
             "signal 300 TERM etcd\ngone 300\n",
-            "rm -rf '/tmp/pgwarden-demo-x' '/tmp/pgwarden-demo-y'\n",
+            "rm -rf '/tmp/pgwarden-demo-x' '/tmp/pgwarden-demo-y' '/tmp/pgwarden-demo-z'\n",
         ] {
             assert!(script.contains(expected), "{expected}\nnot in\n{script}");
         }

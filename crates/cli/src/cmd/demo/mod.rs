@@ -13,6 +13,7 @@ mod board;
 mod feed;
 mod keep;
 mod proxy;
+mod restore_act;
 mod terminal;
 
 use std::future::Future;
@@ -57,16 +58,21 @@ struct Outcome {
     /// From the switchover request to the first write on the new primary,
     /// after the last one on the old.
     switchover_gap: Duration,
+    /// Rows of the table dropped by mistake that `pgwarden restore` brought
+    /// back, of [`restore_act::ROWS`].
+    restored: i64,
 }
 
 /// The demo's last line.
 fn summary(o: &Outcome) -> String {
     format!(
-        "failover {}, lost {} of {} acknowledged writes, switchover gap {}",
+        "failover {}, lost {} of {} acknowledged writes, switchover gap {}, restored {} of {} dropped rows",
         secs(o.failover),
         o.lost,
         o.acknowledged,
-        secs(o.switchover_gap)
+        secs(o.switchover_gap),
+        o.restored,
+        restore_act::ROWS
     )
 }
 
@@ -83,6 +89,8 @@ struct Stage {
     binary: std::path::PathBuf,
     term: Terminal,
     members: Vec<String>,
+    /// The backup repository every member archives into.
+    repository: lab::ScratchDir,
 }
 
 async fn demo(args: DemoArgs) -> Result<()> {
@@ -124,7 +132,11 @@ async fn demo(args: DemoArgs) -> Result<()> {
 
 impl Stage {
     async fn start(binary: &Path, term: Terminal, keep: bool) -> Result<Stage> {
+        let run_as = pg::RunAs::detect()?;
+        let repository = lab::ScratchDir::with_prefix(&run_as, "pgwarden-demo-")
+            .context("create the backup repository")?;
         let options = ClusterOptions {
+            backup: Some(format!("repository = \"{}\"", repository.path().display())),
             name: CLUSTER.to_string(),
             dir_prefix: "pgwarden-demo-",
             // Without --keep, etcd dies with the demo even if it is killed.
@@ -166,11 +178,15 @@ impl Stage {
             binary: binary.to_path_buf(),
             term,
             members,
+            repository,
         })
     }
 
     async fn story(&mut self, args: &DemoArgs) -> Result<Outcome> {
         let primary = self.bootstrap().await.context("bootstrap")?;
+        self.base_backup(&primary)
+            .await
+            .context("take a base backup")?;
         self.start_load(args.writes, &primary)
             .await
             .context("write through the proxy")?;
@@ -190,6 +206,10 @@ impl Stage {
             .missing_ids(&primary, &report.acked_ids())
             .await
             .context("check every acknowledged write on the primary")?;
+        let restored = self
+            .restore_dropped_table(&primary)
+            .await
+            .context("restore a dropped table")?;
         println!();
         self.print_table().await;
         let outcome = Outcome {
@@ -197,6 +217,7 @@ impl Stage {
             acknowledged: report.acks.len(),
             lost: missing.len(),
             switchover_gap,
+            restored,
         };
         if !missing.is_empty() {
             bail!(
@@ -329,6 +350,73 @@ impl Stage {
              writes, not failovers)",
         );
         Ok((new_primary, failover))
+    }
+
+    /// `ctl backup run --full`: the leader has a standby take it.
+    async fn base_backup(&self, primary: &str) -> Result<()> {
+        let api_url = self
+            .records()
+            .await
+            .and_then(|r| r.member(primary).map(|m| m.api_url.clone()))
+            .with_context(|| format!("{primary} publishes no API address"))?;
+        say(
+            &self.term,
+            &format!(
+                "\n  every member archives its WAL into {}; a base backup: pgwarden ctl backup run --full",
+                self.repository.path().display()
+            ),
+        );
+        let done = restore_act::take_backup(&self.binary, &api_url).await?;
+        say(&self.term, &format!("  {done}"));
+        Ok(())
+    }
+
+    /// The last act: a table dropped by mistake on `primary`, restored as
+    /// it was just before into a new directory; the rows it has.
+    async fn restore_dropped_table(&self, primary: &str) -> Result<i64> {
+        let member = self.cluster.member(primary);
+        say(
+            &self.term,
+            &format!(
+                "\n  by mistake: CREATE TABLE orders ({} rows) and DROP TABLE orders on {primary}",
+                restore_act::ROWS
+            ),
+        );
+        let before = restore_act::drop_by_mistake(member).await?;
+        restore_act::archived(member, STEP_DEADLINE).await?;
+        let dir = self.cluster.dir.join("restored");
+        say(
+            &self.term,
+            &format!(
+                "  pgwarden restore --to '{before}' --target-dir {} --start: the backup from \
+                 before the failover, then the archived WAL across both timeline switches",
+                dir.display()
+            ),
+        );
+        let started = Instant::now();
+        let restored =
+            restore_act::restore(&self.binary, &member.config_file, &before, dir).await?;
+        let rows = restored
+            .rows(&pg::Role {
+                name: "postgres".to_string(),
+                password: lab::agents::SUPERUSER_PASSWORD.to_string(),
+            })
+            .await?;
+        say(
+            &self.term,
+            &format!(
+                "  restored in {}: orders has {rows} rows in the restored server (port {})",
+                secs(started.elapsed()),
+                restored.port
+            ),
+        );
+        if rows != i64::from(restore_act::ROWS) {
+            bail!(
+                "the restored table has {rows} rows, not {}",
+                restore_act::ROWS
+            );
+        }
+        Ok(rows)
     }
 
     async fn check_nothing_lost(&self, primary: &str) -> Result<()> {
@@ -537,10 +625,13 @@ impl Stage {
             .cloned()
             .unwrap_or_else(|| "db2".to_string());
         let password_file = self.cluster.dir.join("superuser.pw");
+        // The members go on archiving into it.
+        let repository = self.repository.keep();
         let proxy = self.proxy.leave_running();
         let kept = Kept {
             left: self.cluster.leave_running(),
             proxy,
+            repository,
         };
         let stop = kept.write_stop_script()?;
         for line in keep::instructions(
@@ -628,10 +719,12 @@ mod tests {
             acknowledged: 5321,
             lost: 0,
             switchover_gap: Duration::from_millis(260),
+            restored: 1000,
         };
         assert_eq!(
             summary(&outcome),
-            "failover 1.4 s, lost 0 of 5321 acknowledged writes, switchover gap 0.3 s"
+            "failover 1.4 s, lost 0 of 5321 acknowledged writes, switchover gap 0.3 s, \
+             restored 1000 of 1000 dropped rows"
         );
     }
 }
