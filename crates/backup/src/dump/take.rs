@@ -164,6 +164,9 @@ async fn stream(
     drop(stdout);
     let status = child.wait().await.map_err(DumpError::Io)?;
     let stderr = stderr.await.unwrap_or_default();
+    // A repository that failed stopped the reading (pg_dump then dies of a
+    // broken pipe): its error is the one that says what to fix.
+    let chunks = chunks?;
     if !status.success() {
         return Err(DumpError::PgDump {
             database: database.to_string(),
@@ -171,7 +174,7 @@ async fn stream(
             stderr: stderr.trim().to_string(),
         });
     }
-    chunks
+    Ok(chunks)
 }
 
 async fn store_chunks(
