@@ -13,6 +13,8 @@
 //! * [`catalog`]: what a repository holds for a cluster — its backups and
 //!   the recovery window of each timeline.
 //! * [`retention`]: which backups and WAL to keep, and removing the rest.
+//! * [`dump`]: logical dumps (pg_dump) of named databases, skipped when
+//!   nothing changed, with retention.
 //! * [`verify`]: every chunk and segment re-read, the WAL checked for
 //!   gaps, and what a gap breaks.
 //! * [`restore`]: a backup written back into a data directory (whole, or
@@ -25,6 +27,7 @@ pub mod backup;
 pub mod catalog;
 pub mod checksum;
 pub mod compress;
+pub mod dump;
 pub mod manifest;
 mod open;
 pub mod repo;

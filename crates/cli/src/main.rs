@@ -53,6 +53,11 @@ enum Command {
     /// verify every chunk and segment. Reads the repository directly.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Logical dumps (pg_dump) of named databases in the repository of
+    /// pgwarden.toml's [backup]: take them (skipped when nothing changed),
+    /// list them, fetch one for pg_restore.
+    #[command(subcommand)]
+    Dump(cmd::dump::DumpCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +158,7 @@ fn main() -> ExitCode {
         Command::Ctl(args) => return cmd::ctl::run(args, Cli::command()),
         Command::Proxy { config } => cmd::proxy::run(&config),
         Command::Restore(args) => cmd::restore::run(args),
+        Command::Dump(command) => cmd::dump::run(command),
         Command::Backup(BackupCommand::List {
             config,
             system_identifier,

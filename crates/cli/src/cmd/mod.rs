@@ -6,6 +6,7 @@ pub mod backup_verify;
 pub mod config_check;
 pub mod ctl;
 pub mod demo;
+pub mod dump;
 pub mod proxy;
 pub mod restore;
 pub mod wal;
