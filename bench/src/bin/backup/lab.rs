@@ -158,17 +158,26 @@ pub async fn replay(node: &PgNode) -> Result<Duration, String> {
         .start_in_background()
         .await
         .map_err(|e| format!("{} did not start: {e}", node.name))?;
-    wait_for(
-        &format!("{} to accept writes", node.name),
-        REPLAY_DEADLINE,
-        || async {
-            node.execute("CREATE TABLE IF NOT EXISTS bench_replayed (i int); INSERT INTO bench_replayed VALUES (1)")
-                .await
-                .map_err(|e| e.to_string())
-        },
-    )
-    .await
-    .map_err(|e| format!("{e}\n{}", log_tail(node)))?;
+    let write = "CREATE TABLE IF NOT EXISTS bench_replayed (i int); \
+                 INSERT INTO bench_replayed VALUES (1)";
+    loop {
+        match node.execute(write).await {
+            Ok(()) => break,
+            // A server that stopped (a recovery that failed) never will.
+            Err(e)
+                if began.elapsed() > REPLAY_DEADLINE
+                    || (began.elapsed() > Duration::from_secs(5)
+                        && node.instance.postmaster_pid().is_none()) =>
+            {
+                return Err(format!(
+                    "{} did not accept writes: {e}\n{}",
+                    node.name,
+                    log_tail(node)
+                ));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
     let took = began.elapsed();
     node.instance
         .stop(StopMode::Fast)

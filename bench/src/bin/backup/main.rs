@@ -36,7 +36,27 @@ async fn main() {
             ("--seconds", 20),
         ],
     );
-    pgwarden_bench::exit_on_error(BENCH, run(args).await);
+    // Interrupted, the run is dropped like a failed one: every server it
+    // started is stopped and its directory removed.
+    let result = tokio::select! {
+        result = run(args) => result,
+        _ = interrupted() => Err("interrupted".to_string()),
+    };
+    pgwarden_bench::exit_on_error(BENCH, result);
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 /// One measurement for both tools, a value per round.
@@ -213,6 +233,7 @@ async fn one_round(
         };
         restore[tool] = took;
         replay[tool] = lab::replay(&node).await?.as_secs_f64();
+
         let ((), took) = if tool == 0 {
             timed(pgwarden.restore(&incremental.id, &target, true, run_as)).await?
         } else {

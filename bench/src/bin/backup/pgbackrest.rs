@@ -85,9 +85,14 @@ impl PgBackRest {
         format!("{} archive-push %p", self.prefix())
     }
 
-    /// PostgreSQL's restore_command.
-    pub fn archive_get(&self) -> String {
-        format!("{} archive-get %f \"%p\"", self.prefix())
+    /// The restore_command of a server restored into `data_dir`
+    /// (archive-get checks that it runs in the directory it is told).
+    pub fn archive_get(&self, data_dir: &Path) -> String {
+        format!(
+            "{} --pg1-path={} archive-get %f \"%p\"",
+            self.prefix(),
+            data_dir.display()
+        )
     }
 
     /// Runs `pgbackrest ARGS…` as the PostgreSQL user; its stdout.
@@ -151,7 +156,10 @@ impl PgBackRest {
             format!("--pg1-path={}", target.display()),
             format!("--set={label}"),
             "--archive-mode=off".to_string(),
-            format!("--recovery-option=restore_command={}", self.archive_get()),
+            format!(
+                "--recovery-option=restore_command={}",
+                self.archive_get(target)
+            ),
         ];
         if delta {
             args.push("--delta".into());
