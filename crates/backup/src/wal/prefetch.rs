@@ -4,15 +4,17 @@
 //! every segment's download and decompression. Instead, after answering
 //! for segment N, `wal fetch` starts a prefetcher (`wal prefetch`, a child
 //! process that outlives the call) that fetches the next [`AHEAD`]
-//! segments, [`PARALLEL`] at a time, into a spool directory
+//! segments, [`PARALLEL`] at a time (decompressing and checksumming
+//! beside replay, not instead of it), into a spool directory
 //! (`pg_wal/pgwarden-prefetch`); the following calls find their segment
 //! there and return at once.
 //!
 //! The spool never decides what PostgreSQL sees:
 //! * a spooled segment is used only under its own name, from the same
-//!   archive (the spool records which), and only if its content still has
-//!   the size and SHA-256 the archive's header gave when it was fetched;
-//!   anything else is removed and fetched from the archive directly;
+//!   archive (the spool records which), once it was checked against the
+//!   size and SHA-256 in the archive's header and named only then, and
+//!   if it still has that size; anything else is removed and fetched from
+//!   the archive directly;
 //! * "not in the archive" is only ever answered by the archive itself: a
 //!   segment that is not spooled (missing, a timeline switch, a prefetch
 //!   that failed) is fetched as without a spool;
@@ -39,7 +41,7 @@ use super::{control, Fetched, Fingerprint, WalArchive, WalError, WalKind, WalNam
 /// Segments fetched ahead of the one PostgreSQL asked for.
 pub const AHEAD: u64 = 8;
 /// Segments fetched at once.
-pub const PARALLEL: usize = 4;
+pub const PARALLEL: usize = 2;
 /// A prefetcher with nothing to fetch for this long stops.
 pub const IDLE: Duration = Duration::from_secs(2);
 /// How long a fetch waits for the running prefetcher to spool the segment
@@ -155,21 +157,23 @@ impl Spool {
             .is_some_and(|(last, size)| following(&last, size, AHEAD).contains(name))
     }
 
-    /// Moves the spooled `name` to `dest` if it is there whole and its
-    /// content is what the archive said (then its fingerprint); removes it
-    /// if not.
+    /// Moves the spooled `name` to `dest` if it is there whole (then its
+    /// fingerprint); removes it if not. Its content was checked against
+    /// the archive's checksum before it was given its name; it is not
+    /// hashed again here, on the path PostgreSQL waits on.
     fn take(&self, name: &WalName, dest: &Path) -> Option<Fingerprint> {
         let segment = self.file(name.as_str());
         let sum = self.file(&format!("{name}{SUM}"));
         // The checksum is written first, so a segment without one is not
         // spooled yet.
-        let expected = fs::read_to_string(&sum).ok()?;
-        let data = fs::read(&segment).ok()?;
-        let found = Fingerprint::of(&data);
-        let taken = expected == sum_text(&found) && fs::rename(&segment, dest).is_ok();
+        let expected = parse_sum(&fs::read_to_string(&sum).ok()?);
+        let size = fs::metadata(&segment).ok()?.len();
+        let taken = expected
+            .filter(|fingerprint| fingerprint.size == size)
+            .filter(|_| fs::rename(&segment, dest).is_ok());
         let _ = fs::remove_file(&segment);
         let _ = fs::remove_file(&sum);
-        taken.then_some(found)
+        taken
     }
 
     /// Removes every spooled segment, whole or in parts.
@@ -333,6 +337,14 @@ async fn spool_one(
 
 fn sum_text(fingerprint: &Fingerprint) -> String {
     format!("{} {}", fingerprint.size, fingerprint.sha256)
+}
+
+fn parse_sum(text: &str) -> Option<Fingerprint> {
+    let (size, sha256) = text.split_once(' ')?;
+    Some(Fingerprint {
+        size: size.parse().ok()?,
+        sha256: sha256.to_string(),
+    })
 }
 
 /// The `count` segments after `name` on its timeline.
