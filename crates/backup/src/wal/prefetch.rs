@@ -280,21 +280,30 @@ pub async fn prefetch(archive: &WalArchive, spool: &Spool) -> Result<(), WalErro
     // Parts a prefetcher that was stopped left behind.
     spool.trim(|_| true);
     let mut idle_since = Instant::now();
+    // The request whose window is spooled whole: while it stays the last
+    // one, there is nothing to look at (the CPU is replay's).
+    let mut spooled_for = None;
     loop {
-        let Some((last, size)) = spool.requested() else {
+        let Some(requested) = spool.requested() else {
             return Ok(());
         };
-        let window = following(&last, size, AHEAD);
+        if spooled_for.as_ref() == Some(&requested) {
+            if idle_since.elapsed() > IDLE {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        let (last, size) = &requested;
+        let window = following(last, *size, AHEAD);
         spool.trim(|name| window.contains(name));
         let todo: Vec<&WalName> = window
             .iter()
             .filter(|name| !spool.file(name.as_str()).exists())
             .collect();
         if todo.is_empty() {
-            if idle_since.elapsed() > IDLE {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            spooled_for = Some(requested);
+            idle_since = Instant::now();
             continue;
         }
         let results: Vec<Result<Fetched, WalError>> = futures::stream::iter(todo)
