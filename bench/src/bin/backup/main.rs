@@ -8,7 +8,8 @@
 //! since the full backups; then for each tool a full restore of its full
 //! backup, the replay of that WAL through its restore_command until the
 //! server accepts writes, and a delta restore of its incremental backup
-//! into the directory that replay left.
+//! into the directory that replay left. The tool that goes first alternates
+//! from round to round.
 
 mod lab;
 mod pgbackrest;
@@ -172,8 +173,17 @@ async fn one_round(
     let data_dir = source.instance.data_dir().to_path_buf();
     let client = source.instance.connect().await.map_err(|e| e.to_string())?;
 
-    let (full, pw_full) = timed(pgwarden.backup(&client, &data_dir, None)).await?;
-    let ((), br_full) = timed(pgbackrest.backup("full")).await?;
+    // Who goes first alternates: the second finds the page cache warmer.
+    let pgwarden_first = round % 2 == 1;
+    let (full, pw_full, br_full) = if pgwarden_first {
+        let (full, pw) = timed(pgwarden.backup(&client, &data_dir, None)).await?;
+        let ((), br) = timed(pgbackrest.backup("full")).await?;
+        (full, pw, br)
+    } else {
+        let ((), br) = timed(pgbackrest.backup("full")).await?;
+        let (full, pw) = timed(pgwarden.backup(&client, &data_dir, None)).await?;
+        (full, pw, br)
+    };
     let br_full_backup = pgbackrest.last().await?;
     results.full.push(pw_full, br_full);
     results.full_size.push(
@@ -183,8 +193,16 @@ async fn one_round(
     results.data_bytes.push(full.totals.bytes as f64);
 
     server.pgbench(&lab::load(20)).await?;
-    let (incremental, pw_incr) = timed(pgwarden.backup(&client, &data_dir, Some(&full))).await?;
-    let ((), br_incr) = timed(pgbackrest.backup("incr")).await?;
+    let incremental_backup = || pgwarden.backup(&client, &data_dir, Some(&full));
+    let (incremental, pw_incr, br_incr) = if pgwarden_first {
+        let (incremental, pw) = timed(incremental_backup()).await?;
+        let ((), br) = timed(pgbackrest.backup("incr")).await?;
+        (incremental, pw, br)
+    } else {
+        let ((), br) = timed(pgbackrest.backup("incr")).await?;
+        let (incremental, pw) = timed(incremental_backup()).await?;
+        (incremental, pw, br)
+    };
     let br_incr_backup = pgbackrest.last().await?;
     results.incremental.push(pw_incr, br_incr);
     results.incremental_size.push(
@@ -210,12 +228,13 @@ async fn one_round(
     }
     server.archive_all().await?;
 
-    // pgwarden's restores, then pgBackRest's, each in a directory of its
-    // own removed afterwards.
+    // Each tool's restores in a directory of its own, removed afterwards.
     let mut restore = [0.0; 2];
     let mut replay = [0.0; 2];
     let mut delta = [0.0; 2];
-    for (tool, name) in ["pgwarden", "pgbackrest"].iter().enumerate() {
+    let order = if pgwarden_first { [0, 1] } else { [1, 0] };
+    for tool in order {
+        let name = ["pgwarden", "pgbackrest"][tool];
         let node = server.restored_node(&format!("{name}-{round}"))?;
         let target = node.instance.data_dir().to_path_buf();
         let run_as = &server.cluster.run_as;
