@@ -21,6 +21,7 @@ use crate::repo::{RepoError, RepoPath, Repository};
 pub mod control;
 pub mod name;
 pub mod object;
+pub mod prefetch;
 
 pub use name::{WalKind, WalName};
 pub use object::Fingerprint;
@@ -141,6 +142,12 @@ impl WalArchive {
     /// Where this cluster's WAL lives in the repository (`wal/<id>`).
     pub fn dir(&self) -> &RepoPath {
         &self.dir
+    }
+
+    /// Which archive this is, for telling spooled segments apart:
+    /// the repository and the cluster's directory in it.
+    pub fn identity(&self) -> String {
+        format!("{} {}", self.repo.describe(), self.dir)
     }
 
     /// Where `name` is archived.

@@ -135,6 +135,15 @@ enum WalCommand {
         /// Where to write it (%p, relative to the data directory).
         path: PathBuf,
     },
+    /// Started by `wal fetch`: fetches the segments after the last one
+    /// fetched into pg_wal/pgwarden-prefetch.
+    #[command(hide = true)]
+    Prefetch {
+        #[arg(short, long, default_value = cmd::wal::DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The path `wal fetch` was given (%p).
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,6 +191,7 @@ fn main() -> ExitCode {
             Err(err) => Err(err),
         },
         Command::Wal(WalCommand::Push { config, path }) => cmd::wal::push(&config, &path),
+        Command::Wal(WalCommand::Prefetch { config, path }) => cmd::wal::prefetch(&config, &path),
         Command::Wal(WalCommand::Fetch { config, name, path }) => {
             match cmd::wal::fetch(&config, &name, &path) {
                 Ok(true) => Ok(()),

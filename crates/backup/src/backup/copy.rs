@@ -336,7 +336,14 @@ fn next_piece(
         path: source.to_path_buf(),
         source: e,
     };
-    let mut data = Vec::new();
+    // Sized up front: growing a 64 MiB buffer by doubling copies it over
+    // and over. (A file that grew since it was listed still reads whole.)
+    let left = reading
+        .file
+        .metadata()
+        .map(|m| m.len().saturating_sub(reading.size))
+        .unwrap_or(0);
+    let mut data = Vec::with_capacity(left.min(chunk_size) as usize + 1);
     (&mut reading.file)
         .take(chunk_size)
         .read_to_end(&mut data)
