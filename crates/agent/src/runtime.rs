@@ -194,6 +194,11 @@ impl Agent {
                 pg: pg.clone(),
                 events: events.clone(),
                 progress: progress.clone(),
+                retention: (&config
+                    .backup
+                    .as_ref()
+                    .map_or_else(config::Retention::default, |b| b.retention.clone()))
+                    .into(),
             }
             .spawn(seen);
             (view, progress)

@@ -74,6 +74,8 @@ pub struct Taker {
     pub pg: Arc<RealPostgres>,
     pub events: EventLog,
     pub progress: ProgressSlot,
+    /// What `[backup]` keeps: applied after each completed backup.
+    pub retention: backup::retention::Policy,
 }
 
 /// A backup that completed.

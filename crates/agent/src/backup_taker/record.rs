@@ -60,6 +60,7 @@ impl Taker {
         match written {
             Ok(()) => {
                 self.event("backup_done", details);
+                self.expire(&manifest.system_identifier).await;
                 self.settle(assignment, &manifest.id, &taken.primary).await;
             }
             Err(problem) => self.event(
@@ -102,6 +103,48 @@ impl Taker {
                 "{}: could not record where the WAL settled after backup {id}: {problem}",
                 self.member
             );
+        }
+    }
+
+    /// Applies retention after a completed backup, while this member still
+    /// holds the assignment (no other backup runs meanwhile).
+    async fn expire(&self, system_identifier: &str) {
+        let Ok(system_identifier) = system_identifier.parse::<u64>() else {
+            return;
+        };
+        // On a thread of its own: the retention future is not Send, and
+        // this task must be.
+        let (repo, policy) = (self.repo.clone(), self.retention.clone());
+        let expired = tokio::task::spawn_blocking(move || {
+            tokio::runtime::Handle::current().block_on(backup::retention::expire(
+                repo.as_ref(),
+                system_identifier,
+                &policy,
+            ))
+        })
+        .await;
+        let expired = match expired {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match expired {
+            Ok(report) if !report.plan.is_empty() => self.event(
+                "backup_expired",
+                format!(
+                    "retention removed {} backup(s) ({}), {} unfinished backup director(ies) and {} \
+                     archived WAL file(s): {} MiB freed",
+                    report.plan.expire.len(),
+                    report.plan.expire.join(", "),
+                    report.plan.incomplete.len(),
+                    report.plan.wal.len(),
+                    report.plan.bytes >> 20
+                ),
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                "{}: retention after the backup failed: {e}; `pgwarden backup expire` applies it by hand",
+                self.member
+            ),
         }
     }
 
@@ -269,6 +312,7 @@ mod tests {
             store: store.clone(),
             keys: keys.clone(),
             repo: Arc::new(backup::repo::PosixRepository::new("/nonexistent/repo")),
+            retention: (&config::Retention::default()).into(),
             pg: Arc::new(RealPostgres::new(
                 Instance::new(spec),
                 "db2",
