@@ -34,7 +34,7 @@ pub struct RestoreArgs {
     /// and removing what the backup does not have.
     #[arg(long)]
     delta: bool,
-    /// The backup to start from (an id from `pgwarden ctl backup list`);
+    /// The backup to start from (an id from `pgwarden backup list`);
     /// default: the newest that ends before the target.
     #[arg(long)]
     backup: Option<String>,
