@@ -143,7 +143,9 @@ async fn a_requested_backup_runs_on_a_standby_and_an_unchanged_cluster_is_skippe
         .await
         .into_iter()
         .map(|e| e.kind)
-        .filter(|k| k.starts_with("backup_"))
+        // Retention after a backup may remove the WAL from before the
+        // first one (backup_expired): not what this test counts.
+        .filter(|k| k.starts_with("backup_") && k != "backup_expired")
         .collect();
     let taken = ["backup_assigned", "backup_started", "backup_done"];
     assert_eq!(

@@ -140,7 +140,7 @@ async fn postgresql_archives_through_wal_push_and_fetch_gives_back_every_byte() 
         .await
         .unwrap()
         .unwrap();
-    assert!(settings.starts_with("on "), "{settings}");
+    assert!(settings.starts_with("always "), "{settings}");
     assert!(settings.contains(" wal push -c "), "{settings}");
     let restore = member
         .query_text("SELECT current_setting('restore_command')")

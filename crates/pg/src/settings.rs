@@ -23,9 +23,12 @@ pub struct Settings {
     /// Where a standby streams from; `None` on a primary.
     pub primary_conninfo: Option<String>,
     pub primary_slot_name: Option<String>,
-    /// With a WAL archive: the `archive_command` (archive_mode is then on;
-    /// only a primary archives) and the `restore_command` (recovery and
-    /// standbys fetch from the archive what they cannot stream).
+    /// With a WAL archive: the `archive_command` (archive_mode is then
+    /// `always`: standbys archive what they receive too, so a segment a
+    /// primary completed but had not archived when it died or was stopped
+    /// still reaches the archive; pushing the same content twice succeeds)
+    /// and the `restore_command` (recovery and standbys fetch from the
+    /// archive what they cannot stream).
     pub archive_command: Option<String>,
     pub restore_command: Option<String>,
     /// The cluster-wide parameters of the dynamic configuration, written
@@ -100,7 +103,7 @@ impl Settings {
             self.primary_slot_name.as_deref().unwrap_or(""),
         );
         if let Some(command) = &self.archive_command {
-            line("archive_mode", "on");
+            line("archive_mode", "always");
             line("archive_command", command);
         }
         if let Some(command) = &self.restore_command {
@@ -164,7 +167,7 @@ mod tests {
         settings.archive_command = Some("/usr/bin/pgwarden wal push -c '/etc/p g.toml' %p".into());
         settings.restore_command = Some("/usr/bin/pgwarden wal fetch %f %p".into());
         let text = settings.render();
-        assert!(text.contains("archive_mode = 'on'\n"), "{text}");
+        assert!(text.contains("archive_mode = 'always'\n"), "{text}");
         assert!(
             text.contains(
                 "archive_command = '/usr/bin/pgwarden wal push -c ''/etc/p g.toml'' %p'\n"
