@@ -109,8 +109,12 @@ impl Spool {
                 self.clear_segments();
             }
             Err(_) => {
-                if fs::create_dir_all(&self.dir).is_err() {
-                    return false;
+                // Not create_dir_all: a prefetcher outliving its server must
+                // not build a removed data directory up again.
+                if let Err(e) = fs::create_dir(&self.dir) {
+                    if e.kind() != io::ErrorKind::AlreadyExists {
+                        return false;
+                    }
                 }
             }
         }
