@@ -36,22 +36,7 @@ impl backup::backup::WalArchive for Archived {
 }
 
 async fn backup_cmd(args: &[&str]) -> Output {
-    tokio::process::Command::new(binary())
-        .arg("backup")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    format!(
-        "{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    common::pgwarden(&[&["backup"], args].concat()).await
 }
 
 /// Ends the current segment and waits until the repository has it.
@@ -122,8 +107,8 @@ async fn list_verify_and_expire_read_the_repository_of_the_config() {
     let config = member.config_file.display().to_string();
 
     let list = backup_cmd(&["list", "-c", &config]).await;
-    assert!(list.status.success(), "{}", stdout(&list));
-    let text = stdout(&list);
+    assert!(list.status.success(), "{}", common::shown(&list));
+    let text = common::shown(&list);
     assert!(text.contains(&full.id), "{text}");
     assert!(text.contains("timeline 1, the newest"), "{text}");
     assert!(
@@ -137,27 +122,27 @@ async fn list_verify_and_expire_read_the_repository_of_the_config() {
     assert_eq!(catalog["backups"][0]["kind"], "full");
 
     let verified = backup_cmd(&["verify", "-c", &config]).await;
-    assert!(verified.status.success(), "{}", stdout(&verified));
+    assert!(verified.status.success(), "{}", common::shown(&verified));
     assert!(
-        stdout(&verified).contains("OK: every chunk"),
+        common::shown(&verified).contains("OK: every chunk"),
         "{}",
-        stdout(&verified)
+        common::shown(&verified)
     );
 
     let dry = backup_cmd(&["expire", "-c", &config, "--dry-run"]).await;
-    assert!(dry.status.success(), "{}", stdout(&dry));
+    assert!(dry.status.success(), "{}", common::shown(&dry));
     assert!(
-        stdout(&dry).contains(&format!("keep   {}: the newest backup", full.id)),
+        common::shown(&dry).contains(&format!("keep   {}: the newest backup", full.id)),
         "{}",
-        stdout(&dry)
+        common::shown(&dry)
     );
 
     // The first segment after the backup goes: verify fails and names it.
     let lost = WalName::parse(&after[0]).unwrap();
     repo.delete(&archive.0.path_of(&lost)).await.unwrap();
     let broken = backup_cmd(&["verify", "-c", &config]).await;
-    assert_eq!(broken.status.code(), Some(1), "{}", stdout(&broken));
-    let text = stdout(&broken);
+    assert_eq!(broken.status.code(), Some(1), "{}", common::shown(&broken));
+    let text = common::shown(&broken);
     assert!(text.contains("UNREACHABLE: from "), "{text}");
     assert!(
         text.contains(&format!(

@@ -6,27 +6,16 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use api::local::LocalState;
 use backup::manifest::{self, TakenFrom};
 use backup::repo::PosixRepository;
 use backup::restore::{self, Recovery, RecoveryTarget, RestoreOptions};
+use common::backups::repository_dir;
 use common::{api_url, binary, ctl, healthy, others, shown, ALL};
 use store::cluster::{BackupKind, DynamicConfig, LastBackup};
 use testkit::{wait_for, AgentCluster, ClusterOptions, PgCluster};
-
-/// An empty repository directory owned by PostgreSQL's user, in a
-/// directory of its own (declare it before the cluster: removed after).
-fn repository_dir() -> (testkit::ScratchDir, PathBuf) {
-    let run_as = pg::RunAs::detect().unwrap();
-    let holder = testkit::ScratchDir::new(&run_as).unwrap();
-    let dir = holder.join("repository");
-    std::fs::create_dir(&dir).unwrap();
-    run_as.chown(&dir).unwrap();
-    (holder, dir)
-}
 
 /// Three members archiving into `repo`; incremental backups unless a full
 /// one is asked for; no timed checkpoint or autovacuum to move an idle

@@ -7,26 +7,11 @@ mod common;
 use std::process::Output;
 
 use common::backups::repository_dir;
-use common::{binary, healthy, DEADLINE};
+use common::{binary, healthy, shown, DEADLINE};
 use testkit::{AgentCluster, AgentMember, ClusterOptions};
 
 async fn dump_cmd(args: &[&str]) -> Output {
-    tokio::process::Command::new(binary())
-        .arg("dump")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap()
-}
-
-fn shown(out: &Output) -> String {
-    format!(
-        "{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    common::pgwarden(&[&["dump"], args].concat()).await
 }
 
 async fn on(member: &AgentMember, database: &str) -> tokio_postgres::Client {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use backup::repo::{PosixRepository, S3Credentials, S3Options, S3Repository};
 use backup::wal::{WalArchive, WalName};
 use backup::Repository;
+use common::backups::{archive_of, repository_dir};
 use common::{api_url, binary, ctl, events, healthy, shown};
 use testkit::s3::{S3Server, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
 use testkit::{AgentCluster, AgentMember, ClusterOptions};
@@ -32,26 +33,6 @@ async fn cluster(backup: String) -> AgentCluster {
     let cluster = AgentCluster::start(binary(), options).await.unwrap();
     healthy(&cluster, &["db1"]).await;
     cluster
-}
-
-/// An empty repository directory owned by the user PostgreSQL runs as, in
-/// a directory of its own (removed after the cluster stops: declare it
-/// first).
-fn repository_dir() -> (testkit::ScratchDir, PathBuf) {
-    let run_as = pg::RunAs::detect().unwrap();
-    let holder = testkit::ScratchDir::new(&run_as).unwrap();
-    let dir = holder.join("repository");
-    std::fs::create_dir(&dir).unwrap();
-    run_as.chown(&dir).unwrap();
-    (holder, dir)
-}
-
-fn archive_of(repo: Arc<dyn Repository>, member: &AgentMember) -> WalArchive {
-    let data_dir = &member.instance.spec().data_dir;
-    WalArchive::new(
-        repo,
-        backup::wal::control::system_identifier(data_dir).unwrap(),
-    )
 }
 
 /// Writes a little and ends the segment: its name.

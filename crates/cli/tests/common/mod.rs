@@ -66,6 +66,17 @@ pub async fn ctl(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         .unwrap()
 }
 
+/// `pgwarden ARGS` (a subcommand other than ctl), no stdin, to its end.
+pub async fn pgwarden(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(binary())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap()
+}
+
 /// A finished command as a failed assertion should show it.
 pub fn shown(output: &std::process::Output) -> String {
     format!(
