@@ -13,6 +13,7 @@ use crate::manifest::{self, Manifest, ManifestError};
 use crate::repo::{RepoError, Repository};
 
 pub mod choose;
+pub mod conf;
 pub mod point;
 pub mod recovery;
 pub mod start;

@@ -6,10 +6,11 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use pg::{Lsn, RunAs};
+
+use super::conf::{quote, setting_name, write_owned};
 
 /// Where recovery stops.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,25 +144,6 @@ pub fn clear(data_dir: &Path, run_as: &RunAs) -> std::io::Result<()> {
 }
 
 const HEADER: &str = "# Recovery settings written by pgwarden, restoring backup";
-
-fn setting_name(line: &str) -> &str {
-    line.split_once('=')
-        .map(|(name, _)| name.trim())
-        .unwrap_or("")
-}
-
-/// A postgresql.conf string literal.
-fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-fn write_owned(path: &Path, text: &str, run_as: &RunAs) -> std::io::Result<()> {
-    fs::write(path, text)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-    run_as
-        .chown(path)
-        .map_err(|e| std::io::Error::other(e.to_string()))
-}
 
 #[cfg(test)]
 mod tests {

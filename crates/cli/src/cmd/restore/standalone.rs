@@ -7,9 +7,9 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use backup::restore::conf::{quote, setting_name, write_owned};
 use pg::RunAs;
 
 /// Where the standalone server listens, and the timeline recovery follows.
@@ -87,25 +87,6 @@ impl Standalone {
         }
         Ok(())
     }
-}
-
-fn setting_name(line: &str) -> &str {
-    line.split_once('=')
-        .map(|(name, _)| name.trim())
-        .unwrap_or("")
-}
-
-/// A postgresql.conf string literal.
-fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-fn write_owned(path: &Path, text: &str, run_as: &RunAs) -> std::io::Result<()> {
-    fs::write(path, text)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-    run_as
-        .chown(path)
-        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 #[cfg(test)]
