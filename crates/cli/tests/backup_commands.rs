@@ -6,34 +6,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use backup::backup::{BackupOptions, BaseBackup, Progress};
-use backup::repo::{PosixRepository, RepoError};
-use backup::wal::{WalArchive, WalName};
+use backup::repo::PosixRepository;
+use backup::wal::WalName;
 use backup::Repository;
+use common::backups::{archive_of, repository_dir, take_backup, Archived};
 use common::{binary, healthy};
 use testkit::{AgentCluster, ClusterOptions};
 
 const DEADLINE: Duration = Duration::from_secs(90);
-
-/// What the base backup waits on: the repository's archive.
-struct Archived(WalArchive, Arc<dyn Repository>);
-
-#[async_trait]
-impl backup::backup::WalArchive for Archived {
-    async fn has_segment(&self, name: &str) -> Result<bool, RepoError> {
-        let name = WalName::parse(name).expect("a segment name");
-        Ok(self.1.size(&self.0.path_of(&name)).await?.is_some())
-    }
-    fn describe(&self) -> String {
-        self.1.describe()
-    }
-}
 
 async fn backup_cmd(args: &[&str]) -> Output {
     common::pgwarden(&[&["backup"], args].concat()).await
@@ -65,11 +50,7 @@ async fn switch(member: &testkit::AgentMember, archive: &Archived) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_verify_and_expire_read_the_repository_of_the_config() {
-    let run_as = pg::RunAs::detect().unwrap();
-    let holder = testkit::ScratchDir::new(&run_as).unwrap();
-    let repo_dir: PathBuf = holder.join("repository");
-    std::fs::create_dir(&repo_dir).unwrap();
-    run_as.chown(&repo_dir).unwrap();
+    let (_holder, repo_dir) = repository_dir();
     let options = ClusterOptions {
         members: 1,
         backup: Some(format!("repository = \"{}\"", repo_dir.display())),
@@ -81,25 +62,12 @@ async fn list_verify_and_expire_read_the_repository_of_the_config() {
     let data_dir: &Path = &member.instance.spec().data_dir;
     let system_identifier = backup::wal::control::system_identifier(data_dir).unwrap();
     let repo: Arc<dyn Repository> = Arc::new(PosixRepository::new(&repo_dir));
-    let archive = Archived(
-        WalArchive::new(repo.clone(), system_identifier),
-        repo.clone(),
-    );
+    let archive = Archived {
+        repo: repo.clone(),
+        archive: archive_of(repo.clone(), member),
+    };
     switch(member, &archive).await;
-
-    let client = member.instance.connect().await.unwrap();
-    let full = BaseBackup {
-        client: &client,
-        data_dir,
-        repo: &*repo,
-        archive: &archive,
-        parent: None,
-        options: BackupOptions::default(),
-        progress: &|_: Progress| {},
-    }
-    .run()
-    .await
-    .unwrap_or_else(|e| panic!("backup failed: {e}\n{}", member.log_tail(30)));
+    let full = take_backup(&repo, member).await;
     let mut after = Vec::new();
     for _ in 0..3 {
         after.push(switch(member, &archive).await);
@@ -139,7 +107,7 @@ async fn list_verify_and_expire_read_the_repository_of_the_config() {
 
     // The first segment after the backup goes: verify fails and names it.
     let lost = WalName::parse(&after[0]).unwrap();
-    repo.delete(&archive.0.path_of(&lost)).await.unwrap();
+    repo.delete(&archive.archive.path_of(&lost)).await.unwrap();
     let broken = backup_cmd(&["verify", "-c", &config]).await;
     assert_eq!(broken.status.code(), Some(1), "{}", common::shown(&broken));
     let text = common::shown(&broken);
