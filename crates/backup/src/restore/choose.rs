@@ -158,9 +158,10 @@ fn stop_order(a: &Manifest, b: &Manifest) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{BackupKind, Compression, Position, TakenFrom, Totals, FORMAT};
+    use crate::manifest::Position;
     use pg::Lsn;
 
+    /// `manifest::sample`, ending at `lsn` and `time` on `timeline`.
     fn backup(id: &str, lsn: u64, time: &str, timeline: u32) -> Manifest {
         let position = |lsn: u64| Position {
             lsn: Lsn(lsn),
@@ -168,28 +169,9 @@ mod tests {
             time: time.into(),
         };
         Manifest {
-            format: FORMAT,
-            id: id.into(),
-            kind: BackupKind::Full,
-            parent: None,
-            label: "test".into(),
-            pgwarden_version: "0.1.0".into(),
-            server_version_num: 150000,
-            system_identifier: "7300000000000000001".into(),
-            taken_from: TakenFrom::Primary,
-            wal_segment_size: 16 << 20,
-            chunk_size: 64 << 20,
-            compression: Compression {
-                algorithm: "zstd".into(),
-                level: 3,
-            },
             start: position(lsn - 0x10),
             stop: position(lsn),
-            backup_label: String::new(),
-            tablespace_map: None,
-            totals: Totals::default(),
-            directories: Vec::new(),
-            files: Vec::new(),
+            ..crate::manifest::sample(id)
         }
     }
 
