@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use api::local::LocalState;
+use api::local::{Activity, LocalState};
 use api::model::{BackupView, RunningBackup};
 use hyper::Method;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -177,26 +177,32 @@ async fn follow(
     }
 }
 
+/// What the running backup's member says it is doing (`/health`), if
+/// it answers.
+async fn activity(target: &Target, running: &RunningBackup) -> Option<Activity> {
+    let url = running.api_url.as_ref()?;
+    target
+        .send_to(
+            url,
+            Method::GET,
+            "/health",
+            None,
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .ok()?
+        .json::<LocalState>()
+        .ok()?
+        .activity
+}
+
 /// The running backup's progress, from its member's `/health`.
 async fn draw(target: &Target, bar: &ProgressBar, running: &RunningBackup) {
     let member = &running.assignment.member;
-    let activity = match &running.api_url {
-        Some(url) => target
-            .send_to(
-                url,
-                Method::GET,
-                "/health",
-                None,
-                None,
-                Duration::from_secs(5),
-            )
-            .await
-            .ok()
-            .and_then(|reply| reply.json::<LocalState>().ok())
-            .and_then(|local| local.activity)
-            .filter(|a| a.what.starts_with("backup")),
-        None => None,
-    };
+    let activity = activity(target, running)
+        .await
+        .filter(|a| a.what.starts_with("backup"));
     let Some(activity) = activity else {
         bar.set_message(format!(
             "{} backup on {member}: starting",
@@ -232,28 +238,13 @@ pub async fn status(target: &Target, output: Output) -> Result<(), CtlError> {
             running.assignment.member,
             api::time::format_rfc3339(running.assignment.assigned_ms)
         );
-        if let Some(url) = &running.api_url {
-            let activity = target
-                .send_to(
-                    url,
-                    Method::GET,
-                    "/health",
-                    None,
-                    None,
-                    Duration::from_secs(5),
-                )
-                .await
-                .ok()
-                .and_then(|reply| reply.json::<LocalState>().ok())
-                .and_then(|local| local.activity);
-            if let Some(a) = activity {
-                line.push_str(&format!(
-                    ": {}, {} of {} read",
-                    a.what,
-                    size(a.done_bytes),
-                    a.total_bytes.map_or("?".to_string(), size)
-                ));
-            }
+        if let Some(a) = activity(target, running).await {
+            line.push_str(&format!(
+                ": {}, {} of {} read",
+                a.what,
+                size(a.done_bytes),
+                a.total_bytes.map_or("?".to_string(), size)
+            ));
         }
         println!("{line}");
     }
