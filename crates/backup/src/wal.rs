@@ -13,6 +13,7 @@
 //! archived name is refused loudly, never overwritten. A fetch checks the
 //! content against the checksum before PostgreSQL sees a byte of it.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -217,15 +218,43 @@ impl WalArchive {
             Err(RepoError::NotFound(_)) => return Ok(Fetched::NotInArchive),
             Err(e) => return Err(e.into()),
         };
-        let decoded = tokio::task::spawn_blocking(move || object::decode(&archived))
+        // Written as it is decompressed, to a temporary file that gets
+        // the name only once the checksum matched.
+        let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal");
+        let temp = dest.with_file_name(format!(".{file_name}.pgwarden-fetch"));
+        let written = tokio::task::spawn_blocking({
+            let temp = temp.clone();
+            move || {
+                let mut file = std::fs::File::create(&temp).map_err(object::Decode::Sink)?;
+                object::decode_each(&archived, |block| file.write_all(block))
+            }
+        })
+        .await
+        .expect("decompression does not panic");
+        let header = match written {
+            Ok(header) if header.name == name.as_str() => header,
+            Ok(header) => {
+                let _ = std::fs::remove_file(&temp);
+                let problem = format!("it holds {} instead", header.name);
+                return Err(self.damaged(name, &source, problem));
+            }
+            Err(failed) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(match failed {
+                    object::Decode::Damaged(problem) => self.damaged(name, &source, problem),
+                    object::Decode::Sink(e) => WalError::Write {
+                        path: temp,
+                        source: e,
+                    },
+                });
+            }
+        };
+        tokio::fs::rename(&temp, dest)
             .await
-            .expect("decompression does not panic");
-        let (header, data) = decoded.map_err(|problem| self.damaged(name, &source, problem))?;
-        if header.name != name.as_str() {
-            let problem = format!("it holds {} instead", header.name);
-            return Err(self.damaged(name, &source, problem));
-        }
-        write_whole(dest, &data).await?;
+            .map_err(|source| WalError::Write {
+                path: dest.to_path_buf(),
+                source,
+            })?;
         Ok(Fetched::Restored(header.fingerprint))
     }
 
@@ -237,22 +266,6 @@ impl WalArchive {
             problem,
         }
     }
-}
-
-async fn write_whole(dest: &Path, data: &[u8]) -> Result<(), WalError> {
-    let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal");
-    let temp = dest.with_file_name(format!(".{file_name}.pgwarden-fetch"));
-    let write_error = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| WalError::Write { path, source }
-    };
-    if let Err(e) = tokio::fs::write(&temp, data).await {
-        let _ = tokio::fs::remove_file(&temp).await;
-        return Err(write_error(&temp)(e));
-    }
-    tokio::fs::rename(&temp, dest)
-        .await
-        .map_err(write_error(dest))
 }
 
 #[cfg(test)]

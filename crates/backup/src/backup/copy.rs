@@ -11,13 +11,13 @@
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::backup::walk::Listed;
-use crate::checksum::{self, Running};
+use crate::checksum::Running;
 use crate::compress;
 use crate::manifest::{self, Chunk, File, Manifest};
 use crate::repo::{RepoError, Repository};
@@ -336,29 +336,46 @@ fn next_piece(
         path: source.to_path_buf(),
         source: e,
     };
-    // Sized up front: growing a 64 MiB buffer by doubling copies it over
-    // and over. (A file that grew since it was listed still reads whole.)
-    let left = reading
-        .file
-        .metadata()
-        .map(|m| m.len().saturating_sub(reading.size))
-        .unwrap_or(0);
-    let mut data = Vec::with_capacity(left.min(chunk_size) as usize + 1);
-    (&mut reading.file)
-        .take(chunk_size)
-        .read_to_end(&mut data)
-        .map_err(|e| error("read", e))?;
-    if data.is_empty() {
+    // Read, checksummed and compressed a block at a time, so each block
+    // is still in the CPU's cache for the next step. A chunk the parent may
+    // hold is kept whole instead, and compressed only if it differs.
+    let mut kept = Vec::new();
+    let mut frame = match parent {
+        None => Some(compress::FrameWriter::new(level).map_err(|e| error("compress", e))?),
+        Some(_) => None,
+    };
+    let mut block = vec![0u8; (compress::BLOCK as u64).min(chunk_size) as usize];
+    let mut chunk_sum = Running::default();
+    let mut size = 0;
+    while size < chunk_size {
+        let want = (chunk_size - size).min(block.len() as u64) as usize;
+        let n = compress::read_full(&mut reading.file, &mut block[..want])
+            .map_err(|e| error("read", e))?;
+        let data = &block[..n];
+        chunk_sum.update(data);
+        reading.whole.update(data);
+        match &mut frame {
+            Some(frame) => frame.write(data).map_err(|e| error("compress", e))?,
+            None => kept.extend_from_slice(data),
+        }
+        size += n as u64;
+        if n < want {
+            break;
+        }
+    }
+    if size == 0 {
         return Ok(None);
     }
-    reading.whole.update(&data);
-    reading.size += data.len() as u64;
-    let size = data.len() as u64;
-    let sha256 = checksum::sha256_hex(&data);
+    reading.size += size;
+    let sha256 = chunk_sum.finish();
     if let Some(chunk) = parent.filter(|c| c.size == size && c.sha256 == sha256) {
         return Ok(Some(Piece::Reused(chunk)));
     }
-    let frame = compress::compress(&data, level).map_err(|e| error("compress", e))?;
+    let frame = match frame {
+        Some(frame) => frame.finish(),
+        None => compress::compress(&kept, level),
+    }
+    .map_err(|e| error("compress", e))?;
     Ok(Some(Piece::New {
         size,
         sha256,
@@ -452,7 +469,7 @@ mod tests {
         assert_eq!(paths, ["big", "empty", "other", "small"]);
         let file = &copied.files[0];
         assert_eq!(file.size, 10_000);
-        assert_eq!(file.sha256, checksum::sha256_hex(&big));
+        assert_eq!(file.sha256, crate::checksum::sha256_hex(&big));
         let sizes: Vec<u64> = file.chunks.iter().map(|c| c.size).collect();
         assert_eq!(sizes, [4096, 4096, 1808]);
         let mut joined = Vec::new();

@@ -216,29 +216,19 @@ async fn compare(
     manifest: &Arc<Manifest>,
     parallelism: usize,
 ) -> Result<Vec<target::Needed>, RestoreError> {
-    let mut order: Vec<usize> = (0..manifest.files.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(manifest.files[i].size));
-    let workers = parallelism.max(1);
-    let mut groups = vec![Vec::new(); workers];
-    for (n, file) in order.into_iter().enumerate() {
-        groups[n % workers].push(file);
-    }
-    let tasks = groups.into_iter().map(|group| {
-        let (root, manifest) = (root.to_path_buf(), manifest.clone());
-        blocking(move || target::compare(&root, &manifest, &group))
+    let queue = Arc::new(std::sync::Mutex::new(target::every_chunk(manifest)));
+    let tasks = (0..parallelism.max(1)).map(|_| {
+        let (root, manifest, queue) = (root.to_path_buf(), manifest.clone(), queue.clone());
+        blocking(move || target::compare(&root, &manifest, &queue))
     });
-    let mut needed: Vec<target::Needed> = futures::future::try_join_all(tasks)
+    let differ = futures::future::try_join_all(tasks)
         .await
         .map_err(|source| RestoreError::Io {
             what: "compare with the backup",
             path: root.to_path_buf(),
             source,
-        })?
-        .into_iter()
-        .flatten()
-        .collect();
-    needed.sort_by_key(|n| n.file);
-    Ok(needed)
+        })?;
+    Ok(target::needed(differ.into_iter().flatten().collect()))
 }
 
 async fn blocking<T, F>(f: F) -> std::io::Result<T>

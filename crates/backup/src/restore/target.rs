@@ -2,14 +2,15 @@
 //! delta restore cleared of whatever the backup does not have), and
 //! compared with the backup so that only chunks that differ are fetched.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs;
-use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use crate::checksum;
-use crate::manifest::{File, Manifest};
+use crate::manifest::{Chunk, Manifest};
+use crate::{checksum, compress};
 
 /// Directories PostgreSQL needs at startup, emptied by a base backup.
 pub const REQUIRED_DIRECTORIES: &[&str] = &[
@@ -75,43 +76,101 @@ pub fn remove_extras(root: &Path, manifest: &Manifest) -> io::Result<u64> {
     Ok(removed)
 }
 
-/// The chunks of `files` (indexes into the manifest) that `root` does not
-/// hold already; every chunk of a file that is missing.
-pub fn compare(root: &Path, manifest: &Manifest, files: &[usize]) -> io::Result<Vec<Needed>> {
-    let mut needed = Vec::new();
-    for &index in files {
-        let file = &manifest.files[index];
-        let chunks = differing_chunks(&root.join(&file.path), file)?;
-        if !chunks.is_empty() {
-            needed.push(Needed {
-                file: index,
-                chunks,
-            });
-        }
-    }
-    Ok(needed)
+/// One chunk of a file of the manifest: indexes into its files and that
+/// file's chunks, and where the chunk starts in the file.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkAt {
+    pub file: usize,
+    pub chunk: usize,
+    pub offset: u64,
 }
 
-fn differing_chunks(path: &Path, file: &File) -> io::Result<Vec<usize>> {
-    let all = || (0..file.chunks.len()).collect();
-    let mut handle = match fs::File::open(path) {
-        Ok(handle) => handle,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(all()),
-        Err(e) => return Err(e),
-    };
-    let mut differ = Vec::new();
-    let mut offset = 0;
-    let mut buffer = Vec::new();
-    for (i, chunk) in file.chunks.iter().enumerate() {
-        handle.seek(SeekFrom::Start(offset))?;
-        buffer.clear();
-        (&mut handle).take(chunk.size).read_to_end(&mut buffer)?;
-        if buffer.len() as u64 != chunk.size || checksum::sha256_hex(&buffer) != chunk.sha256 {
-            differ.push(i);
+/// Every chunk of the manifest, the biggest files' first: readers taking
+/// them in this order finish together, and a 1 GiB table file is read by
+/// all of them, not by one.
+pub fn every_chunk(manifest: &Manifest) -> VecDeque<ChunkAt> {
+    let mut order: Vec<usize> = (0..manifest.files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(manifest.files[i].size));
+    let mut chunks = VecDeque::new();
+    for file in order {
+        let mut offset = 0;
+        for (chunk, c) in manifest.files[file].chunks.iter().enumerate() {
+            chunks.push_back(ChunkAt {
+                file,
+                chunk,
+                offset,
+            });
+            offset += c.size;
         }
-        offset += chunk.size;
+    }
+    chunks
+}
+
+/// Takes chunks from `queue` until it is empty; returns those `root` does
+/// not hold already (every chunk of a file that is missing).
+pub fn compare(
+    root: &Path,
+    manifest: &Manifest,
+    queue: &Mutex<VecDeque<ChunkAt>>,
+) -> io::Result<Vec<ChunkAt>> {
+    let mut differ = Vec::new();
+    // The file the last chunk was in: chunks of one file come in a row.
+    let mut open: Option<(usize, Option<fs::File>)> = None;
+    let mut block = Vec::new();
+    while let Some(at) = queue.lock().expect("queue lock").pop_front() {
+        if open.as_ref().map(|(file, _)| *file) != Some(at.file) {
+            let path = root.join(&manifest.files[at.file].path);
+            let handle = match fs::File::open(&path) {
+                Ok(handle) => Some(handle),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            open = Some((at.file, handle));
+        }
+        let chunk = &manifest.files[at.file].chunks[at.chunk];
+        let holds = match open.as_ref().and_then(|(_, handle)| handle.as_ref()) {
+            Some(handle) => holds(handle, at.offset, chunk, &mut block)?,
+            None => false,
+        };
+        if !holds {
+            differ.push(at);
+        }
     }
     Ok(differ)
+}
+
+/// Whether `handle` holds `chunk` at `offset`: read and checksummed a
+/// block at a time.
+fn holds(handle: &fs::File, offset: u64, chunk: &Chunk, block: &mut Vec<u8>) -> io::Result<bool> {
+    block.resize(compress::BLOCK, 0);
+    let mut sum = checksum::Running::default();
+    let (mut at, end) = (offset, offset + chunk.size);
+    while at < end {
+        let want = (end - at).min(compress::BLOCK as u64) as usize;
+        let n = handle.read_at(&mut block[..want], at)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        sum.update(&block[..n]);
+        at += n as u64;
+    }
+    Ok(sum.finish() == chunk.sha256)
+}
+
+/// The chunks that differ, by file.
+pub fn needed(mut differ: Vec<ChunkAt>) -> Vec<Needed> {
+    differ.sort_by_key(|at| (at.file, at.chunk));
+    let mut needed: Vec<Needed> = Vec::new();
+    for at in differ {
+        match needed.last_mut() {
+            Some(last) if last.file == at.file => last.chunks.push(at.chunk),
+            _ => needed.push(Needed {
+                file: at.file,
+                chunks: vec![at.chunk],
+            }),
+        }
+    }
+    needed
 }
 
 /// Creates every directory and file of the backup under `root` (files at

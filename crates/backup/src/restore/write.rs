@@ -110,11 +110,6 @@ fn write_pieces(object: &RepoPath, data: &Bytes, pieces: &[Piece]) -> Result<(),
                 data.len()
             ))
         })?;
-        let content =
-            compress::decompress(frame, piece.chunk.size).map_err(|e| damaged(e.to_string()))?;
-        if checksum::sha256_hex(&content) != piece.chunk.sha256 {
-            return Err(damaged("its checksum does not match the manifest".into()));
-        }
         let io = |what, source| RestoreError::Io {
             what,
             path: piece.path.clone(),
@@ -124,8 +119,24 @@ fn write_pieces(object: &RepoPath, data: &Bytes, pieces: &[Piece]) -> Result<(),
             .write(true)
             .open(&piece.path)
             .map_err(|e| io("open", e))?;
-        file.write_all_at(&content, piece.file_offset)
-            .map_err(|e| io("write", e))?;
+        // Written as it is decompressed, a block at a time; a chunk that
+        // turns out damaged fails the restore, which leaves a directory
+        // PostgreSQL must not start anyway.
+        let mut sum = checksum::Running::default();
+        let mut at = piece.file_offset;
+        compress::decompress_each(frame, piece.chunk.size, |block| {
+            sum.update(block);
+            file.write_all_at(block, at)?;
+            at += block.len() as u64;
+            Ok(())
+        })
+        .map_err(|e| match e {
+            compress::StreamError::Frame(e) => damaged(e.to_string()),
+            compress::StreamError::Sink(e) => io("write", e),
+        })?;
+        if sum.finish() != piece.chunk.sha256 {
+            return Err(damaged("its checksum does not match the manifest".into()));
+        }
     }
     Ok(())
 }

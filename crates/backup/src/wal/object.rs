@@ -17,6 +17,8 @@
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::compress::StreamError;
+
 const MAGIC: &str = "pgwarden-wal 1";
 /// zstd's default, as pgBackRest's: most of the ratio at a fraction of the
 /// time of higher levels.
@@ -100,18 +102,56 @@ pub fn header(object: &[u8]) -> Result<Header, String> {
 
 /// The content of `object`, checked against its header.
 pub fn decode(object: &[u8]) -> Result<(Header, Vec<u8>), String> {
-    let header = header(object)?;
-    let expected = header.fingerprint.size as usize;
-    let data = zstd::bulk::decompress(&object[header.body..], expected.max(1))
-        .map_err(|e| format!("its content does not decompress: {e}"))?;
-    let found = Fingerprint::of(&data);
-    if found != header.fingerprint {
-        return Err(format!(
-            "its content ({found}) is not what its header says ({})",
-            header.fingerprint
-        ));
-    }
+    let mut data = Vec::new();
+    let header = decode_each(object, |block| {
+        data.extend_from_slice(block);
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .map_err(|e| match e {
+        Decode::Damaged(problem) => problem,
+        Decode::Sink(never) => match never {},
+    })?;
     Ok((header, data))
+}
+
+/// Why [`decode_each`] stopped.
+#[derive(Debug)]
+pub enum Decode<E> {
+    /// The object is not what its header says.
+    Damaged(String),
+    /// `each` failed.
+    Sink(E),
+}
+
+/// Streams the content of `object` to `each` a block at a time, then
+/// checks it against the header: what `each` was given may be used only
+/// once this returns `Ok`.
+pub fn decode_each<E>(
+    object: &[u8],
+    mut each: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<Header, Decode<E>> {
+    let header = header(object).map_err(Decode::Damaged)?;
+    let mut sum = Sha256::new();
+    let streamed = crate::compress::decompress_each(
+        &object[header.body..],
+        header.fingerprint.size,
+        |block| {
+            sum.update(block);
+            each(block)
+        },
+    );
+    streamed.map_err(|e| match e {
+        StreamError::Frame(e) => Decode::Damaged(format!("its content does not decompress: {e}")),
+        StreamError::Sink(e) => Decode::Sink(e),
+    })?;
+    let found = hex(&sum.finalize());
+    if found != header.fingerprint.sha256 {
+        return Err(Decode::Damaged(format!(
+            "its content ({} bytes, sha256 {found}) is not what its header says ({})",
+            header.fingerprint.size, header.fingerprint
+        )));
+    }
+    Ok(header)
 }
 
 fn hex(bytes: &[u8]) -> String {
