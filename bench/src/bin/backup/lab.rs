@@ -32,6 +32,10 @@ impl Server {
             ("shared_buffers", "256MB"),
             ("max_wal_size", "8GB"),
             ("checkpoint_timeout", "30min"),
+            // pgBackRest refuses pgwarden's `always`; a lone server
+            // archives the same segments either way.
+            ("archive_mode", "on"),
+            ("log_line_prefix", "%m [%p] "),
         ] {
             node.settings.parameters.insert(name.into(), value.into());
         }
@@ -179,6 +183,12 @@ pub async fn replay(node: &PgNode) -> Result<Duration, String> {
         }
     }
     let took = began.elapsed();
+    if let Ok(dir) = std::env::var("BENCH_KEEP_LOGS") {
+        let _ = std::fs::copy(
+            &node.instance.spec().log_file,
+            format!("{dir}/{}.log", node.name),
+        );
+    }
     node.instance
         .stop(StopMode::Fast)
         .await
