@@ -5,11 +5,14 @@
 //! * [`table`] — the published routing table, read lock-free per connection.
 //! * [`listener`] — accept, route (or hold), fence.
 //! * [`first`] — the startup exchange and first queries, copied in user space.
+//! * [`cancel`] — each session's cancel key, and cancel requests sent to
+//!   the backend holding the session.
 //! * [`relay`] — forwarding until close: in the kernel ([`sockmap`], [`tcp`])
 //!   or in user space.
 //! * [`metrics`], [`http`] — counters and the `/health` + `/metrics` endpoint.
 //! * [`config`] — `proxy.toml`.
 
+mod cancel;
 pub mod config;
 mod first;
 pub mod http;
@@ -101,6 +104,7 @@ impl Proxy {
         } else {
             None
         };
+        let sessions = Arc::new(cancel::Sessions::default());
         let (tx, routes) = watch::channel(Arc::new(Table::default()));
         let (shutdown_tx, shutdown) = watch::channel(());
         let mut proxy = Proxy {
@@ -133,6 +137,9 @@ impl Proxy {
                 shutdown: shutdown.clone(),
                 next: AtomicUsize::new(0),
                 kernel: kernel.clone(),
+                sessions: sessions.clone(),
+                startup_timeout: settings.startup_timeout,
+                max_client_connections: settings.max_client_connections,
             });
             proxy
                 .tasks
