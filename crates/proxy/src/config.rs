@@ -36,6 +36,10 @@ pub struct Settings {
     pub startup_timeout: Duration,
     /// Client connections (both ports) beyond which new ones are refused.
     pub max_client_connections: u64,
+    /// Drop the capabilities kernel forwarding needed once it is loaded
+    /// (every thread of the process): `pgwarden proxy` does; a process that
+    /// embeds the proxy (a test) may still need them.
+    pub drop_capabilities: bool,
 }
 
 impl Settings {
@@ -55,6 +59,7 @@ impl Settings {
             kernel_forwarding: true,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
+            drop_capabilities: false,
         }
     }
 }
@@ -250,6 +255,7 @@ pub fn parse(source: &str, file_name: &str) -> Result<ProxyConfig, ConfigError> 
             kernel_forwarding: proxy.kernel_forwarding.unwrap_or(true),
             startup_timeout,
             max_client_connections,
+            drop_capabilities: true,
         },
     })
 }
@@ -376,6 +382,8 @@ listen = "127.0.0.1:8009"
         assert!(s.kernel_forwarding);
         assert_eq!(s.startup_timeout, Duration::from_secs(10));
         assert_eq!(s.max_client_connections, 10_000);
+        // `pgwarden proxy` gives up kernel forwarding's capabilities.
+        assert!(s.drop_capabilities);
         assert_eq!(s.policy.max_lag_bytes, None);
         assert_eq!(config.store.endpoints, ["http://127.0.0.1:2379"]);
     }
