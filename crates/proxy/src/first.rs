@@ -3,7 +3,7 @@
 //! whether a session began (docs/proxy.md, "Failover as a pause"). Then
 //! a few more exchanges are copied here too, so that a short connection
 //! (one query, e.g. `pgbench -C`) ends before it is worth handing to the
-//! kernel.
+//! kernel, and at least until the session's cancel key has passed.
 
 use std::time::Duration;
 
@@ -242,9 +242,10 @@ pub enum Reads {
     Fewest,
 }
 
-/// Copies reads either way, at least `reads` and until the session's key is
-/// known (`key`), counting the bytes read from each side (kernel forwarding
-/// needs them to know when it is done).
+/// Copies reads either way, at least `least` of them and until the session's
+/// key is known (`key`, which sees the backend's bytes before the client
+/// does), counting the bytes read from each side (kernel forwarding needs
+/// them to know when it is done).
 pub async fn opening(
     client: &mut TcpStream,
     server: &mut TcpStream,

@@ -115,11 +115,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) 
     };
     if counted.now > ctx.max_client_connections {
         ctx.metrics.too_many_total.fetch_add(1, Relaxed);
-        tracing::debug!(
-            "proxy: {} connection from {peer} refused: {} client connections are open (proxy.max_client_connections)",
-            ctx.port.name(),
-            ctx.max_client_connections
-        );
+        warn_too_many(peer, ctx.max_client_connections);
         return too_many(client, opening, &ctx).await;
     }
     let mut client_read = 0;
@@ -414,6 +410,21 @@ async fn refuse(mut client: TcpStream, why: &str) {
         client.shutdown().await
     })
     .await;
+}
+
+/// Says that clients are turned away, once a minute at most: a flood must
+/// not flood the log too.
+fn warn_too_many(peer: SocketAddr, max: u64) {
+    static WARNED: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
+        *warned = Some(Instant::now());
+        tracing::warn!(
+            "proxy: refusing connections (from {peer} and others, on either port): {max} client \
+             connections are open, proxy.max_client_connections; raise it in proxy.toml or find \
+             the clients that hold them (pgwarden_proxy_too_many_connections_total counts the refused)"
+        );
+    }
 }
 
 /// Turns away a client beyond `proxy.max_client_connections` as PostgreSQL
