@@ -32,6 +32,14 @@ pub struct Settings {
     pub policy: ReadPolicy,
     /// Forward established sessions in the kernel (BPF sockmap) when it can.
     pub kernel_forwarding: bool,
+    /// How long a new client may take to send its first bytes.
+    pub startup_timeout: Duration,
+    /// Client connections (both ports) beyond which new ones are refused.
+    pub max_client_connections: u64,
+    /// Drop the capabilities kernel forwarding needed once it is loaded
+    /// (every thread of the process): `pgwarden proxy` does; a process that
+    /// embeds the proxy (a test) may still need them.
+    pub drop_capabilities: bool,
 }
 
 impl Settings {
@@ -49,9 +57,18 @@ impl Settings {
                 ..ReadPolicy::default()
             },
             kernel_forwarding: true,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+            max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
+            drop_capabilities: false,
         }
     }
 }
+
+const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Far longer than any client takes to send its startup packet.
+const MAX_STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
+/// Two descriptors each: fits the packaged unit's LimitNOFILE=65536.
+const DEFAULT_MAX_CLIENT_CONNECTIONS: u64 = 10_000;
 
 /// About the agents' default lease TTL: a primary that lost the store has
 /// demoted itself by then.
@@ -84,6 +101,8 @@ struct RawProxy {
     read_only_fallback_to_primary: Option<bool>,
     store_grace: Option<String>,
     kernel_forwarding: Option<bool>,
+    startup_timeout: Option<String>,
+    max_client_connections: Option<i64>,
     #[serde(default)]
     weights: BTreeMap<String, i64>,
 }
@@ -159,6 +178,31 @@ pub fn parse(source: &str, file_name: &str) -> Result<ProxyConfig, ConfigError> 
         "3s",
         false,
     )?;
+    let startup_timeout = duration(
+        &file,
+        &["proxy", "startup_timeout"],
+        proxy.startup_timeout,
+        "10s",
+        false,
+    )?;
+    if startup_timeout > MAX_STARTUP_TIMEOUT {
+        return Err(file.value_error(
+            &["proxy", "startup_timeout"],
+            format!("`proxy.startup_timeout` is at most 5m, found {startup_timeout:?}"),
+            "a client sends its startup packet at once; the default \"10s\" suits slow networks too",
+        ));
+    }
+    let max_client_connections = match proxy.max_client_connections {
+        None => DEFAULT_MAX_CLIENT_CONNECTIONS,
+        Some(n @ 1..=1_000_000) => n as u64,
+        Some(n) => {
+            return Err(file.value_error(
+                &["proxy", "max_client_connections"],
+                format!("`proxy.max_client_connections` must be from 1 to 1000000, found {n}"),
+                "each connection takes two file descriptors: keep it under half the proxy's LimitNOFILE",
+            ))
+        }
+    };
     let max_lag = proxy
         .max_lag
         .map(|text| duration(&file, &["proxy", "max_lag"], Some(text), "", true))
@@ -209,6 +253,9 @@ pub fn parse(source: &str, file_name: &str) -> Result<ProxyConfig, ConfigError> 
                 weights,
             },
             kernel_forwarding: proxy.kernel_forwarding.unwrap_or(true),
+            startup_timeout,
+            max_client_connections,
+            drop_capabilities: true,
         },
     })
 }
@@ -274,6 +321,8 @@ max_lag = "5s"
 read_only_fallback_to_primary = false
 store_grace = "4s"
 kernel_forwarding = false
+startup_timeout = "3s"
+max_client_connections = 200
 
 [proxy.weights]
 db1 = 2
@@ -297,6 +346,8 @@ listen = "127.0.0.1:8009"
         assert_eq!(s.policy.max_lag, Some(Duration::from_secs(5)));
         assert!(!s.policy.fallback_to_primary);
         assert!(!s.kernel_forwarding);
+        assert_eq!(s.startup_timeout, Duration::from_secs(3));
+        assert_eq!(s.max_client_connections, 200);
         assert_eq!(s.policy.weights["db1"], 2);
         assert_eq!(s.policy.weights["db2"], 0);
     }
@@ -329,6 +380,10 @@ listen = "127.0.0.1:8009"
         assert_eq!(s.store_grace, Duration::from_secs(3));
         assert!(s.policy.fallback_to_primary);
         assert!(s.kernel_forwarding);
+        assert_eq!(s.startup_timeout, Duration::from_secs(10));
+        assert_eq!(s.max_client_connections, 10_000);
+        // `pgwarden proxy` gives up kernel forwarding's capabilities.
+        assert!(s.drop_capabilities);
         assert_eq!(s.policy.max_lag_bytes, None);
         assert_eq!(config.store.endpoints, ["http://127.0.0.1:2379"]);
     }
@@ -376,6 +431,14 @@ listen = "127.0.0.1:8009"
             (
                 "[proxy]\nread_write = \"127.0.0.1:5000\"\nstore_grace = \"0s\"\n",
                 "must be greater than zero",
+            ),
+            (
+                "[proxy]\nread_write = \"127.0.0.1:5000\"\nstartup_timeout = \"1h\"\n",
+                "proxy.toml:3:19: `proxy.startup_timeout` is at most 5m",
+            ),
+            (
+                "[proxy]\nread_write = \"127.0.0.1:5000\"\nmax_client_connections = 0\n",
+                "proxy.toml:3:26: `proxy.max_client_connections` must be from 1 to 1000000",
             ),
         ];
         for (source, expected) in cases {

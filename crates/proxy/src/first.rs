@@ -3,7 +3,7 @@
 //! whether a session began (docs/proxy.md, "Failover as a pause"). Then
 //! a few more exchanges are copied here too, so that a short connection
 //! (one query, e.g. `pgbench -C`) ends before it is worth handing to the
-//! kernel.
+//! kernel, and at least until the session's cancel key has passed.
 
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::cancel::{self, CancelKey, FirstBytes, SessionKey};
 use crate::listener::{self, PortContext, Routed};
 use crate::routing::Backend;
 use crate::startup::{self, Answer};
@@ -24,6 +25,41 @@ const REPLAY_LIMIT: usize = 16 * 1024;
 /// Reads copied in user space after the session began: a login's
 /// parameters and one or two queries.
 const OPENING_READS: usize = 8;
+
+/// What the client's first bytes are.
+pub enum Prelude {
+    /// The opening of a session: route it.
+    Session(Vec<u8>),
+    /// A CancelRequest for the session with this key.
+    Cancel(CancelKey),
+    /// Nothing (or too little to tell) within the startup timeout.
+    Silent,
+    ClientGone,
+}
+
+/// Reads the client's first bytes, before any backend is involved: a client
+/// that sends nothing costs no backend connection, and a cancel is told
+/// from a session before it is routed.
+pub async fn prelude(client: &mut TcpStream, timeout: Duration) -> Prelude {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(timeout, async {
+        loop {
+            let n = match client.read(&mut buf).await {
+                Ok(0) | Err(_) => return Prelude::ClientGone,
+                Ok(n) => n,
+            };
+            bytes.extend_from_slice(&buf[..n]);
+            match cancel::classify(&bytes) {
+                FirstBytes::Undecided => continue,
+                FirstBytes::Cancel(key) => return Prelude::Cancel(key),
+                FirstBytes::Session => return Prelude::Session(std::mem::take(&mut bytes)),
+            }
+        }
+    })
+    .await;
+    read.unwrap_or(Prelude::Silent)
+}
 
 /// Why no session began.
 pub enum NotBegun {
@@ -50,15 +86,19 @@ enum Attempt {
 /// one that closes, refuses for now (shutting down, starting) or loses its
 /// route first is replaced by the next route, and the client's bytes so far
 /// go to it again. A primary dying or switching over while a client
-/// connects costs that client a pause, not an error.
+/// connects costs that client a pause, not an error. `opening` is what the
+/// client sent first (see [`prelude`]).
 pub async fn begin(
     client: &mut TcpStream,
     ctx: &PortContext,
+    opening: Vec<u8>,
     client_read: &mut u64,
 ) -> Result<Routed, NotBegun> {
     let deadline = Instant::now() + ctx.hold_timeout;
-    let mut sent = Vec::new();
-    let mut no_tls_forwarded = false;
+    *client_read += opening.len() as u64;
+    let mut sent = opening;
+    // "No" answers to encryption requests the client has had.
+    let mut answers_forwarded = 0;
     let mut routes = ctx.routes.clone();
     // The backend that last closed on the client's bytes.
     let mut closed_by: Option<Backend> = None;
@@ -69,7 +109,7 @@ pub async fn begin(
             &mut routed,
             ctx,
             &mut sent,
-            &mut no_tls_forwarded,
+            &mut answers_forwarded,
             client_read,
         )
         .await
@@ -107,7 +147,7 @@ async fn attempt(
     routed: &mut Routed,
     ctx: &PortContext,
     sent: &mut Vec<u8>,
-    no_tls_forwarded: &mut bool,
+    answers_forwarded: &mut usize,
     client_read: &mut u64,
 ) -> Attempt {
     let member = routed.backend.member.clone();
@@ -120,7 +160,8 @@ async fn attempt(
     }
     let mut routes = ctx.routes.clone();
     let (mut from_client, mut from_server) = ([0u8; 4096], [0u8; 4096]);
-    let mut no_tls = false;
+    // "No" answers to encryption requests this backend gave.
+    let mut answered = 0;
     loop {
         tokio::select! {
             read = client.read(&mut from_client) => {
@@ -134,7 +175,9 @@ async fn attempt(
                 }
                 if sent.len() + n > REPLAY_LIMIT {
                     // Far more than a startup packet: not a session that
-                    // can be replayed; it goes where it went.
+                    // can be replayed (nor one whose key can be seen); it
+                    // goes where it went.
+                    routed.key.unseen();
                     return Attempt::Begun;
                 }
                 sent.extend_from_slice(&from_client[..n]);
@@ -145,20 +188,26 @@ async fn attempt(
                     _ => return ended("closed the connection", true),
                 };
                 routed.read += first.len() as u64;
-                match startup::judge(sent, no_tls, first) {
+                match startup::judge(sent, answered, first) {
                     Answer::NotNow => return ended("refused connections for now", false),
                     Answer::NoTls => {
-                        no_tls = true;
-                        // The client has its "no TLS" already when this is
-                        // a second backend.
-                        if !*no_tls_forwarded {
+                        answered += 1;
+                        // The client has its "no" already when this is a
+                        // second backend.
+                        if answered > *answers_forwarded {
                             if client.write_all(first).await.is_err() {
                                 return Attempt::ClientGone;
                             }
-                            *no_tls_forwarded = true;
+                            *answers_forwarded = answered;
                         }
                     }
                     Answer::Begun => {
+                        if startup::answers_a_request(sent, answered) {
+                            // TLS or GSSAPI encryption begins.
+                            routed.key.unseen();
+                        } else {
+                            routed.key.see(first);
+                        }
                         return match client.write_all(first).await {
                             Ok(()) => Attempt::Begun,
                             Err(_) => Attempt::ClientGone,
@@ -183,17 +232,35 @@ pub enum Opening {
     Ending,
 }
 
-/// Copies up to [`OPENING_READS`] reads either way, counting the bytes read
-/// from each side (kernel forwarding needs them to know when it is done).
+/// How many opening reads to copy in user space at least.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// [`OPENING_READS`]: a short connection ends before it is worth
+    /// handing to the kernel.
+    Some,
+    /// Only until the session's key is known.
+    Fewest,
+}
+
+/// Copies reads either way, at least `least` of them and until the session's
+/// key is known (`key`, which sees the backend's bytes before the client
+/// does), counting the bytes read from each side (kernel forwarding needs
+/// them to know when it is done).
 pub async fn opening(
     client: &mut TcpStream,
     server: &mut TcpStream,
     client_read: &mut u64,
     server_read: &mut u64,
+    key: &mut SessionKey,
+    least: Reads,
 ) -> Opening {
     let mut buf = [0u8; 8192];
     let mut reads = 0;
-    while reads < OPENING_READS {
+    let least = match least {
+        Reads::Some => OPENING_READS,
+        Reads::Fewest => 0,
+    };
+    while reads < least || !key.settled() {
         let (ready, from_server, count) = tokio::select! {
             biased;
             ready = server.readable() => (ready.map(|_| ()), true, &mut *server_read),
@@ -215,6 +282,9 @@ pub async fn opening(
         };
         reads += 1;
         *count += n as u64;
+        if from_server {
+            key.see(&buf[..n]);
+        }
         if dst.write_all(&buf[..n]).await.is_err() {
             return Opening::Ending;
         }

@@ -5,16 +5,21 @@
 //! * [`table`] — the published routing table, read lock-free per connection.
 //! * [`listener`] — accept, route (or hold), fence.
 //! * [`first`] — the startup exchange and first queries, copied in user space.
+//! * [`cancel`] — each session's cancel key, and cancel requests sent to
+//!   the backend holding the session.
 //! * [`relay`] — forwarding until close: in the kernel ([`sockmap`], [`tcp`])
 //!   or in user space.
 //! * [`metrics`], [`http`] — counters and the `/health` + `/metrics` endpoint.
+//! * [`privileges`] — dropping the capabilities kernel forwarding loaded with.
 //! * [`config`] — `proxy.toml`.
 
+mod cancel;
 pub mod config;
 mod first;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod privileges;
 mod relay;
 pub mod routing;
 mod sockmap;
@@ -89,7 +94,12 @@ impl Proxy {
         let metrics = Arc::new(Metrics::default());
         let kernel = if settings.kernel_forwarding {
             match sockmap::Kernel::load() {
-                Ok(kernel) => Some(Arc::new(kernel)),
+                Ok(kernel) => {
+                    if settings.drop_capabilities {
+                        drop_capabilities(&kernel);
+                    }
+                    Some(Arc::new(kernel))
+                }
                 Err(err) => {
                     tracing::warn!(
                         "proxy: forwarding in user space: cannot forward in the kernel ({err}); {}",
@@ -101,6 +111,7 @@ impl Proxy {
         } else {
             None
         };
+        let sessions = Arc::new(cancel::Sessions::default());
         let (tx, routes) = watch::channel(Arc::new(Table::default()));
         let (shutdown_tx, shutdown) = watch::channel(());
         let mut proxy = Proxy {
@@ -133,6 +144,9 @@ impl Proxy {
                 shutdown: shutdown.clone(),
                 next: AtomicUsize::new(0),
                 kernel: kernel.clone(),
+                sessions: sessions.clone(),
+                startup_timeout: settings.startup_timeout,
+                max_client_connections: settings.max_client_connections,
             });
             proxy
                 .tasks
@@ -173,6 +187,22 @@ impl Proxy {
         for task in &mut self.tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// Gives up the capabilities the program needed to load, where the kernel
+/// lets the proxy use the maps without them.
+fn drop_capabilities(kernel: &sockmap::Kernel) {
+    match privileges::drop_forwarding(|| kernel.try_maps()) {
+        Ok(privileges::Outcome::Dropped) => tracing::info!(
+            "proxy: kernel forwarding loaded; dropped CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_PERFMON"
+        ),
+        Ok(privileges::Outcome::NoneHeld) => {}
+        Ok(privileges::Outcome::KernelNeedsThem(err)) => tracing::warn!(
+            "proxy: keeping CAP_BPF and CAP_NET_ADMIN: this kernel needs them for every connection ({err}; \
+             Linux 6.5 and later do not, nor does sysctl kernel.unprivileged_bpf_disabled = 0)"
+        ),
+        Err(err) => tracing::warn!("proxy: cannot drop the capabilities kernel forwarding needed: {err}"),
     }
 }
 

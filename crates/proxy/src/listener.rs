@@ -12,12 +12,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::first::{self, NotBegun, Opening};
+use crate::cancel::{self, CancelKey, SessionKey, Sessions};
+use crate::first::{self, NotBegun, Opening, Prelude, Reads};
 use crate::metrics::{BackendStats, Metrics};
 use crate::relay;
 use crate::routing::{pick_standby, Backend};
 use crate::sockmap::Kernel;
-use crate::startup::{self, CANNOT_CONNECT_NOW};
+use crate::startup::{self, CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS};
 use crate::table::Table;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,12 @@ pub struct PortContext {
     pub next: AtomicUsize,
     /// Forwarding in the kernel, when it is on and available.
     pub kernel: Option<Arc<Kernel>>,
+    /// Every running session's cancel key, for both ports.
+    pub sessions: Arc<Sessions>,
+    /// How long a new client may take to send its first bytes.
+    pub startup_timeout: Duration,
+    /// Client connections beyond this many (both ports) are refused.
+    pub max_client_connections: u64,
 }
 
 /// How long one backend connect may take before the client is held again.
@@ -83,12 +90,36 @@ pub struct Routed {
     pub stats: Arc<BackendStats>,
     /// Bytes user space has read from `server`.
     pub read: u64,
+    /// The session's cancel key, once the backend has sent it.
+    pub key: SessionKey,
 }
 
 async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) {
     let _ = client.set_nodelay(true);
+    let counted = Counted::new(&ctx.metrics.client_connections);
+    let opening = match first::prelude(&mut client, ctx.startup_timeout).await {
+        Prelude::Session(opening) => opening,
+        // A cancel is let through beyond the cap: it ends at once, and it is
+        // how a client stops the queries that keep the connections busy.
+        Prelude::Cancel(key) => return cancel(client, key, &ctx).await,
+        Prelude::Silent => {
+            ctx.metrics.startup_timeouts_total.fetch_add(1, Relaxed);
+            tracing::debug!(
+                "proxy: closed {} connection from {peer}: it sent nothing for {:?} (proxy.startup_timeout)",
+                ctx.port.name(),
+                ctx.startup_timeout
+            );
+            return;
+        }
+        Prelude::ClientGone => return,
+    };
+    if counted.now > ctx.max_client_connections {
+        ctx.metrics.too_many_total.fetch_add(1, Relaxed);
+        warn_too_many(peer, ctx.max_client_connections);
+        return too_many(client, opening, &ctx).await;
+    }
     let mut client_read = 0;
-    let routed = match first::begin(&mut client, &ctx, &mut client_read).await {
+    let routed = match first::begin(&mut client, &ctx, opening, &mut client_read).await {
         Ok(routed) => routed,
         Err(NotBegun::ClientGone) => return,
         Err(NotBegun::Refused(why)) => {
@@ -107,6 +138,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) 
         term,
         stats,
         read: server_read,
+        mut key,
     } = routed;
     let open = match ctx.port {
         Port::ReadWrite => &stats.open_read_write,
@@ -123,7 +155,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) 
     tokio::select! {
         // The session first: it is what wakes this task nearly every time.
         biased;
-        result = session(client, server, read, ctx.kernel.as_deref()) => {
+        result = session(client, server, read, ctx.kernel.as_deref(), &mut key) => {
             if let Err(err) = result {
                 tracing::debug!("proxy: {peer} ↔ {}: {err}", backend.member);
             }
@@ -140,23 +172,70 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<PortContext>) 
     }
     // Dropping the session closes both sockets: the client sees the
     // connection end and cannot send another byte to a backend that lost
-    // its route.
+    // its route. Dropping `key` forgets its cancel key.
 }
 
-/// Forwards a begun session until both sides close.
+/// Forwards a begun session until both sides close; the opening is copied
+/// in user space, at least until the session's cancel key is known.
 async fn session(
     mut client: TcpStream,
     mut server: TcpStream,
     mut read: relay::Read,
     kernel: Option<&Kernel>,
+    key: &mut SessionKey,
 ) -> std::io::Result<()> {
-    let Some(kernel) = kernel else {
-        return relay::user_space(&mut client, &mut server).await;
+    let least = if kernel.is_some() {
+        Reads::Some
+    } else {
+        Reads::Fewest
     };
-    match first::opening(&mut client, &mut server, &mut read.client, &mut read.server).await {
-        Opening::Settled => relay::kernel(kernel, client, server, read).await,
-        Opening::Ending => relay::user_space(&mut client, &mut server).await,
+    let opened = first::opening(
+        &mut client,
+        &mut server,
+        &mut read.client,
+        &mut read.server,
+        key,
+        least,
+    )
+    .await;
+    match (kernel, opened) {
+        (Some(kernel), Opening::Settled) => relay::kernel(kernel, client, server, read).await,
+        _ => relay::user_space(&mut client, &mut server).await,
     }
+}
+
+/// Sends a CancelRequest once, to the backend holding the session with its
+/// key. A key no running session has is dropped, as PostgreSQL drops it,
+/// except on the read-write port, where it goes to the primary: an
+/// encrypted session's key is invisible to the proxy, and only the session
+/// with that key, if any, can be cancelled there. Closing the client's
+/// connection then tells it the request was handled.
+async fn cancel(client: TcpStream, key: CancelKey, ctx: &PortContext) {
+    let backend = ctx.sessions.backend_of(&key).or_else(|| match ctx.port {
+        Port::ReadWrite => {
+            let table = ctx.routes.borrow().clone();
+            let primary = table.routes.primary.as_ref()?;
+            (!table.store_lost).then(|| primary.backend.clone())
+        }
+        Port::ReadOnly => None,
+    });
+    let Some(backend) = backend else {
+        ctx.metrics.cancels_dropped_total.fetch_add(1, Relaxed);
+        tracing::debug!(
+            "proxy: dropped a cancel request on the {} port: no session has its key",
+            ctx.port.name()
+        );
+        return;
+    };
+    ctx.metrics.cancels_forwarded_total.fetch_add(1, Relaxed);
+    if let Err(err) = cancel::forward(key, &backend).await {
+        tracing::warn!(
+            "proxy: a cancel request for {} at {} failed: {err}",
+            backend.member,
+            backend.addr
+        );
+    }
+    drop(client);
 }
 
 /// Resolves once `backend` no longer has the route this connection got.
@@ -220,6 +299,7 @@ pub(crate) async fn route(ctx: &PortContext) -> Result<Routed, String> {
                         let _ = server.set_nodelay(true);
                         held.done();
                         return Ok(Routed {
+                            key: SessionKey::new(ctx.sessions.clone(), backend.clone()),
                             server,
                             backend,
                             term,
@@ -330,6 +410,77 @@ async fn refuse(mut client: TcpStream, why: &str) {
         client.shutdown().await
     })
     .await;
+}
+
+/// Says that clients are turned away, once a minute at most: a flood must
+/// not flood the log too.
+fn warn_too_many(peer: SocketAddr, max: u64) {
+    static WARNED: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
+        *warned = Some(Instant::now());
+        tracing::warn!(
+            "proxy: refusing connections (from {peer} and others, on either port): {max} client \
+             connections are open, proxy.max_client_connections; raise it in proxy.toml or find \
+             the clients that hold them (pgwarden_proxy_too_many_connections_total counts the refused)"
+        );
+    }
+}
+
+/// Turns away a client beyond `proxy.max_client_connections` as PostgreSQL
+/// turns one away when it has too many: "no" to its encryption requests,
+/// then, after its startup packet, an ErrorResponse with SQLSTATE 53300.
+/// `bytes` is what the client sent so far.
+async fn too_many(mut client: TcpStream, mut bytes: Vec<u8>, ctx: &PortContext) {
+    let packet = startup::fatal(
+        TOO_MANY_CONNECTIONS,
+        &format!(
+            "pgwarden proxy: sorry, too many clients already ({} connections are open, \
+             proxy.max_client_connections in proxy.toml)",
+            ctx.max_client_connections
+        ),
+    );
+    let _ = tokio::time::timeout(ctx.startup_timeout, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match startup::first_packet(&bytes) {
+                startup::Packet::Partial => {}
+                startup::Packet::EncryptionRequest => {
+                    client.write_all(b"N").await?;
+                    bytes.drain(..8);
+                    continue;
+                }
+                startup::Packet::Other => break,
+            }
+            match client.read(&mut buf).await? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => bytes.extend_from_slice(&buf[..n]),
+            }
+        }
+        client.write_all(&packet).await?;
+        client.shutdown().await
+    })
+    .await;
+}
+
+/// Counts a client connection for as long as it lives.
+struct Counted<'a> {
+    counter: &'a AtomicU64,
+    /// The count with this one.
+    now: u64,
+}
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicU64) -> Counted<'a> {
+        let now = counter.fetch_add(1, Relaxed) + 1;
+        Counted { counter, now }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Relaxed);
+    }
 }
 
 /// Counts a connection open for as long as it lives.

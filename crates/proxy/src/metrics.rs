@@ -32,6 +32,16 @@ pub struct Metrics {
     pub refused_total: AtomicU64,
     /// Open connections closed because their backend lost its route.
     pub fenced_total: AtomicU64,
+    /// Client connections open now, on both ports.
+    pub client_connections: AtomicU64,
+    /// Clients turned away beyond `proxy.max_client_connections`.
+    pub too_many_total: AtomicU64,
+    /// Clients closed for sending nothing within `proxy.startup_timeout`.
+    pub startup_timeouts_total: AtomicU64,
+    /// Cancel requests sent on to a backend, and dropped (no session with
+    /// their key).
+    pub cancels_forwarded_total: AtomicU64,
+    pub cancels_dropped_total: AtomicU64,
     pub routing_changes: AtomicU64,
     pub store_reachable: AtomicBool,
 }
@@ -78,6 +88,33 @@ impl Metrics {
             "Open connections closed because their backend lost its route.",
         )
         .sample(&[], self.fenced_total.load(Relaxed));
+        out.gauge(
+            "pgwarden_proxy_client_connections",
+            "Client connections open now, on both ports.",
+        )
+        .sample(&[], self.client_connections.load(Relaxed));
+        out.counter(
+            "pgwarden_proxy_too_many_connections_total",
+            "Client connections refused beyond proxy.max_client_connections (53300).",
+        )
+        .sample(&[], self.too_many_total.load(Relaxed));
+        out.counter(
+            "pgwarden_proxy_startup_timeouts_total",
+            "Client connections closed for sending nothing within proxy.startup_timeout.",
+        )
+        .sample(&[], self.startup_timeouts_total.load(Relaxed));
+        out.counter(
+            "pgwarden_proxy_cancel_requests_total",
+            "Cancel requests sent on to the backend holding the session, or dropped.",
+        )
+        .sample(
+            &[("result", "forwarded")],
+            self.cancels_forwarded_total.load(Relaxed),
+        )
+        .sample(
+            &[("result", "dropped")],
+            self.cancels_dropped_total.load(Relaxed),
+        );
         out.counter(
             "pgwarden_proxy_routing_changes_total",
             "Times the routing table changed.",
@@ -150,6 +187,10 @@ mod tests {
                 ("pgwarden_proxy_hold_seconds_total", "counter"),
                 ("pgwarden_proxy_refused_connections_total", "counter"),
                 ("pgwarden_proxy_fenced_connections_total", "counter"),
+                ("pgwarden_proxy_client_connections", "gauge"),
+                ("pgwarden_proxy_too_many_connections_total", "counter"),
+                ("pgwarden_proxy_startup_timeouts_total", "counter"),
+                ("pgwarden_proxy_cancel_requests_total", "counter"),
                 ("pgwarden_proxy_routing_changes_total", "counter"),
                 ("pgwarden_proxy_store_reachable", "gauge"),
                 ("pgwarden_proxy_backend_connections", "gauge"),
@@ -161,6 +202,8 @@ mod tests {
             "pgwarden_proxy_holds_total 1",
             "pgwarden_proxy_hold_seconds_total 1.5",
             "pgwarden_proxy_store_reachable 1",
+            "pgwarden_proxy_too_many_connections_total 0",
+            r#"pgwarden_proxy_cancel_requests_total{result="dropped"} 0"#,
             r#"pgwarden_proxy_backend_connections{member="db2",addr="10.0.0.2:5432",port="read_write"} 2"#,
             r#"pgwarden_proxy_backend_connections{member="db2",addr="10.0.0.2:5432",port="read_only"} 0"#,
             r#"pgwarden_proxy_routed_connections_total{member="db2",addr="10.0.0.2:5432"} 5"#,

@@ -310,6 +310,22 @@ impl Kernel {
         }
     }
 
+    /// Tries what every connection does with the maps (enter a socket,
+    /// remove it, read the index) on a throwaway loopback pair: whether it
+    /// works with the capabilities this thread has now.
+    pub fn try_maps(&self) -> io::Result<()> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let a = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (b, _) = listener.accept()?;
+        let key = tcp::cookie(a.as_raw_fd())?;
+        // `peers` runs no program: entering a socket there changes nothing.
+        update(&self.peers, key, b.as_raw_fd() as u32, BPF_NOEXIST)?;
+        delete(&self.peers, key)?;
+        update(&self.slot_of, key, 0, BPF_NOEXIST)?;
+        delete(&self.slot_of, key)?;
+        count_keys(&self.active).map(drop)
+    }
+
     /// How many sockets the active map holds now (for tests: a closed
     /// connection must leave none behind).
     pub fn active_sockets(&self) -> io::Result<usize> {

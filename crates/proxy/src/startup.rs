@@ -7,17 +7,21 @@
 
 /// The SSLRequest a client may send before its startup packet.
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+/// The GSSENCRequest, likewise (libpq sends it first when built with GSSAPI).
+const GSSENC_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
 /// cannot_connect_now: "the database system is shutting down" (or
 /// starting up, or not accepting connections).
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
+/// too_many_connections, as PostgreSQL says "sorry, too many clients already".
+pub const TOO_MANY_CONNECTIONS: &str = "53300";
 
 /// What the backend's first answer means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
     /// A session (or TLS) has begun: forward everything from now on.
     Begun,
-    /// "No TLS" to the client's SSLRequest: forward it, and the session
-    /// begins with the answer to the startup packet that follows.
+    /// "No" to the client's SSLRequest or GSSENCRequest: forward it, and
+    /// the session begins with the answer to what the client sends next.
     NoTls,
     /// The backend refuses connections for now (shutting down, starting):
     /// try the next route with the client's bytes again.
@@ -25,16 +29,66 @@ pub enum Answer {
 }
 
 /// Judges the backend's first bytes; `client_sent` is everything the client
-/// has sent so far, `after_no_tls` whether the backend already answered its
-/// SSLRequest with "no TLS".
-pub fn judge(client_sent: &[u8], after_no_tls: bool, first: &[u8]) -> Answer {
-    if !after_no_tls && client_sent.starts_with(&SSL_REQUEST) && first == b"N" {
+/// has sent so far, `answered` how many of its encryption requests the
+/// backend already answered with "no".
+pub fn judge(client_sent: &[u8], answered: usize, first: &[u8]) -> Answer {
+    if answers_a_request(client_sent, answered) && first == b"N" {
         return Answer::NoTls;
     }
     if is_cannot_connect_now(first) {
         Answer::NotNow
     } else {
         Answer::Begun
+    }
+}
+
+/// Whether the backend's next answer is to an encryption request (SSL or
+/// GSSAPI; a one-byte "yes" or "no") rather than to the startup packet.
+pub fn answers_a_request(client_sent: &[u8], answered: usize) -> bool {
+    answered < encryption_requests(client_sent)
+}
+
+/// How many encryption requests lead `client_sent`.
+fn encryption_requests(client_sent: &[u8]) -> usize {
+    client_sent
+        .chunks(8)
+        .take_while(|packet| *packet == SSL_REQUEST || *packet == GSSENC_REQUEST)
+        .count()
+}
+
+/// Whether `packet` (one whole packet) asks for encryption.
+pub fn is_encryption_request(packet: &[u8]) -> bool {
+    packet == SSL_REQUEST || packet == GSSENC_REQUEST
+}
+
+/// The most a startup packet may take (PostgreSQL's own limit).
+const MAX_STARTUP_PACKET: usize = 10_000;
+
+/// What the first whole packet of a client's bytes is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Packet {
+    /// Not all there yet.
+    Partial,
+    /// An SSLRequest or GSSENCRequest (8 bytes).
+    EncryptionRequest,
+    /// A startup packet, or bytes that are not one: either way the client
+    /// has said enough.
+    Other,
+}
+
+pub fn first_packet(bytes: &[u8]) -> Packet {
+    let Some(length) = bytes.get(..4) else {
+        return Packet::Partial;
+    };
+    let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize;
+    if !(8..=MAX_STARTUP_PACKET).contains(&length) {
+        Packet::Other
+    } else if bytes.len() < length {
+        Packet::Partial
+    } else if is_encryption_request(&bytes[..length]) {
+        Packet::EncryptionRequest
+    } else {
+        Packet::Other
     }
 }
 
@@ -89,24 +143,37 @@ mod tests {
 
     #[test]
     fn a_shutting_down_backend_is_not_now_anything_else_begins() {
-        assert_eq!(judge(STARTUP, false, &error("57P03")), Answer::NotNow);
-        assert_eq!(judge(STARTUP, false, &error("28P01")), Answer::Begun);
+        assert_eq!(judge(STARTUP, 0, &error("57P03")), Answer::NotNow);
+        assert_eq!(judge(STARTUP, 0, &error("28P01")), Answer::Begun);
         // Authentication request: the session has begun.
         assert_eq!(
-            judge(STARTUP, false, &[b'R', 0, 0, 0, 8, 0, 0, 0, 10]),
+            judge(STARTUP, 0, &[b'R', 0, 0, 0, 8, 0, 0, 0, 10]),
             Answer::Begun
         );
         // A truncated error cannot be judged: forwarded as it is.
-        assert_eq!(judge(STARTUP, false, &error("57P03")[..10]), Answer::Begun);
+        assert_eq!(judge(STARTUP, 0, &error("57P03")[..10]), Answer::Begun);
     }
 
     #[test]
     fn no_tls_is_passed_on_and_the_startup_answer_decides() {
         let mut sent = SSL_REQUEST.to_vec();
-        assert_eq!(judge(&sent, false, b"N"), Answer::NoTls);
-        assert_eq!(judge(&sent, false, b"S"), Answer::Begun);
+        assert_eq!(judge(&sent, 0, b"N"), Answer::NoTls);
+        assert_eq!(judge(&sent, 0, b"S"), Answer::Begun);
         sent.extend_from_slice(STARTUP);
-        assert_eq!(judge(&sent, true, &error("57P03")), Answer::NotNow);
-        assert_eq!(judge(&sent, true, b"N"), Answer::Begun);
+        assert_eq!(judge(&sent, 1, &error("57P03")), Answer::NotNow);
+        assert_eq!(judge(&sent, 1, b"N"), Answer::Begun);
+    }
+
+    #[test]
+    fn a_gssapi_request_then_an_ssl_request_are_each_answered_before_the_session() {
+        let mut sent = GSSENC_REQUEST.to_vec();
+        assert_eq!(judge(&sent, 0, b"N"), Answer::NoTls);
+        assert_eq!(judge(&sent, 0, b"G"), Answer::Begun);
+        sent.extend_from_slice(&SSL_REQUEST);
+        assert!(answers_a_request(&sent, 1));
+        assert_eq!(judge(&sent, 1, b"N"), Answer::NoTls);
+        sent.extend_from_slice(STARTUP);
+        assert!(!answers_a_request(&sent, 2));
+        assert_eq!(judge(&sent, 2, b"N"), Answer::Begun);
     }
 }

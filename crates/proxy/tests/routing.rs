@@ -155,9 +155,26 @@ fn settings() -> Settings {
     settings
 }
 
-/// Connects and reads the backend's greeting: its name, or what went wrong.
+/// Connects, says hello (the proxy routes a client once it has sent its
+/// first bytes, as every PostgreSQL client does at once) and reads the
+/// backend's greeting: its name, or what went wrong. The hello's echo is
+/// read too.
 async fn who(addr: SocketAddr) -> (TcpStream, String) {
+    const HELLO: &str = "who?";
     let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{HELLO}\n").as_bytes()).await.unwrap();
+    let name = match line(&mut s).await {
+        Ok(name) => name,
+        Err(e) => return (s, e),
+    };
+    if let Ok(echo) = line(&mut s).await {
+        assert!(echo == HELLO || echo.is_empty(), "{name}\n{echo}");
+    }
+    (s, name)
+}
+
+/// Reads up to a newline or the end.
+async fn line(s: &mut TcpStream) -> Result<String, String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     loop {
@@ -165,11 +182,11 @@ async fn who(addr: SocketAddr) -> (TcpStream, String) {
             Ok(Ok(1)) if byte[0] == b'\n' => break,
             Ok(Ok(1)) => line.push(byte[0]),
             Ok(Ok(_)) => break,
-            Ok(Err(e)) => return (s, format!("error: {e}")),
-            Err(_) => return (s, "timed out".to_string()),
+            Ok(Err(e)) => return Err(format!("error: {e}")),
+            Err(_) => return Err("timed out".to_string()),
         }
     }
-    (s, String::from_utf8_lossy(&line).into_owned())
+    Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
 /// Whether the proxy closed `s` (EOF or reset) within a short time.
@@ -534,4 +551,155 @@ async fn a_backend_that_hangs_up_on_the_same_bytes_twice_closes_the_client_at_on
         2,
         "tried once more, then gave up"
     );
+}
+
+/// A CancelRequest for the session with this process id and secret key.
+fn cancel_request(pid: u32, secret: u32) -> Vec<u8> {
+    let mut packet = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    packet.extend_from_slice(&pid.to_be_bytes());
+    packet.extend_from_slice(&secret.to_be_bytes());
+    packet
+}
+
+/// Waits until the proxy routes writes to `primary` and reads to `standbys`.
+async fn routed(proxy: &Proxy, primary: &str, standbys: &[&str]) {
+    wait_for("the routes", DEADLINE, || async {
+        let table = proxy.table();
+        let reads: Vec<&str> = table
+            .routes
+            .standbys
+            .iter()
+            .map(|s| s.backend.member.as_str())
+            .collect();
+        let writes = table
+            .routes
+            .primary
+            .as_ref()
+            .map(|p| p.backend.member.as_str());
+        (writes == Some(primary) && reads == standbys)
+            .then_some(())
+            .ok_or_else(|| table.describe())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_cancel_for_no_known_session_goes_once_to_the_primary_and_nowhere_from_the_read_only_port(
+) {
+    let (_etcd, store) = etcd().await;
+    // PostgreSQL reads a cancel request and closes without a word.
+    let db1 = fake_turning_away("db1", Vec::new()).await;
+    let db2 = fake("db2").await;
+    lead(store.as_ref(), &db1).await;
+    publish(store.as_ref(), status(&db2, Role::Replica, None)).await;
+    let proxy = Proxy::start(settings(), store.clone(), keys())
+        .await
+        .unwrap();
+    routed(&proxy, "db1", &["db2"]).await;
+
+    let mut read_only = TcpStream::connect(proxy.read_only.unwrap()).await.unwrap();
+    read_only.write_all(&cancel_request(4242, 7)).await.unwrap();
+    assert!(closed(&mut read_only).await, "the cancel was not dropped");
+    assert_eq!(db2.accepted.load(Relaxed), 0, "no standby holds the key");
+
+    // An encrypted session's key is invisible to the proxy: on the
+    // read-write port the primary decides, once.
+    let mut read_write = TcpStream::connect(proxy.read_write).await.unwrap();
+    read_write
+        .write_all(&cancel_request(4242, 7))
+        .await
+        .unwrap();
+    assert!(closed(&mut read_write).await);
+    assert_eq!(
+        db1.accepted.load(Relaxed),
+        1,
+        "a cancel request is sent once, never again"
+    );
+    assert_eq!(proxy.metrics.cancels_dropped_total.load(Relaxed), 1);
+    assert_eq!(proxy.metrics.cancels_forwarded_total.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_client_that_sends_nothing_is_closed_after_the_startup_timeout_and_never_reaches_a_backend(
+) {
+    let (_etcd, store) = etcd().await;
+    let db1 = fake("db1").await;
+    lead(store.as_ref(), &db1).await;
+    let mut settings = settings();
+    settings.startup_timeout = Duration::from_millis(300);
+    let proxy = Proxy::start(settings, store.clone(), keys()).await.unwrap();
+    routed(&proxy, "db1", &[]).await;
+
+    let started = std::time::Instant::now();
+    let mut silent = TcpStream::connect(proxy.read_write).await.unwrap();
+    assert!(closed(&mut silent).await, "a silent client stayed open");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(db1.accepted.load(Relaxed), 0);
+    assert_eq!(proxy.metrics.startup_timeouts_total.load(Relaxed), 1);
+    // A client that speaks is routed as ever.
+    assert_eq!(who(proxy.read_write).await.1, "db1");
+}
+
+#[tokio::test]
+async fn beyond_max_client_connections_a_client_gets_53300_after_its_startup_packet() {
+    let (_etcd, store) = etcd().await;
+    let db1 = fake("db1").await;
+    lead(store.as_ref(), &db1).await;
+    let mut settings = settings();
+    settings.max_client_connections = 2;
+    let proxy = Proxy::start(settings, store.clone(), keys()).await.unwrap();
+    routed(&proxy, "db1", &[]).await;
+
+    // The cap counts both ports (reads fall back to the primary).
+    let (_writer, name) = who(proxy.read_write).await;
+    assert_eq!(name, "db1");
+    let (reader, name) = who(proxy.read_only.unwrap()).await;
+    assert_eq!(name, "db1");
+
+    let mut third = TcpStream::connect(proxy.read_write).await.unwrap();
+    third
+        .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
+    let mut no_tls = [0u8; 1];
+    tokio::time::timeout(DEADLINE, third.read_exact(&mut no_tls))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        &no_tls, b"N",
+        "an SSLRequest is answered as PostgreSQL answers it"
+    );
+    let mut startup = vec![0, 0, 0, 0, 0, 3, 0, 0];
+    startup.extend_from_slice(b"user\0postgres\0\0");
+    let length = (startup.len() as u32).to_be_bytes();
+    startup[..4].copy_from_slice(&length);
+    third.write_all(&startup).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, third.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(answer.first(), Some(&b'E'), "{text}");
+    assert!(
+        text.contains("C53300") && text.contains("max_client_connections"),
+        "{text}"
+    );
+    assert_eq!(proxy.metrics.too_many_total.load(Relaxed), 1);
+    assert_eq!(
+        db1.accepted.load(Relaxed),
+        2,
+        "the refused client reached no backend"
+    );
+
+    // A freed place is taken again.
+    drop(reader);
+    wait_for("the reader's place to be freed", DEADLINE, || async {
+        match proxy.metrics.client_connections.load(Relaxed) {
+            1 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(who(proxy.read_write).await.1, "db1");
 }
