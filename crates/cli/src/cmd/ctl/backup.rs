@@ -202,7 +202,8 @@ async fn draw(target: &Target, bar: &ProgressBar, running: &RunningBackup) {
     let member = &running.assignment.member;
     let activity = activity(target, running)
         .await
-        .filter(|a| a.what.starts_with("backup"));
+        // After the backup, the dumps `dump_databases` names.
+        .filter(|a| a.what.starts_with("backup") || a.what.starts_with("dump"));
     let Some(activity) = activity else {
         bar.set_message(format!(
             "{} backup on {member}: starting",
