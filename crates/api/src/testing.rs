@@ -150,6 +150,7 @@ pub async fn start_api(
         member: member.to_string(),
         link,
         api,
+        repository: None,
     })
     .await
     .unwrap();
