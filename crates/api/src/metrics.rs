@@ -377,7 +377,10 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
-        assert!(!text.contains("age_seconds{database=\"billing\"}"), "{text}");
+        assert!(
+            !text.contains("age_seconds{database=\"billing\"}"),
+            "{text}"
+        );
     }
 
     #[test]

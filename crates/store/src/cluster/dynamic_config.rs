@@ -220,7 +220,10 @@ mod tests {
         let problems = config.problems();
         assert_eq!(problems.len(), 5, "{problems:?}");
         assert!(problems[0].starts_with("dump_keep = 0 must be between 1 and 1000"));
-        assert!(problems[1].contains("\"my db\" cannot be dumped"), "{problems:?}");
+        assert!(
+            problems[1].contains("\"my db\" cannot be dumped"),
+            "{problems:?}"
+        );
         assert_eq!(problems[2], "dump_databases names \"app\" twice");
         assert!(problems[3].contains("\".hidden\""), "{problems:?}");
         assert!(problems[4].contains("at most 63"), "{problems:?}");

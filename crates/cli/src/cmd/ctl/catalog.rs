@@ -21,16 +21,17 @@ pub async fn list(target: &Target, output: Output) -> Result<(), CtlError> {
         .await?;
     // A member without a repository names those with one: ask the first.
     if let Some((member, url)) = elsewhere(&reply.body) {
-        eprintln!("{} has no backup repository; asking {member} ({url})", reply.url);
+        eprintln!(
+            "{} has no backup repository; asking {member} ({url})",
+            reply.url
+        );
         reply = target
             .send_to(&url, Method::GET, "/backup/list", None, None, LISTING)
             .await
             .map_err(client_error)?;
     }
     success(&reply)?;
-    let catalog: Catalog = reply
-        .json()
-        .map_err(|e| CtlError::Refused(e.to_string()))?;
+    let catalog: Catalog = reply.json().map_err(|e| CtlError::Refused(e.to_string()))?;
     match output {
         Output::Json => println!(
             "{}",
@@ -44,6 +45,10 @@ pub async fn list(target: &Target, output: Output) -> Result<(), CtlError> {
 /// The first member a refusal names as having a repository.
 fn elsewhere(body: &[u8]) -> Option<(String, String)> {
     let body: Value = serde_json::from_slice(body).ok()?;
-    let (member, url) = body.get("members_with_repository")?.as_object()?.iter().next()?;
+    let (member, url) = body
+        .get("members_with_repository")?
+        .as_object()?
+        .iter()
+        .next()?;
     Some((member.clone(), url.as_str()?.to_string()))
 }
