@@ -183,7 +183,7 @@ impl Agent {
                 config: config.hooks.clone(),
             },
         );
-        let taker = repository.map(|repo| {
+        let taker = repository.clone().map(|repo| {
             let (view, seen) = watch::channel(TakerView::default());
             let progress = ProgressSlot::default();
             Taker {
@@ -243,6 +243,7 @@ impl Agent {
                 member: member.name.clone(),
                 link,
                 api: config.api.clone(),
+                repository,
             },
             fence,
             taker,

@@ -39,4 +39,7 @@ pub struct ApiContext {
     pub link: local::AgentLink,
     /// The `[api]` section of the member's configuration.
     pub api: config::Api,
+    /// The member's `[backup]` repository, when it has one (and could
+    /// open it): `GET /backup/list` reads it.
+    pub repository: Option<Arc<dyn backup::Repository>>,
 }

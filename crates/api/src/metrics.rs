@@ -7,7 +7,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_text::Exposition;
-use store::cluster::{ArchiveHealth, History, LastBackup};
+use store::cluster::{ArchiveHealth, History, LastBackup, LastDumps};
 
 use crate::local::LocalState;
 use crate::routes::AppState;
@@ -51,6 +51,7 @@ pub async fn count_requests(
 pub struct ClusterFacts {
     pub history: History,
     pub last_backup: Option<LastBackup>,
+    pub last_dumps: Option<LastDumps>,
     /// Unix ms, for ages.
     pub now_ms: u64,
 }
@@ -135,6 +136,9 @@ pub fn render(
     if let Some(last) = cluster.and_then(|c| c.last_backup.as_ref().map(|l| (l, c.now_ms))) {
         backup_metrics(&mut out, last.0, last.1);
     }
+    if let Some(dumps) = cluster.and_then(|c| c.last_dumps.as_ref().map(|d| (d, c.now_ms))) {
+        dump_metrics(&mut out, dumps.0, dumps.1);
+    }
     let mut served = out.counter(
         "pgwarden_api_requests_total",
         "REST API requests served, by route and status.",
@@ -208,13 +212,39 @@ fn backup_metrics(out: &mut Exposition, last: &LastBackup, now_ms: u64) {
     .sample(&[], last.failures);
 }
 
+/// From `backup/dumps`: each dumped database's, the same on every member.
+fn dump_metrics(out: &mut Exposition, dumps: &LastDumps, now_ms: u64) {
+    if dumps.databases.is_empty() {
+        return;
+    }
+    let mut age = out.gauge(
+        "pgwarden_dump_last_success_age_seconds",
+        "Since the last logical dump of the database was taken (a run that found nothing changed does not count).",
+    );
+    for (database, last) in &dumps.databases {
+        if last.id.is_some() {
+            age.sample(
+                &[("database", database)],
+                seconds(now_ms.saturating_sub(last.done_ms)),
+            );
+        }
+    }
+    let mut failures = out.counter(
+        "pgwarden_dump_failures_total",
+        "Logical dumps of the database that failed.",
+    );
+    for (database, last) in &dumps.databases {
+        failures.sample(&[("database", database)], last.failures);
+    }
+}
+
 fn seconds(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
 #[cfg(test)]
 mod tests {
-    use store::cluster::HistoryEntry;
+    use store::cluster::{HistoryEntry, LastDump};
 
     use super::*;
 
@@ -297,6 +327,7 @@ mod tests {
         let cluster = ClusterFacts {
             history,
             last_backup: Some(last_backup()),
+            last_dumps: Some(last_dumps()),
             now_ms: 10_000_000,
         };
         render(&local, Some(&cluster), &requests)
@@ -312,6 +343,44 @@ mod tests {
             failures: 2,
             ..LastBackup::default()
         }
+    }
+
+    fn last_dumps() -> LastDumps {
+        let mut dumps = LastDumps::default();
+        dumps.databases.insert(
+            "app".into(),
+            LastDump {
+                id: Some("20261203-220100".into()),
+                done_ms: 9_700_000,
+                failures: 1,
+                ..LastDump::default()
+            },
+        );
+        // Never dumped yet: no age, only its failures.
+        dumps.databases.insert(
+            "billing".into(),
+            LastDump {
+                failures: 3,
+                ..LastDump::default()
+            },
+        );
+        dumps
+    }
+
+    #[test]
+    fn each_dumped_database_has_its_age_and_failures() {
+        let text = everything();
+        for line in [
+            "pgwarden_dump_last_success_age_seconds{database=\"app\"} 300",
+            "pgwarden_dump_failures_total{database=\"app\"} 1",
+            "pgwarden_dump_failures_total{database=\"billing\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert!(
+            !text.contains("age_seconds{database=\"billing\"}"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -364,6 +433,8 @@ mod tests {
                 ("pgwarden_backup_last_size_bytes", "gauge"),
                 ("pgwarden_backup_last_stored_bytes", "gauge"),
                 ("pgwarden_backup_failures_total", "counter"),
+                ("pgwarden_dump_last_success_age_seconds", "gauge"),
+                ("pgwarden_dump_failures_total", "counter"),
                 ("pgwarden_api_requests_total", "counter"),
             ]
         );

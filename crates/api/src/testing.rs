@@ -132,7 +132,18 @@ pub async fn start_api(
     store: Arc<dyn Store>,
     keys: ClusterKeys,
     member: &str,
+    api: config::Api,
+) -> TestApi {
+    start_api_with_repository(store, keys, member, api, None).await
+}
+
+/// [`start_api`] for a member with a `[backup]` repository.
+pub async fn start_api_with_repository(
+    store: Arc<dyn Store>,
+    keys: ClusterKeys,
+    member: &str,
     mut api: config::Api,
+    repository: Option<Arc<dyn backup::Repository>>,
 ) -> TestApi {
     api.listen = "127.0.0.1:0".to_string();
     let scheme = if api.cert_file.is_some() {
@@ -150,6 +161,7 @@ pub async fn start_api(
         member: member.to_string(),
         link,
         api,
+        repository,
     })
     .await
     .unwrap();

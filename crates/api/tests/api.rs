@@ -7,11 +7,14 @@ use std::time::Duration;
 use api::client::{ApiClient, Call, Reply};
 use api::local::{LocalState, Request};
 use api::testing::{
-    member, open_api, start_api, switchover_requested, write_cluster, write_three_members, TestApi,
+    member, open_api, start_api, start_api_with_repository, switchover_requested, write_cluster,
+    write_three_members, TestApi,
 };
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-use store::cluster::{ClusterKeys, History, HistoryEntry, MemberStatus, Role, Switchover, SyncSet};
+use store::cluster::{
+    ClusterKeys, History, HistoryEntry, Initialize, MemberStatus, Role, Switchover, SyncSet,
+};
 use store::Store;
 use testkit::etcd::EtcdCluster;
 use tokio::task::JoinHandle;
@@ -829,4 +832,64 @@ async fn failsafe_is_promised_only_while_the_store_is_out_of_reach_here_too() {
             && promise.until <= std::time::Instant::now() + Duration::from_secs(6),
         "{promise:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_list_is_served_by_a_member_with_a_repository_and_pointed_to_by_the_others() {
+    let f = fixture().await;
+    let mut db2 = member("db2", Role::Replica, true);
+    db2.can_backup = true;
+    db2.api_url = "http://10.0.0.2:8008".into();
+    write_cluster(
+        f.store.as_ref(),
+        &f.keys,
+        Some("db1"),
+        &[member("db1", Role::Primary, false), db2],
+    )
+    .await;
+
+    // No repository here: 409 naming the member that has one.
+    let db1 = f.api("db1").await;
+    let refused = f.get(&db1, "/backup/list", StatusCode::CONFLICT).await;
+    let message = refused["error"].as_str().unwrap();
+    assert!(
+        message.contains("db1 has no backup repository")
+            && message.contains("db2 (http://10.0.0.2:8008)"),
+        "{refused}"
+    );
+    assert_eq!(
+        refused["members_with_repository"],
+        json!({"db2": "http://10.0.0.2:8008"})
+    );
+
+    // With one: the catalog of the cluster the store names.
+    let dir = tempfile::tempdir().unwrap();
+    let repo: Arc<dyn backup::Repository> =
+        Arc::new(backup::repo::PosixRepository::new(dir.path()));
+    let with = start_api_with_repository(
+        f.store.clone(),
+        f.keys.clone(),
+        "db2",
+        open_api(),
+        Some(repo),
+    )
+    .await;
+    let early = f.get(&with, "/backup/list", StatusCode::CONFLICT).await;
+    assert!(
+        early["error"].as_str().unwrap().contains("not initialized"),
+        "{early}"
+    );
+    let initialize = Initialize {
+        member: "db1".into(),
+        system_identifier: Some(7_300_000_000_000_000_001),
+    };
+    f.keys
+        .initialize()
+        .put(f.store.as_ref(), &initialize, None)
+        .await
+        .unwrap();
+    let catalog = f.get(&with, "/backup/list", StatusCode::OK).await;
+    assert_eq!(catalog["system_identifier"], "7300000000000000001");
+    assert_eq!(catalog["backups"], json!([]));
+    assert!(catalog["timelines"].is_array(), "{catalog}");
 }

@@ -68,8 +68,8 @@ impl ClusterRecords {
             Some(ClusterKey::BackupRequest) => self.backup_request = Some(decode_kv(kv)?),
             Some(ClusterKey::BackupAssignment) => self.backup_assignment = Some(decode_kv(kv)?),
             Some(ClusterKey::LastBackup) => self.last_backup = Some(decode_kv(kv)?),
-            // Events are read by whoever shows them, when asked.
-            Some(ClusterKey::Event(_)) | None => {}
+            // Events and dumps are read by whoever shows them, when asked.
+            Some(ClusterKey::Event(_)) | Some(ClusterKey::LastDumps) | None => {}
         }
         Ok(())
     }

@@ -10,10 +10,13 @@
 //! ([`archive::PrimaryArchive`]). Its end is recorded in the store
 //! ([`record`]): `backup/last` and the assignment's removal in one
 //! transaction guarded by the assignment, so a backup the leader gave up
-//! is never recorded as the cluster's. The leader decides; this only
-//! carries out (DESIGN.md rule 8).
+//! is never recorded as the cluster's. Then, still under the assignment
+//! (no other backup starts beside them), the logical dumps the
+//! configuration names ([`dumps`]). The leader decides; this only carries
+//! out (DESIGN.md rule 8).
 
 mod archive;
+mod dumps;
 mod primary;
 mod record;
 

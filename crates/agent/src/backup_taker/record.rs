@@ -61,7 +61,11 @@ impl Taker {
             Ok(()) => {
                 self.event("backup_done", details);
                 self.expire(&manifest.system_identifier).await;
-                self.settle(assignment, &manifest.id, &taken.primary).await;
+                // The dumps run while the primary's WAL settles, before the
+                // assignment ends; a failed one does not touch the backup.
+                let (settled, ()) =
+                    tokio::join!(taken.primary.settled_position(), self.dumps());
+                self.settle(assignment, &manifest.id, settled).await;
             }
             Err(problem) => self.event(
                 "backup_failed",
@@ -74,18 +78,19 @@ impl Taker {
         }
     }
 
-    /// Moves backup `id`'s recorded WAL position to where the primary's
-    /// settles: an idle primary still writes a record or two after a
-    /// backup, which would make the next scheduled one look due although
-    /// nothing changed. Done after the backup is reported, so no one waits
-    /// for it; left alone once another backup is recorded.
+    /// Moves backup `id`'s recorded WAL position to `settled`, where the
+    /// primary's settled: an idle primary still writes a record or two
+    /// after a backup, which would make the next scheduled one look due
+    /// although nothing changed. Done after the backup is reported, so no
+    /// one waits for it; left alone once another backup is recorded. Ends
+    /// the assignment.
     async fn settle(
         &self,
         assignment: &Versioned<BackupAssignment>,
         id: &str,
-        primary: &super::primary::PrimaryLink,
+        settled: Option<u64>,
     ) {
-        let settled = primary.settled_position().await.unwrap_or(0);
+        let settled = settled.unwrap_or(0);
         let written = self
             .write(Some(assignment), true, |last| {
                 if last.id.as_deref() == Some(id) && settled > last.stop_lsn {

@@ -1,12 +1,15 @@
 //! Base backups: `GET /backup` shows the pending request, the running
 //! backup and the last one; `POST /backup` asks for one. The leader decides
 //! who takes it and whether it is needed (`ha::backups`); this only writes
-//! the request.
+//! the request. `GET /backup/list` lists what this member's repository
+//! holds of the cluster: the backups and each timeline's recovery window.
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use backup::catalog::{self, Catalog};
+use serde_json::json;
 use store::cluster::{BackupKind, BackupRequest};
 use store::{ClusterRecords, StoreError};
 
@@ -65,4 +68,62 @@ pub async fn run(
     }
     let records = ClusterRecords::read(state.store.as_ref(), &state.keys).await?;
     Ok((StatusCode::ACCEPTED, Json(view(&records))))
+}
+
+/// The catalog of this cluster (the system identifier the store records)
+/// in this member's repository. A member without one names those with one.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Catalog>, HttpError> {
+    let Some(repo) = state.repository.clone() else {
+        return Err(no_repository(&state).await?);
+    };
+    let initialize = state.keys.initialize().get(state.store.as_ref()).await?;
+    let Some(system_identifier) = initialize.and_then(|i| i.value.system_identifier) else {
+        return Err(HttpError::conflict(
+            "the cluster is not initialized yet (the store records no system identifier): it has \
+             no backups",
+        ));
+    };
+    // On a thread of its own: the listing's future is not Send (a
+    // higher-ranked lifetime in its stream), and a handler's must be.
+    let listed = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Handle::current()
+            .block_on(catalog::list(repo.as_ref(), system_identifier))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|listed| listed);
+    listed.map(Json).map_err(|e| {
+        HttpError::unavailable(format!("{} cannot list its repository: {e}", state.member))
+    })
+}
+
+/// 409 naming the members that have a repository (and their API).
+async fn no_repository(state: &AppState) -> Result<HttpError, HttpError> {
+    let records = ClusterRecords::read(state.store.as_ref(), &state.keys).await?;
+    let with: Vec<(&String, &String)> = records
+        .members
+        .iter()
+        .filter(|(_, m)| m.value.can_backup)
+        .map(|(name, m)| (name, &m.value.api_url))
+        .collect();
+    let ask = match with.as_slice() {
+        [] => "no member has one (a [backup] table in its pgwarden.toml)".to_string(),
+        some => format!(
+            "ask a member that has one: {}",
+            some.iter()
+                .map(|(name, url)| format!("{name} ({url})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let members: serde_json::Map<String, serde_json::Value> = with
+        .iter()
+        .map(|(name, url)| (name.to_string(), json!(url)))
+        .collect();
+    Ok(HttpError::conflict(format!(
+        "{} has no backup repository ([backup] in its pgwarden.toml, or it could not be opened: see its log); {ask}",
+        state.member
+    ))
+    .with("members_with_repository", json!(members)))
 }

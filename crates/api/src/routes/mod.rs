@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/reinit", post(agent::reinit))
         .route("/failsafe", post(failsafe::confirm))
         .route("/backup", get(backup::show).post(backup::run))
+        .route("/backup/list", get(backup::list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -44,10 +44,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let cluster = match (
         state.keys.history().get(store).await,
         state.keys.last_backup().get(store).await,
+        state.keys.last_dumps().get(store).await,
     ) {
-        (Ok(history), Ok(last_backup)) => Some(crate::metrics::ClusterFacts {
+        (Ok(history), Ok(last_backup), Ok(last_dumps)) => Some(crate::metrics::ClusterFacts {
             history: history.map(|h| h.value).unwrap_or_default(),
             last_backup: last_backup.map(|l| l.value),
+            last_dumps: last_dumps.map(|d| d.value),
             now_ms: crate::time::now_ms(),
         }),
         _ => None,

@@ -25,6 +25,14 @@ pub struct DumpManifest {
     /// run means nothing changed, and the dump is skipped.
     #[serde(with = "crate::manifest::lsn_text")]
     pub wal_position: Lsn,
+    /// Which transactions had ended when the dump started: a primary's
+    /// snapshot (`primary xmin:xmax:in-progress`), or on a standby its
+    /// snapshot's bounds and the time of the last transaction it replayed.
+    /// Equal on the next run means no transaction ended since, and the dump
+    /// is skipped although the WAL moved (a checkpoint, a segment switch, a
+    /// base backup). Absent in older dumps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactions: Option<String>,
     /// RFC 3339, UTC.
     pub start_time: String,
     pub end_time: String,

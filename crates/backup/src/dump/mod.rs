@@ -2,10 +2,12 @@
 //! databases, streamed in zstd chunks into `dumps/<database>/<id>/`, with a
 //! `dump.json` manifest written last (a dump is visible only when
 //! complete). A dump is skipped when the newest one of that database
-//! recorded the WAL position the server is at now (nothing changed), and
-//! only the newest N of each database are kept.
+//! recorded the WAL position the server is at now, or the same ended
+//! transactions (nothing changed), and only the newest N of each database
+//! are kept.
 //!
-//! [`run`] is what a schedule calls (after a base backup, say).
+//! [`run`] is what the agent calls after a base backup it took
+//! (`dump_databases` in the dynamic configuration).
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -116,7 +118,8 @@ pub struct DumpOutcome {
 pub enum DumpStatus {
     /// A new dump is in the repository.
     Taken(DumpManifest),
-    /// Nothing changed since `newest` (same WAL position): no new dump.
+    /// Nothing changed since `newest` (same WAL position, or no
+    /// transaction ended since): no new dump.
     Skipped { newest: String, wal_position: Lsn },
     /// No dump was kept; the error says why.
     Failed(DumpError),
@@ -163,7 +166,9 @@ async fn one(
     if !force {
         if let Some(newest) = manifest::newest(repo, database).await? {
             let now = take::server_state(target, database).await?;
-            if now.wal_position == newest.wal_position {
+            let unchanged = now.wal_position == newest.wal_position
+                || (now.transactions.is_some() && now.transactions == newest.transactions);
+            if unchanged {
                 return Ok(DumpStatus::Skipped {
                     newest: newest.id,
                     wal_position: now.wal_position,

@@ -19,11 +19,21 @@ pub(crate) struct ServerState {
     pub version: String,
     pub taken_from: &'static str,
     pub wal_position: Lsn,
+    /// Which transactions had ended (see [`DumpManifest::transactions`]).
+    pub transactions: Option<String>,
 }
 
+/// On a primary its snapshot says which transactions ended; a standby's
+/// lists none in progress (they are its "subtransactions"), so the time of
+/// the last commit or abort it replayed stands in for those (NULL, so no
+/// comparison, until it replayed one).
 const STATE: &str = "SELECT current_setting('server_version'), pg_is_in_recovery(), \
      (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-      ELSE pg_current_wal_lsn() END)::text";
+      ELSE pg_current_wal_lsn() END)::text, \
+     CASE WHEN pg_is_in_recovery() \
+      THEN 'standby ' || pg_snapshot_xmin(pg_current_snapshot()) || ':' || \
+           pg_snapshot_xmax(pg_current_snapshot()) || ' ' || pg_last_xact_replay_timestamp() \
+      ELSE 'primary ' || pg_current_snapshot() END";
 
 /// What the server is and where its WAL is now (replayed, on a standby).
 pub(crate) async fn server_state(
@@ -74,6 +84,7 @@ pub(crate) async fn server_state(
             "primary"
         },
         wal_position: lsn.parse().map_err(|_| bad(lsn.clone()))?,
+        transactions: row.get(3),
     })
 }
 
@@ -113,6 +124,7 @@ pub async fn take(
         server_version: state.version,
         taken_from: state.taken_from.to_string(),
         wal_position: state.wal_position,
+        transactions: state.transactions,
         start_time: start.to_string(),
         end_time: jiff::Timestamp::now().to_string(),
         bytes: chunks.iter().map(|c| c.size).sum(),

@@ -1,6 +1,9 @@
 //! Base backups: what an operator asked for (`backup/request`), who takes
 //! one now (`backup/assignment`, written by the leader), and the last one
-//! (`backup/last`, written by the member that took it).
+//! (`backup/last`, written by the member that took it), and the logical
+//! dumps taken after backups (`backup/dumps`, likewise).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -100,4 +103,41 @@ pub struct BackupFailure {
 
 impl Record for LastBackup {
     const KIND: &'static str = "last backup";
+}
+
+/// The logical dumps (`dump_databases`) the members that took base backups
+/// took after them: how each database's last run went, for the metrics.
+/// Only the databases the configuration names when it is written are kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastDumps {
+    #[serde(default)]
+    pub databases: BTreeMap<String, LastDump>,
+}
+
+/// One database's dumps.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastDump {
+    /// The newest dump taken (its id in the repository), once one was.
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub member: Option<String>,
+    /// When it completed (unix ms).
+    #[serde(default)]
+    pub done_ms: u64,
+    /// When a run last found nothing changed since it (unix ms).
+    #[serde(default)]
+    pub checked_ms: u64,
+    /// Why the last run failed, until one succeeds.
+    #[serde(default)]
+    pub failure: Option<String>,
+    /// Dumps of it that failed, ever (a counter for the metrics).
+    #[serde(default)]
+    pub failures: u64,
+}
+
+impl Record for LastDumps {
+    const KIND: &'static str = "last dumps";
 }

@@ -38,7 +38,19 @@ pub struct DynamicConfig {
     /// A scheduled backup is full when the last full one is older than
     /// this, else incremental; 0: always full.
     pub backup_full_interval_ms: u64,
+    /// Databases the member that took a base backup then dumps with
+    /// pg_dump into the repository (skipped when nothing changed); empty:
+    /// none.
+    pub dump_databases: Vec<String>,
+    /// Dumps kept per database (the newest).
+    pub dump_keep: u32,
 }
+
+/// Bounds of `dump_keep`: at least the newest dump, and a number a
+/// repository listing stays quick with.
+const DUMP_KEEP_MAX: u32 = 1000;
+/// PostgreSQL's longest identifier (NAMEDATALEN - 1).
+const DATABASE_NAME_MAX: usize = 63;
 
 impl Default for DynamicConfig {
     fn default() -> Self {
@@ -55,6 +67,8 @@ impl Default for DynamicConfig {
             parameters: BTreeMap::new(),
             backup_interval_ms: 0,
             backup_full_interval_ms: 0,
+            dump_databases: Vec::new(),
+            dump_keep: 7,
         }
     }
 }
@@ -90,6 +104,7 @@ impl DynamicConfig {
                 ));
             }
         }
+        problems.extend(self.dump_problems());
         if self.synchronous_count == 0 {
             problems.push("synchronous_count must be at least 1".to_string());
         }
@@ -104,6 +119,35 @@ impl DynamicConfig {
                 config::bad_parameter_value(&format!("parameters.{name}"), value)
             {
                 problems.push(problem);
+            }
+        }
+        problems
+    }
+
+    fn dump_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=DUMP_KEEP_MAX).contains(&self.dump_keep) {
+            problems.push(format!(
+                "dump_keep = {} must be between 1 and {DUMP_KEEP_MAX} (the newest dumps kept per database)",
+                self.dump_keep
+            ));
+        }
+        for (n, name) in self.dump_databases.iter().enumerate() {
+            // The repository stores a database's dumps under its name
+            // (`dumps/<database>/`): only names a path segment can hold.
+            let storable = !name.is_empty()
+                && name.len() <= DATABASE_NAME_MAX
+                && !name.starts_with('.')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !storable {
+                problems.push(format!(
+                    "dump_databases: {name:?} cannot be dumped into the repository: give a database \
+                     name of at most {DATABASE_NAME_MAX} letters, digits, '_', '-' and '.' (not first)"
+                ));
+            } else if self.dump_databases[..n].contains(name) {
+                problems.push(format!("dump_databases names {name:?} twice"));
             }
         }
         problems
@@ -157,6 +201,37 @@ mod tests {
             problems[0].starts_with("backup_interval_ms = "),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn dump_settings_out_of_bounds_or_unstorable_are_refused() {
+        let config = DynamicConfig {
+            dump_databases: vec![
+                "app".into(),
+                "billing-2".into(),
+                "my db".into(),
+                "app".into(),
+                ".hidden".into(),
+                "x".repeat(64),
+            ],
+            dump_keep: 0,
+            ..DynamicConfig::default()
+        };
+        let problems = config.problems();
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(problems[0].starts_with("dump_keep = 0 must be between 1 and 1000"));
+        assert!(
+            problems[1].contains("\"my db\" cannot be dumped"),
+            "{problems:?}"
+        );
+        assert_eq!(problems[2], "dump_databases names \"app\" twice");
+        assert!(problems[3].contains("\".hidden\""), "{problems:?}");
+        assert!(problems[4].contains("at most 63"), "{problems:?}");
+        let config = DynamicConfig {
+            dump_keep: DUMP_KEEP_MAX + 1,
+            ..DynamicConfig::default()
+        };
+        assert_eq!(config.problems().len(), 1);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::names::check_name;
 use super::{
     BackupAssignment, BackupRequest, DynamicConfig, Event, FailsafeList, History, Initialize,
-    LastBackup, Leader, MemberStatus, PrimaryPosition, Switchover, SyncSet,
+    LastBackup, LastDumps, Leader, MemberStatus, PrimaryPosition, Switchover, SyncSet,
 };
 use crate::error::StoreError;
 use crate::typed::{TypedKey, TypedPrefix};
@@ -34,6 +34,7 @@ pub enum ClusterKey {
     BackupRequest,
     BackupAssignment,
     LastBackup,
+    LastDumps,
     Event(u64),
 }
 
@@ -117,6 +118,10 @@ impl ClusterKeys {
         TypedKey::new(format!("{}backup/last", self.root))
     }
 
+    pub fn last_dumps(&self) -> TypedKey<LastDumps> {
+        TypedKey::new(format!("{}backup/dumps", self.root))
+    }
+
     pub fn events(&self) -> TypedPrefix<Event> {
         TypedPrefix::new(format!("{}events/", self.root))
     }
@@ -141,6 +146,7 @@ impl ClusterKeys {
             "backup/request" => ClusterKey::BackupRequest,
             "backup/assignment" => ClusterKey::BackupAssignment,
             "backup/last" => ClusterKey::LastBackup,
+            "backup/dumps" => ClusterKey::LastDumps,
             _ => {
                 if let Some(name) = rest.strip_prefix("members/") {
                     check_name("member name", name).ok()?;

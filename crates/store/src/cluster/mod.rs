@@ -14,6 +14,7 @@
 //! <namespace>/<cluster>/backup/request    BackupRequest   `ctl backup run`, until the leader assigns it
 //! <namespace>/<cluster>/backup/assignment BackupAssignment the member taking a backup now
 //! <namespace>/<cluster>/backup/last       LastBackup      the last backup that completed
+//! <namespace>/<cluster>/backup/dumps      LastDumps       each dumped database's last dump and failures
 //! ```
 //!
 //! The leader's term (fencing token) is the store revision that created its
@@ -41,7 +42,9 @@ mod names;
 mod pg_url;
 mod switchover;
 
-pub use backup::{BackupAssignment, BackupFailure, BackupKind, BackupRequest, LastBackup};
+pub use backup::{
+    BackupAssignment, BackupFailure, BackupKind, BackupRequest, LastBackup, LastDump, LastDumps,
+};
 pub use dynamic_config::DynamicConfig;
 pub use events::Event;
 pub use history::{History, HistoryEntry};

@@ -202,7 +202,8 @@ async fn draw(target: &Target, bar: &ProgressBar, running: &RunningBackup) {
     let member = &running.assignment.member;
     let activity = activity(target, running)
         .await
-        .filter(|a| a.what.starts_with("backup"));
+        // After the backup, the dumps `dump_databases` names.
+        .filter(|a| a.what.starts_with("backup") || a.what.starts_with("dump"));
     let Some(activity) = activity else {
         bar.set_message(format!(
             "{} backup on {member}: starting",
@@ -238,13 +239,18 @@ pub async fn status(target: &Target, output: Output) -> Result<(), CtlError> {
             running.assignment.member,
             api::time::format_rfc3339(running.assignment.assigned_ms)
         );
-        if let Some(a) = activity(target, running).await {
-            line.push_str(&format!(
+        match activity(target, running).await {
+            // The dumps after the backup count no bytes.
+            Some(a) if a.total_bytes.is_none() && a.done_bytes == 0 => {
+                line.push_str(&format!(": {}", a.what))
+            }
+            Some(a) => line.push_str(&format!(
                 ": {}, {} of {} read",
                 a.what,
                 size(a.done_bytes),
                 a.total_bytes.map_or("?".to_string(), size)
-            ));
+            )),
+            None => {}
         }
         println!("{line}");
     }

@@ -2,6 +2,7 @@
 //! docs/ctl.md describes them and the exit codes.
 
 mod backup;
+mod catalog;
 mod config_cmd;
 mod error;
 mod list;
@@ -119,7 +120,8 @@ pub enum CtlCommand {
     /// Show or change the cluster-wide dynamic configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Base backups: take one now, see the running and the last one.
+    /// Base backups: take one now, see the running and the last one, list
+    /// the repository.
     #[command(subcommand)]
     Backup(BackupCommand),
     /// Print a shell completion script.
@@ -160,6 +162,10 @@ pub enum BackupCommand {
     /// The running backup (with its progress), a pending request, the last
     /// backup and the last failure.
     Status,
+    /// Each backup in the repository and the recovery window of each
+    /// timeline (the earliest and latest point a restore can reach), as a
+    /// member with a [backup] repository reads them.
+    List,
 }
 
 /// Runs a ctl command; `cli` is the whole command line's definition, for
@@ -229,6 +235,7 @@ async fn dispatch(args: CtlArgs) -> Result<(), CtlError> {
             no_wait,
         }) => backup::run(&target, output, full, force, !no_wait).await,
         CtlCommand::Backup(BackupCommand::Status) => backup::status(&target, output).await,
+        CtlCommand::Backup(BackupCommand::List) => catalog::list(&target, output).await,
         CtlCommand::Completions { .. } => unreachable!("handled before the runtime starts"),
     }
 }

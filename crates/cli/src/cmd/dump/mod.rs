@@ -17,7 +17,7 @@ mod take;
 #[derive(Debug, Subcommand)]
 pub enum DumpCommand {
     /// Dump each database with pg_dump from this member's PostgreSQL,
-    /// unless nothing changed since its newest dump (same WAL position).
+    /// unless nothing changed since its newest dump (no transaction ended).
     Run {
         /// The member's configuration (pgwarden.toml): [member],
         /// [credentials.superuser] and [backup] are read.

@@ -44,7 +44,7 @@ pub fn run(
                 newest,
                 wal_position,
             } => println!(
-                "{db}: skipped, nothing changed since {newest} (WAL still at {wal_position}; --force dumps anyway)"
+                "{db}: skipped, nothing changed since {newest} (no transaction ended since; WAL at {wal_position}; --force dumps anyway)"
             ),
             DumpStatus::Failed(e) => {
                 failed += 1;
