@@ -117,21 +117,10 @@ impl Taker {
         let Ok(system_identifier) = system_identifier.parse::<u64>() else {
             return;
         };
-        // On a thread of its own: the retention future is not Send, and
-        // this task must be.
-        let (repo, policy) = (self.repo.clone(), self.retention.clone());
-        let expired = tokio::task::spawn_blocking(move || {
-            tokio::runtime::Handle::current().block_on(backup::retention::expire(
-                repo.as_ref(),
-                system_identifier,
-                &policy,
-            ))
-        })
-        .await;
-        let expired = match expired {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let expired =
+            backup::retention::expire(self.repo.as_ref(), system_identifier, &self.retention)
+                .await
+                .map_err(|e| e.to_string());
         match expired {
             Ok(report) if !report.plan.is_empty() => self.event(
                 "backup_expired",

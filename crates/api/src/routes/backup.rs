@@ -83,16 +83,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Catalog>, HttpEr
              no backups",
         ));
     };
-    // On a thread of its own: the listing's future is not Send (a
-    // higher-ranked lifetime in its stream), and a handler's must be.
-    let listed = tokio::task::spawn_blocking(move || {
-        tokio::runtime::Handle::current()
-            .block_on(catalog::list(repo.as_ref(), system_identifier))
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|listed| listed);
+    let listed = catalog::list(repo.as_ref(), system_identifier).await;
     listed.map(Json).map_err(|e| {
         HttpError::unavailable(format!("{} cannot list its repository: {e}", state.member))
     })

@@ -246,9 +246,13 @@ impl Snapshot {
                 size: entry.size,
             });
         }
-        let history_files: Vec<&WalObject> = wal
+        // Owned, not borrowed: a stream over references makes the whole
+        // read's future lose Send (a higher-ranked lifetime), which the
+        // API's handlers and the agent's tasks need.
+        let history_files: Vec<WalObject> = wal
             .iter()
             .filter(|w| w.name.kind() == WalKind::History)
+            .cloned()
             .collect();
         let read: Vec<(u32, Result<Vec<Switch>, String>)> = futures::stream::iter(history_files)
             .map(|w| async move {
@@ -472,3 +476,17 @@ mod lsn_option {
 pub(crate) mod fixture;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod send {
+    /// The API and the agent run these on their multi-threaded runtimes.
+    #[allow(dead_code)]
+    fn reading_a_repository_can_move_between_threads(
+        repo: &dyn crate::Repository,
+        policy: &crate::retention::Policy,
+    ) {
+        fn send<T: Send>(_: T) {}
+        send(super::list(repo, 1));
+        send(crate::retention::expire(repo, 1, policy));
+    }
+}

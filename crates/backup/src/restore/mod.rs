@@ -17,6 +17,7 @@ pub mod conf;
 pub mod point;
 pub mod recovery;
 pub mod start;
+mod sync;
 pub mod target;
 pub mod write;
 
@@ -140,12 +141,11 @@ pub async fn restore(
     report.bytes_fetched = written.fetched_bytes;
     blocking({
         let (root, manifest, run_as) = (root.clone(), manifest.clone(), options.run_as.clone());
-        let recovery = options.recovery.clone();
+        let (recovery, parallelism) = (options.recovery.clone(), options.parallelism);
         move || {
             target::finish(&root, &manifest, &run_as)?;
             recovery.write(&root, &manifest.id, &manifest.backup_label, &run_as)?;
-            let dir = std::fs::File::open(&root)?;
-            nix::unistd::syncfs(&dir).map_err(std::io::Error::from)
+            sync::sync_tree(&root, parallelism)
         }
     })
     .await
