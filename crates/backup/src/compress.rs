@@ -22,8 +22,16 @@ pub fn compress(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
 pub struct FrameWriter(zstd::stream::write::Encoder<'static, Vec<u8>>);
 
 impl FrameWriter {
-    pub fn new(level: i32) -> io::Result<FrameWriter> {
-        zstd::stream::write::Encoder::new(Vec::new(), level).map(FrameWriter)
+    /// With `threads` above 1, zstd compresses parts of the frame on that
+    /// many threads of its own while the caller reads on: a 1 GiB table
+    /// file is then not compressed on one core (the frame's format is the
+    /// same).
+    pub fn new(level: i32, threads: u32) -> io::Result<FrameWriter> {
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), level)?;
+        if threads > 1 {
+            encoder.multithread(threads)?;
+        }
+        Ok(FrameWriter(encoder))
     }
 
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
@@ -120,15 +128,19 @@ mod tests {
     #[test]
     fn a_frame_written_piece_by_piece_streams_back_in_blocks() {
         let data: Vec<u8> = (0..3 * BLOCK + 17).map(|i| (i % 7) as u8).collect();
-        let mut writer = FrameWriter::new(DEFAULT_LEVEL).unwrap();
-        for piece in data.chunks(1000) {
-            writer.write(piece).unwrap();
-        }
-        let frame = writer.finish().unwrap();
-        assert_eq!(decompress(&frame, data.len() as u64).unwrap(), data);
+        let frames = [1, 2].map(|threads| {
+            let mut writer = FrameWriter::new(DEFAULT_LEVEL, threads).unwrap();
+            for piece in data.chunks(1000) {
+                writer.write(piece).unwrap();
+            }
+            writer.finish().unwrap()
+        });
+        assert_eq!(decompress(&frames[1], data.len() as u64).unwrap(), data);
+        let frame = &frames[0];
+        assert_eq!(decompress(frame, data.len() as u64).unwrap(), data);
         let mut back = Vec::new();
         let mut blocks = 0;
-        decompress_each(&frame, data.len() as u64, |block| {
+        decompress_each(frame, data.len() as u64, |block| {
             blocks += 1;
             back.extend_from_slice(block);
             Ok::<_, ()>(())
@@ -137,10 +149,10 @@ mod tests {
         assert_eq!((back, blocks), (data.clone(), 4));
         let size = data.len() as u64;
         for wrong in [size - 1, size + 1] {
-            let result = decompress_each(&frame, wrong, |_| Ok::<_, ()>(()));
+            let result = decompress_each(frame, wrong, |_| Ok::<_, ()>(()));
             assert!(matches!(result, Err(StreamError::Frame(_))), "{wrong}");
         }
-        let result = decompress_each(&frame, size, |_| Err("full"));
+        let result = decompress_each(frame, size, |_| Err("full"));
         assert!(matches!(result, Err(StreamError::Sink("full"))));
     }
 

@@ -177,9 +177,12 @@ impl Copier<'_> {
         let mut chunks = Vec::new();
         loop {
             let expected = parent.get(chunks.len()).cloned();
-            let (chunk_size, level, source) = (self.chunk_size, self.level, listed.source.clone());
+            let (chunk_size, source) = (self.chunk_size, listed.source.clone());
+            // As many compressing threads as copying workers: the other
+            // workers may have run out of files while this one is big.
+            let compression = (self.level, self.parallelism as u32);
             let (back, piece) = blocking(move || {
-                let piece = next_piece(&mut reading, &source, chunk_size, level, expected);
+                let piece = next_piece(&mut reading, &source, chunk_size, compression, expected);
                 piece.map(|p| (reading, p))
             })
             .await?;
@@ -234,8 +237,13 @@ impl Copier<'_> {
                 let mut chunks = Vec::new();
                 loop {
                     let expected = parent.get(chunks.len()).cloned();
-                    let piece =
-                        next_piece(&mut reading, &listed.source, chunk_size, level, expected)?;
+                    let piece = next_piece(
+                        &mut reading,
+                        &listed.source,
+                        chunk_size,
+                        (level, 1),
+                        expected,
+                    )?;
                     let Some(piece) = piece else { break };
                     let size = piece.size();
                     chunks.push(match piece {
@@ -323,12 +331,13 @@ fn open(source: &Path) -> Result<Option<Reading>, CopyError> {
 }
 
 /// Reads the next chunk (`None` at the end): reused when the parent's chunk
-/// at this place has the same size and checksum, compressed otherwise.
+/// at this place has the same size and checksum, compressed otherwise (at
+/// `level`, on `threads` threads).
 fn next_piece(
     reading: &mut Reading,
     source: &Path,
     chunk_size: u64,
-    level: i32,
+    (level, threads): (i32, u32),
     parent: Option<Chunk>,
 ) -> Result<Option<Piece>, CopyError> {
     let error = |what, e| CopyError::File {
@@ -341,7 +350,7 @@ fn next_piece(
     // hold is kept whole instead, and compressed only if it differs.
     let mut kept = Vec::new();
     let mut frame = match parent {
-        None => Some(compress::FrameWriter::new(level).map_err(|e| error("compress", e))?),
+        None => Some(compress::FrameWriter::new(level, threads).map_err(|e| error("compress", e))?),
         Some(_) => None,
     };
     let mut block = vec![0u8; (compress::BLOCK as u64).min(chunk_size) as usize];
@@ -373,7 +382,10 @@ fn next_piece(
     }
     let frame = match frame {
         Some(frame) => frame.finish(),
-        None => compress::compress(&kept, level),
+        None => compress::FrameWriter::new(level, threads).and_then(|mut frame| {
+            frame.write(&kept)?;
+            frame.finish()
+        }),
     }
     .map_err(|e| error("compress", e))?;
     Ok(Some(Piece::New {
