@@ -23,7 +23,8 @@ use crate::events::EventLog;
 use crate::failsafe::HttpPeers;
 use crate::hooks::Hooks;
 use crate::member::{Member, MemberSpec, Now};
-use crate::postgres::{LocalPostgres, RealPostgres};
+use crate::postgres::{LocalPostgres, RealPostgres, ReplicaSource};
+use crate::standby_from_backup::StandbyFromBackup;
 use store::HaView;
 
 /// Why the agent could not start or had to stop.
@@ -114,6 +115,7 @@ impl Agent {
             ),
             _ => None,
         };
+        let replica_sources = replica_sources(config, commands.as_ref());
         if let Some(commands) = commands {
             tracing::info!(
                 "archiving WAL to {}: archive_command = '{}'",
@@ -131,6 +133,7 @@ impl Agent {
         if let Some(from_backup) = from_backup {
             pg = pg.bootstrap_from(from_backup);
         }
+        pg = pg.replicas_from(replica_sources);
         let pg = Arc::new(pg);
 
         let store_config = &config.store;
@@ -557,4 +560,33 @@ fn wakes(keys: &ClusterKeys, key: &str) -> bool {
                 | ClusterKey::Switchover
         )
     )
+}
+
+/// `[backup] replica_from` as the agent carries it out: without a
+/// repository, or one that cannot be opened, pg_basebackup only.
+fn replica_sources(
+    config: &config::Config,
+    commands: Option<&crate::archive::ArchiveCommands>,
+) -> Vec<ReplicaSource> {
+    let (Some(backup), Some(commands)) = (&config.backup, commands) else {
+        return vec![ReplicaSource::Primary];
+    };
+    let mut sources = Vec::new();
+    for method in &backup.replica_from {
+        match method {
+            config::ReplicaMethod::Primary => sources.push(ReplicaSource::Primary),
+            config::ReplicaMethod::Backup => {
+                match StandbyFromBackup::new(backup, commands.restore_command.clone()) {
+                    Ok(from) => sources.push(ReplicaSource::Backup(from)),
+                    Err(err) => tracing::warn!(
+                        "the backup repository cannot be opened ({err}): standbys are not built from backups"
+                    ),
+                }
+            }
+        }
+    }
+    if sources.is_empty() {
+        sources.push(ReplicaSource::Primary);
+    }
+    sources
 }
