@@ -243,10 +243,12 @@ impl RealPostgres {
         let mut last_error = None;
         for (i, source) in self.replica_sources.iter().enumerate() {
             let result = match source {
-                ReplicaSource::Backup(from) => from
-                    .build(&self.instance, upstream)
-                    .await
-                    .map_err(|Declined(why)| PgError::Refused(why)),
+                ReplicaSource::Backup(from) => {
+                    let progress = |done, total| self.set_progress(Some((done, total)));
+                    let built = from.build(&self.instance, upstream, &progress).await;
+                    self.set_progress(None);
+                    built.map_err(|Declined(why)| PgError::Refused(why))
+                }
                 ReplicaSource::Primary => self
                     .clone_with_progress(upstream)
                     .await
@@ -284,6 +286,10 @@ impl RealPostgres {
                 failed.join("; ")
             )),
         })
+    }
+
+    fn set_progress(&self, value: Option<(u64, u64)>) {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = value;
     }
 
     async fn clone_with_progress(&self, upstream: &Upstream) -> Result<(), PgError> {

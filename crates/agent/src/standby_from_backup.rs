@@ -18,6 +18,10 @@ use crate::postgres::Upstream;
 
 /// How long the upstream may take to say who it is.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the repository may take to list the cluster's backups and WAL.
+const LIST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the restore's progress is measured.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 pub struct StandbyFromBackup {
     repo: Arc<dyn Repository>,
@@ -44,10 +48,12 @@ impl StandbyFromBackup {
     /// start as a standby of `upstream` (pgwarden.conf, written at start,
     /// names it and the archive). Returns what the event says. On failure
     /// the data directory is empty again, for the next method.
+    /// `progress` hears (written, total) bytes as the restore goes.
     pub async fn build(
         &self,
         instance: &Instance,
         upstream: &Upstream,
+        progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<String, Declined> {
         let data_dir = instance.data_dir();
         if !is_empty_or_absent(data_dir) {
@@ -68,7 +74,20 @@ impl StandbyFromBackup {
             self.where_,
             data_dir.display()
         );
-        match self.restore_as_standby(instance, id).await {
+        let total = manifest.totals.bytes;
+        progress(0, total);
+        let restored = async {
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            let restore = self.restore_as_standby(instance, id);
+            tokio::pin!(restore);
+            loop {
+                tokio::select! {
+                    result = &mut restore => return result,
+                    _ = tick.tick() => progress(allocated_bytes(data_dir).await.min(total), total),
+                }
+            }
+        };
+        match restored.await {
             Ok(()) => Ok(format!(
                 "by restoring backup {id} from {} and replaying the archive",
                 self.where_
@@ -153,12 +172,37 @@ async fn identify(instance: &Instance, upstream: &Upstream) -> Result<(u64, u32)
 /// On a thread of its own: the catalog's future is not Send, and the
 /// agent's round must be.
 async fn read_snapshot(repo: Arc<dyn Repository>, system_id: u64) -> Result<Snapshot, String> {
-    tokio::task::spawn_blocking(move || {
+    let read = tokio::task::spawn_blocking(move || {
         tokio::runtime::Handle::current().block_on(Snapshot::read(repo.as_ref(), system_id))
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    });
+    tokio::time::timeout(LIST_TIMEOUT, read)
+        .await
+        .map_err(|_| format!("no answer within {LIST_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// The bytes the files under `dir` hold on disk: the restore lays each
+/// file out at its full size, sparse, and fills it in.
+async fn allocated_bytes(dir: &Path) -> u64 {
+    fn walk(dir: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|entry| match entry.metadata() {
+                Ok(meta) if meta.is_dir() => walk(&entry.path()),
+                Ok(meta) => meta.blocks() * 512,
+                Err(_) => 0,
+            })
+            .sum()
+    }
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || walk(&dir))
+        .await
+        .unwrap_or(0)
 }
 
 fn is_empty_or_absent(dir: &Path) -> bool {
