@@ -169,12 +169,18 @@ pub fn for_standby(snapshot: &Snapshot, timeline: u32) -> Result<&Manifest, Stri
     let path = snapshot.path(timeline);
     let segments = &snapshot.segments;
     let end = segments.end(&path);
+    let switches = unsafe_switches(snapshot, timeline);
     let mut unusable = Vec::new();
     let mut best: Option<&Manifest> = None;
     for (manifest, span) in snapshot.manifests.iter().zip(snapshot.spans()) {
         let id = &manifest.id;
         if !on_path(&path, &span) {
             unusable.push(format!("{id} is not on timeline {timeline}'s history"));
+            continue;
+        }
+        let first = span.start.lsn.0 / segments.segment_size;
+        if let Some((_, why)) = switches.iter().find(|(segment, _)| *segment >= first) {
+            unusable.push(format!("{id}: {why}"));
             continue;
         }
         match segments.reach(&path, &span) {
@@ -195,6 +201,41 @@ pub fn for_standby(snapshot: &Snapshot, timeline: u32) -> Result<&Manifest, Stri
             unusable.join("; ")
         )
     })
+}
+
+/// The segments where the path to `timeline` switches timelines whose new
+/// timeline's file is not archived yet while an older one's on the path is:
+/// recovery reads the newest file there is, and would replay the older
+/// timeline's WAL past the switch (what a lost primary wrote and the new
+/// one never had). Once the new timeline's file is archived it is safe.
+fn unsafe_switches(snapshot: &Snapshot, timeline: u32) -> Vec<(u64, String)> {
+    let segments = &snapshot.segments;
+    let path = snapshot.path(timeline);
+    let history = snapshot
+        .histories
+        .get(&timeline)
+        .map_or(&[][..], Vec::as_slice);
+    let mut found = Vec::new();
+    for (i, switch) in history.iter().enumerate() {
+        let next = history.get(i + 1).map_or(timeline, |s| s.parent);
+        let segment = switch.at.0 / segments.segment_size;
+        let older = segments
+            .present
+            .iter()
+            .any(|&(tli, s)| s == segment && tli < next && path.contains(tli));
+        if older && !segments.present.contains(&(next, segment)) {
+            found.push((
+                segment,
+                format!(
+                    "{}, where timeline {next} begins, is not archived yet while timeline {}'s \
+                     version of it is: recovery would replay the older timeline past the switch",
+                    segments.name(&path, segment),
+                    switch.parent
+                ),
+            ));
+        }
+    }
+    found
 }
 
 fn stop_time(manifest: &Manifest) -> Option<jiff::Timestamp> {
@@ -317,6 +358,26 @@ mod tests {
         assert_eq!(for_standby(&read().await, 2).unwrap().id, "B3");
         // Timeline 1's path never had B3.
         assert_eq!(for_standby(&read().await, 1).unwrap().id, "B2");
+
+        // Timeline 3 branches off in segment 7, which timeline 2 completed
+        // and archived; until timeline 3's own copy of it is archived,
+        // recovery would read timeline 2's, past the switch.
+        f.history(
+            3,
+            "1\t0/6000100\tno recovery target specified\n\
+             2\t0/7000200\tno recovery target specified\n",
+        )
+        .await;
+        let err = for_standby(&read().await, 3).unwrap_err();
+        assert!(
+            err.contains(
+                "B3: 000000030000000000000007, where timeline 3 begins, is not archived yet \
+                 while timeline 2's version of it is"
+            ),
+            "{err}"
+        );
+        f.segments(3, 7..8).await;
+        assert_eq!(for_standby(&read().await, 3).unwrap().id, "B3");
     }
 
     #[test]
