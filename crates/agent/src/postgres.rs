@@ -120,7 +120,7 @@ pub enum ReplicaSource {
 }
 
 impl ReplicaSource {
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             ReplicaSource::Backup(_) => "a backup",
             ReplicaSource::Primary => "pg_basebackup",
@@ -240,7 +240,6 @@ impl RealPostgres {
     /// and the next is tried.
     async fn build_standby(&self, upstream: &Upstream) -> Result<(), PgError> {
         let mut failed: Vec<String> = Vec::new();
-        let mut last_error = None;
         for (i, source) in self.replica_sources.iter().enumerate() {
             let result = match source {
                 ReplicaSource::Backup(from) => {
@@ -264,6 +263,8 @@ impl RealPostgres {
                     *self.clone_method.lock().unwrap_or_else(|e| e.into_inner()) = how;
                     return Ok(());
                 }
+                // The only method: its error is the action's, logged as such.
+                Err(err) if self.replica_sources.len() == 1 => return Err(err),
                 Err(err) => {
                     let next = self.replica_sources.get(i + 1).map_or(
                         "no method is left: the next round tries again".to_string(),
@@ -275,17 +276,13 @@ impl RealPostgres {
                         source.name()
                     );
                     failed.push(format!("not from {}: {err}", source.name()));
-                    last_error = Some(err);
                 }
             }
         }
-        Err(match (last_error, failed.len()) {
-            (Some(err), 1) => err,
-            _ => PgError::Refused(format!(
-                "no method of [backup] replica_from built this standby: {}",
-                failed.join("; ")
-            )),
-        })
+        Err(PgError::Refused(format!(
+            "no method of [backup] replica_from built this standby: {}",
+            failed.join("; ")
+        )))
     }
 
     fn set_progress(&self, value: Option<(u64, u64)>) {

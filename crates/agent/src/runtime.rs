@@ -115,7 +115,7 @@ impl Agent {
             ),
             _ => None,
         };
-        let replica_sources = replica_sources(config, commands.as_ref());
+        let replica_sources = replica_sources(config.backup.as_ref(), commands.as_ref());
         if let Some(commands) = commands {
             tracing::info!(
                 "archiving WAL to {}: archive_command = '{}'",
@@ -565,10 +565,10 @@ fn wakes(keys: &ClusterKeys, key: &str) -> bool {
 /// `[backup] replica_from` as the agent carries it out: without a
 /// repository, or one that cannot be opened, pg_basebackup only.
 fn replica_sources(
-    config: &config::Config,
+    backup: Option<&config::Backup>,
     commands: Option<&crate::archive::ArchiveCommands>,
 ) -> Vec<ReplicaSource> {
-    let (Some(backup), Some(commands)) = (&config.backup, commands) else {
+    let (Some(backup), Some(commands)) = (backup, commands) else {
         return vec![ReplicaSource::Primary];
     };
     let mut sources = Vec::new();
@@ -589,4 +589,41 @@ fn replica_sources(
         sources.push(ReplicaSource::Primary);
     }
     sources
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use config::ReplicaMethod::{Backup, Primary};
+
+    fn names(backup: Option<&config::Backup>) -> Vec<&'static str> {
+        let commands = crate::archive::ArchiveCommands {
+            archive_command: "pgwarden wal push %p".into(),
+            restore_command: "pgwarden wal fetch %f %p".into(),
+        };
+        replica_sources(backup, Some(&commands))
+            .iter()
+            .map(ReplicaSource::name)
+            .collect()
+    }
+
+    #[test]
+    fn standbys_are_built_in_the_configured_order() {
+        let with = |replica_from: Vec<config::ReplicaMethod>| config::Backup {
+            repository: config::Repository::Directory("/mnt/backup".into()),
+            retention: config::Retention::default(),
+            replica_from,
+        };
+        assert_eq!(names(None), ["pg_basebackup"]);
+        assert_eq!(
+            names(Some(&with(vec![Backup, Primary]))),
+            ["a backup", "pg_basebackup"]
+        );
+        assert_eq!(
+            names(Some(&with(vec![Primary, Backup]))),
+            ["pg_basebackup", "a backup"]
+        );
+        assert_eq!(names(Some(&with(vec![Primary]))), ["pg_basebackup"]);
+        assert_eq!(names(Some(&with(vec![Backup]))), ["a backup"]);
+    }
 }

@@ -67,12 +67,13 @@ impl StandbyFromBackup {
         let id = &manifest.id;
         tracing::info!(
             "building this standby from backup {id} (ended {} at {}, timeline {}) in {}: \
-             restoring it into {}, then replaying the archive up to {upstream}'s timeline {timeline}",
+             restoring it into {}, then replaying the archive up to {}'s timeline {timeline}",
             manifest.stop.time,
             manifest.stop.lsn,
             manifest.stop.timeline,
             self.where_,
-            data_dir.display()
+            data_dir.display(),
+            upstream.name
         );
         let total = manifest.totals.bytes;
         progress(0, total);
