@@ -239,6 +239,14 @@ impl RealPostgres {
     /// backup, a failed restore or pg_basebackup) leaves the directory empty
     /// and the next is tried.
     async fn build_standby(&self, upstream: &Upstream) -> Result<(), PgError> {
+        if self.replica_sources.is_empty() {
+            return Err(PgError::Refused(
+                "no method of [backup] replica_from can build this standby: the backup \
+                 repository could not be opened when the agent started (its log says why); \
+                 fix that and restart the agent, or add \"primary\" to replica_from"
+                    .into(),
+            ));
+        }
         let mut failed: Vec<String> = Vec::new();
         for (i, source) in self.replica_sources.iter().enumerate() {
             let result = match source {

@@ -563,7 +563,9 @@ fn wakes(keys: &ClusterKeys, key: &str) -> bool {
 }
 
 /// `[backup] replica_from` as the agent carries it out: without a
-/// repository, or one that cannot be opened, pg_basebackup only.
+/// repository, pg_basebackup only; with one that cannot be opened, the
+/// methods other than "backup" (none for `["backup"]`: the operator did
+/// not want pg_basebackup, and the clone fails saying why).
 fn replica_sources(
     backup: Option<&config::Backup>,
     commands: Option<&crate::archive::ArchiveCommands>,
@@ -584,9 +586,6 @@ fn replica_sources(
                 }
             }
         }
-    }
-    if sources.is_empty() {
-        sources.push(ReplicaSource::Primary);
     }
     sources
 }
