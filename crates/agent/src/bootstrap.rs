@@ -141,7 +141,7 @@ fn describe(target: &RecoveryTarget) -> String {
 }
 
 /// Removes what a failed attempt left, keeping the directory itself.
-fn empty_dir(dir: &std::path::Path) {
+pub(crate) fn empty_dir(dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

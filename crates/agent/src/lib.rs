@@ -10,3 +10,4 @@ pub mod hooks;
 pub mod member;
 pub mod postgres;
 pub mod runtime;
+pub mod standby_from_backup;

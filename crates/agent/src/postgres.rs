@@ -10,6 +10,7 @@ use pg::{ArchiverReport, Endpoint, Instance, PgError, Probe, RewindOutcome, Sett
 use tokio::sync::Mutex;
 
 use crate::bootstrap::FromBackup;
+use crate::standby_from_backup::{Declined, StandbyFromBackup};
 
 /// A member's PostgreSQL as seen from another: its name and address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +74,11 @@ pub trait LocalPostgres: Send + Sync {
     async fn rewind(&self, upstream: &Upstream) -> Result<RewindOutcome, PgError>;
     /// Moves the data directory aside and clones afresh.
     async fn reclone(&self, upstream: &Upstream) -> Result<(), PgError>;
+    /// How the last successful clone or re-clone was made, for its event
+    /// (`cloned from db1 by pg_basebackup`).
+    fn clone_method(&self) -> String {
+        "by pg_basebackup".to_string()
+    }
     /// Streams from `upstream` (none: replay what is there and wait).
     async fn follow(&self, upstream: Option<&Upstream>) -> Result<(), PgError>;
     async fn apply_synchronous(&self, names: &[String], count: u32) -> Result<(), PgError>;
@@ -99,6 +105,27 @@ pub struct RealPostgres {
     /// `[bootstrap]`: a new cluster comes from this backup, not initdb.
     from_backup: Option<FromBackup>,
     initdb_note: std::sync::Mutex<Option<String>>,
+    /// `[backup] replica_from`: how a standby's data directory is made,
+    /// each tried in turn until one works.
+    replica_sources: Vec<ReplicaSource>,
+    clone_method: std::sync::Mutex<String>,
+}
+
+/// One way to build a standby's data directory.
+pub enum ReplicaSource {
+    /// Restore the newest usable backup, then replay the archive.
+    Backup(StandbyFromBackup),
+    /// pg_basebackup from the upstream.
+    Primary,
+}
+
+impl ReplicaSource {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            ReplicaSource::Backup(_) => "a backup",
+            ReplicaSource::Primary => "pg_basebackup",
+        }
+    }
 }
 
 struct Applied {
@@ -124,7 +151,15 @@ impl RealPostgres {
             archiver_report: Default::default(),
             from_backup: None,
             initdb_note: Default::default(),
+            replica_sources: vec![ReplicaSource::Primary],
+            clone_method: Default::default(),
         }
+    }
+
+    /// Standbys are built by these methods, in this order.
+    pub fn replicas_from(mut self, sources: Vec<ReplicaSource>) -> RealPostgres {
+        self.replica_sources = sources;
+        self
     }
 
     /// A new cluster is restored from a backup instead of made by initdb.
@@ -197,6 +232,69 @@ impl RealPostgres {
             .archiver_report
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = report;
+    }
+
+    /// Builds the empty data directory for a standby of `upstream` by each
+    /// method of `[backup] replica_from` in turn; one that cannot (no usable
+    /// backup, a failed restore or pg_basebackup) leaves the directory empty
+    /// and the next is tried.
+    async fn build_standby(&self, upstream: &Upstream) -> Result<(), PgError> {
+        if self.replica_sources.is_empty() {
+            return Err(PgError::Refused(
+                "no method of [backup] replica_from can build this standby: the backup \
+                 repository could not be opened when the agent started (its log says why); \
+                 fix that and restart the agent, or add \"primary\" to replica_from"
+                    .into(),
+            ));
+        }
+        let mut failed: Vec<String> = Vec::new();
+        for (i, source) in self.replica_sources.iter().enumerate() {
+            let result = match source {
+                ReplicaSource::Backup(from) => {
+                    let progress = |done, total| self.set_progress(Some((done, total)));
+                    let built = from.build(&self.instance, upstream, &progress).await;
+                    self.set_progress(None);
+                    built.map_err(|Declined(why)| PgError::Refused(why))
+                }
+                ReplicaSource::Primary => self
+                    .clone_with_progress(upstream)
+                    .await
+                    .map(|()| "by pg_basebackup".to_string()),
+            };
+            match result {
+                Ok(how) => {
+                    let how = if failed.is_empty() {
+                        how
+                    } else {
+                        format!("{how} ({})", failed.join("; "))
+                    };
+                    *self.clone_method.lock().unwrap_or_else(|e| e.into_inner()) = how;
+                    return Ok(());
+                }
+                // The only method: its error is the action's, logged as such.
+                Err(err) if self.replica_sources.len() == 1 => return Err(err),
+                Err(err) => {
+                    let next = self.replica_sources.get(i + 1).map_or(
+                        "no method is left: the next round tries again".to_string(),
+                        |n| format!("trying {} next", n.name()),
+                    );
+                    tracing::warn!(
+                        "{}: not building this standby from {}: {err}; {next}",
+                        self.member,
+                        source.name()
+                    );
+                    failed.push(format!("not from {}: {err}", source.name()));
+                }
+            }
+        }
+        Err(PgError::Refused(format!(
+            "no method of [backup] replica_from built this standby: {}",
+            failed.join("; ")
+        )))
+    }
+
+    fn set_progress(&self, value: Option<(u64, u64)>) {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = value;
     }
 
     async fn clone_with_progress(&self, upstream: &Upstream) -> Result<(), PgError> {
@@ -418,7 +516,7 @@ impl LocalPostgres for RealPostgres {
     }
 
     async fn clone_data_from(&self, upstream: &Upstream) -> Result<(), PgError> {
-        self.clone_with_progress(upstream).await
+        self.build_standby(upstream).await
     }
 
     async fn rewind(&self, upstream: &Upstream) -> Result<RewindOutcome, PgError> {
@@ -427,7 +525,14 @@ impl LocalPostgres for RealPostgres {
 
     async fn reclone(&self, upstream: &Upstream) -> Result<(), PgError> {
         self.instance.move_aside()?;
-        self.clone_with_progress(upstream).await
+        self.build_standby(upstream).await
+    }
+
+    fn clone_method(&self) -> String {
+        self.clone_method
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn follow(&self, upstream: Option<&Upstream>) -> Result<(), PgError> {

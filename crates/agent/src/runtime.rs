@@ -23,7 +23,8 @@ use crate::events::EventLog;
 use crate::failsafe::HttpPeers;
 use crate::hooks::Hooks;
 use crate::member::{Member, MemberSpec, Now};
-use crate::postgres::{LocalPostgres, RealPostgres};
+use crate::postgres::{LocalPostgres, RealPostgres, ReplicaSource};
+use crate::standby_from_backup::StandbyFromBackup;
 use store::HaView;
 
 /// Why the agent could not start or had to stop.
@@ -114,6 +115,7 @@ impl Agent {
             ),
             _ => None,
         };
+        let replica_sources = replica_sources(config.backup.as_ref(), commands.as_ref());
         if let Some(commands) = commands {
             tracing::info!(
                 "archiving WAL to {}: archive_command = '{}'",
@@ -131,6 +133,7 @@ impl Agent {
         if let Some(from_backup) = from_backup {
             pg = pg.bootstrap_from(from_backup);
         }
+        pg = pg.replicas_from(replica_sources);
         let pg = Arc::new(pg);
 
         let store_config = &config.store;
@@ -558,4 +561,69 @@ fn wakes(keys: &ClusterKeys, key: &str) -> bool {
                 | ClusterKey::Switchover
         )
     )
+}
+
+/// `[backup] replica_from` as the agent carries it out: without a
+/// repository, pg_basebackup only; with one that cannot be opened, the
+/// methods other than "backup" (none for `["backup"]`: the operator did
+/// not want pg_basebackup, and the clone fails saying why).
+fn replica_sources(
+    backup: Option<&config::Backup>,
+    commands: Option<&crate::archive::ArchiveCommands>,
+) -> Vec<ReplicaSource> {
+    let (Some(backup), Some(commands)) = (backup, commands) else {
+        return vec![ReplicaSource::Primary];
+    };
+    let mut sources = Vec::new();
+    for method in &backup.replica_from {
+        match method {
+            config::ReplicaMethod::Primary => sources.push(ReplicaSource::Primary),
+            config::ReplicaMethod::Backup => {
+                match StandbyFromBackup::new(backup, commands.restore_command.clone()) {
+                    Ok(from) => sources.push(ReplicaSource::Backup(from)),
+                    Err(err) => tracing::warn!(
+                        "the backup repository cannot be opened ({err}): standbys are not built from backups"
+                    ),
+                }
+            }
+        }
+    }
+    sources
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use config::ReplicaMethod::{Backup, Primary};
+
+    fn names(backup: Option<&config::Backup>) -> Vec<&'static str> {
+        let commands = crate::archive::ArchiveCommands {
+            archive_command: "pgwarden wal push %p".into(),
+            restore_command: "pgwarden wal fetch %f %p".into(),
+        };
+        replica_sources(backup, Some(&commands))
+            .iter()
+            .map(ReplicaSource::name)
+            .collect()
+    }
+
+    #[test]
+    fn standbys_are_built_in_the_configured_order() {
+        let with = |replica_from: Vec<config::ReplicaMethod>| config::Backup {
+            repository: config::Repository::Directory("/mnt/backup".into()),
+            retention: config::Retention::default(),
+            replica_from,
+        };
+        assert_eq!(names(None), ["pg_basebackup"]);
+        assert_eq!(
+            names(Some(&with(vec![Backup, Primary]))),
+            ["a backup", "pg_basebackup"]
+        );
+        assert_eq!(
+            names(Some(&with(vec![Primary, Backup]))),
+            ["pg_basebackup", "a backup"]
+        );
+        assert_eq!(names(Some(&with(vec![Primary]))), ["pg_basebackup"]);
+        assert_eq!(names(Some(&with(vec![Backup]))), ["a backup"]);
+    }
 }

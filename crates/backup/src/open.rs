@@ -40,6 +40,7 @@ mod tests {
         let dir = open(&Backup {
             repository: Where::Directory("/mnt/backup".into()),
             retention: config::Retention::default(),
+            replica_from: config::ReplicaMethod::DEFAULT_ORDER.to_vec(),
         })
         .unwrap();
         assert_eq!(dir.describe(), "/mnt/backup");
@@ -54,6 +55,7 @@ mod tests {
                 ca_file: None,
             }),
             retention: config::Retention::default(),
+            replica_from: config::ReplicaMethod::DEFAULT_ORDER.to_vec(),
         })
         .unwrap();
         assert_eq!(s3.describe(), "s3://pg-backups/main at http://127.0.0.1:9");

@@ -30,7 +30,8 @@ pub use net::IpNet;
 pub use parameters::{bad_parameter_name, bad_parameter_value, managed_parameter};
 pub use schema::{
     Api, Backend, Backup, Bootstrap, Config, Credential, Credentials, Hooks, Member, ParamValue,
-    PasswordSource, Peer, Postgresql, Repository, Retention, Store, Tags, Timing, S3,
+    PasswordSource, Peer, Postgresql, ReplicaMethod, Repository, Retention, Store, Tags, Timing,
+    S3,
 };
 pub use secret::Secret;
 pub use validate::{heartbeat_fits, MIN_LEASE_TTL};

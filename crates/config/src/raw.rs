@@ -111,6 +111,7 @@ pub(crate) struct RawBackup {
     pub s3_ca_file: Option<PathBuf>,
     pub retention_full: Option<i64>,
     pub retention_window: Option<String>,
+    pub replica_from: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]

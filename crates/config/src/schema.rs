@@ -274,6 +274,41 @@ pub struct Peer {
 pub struct Backup {
     pub repository: Repository,
     pub retention: Retention,
+    /// How a new standby, a re-clone or a reinit gets its data directory:
+    /// the methods in the order they are tried, each failure falling back
+    /// to the next.
+    pub replica_from: Vec<ReplicaMethod>,
+}
+
+/// One way to build a standby's data directory (`[backup] replica_from`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaMethod {
+    /// The newest complete backup of the cluster in the repository, then
+    /// the WAL archive: no load on the primary but the last bit of WAL.
+    Backup,
+    /// pg_basebackup from the member it will stream from.
+    Primary,
+}
+
+impl ReplicaMethod {
+    /// The order with a repository: backup first, pg_basebackup when the
+    /// repository has no usable backup or the restore fails.
+    pub const DEFAULT_ORDER: [ReplicaMethod; 2] = [ReplicaMethod::Backup, ReplicaMethod::Primary];
+
+    /// As written in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplicaMethod::Backup => "backup",
+            ReplicaMethod::Primary => "primary",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ReplicaMethod> {
+        [ReplicaMethod::Backup, ReplicaMethod::Primary]
+            .into_iter()
+            .find(|m| m.name() == text)
+    }
 }
 
 /// Which backups `pgwarden backup expire` keeps: a backup goes only when
@@ -368,6 +403,8 @@ impl Serialize for Backup {
             retention_full: Option<u32>,
             #[serde(skip_serializing_if = "Option::is_none")]
             retention_window: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            replica_from: Option<&'a [ReplicaMethod]>,
         }
         let s3 = match &self.repository {
             Repository::S3(s3) => Some(s3),
@@ -384,6 +421,8 @@ impl Serialize for Backup {
             s3_ca_file: s3.and_then(|s3| s3.ca_file.as_deref()),
             retention_full: Some(self.retention.full).filter(|n| *n != Retention::default().full),
             retention_window: self.retention.window.map(crate::format_duration),
+            replica_from: Some(self.replica_from.as_slice())
+                .filter(|m| *m != ReplicaMethod::DEFAULT_ORDER.as_slice()),
         }
         .serialize(s)
     }

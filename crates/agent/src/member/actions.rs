@@ -22,11 +22,18 @@ impl Member {
                 ("deposed", format!("deposed the silent primary {leader}"))
             }
             Action::ReleaseLeader => ("leader_released", plan.note.clone()),
-            Action::CloneFrom { leader } => ("cloned", format!("cloned from {leader}")),
+            Action::CloneFrom { leader } => (
+                "cloned",
+                format!("cloned from {leader} {}", self.pg.clone_method()),
+            ),
             Action::Rewind { leader } => ("rewound", format!("rewound onto {leader}")),
-            Action::Reclone { leader, reason } => {
-                ("recloned", format!("re-cloned from {leader}: {reason}"))
-            }
+            Action::Reclone { leader, reason } => (
+                "recloned",
+                format!(
+                    "re-cloned from {leader} {}: {reason}",
+                    self.pg.clone_method()
+                ),
+            ),
             Action::StartPrimary => ("started", "started PostgreSQL as primary".to_string()),
             Action::StartReplica { upstream } => (
                 "started",

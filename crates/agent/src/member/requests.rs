@@ -113,7 +113,11 @@ impl Member {
             },
         ];
         self.run_steps("reinit", &steps, now).await?;
-        self.event("recloned", format!("re-cloned from {leader} on request"));
+        let how = self.pg.clone_method();
+        self.event(
+            "recloned",
+            format!("re-cloned from {leader} {how} on request"),
+        );
         Ok(())
     }
 

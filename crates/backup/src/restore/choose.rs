@@ -2,6 +2,8 @@
 //! before the target (by stop time for a time, by stop position for a WAL
 //! position), or the one the operator named.
 
+use crate::catalog::window::{on_path, Reach};
+use crate::catalog::Snapshot;
 use crate::manifest::{self, Manifest};
 use crate::repo::Repository;
 
@@ -146,6 +148,96 @@ pub async fn pick(
     })
 }
 
+/// The backup a new standby starts from: the newest complete backup of
+/// `snapshot`'s cluster on the path of `timeline` (its primary's) from
+/// which the archive is continuous to its end, so that replay reaches the
+/// WAL the primary still streams. The error says why there is none.
+pub fn for_standby(snapshot: &Snapshot, timeline: u32) -> Result<&Manifest, String> {
+    let repo = &snapshot.repository;
+    let cluster = snapshot.system_identifier;
+    if snapshot.manifests.is_empty() {
+        return Err(format!(
+            "the repository {repo} has no complete backup of this cluster (system identifier {cluster})"
+        ));
+    }
+    if timeline > 1 && !snapshot.histories.contains_key(&timeline) {
+        return Err(format!(
+            "the archive in {repo} has no history file of timeline {timeline}, the primary's, \
+             so recovery could not follow it from a backup"
+        ));
+    }
+    let path = snapshot.path(timeline);
+    let segments = &snapshot.segments;
+    let end = segments.end(&path);
+    let switches = unsafe_switches(snapshot, timeline);
+    let mut unusable = Vec::new();
+    let mut best: Option<&Manifest> = None;
+    for (manifest, span) in snapshot.manifests.iter().zip(snapshot.spans()) {
+        let id = &manifest.id;
+        if !on_path(&path, &span) {
+            unusable.push(format!("{id} is not on timeline {timeline}'s history"));
+            continue;
+        }
+        let first = span.start.lsn.0 / segments.segment_size;
+        if let Some((_, why)) = switches.iter().find(|(segment, _)| *segment >= first) {
+            unusable.push(format!("{id}: {why}"));
+            continue;
+        }
+        match segments.reach(&path, &span) {
+            Reach::Until(until) if until >= end => {
+                if best.is_none_or(|b| stop_order(b, manifest).is_lt()) {
+                    best = Some(manifest);
+                }
+            }
+            Reach::Until(missing) | Reach::Broken(missing) => unusable.push(format!(
+                "{id} needs {}, missing from the archive",
+                segments.name(&path, missing)
+            )),
+        }
+    }
+    best.ok_or_else(|| {
+        format!(
+            "the repository {repo} has no backup of this cluster a standby can start from: {}",
+            unusable.join("; ")
+        )
+    })
+}
+
+/// The segments where the path to `timeline` switches timelines whose new
+/// timeline's file is not archived yet while an older one's on the path is:
+/// recovery reads the newest file there is, and would replay the older
+/// timeline's WAL past the switch (what a lost primary wrote and the new
+/// one never had). Once the new timeline's file is archived it is safe.
+fn unsafe_switches(snapshot: &Snapshot, timeline: u32) -> Vec<(u64, String)> {
+    let segments = &snapshot.segments;
+    let path = snapshot.path(timeline);
+    let history = snapshot
+        .histories
+        .get(&timeline)
+        .map_or(&[][..], Vec::as_slice);
+    let mut found = Vec::new();
+    for (i, switch) in history.iter().enumerate() {
+        let next = history.get(i + 1).map_or(timeline, |s| s.parent);
+        let segment = switch.at.0 / segments.segment_size;
+        let older = segments
+            .present
+            .iter()
+            .any(|&(tli, s)| s == segment && tli < next && path.contains(tli));
+        if older && !segments.present.contains(&(next, segment)) {
+            found.push((
+                segment,
+                format!(
+                    "{}, where timeline {next} begins, is not archived yet while timeline {}'s \
+                     version of it is: recovery would replay the older timeline past the switch",
+                    segments.name(&path, segment),
+                    switch.parent
+                ),
+            ));
+        }
+    }
+    found
+}
+
 fn stop_time(manifest: &Manifest) -> Option<jiff::Timestamp> {
     manifest.stop.time.parse().ok()
 }
@@ -227,6 +319,65 @@ mod tests {
         assert!(err.contains("0/100"), "{err}");
         let err = choose(&[], &RecoveryTarget::Latest, Timeline::Latest, "/repo").unwrap_err();
         assert!(err.contains("no complete backup"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_standby_starts_from_the_newest_backup_the_archive_continues() {
+        use crate::catalog::fixture::{Fixture, SYSID};
+        const T: &str = "2026-12-01T00:00:00Z";
+        let f = Fixture::new();
+        let read = || async { Snapshot::read(&*f.repo, SYSID).await.unwrap() };
+        let err = for_standby(&read().await, 1).unwrap_err();
+        assert!(err.contains("no complete backup of this cluster"), "{err}");
+
+        f.backup("B1", None, ("0/2000028", "0/2000100"), 1, T).await;
+        f.backup("B2", None, ("0/4000028", "0/4000100"), 1, T).await;
+        f.segments(1, 2..4).await;
+        // Segment 4, which B2 needs, is not archived: B1 then replays up
+        // to it only, short of the archive's end.
+        f.segments(1, 5..7).await;
+        let err = for_standby(&read().await, 1).unwrap_err();
+        assert!(
+            err.contains("B1 needs 000000010000000000000004, missing from the archive"),
+            "{err}"
+        );
+        assert!(err.contains("B2 needs 000000010000000000000004"), "{err}");
+
+        f.segments(1, 4..5).await;
+        assert_eq!(for_standby(&read().await, 1).unwrap().id, "B2");
+
+        // The primary is on timeline 2: its history file first.
+        let err = for_standby(&read().await, 2).unwrap_err();
+        assert!(err.contains("no history file of timeline 2"), "{err}");
+        f.history(2, "1\t0/6000100\tno recovery target specified\n")
+            .await;
+        f.segments(2, 6..8).await;
+        assert_eq!(for_standby(&read().await, 2).unwrap().id, "B2");
+        // A backup taken on timeline 2 after it branched is the newest.
+        f.backup("B3", None, ("0/7000028", "0/7000100"), 2, T).await;
+        assert_eq!(for_standby(&read().await, 2).unwrap().id, "B3");
+        // Timeline 1's path never had B3.
+        assert_eq!(for_standby(&read().await, 1).unwrap().id, "B2");
+
+        // Timeline 3 branches off in segment 7, which timeline 2 completed
+        // and archived; until timeline 3's own copy of it is archived,
+        // recovery would read timeline 2's, past the switch.
+        f.history(
+            3,
+            "1\t0/6000100\tno recovery target specified\n\
+             2\t0/7000200\tno recovery target specified\n",
+        )
+        .await;
+        let err = for_standby(&read().await, 3).unwrap_err();
+        assert!(
+            err.contains(
+                "B3: 000000030000000000000007, where timeline 3 begins, is not archived yet \
+                 while timeline 2's version of it is"
+            ),
+            "{err}"
+        );
+        f.segments(3, 7..8).await;
+        assert_eq!(for_standby(&read().await, 3).unwrap().id, "B3");
     }
 
     #[test]

@@ -161,7 +161,7 @@ fn bad_repositories_are_located() {
         (
             "repository = \"s3://backups\"\nregion = \"eu-west-1\"\n",
             "pgwarden.toml:14:1: unknown key `region` in [backup]\n  \
-             hint: expected one of: repository, s3_endpoint, s3_region, s3_credentials_file, s3_profile, s3_ca_file, retention_full, retention_window",
+             hint: expected one of: repository, s3_endpoint, s3_region, s3_credentials_file, s3_profile, s3_ca_file, retention_full, retention_window, replica_from",
         ),
     ];
     for (table, expected) in cases {
@@ -270,5 +270,68 @@ fn bad_retention_is_located() {
     ] {
         let err = fx.parse(&with_backup(table)).unwrap_err().to_string();
         assert!(err.starts_with(expected), "{err}");
+    }
+}
+
+#[test]
+fn standbys_come_from_a_backup_first_unless_told_otherwise() {
+    use crate::ReplicaMethod::{Backup, Primary};
+    let fx = Fixture::new();
+    let c = fx
+        .parse(&with_backup("repository = \"/mnt/backup\"\n"))
+        .unwrap();
+    assert_eq!(c.backup.as_ref().unwrap().replica_from, [Backup, Primary]);
+    assert!(!c.effective_toml().contains("replica_from"));
+    for (written, expected) in [
+        ("[\"primary\"]", vec![Primary]),
+        ("[\"backup\"]", vec![Backup]),
+        ("[\"primary\", \"backup\"]", vec![Primary, Backup]),
+    ] {
+        let c = fx
+            .parse(&with_backup(&format!(
+                "repository = \"/mnt/backup\"\nreplica_from = {written}\n"
+            )))
+            .unwrap();
+        assert_eq!(c.backup.as_ref().unwrap().replica_from, expected);
+        assert!(
+            c.effective_toml()
+                .ends_with(&format!("replica_from = {written}\n")),
+            "{}",
+            c.effective_toml()
+        );
+    }
+}
+
+#[test]
+fn bad_replica_methods_are_located() {
+    let fx = Fixture::new();
+    let hint = "hint: list the methods in the order to try them: \"backup\" (restore the newest \
+                backup from the repository, then replay the archive) and \"primary\" (pg_basebackup \
+                from the member it will stream from), e.g. replica_from = [\"backup\", \"primary\"] \
+                (the default)";
+    for (written, expected) in [
+        (
+            "[]",
+            format!(
+                "pgwarden.toml:14:16: `backup.replica_from` is empty: a new standby would have \
+                 no way to get its data\n  {hint}"
+            ),
+        ),
+        (
+            "[\"backup\", \"basebackup\"]",
+            format!(
+                "pgwarden.toml:14:16: `backup.replica_from` has \"basebackup\", which is not a \
+                 way to build a standby\n  {hint}"
+            ),
+        ),
+        (
+            "[\"primary\", \"primary\"]",
+            "pgwarden.toml:14:16: `backup.replica_from` lists \"primary\" twice\n  \
+             hint: name each method once: a failed method is not tried again"
+                .to_string(),
+        ),
+    ] {
+        let table = format!("repository = \"/mnt/backup\"\nreplica_from = {written}\n");
+        assert_eq!(fx.error(&with_backup(&table)), expected, "for {written}");
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use super::{Result, Validator};
 use crate::locate::{KeyPath, Target};
 use crate::raw::RawBackup;
-use crate::schema::{Backup, Repository, Retention, S3};
+use crate::schema::{Backup, ReplicaMethod, Repository, Retention, S3};
 
 const REPOSITORY_HINT: &str =
     "write a directory, e.g. repository = \"/mnt/backup\", or an S3 bucket and prefix, e.g. repository = \"s3://backups/pg-main\"";
@@ -22,6 +22,7 @@ impl Validator<'_> {
             "\"/mnt/backup\"",
         )?;
         let retention = self.retention(&table, &raw)?;
+        let replica_from = self.replica_from(&table, raw.replica_from.as_deref())?;
         let repository = match written.strip_prefix("s3://") {
             Some(rest) => Repository::S3(self.s3(&table, rest, raw)?),
             None if written.contains("://") => {
@@ -54,6 +55,7 @@ impl Validator<'_> {
         Ok(Backup {
             repository,
             retention,
+            replica_from,
         })
     }
 
@@ -177,6 +179,50 @@ impl Validator<'_> {
             }
         };
         Ok(Retention { full, window })
+    }
+
+    /// An ordered list of methods, each once; backup first by default.
+    fn replica_from(
+        &self,
+        table: &KeyPath,
+        written: Option<&[String]>,
+    ) -> Result<Vec<ReplicaMethod>> {
+        const METHODS_HINT: &str = "list the methods in the order to try them: \"backup\" (restore the newest \
+             backup from the repository, then replay the archive) and \"primary\" (pg_basebackup from the \
+             member it will stream from), e.g. replica_from = [\"backup\", \"primary\"] (the default)";
+        let Some(written) = written else {
+            return Ok(ReplicaMethod::DEFAULT_ORDER.to_vec());
+        };
+        let path = table.key("replica_from");
+        if written.is_empty() {
+            return Err(self.err(
+                &path,
+                Target::Value,
+                format!("`{path}` is empty: a new standby would have no way to get its data"),
+                METHODS_HINT,
+            ));
+        }
+        let mut methods = Vec::with_capacity(written.len());
+        for name in written {
+            let method = ReplicaMethod::parse(name).ok_or_else(|| {
+                self.err(
+                    &path,
+                    Target::Value,
+                    format!("`{path}` has \"{name}\", which is not a way to build a standby"),
+                    METHODS_HINT,
+                )
+            })?;
+            if methods.contains(&method) {
+                return Err(self.err(
+                    &path,
+                    Target::Value,
+                    format!("`{path}` lists \"{name}\" twice"),
+                    "name each method once: a failed method is not tried again",
+                ));
+            }
+            methods.push(method);
+        }
+        Ok(methods)
     }
 
     /// The `s3_*` keys mean nothing for a directory: one set is a mistake.
