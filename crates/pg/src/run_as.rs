@@ -5,7 +5,10 @@
 use std::path::Path;
 use std::sync::Once;
 
-use nix::unistd::{chown, Gid, Uid, User};
+use std::os::fd::AsFd;
+
+use nix::fcntl::AtFlags;
+use nix::unistd::{fchown, fchownat, Gid, Uid, User};
 
 use crate::error::PgError;
 
@@ -78,19 +81,45 @@ impl RunAs {
         }
     }
 
-    /// Makes `command` run as this user.
+    /// Makes `command` run as this user, without the secrets pgwarden keeps
+    /// to itself ([`crate::hide_from_children`]).
     pub fn apply(&self, command: &mut tokio::process::Command) {
+        crate::child_env::scrub(command);
         if let Some(user) = &self.user {
             // std drops supplementary groups when uid is set from root.
             command.uid(user.uid).gid(user.gid);
         }
     }
 
-    /// Hands `path` to this user (a no-op when pgwarden is not root).
+    /// Hands `path` to this user (a no-op when pgwarden is not root). A
+    /// symbolic link is changed itself, never its target: the link may have
+    /// been planted by the PostgreSQL user.
     pub fn chown(&self, path: &Path) -> Result<(), PgError> {
         if let Some(user) = &self.user {
-            chown(
+            fchownat(
+                nix::fcntl::AT_FDCWD,
                 path,
+                Some(Uid::from_raw(user.uid)),
+                Some(Gid::from_raw(user.gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|errno| {
+                PgError::io(
+                    format!("give {} to {}", path.display(), user.name),
+                    path,
+                    errno.into(),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Hands an opened file to this user: the file itself, whatever its
+    /// path has become since it was opened.
+    pub fn chown_opened(&self, file: impl AsFd, path: &Path) -> Result<(), PgError> {
+        if let Some(user) = &self.user {
+            fchown(
+                file,
                 Some(Uid::from_raw(user.uid)),
                 Some(Gid::from_raw(user.gid)),
             )
@@ -103,6 +132,11 @@ impl RunAs {
             })?;
         }
         Ok(())
+    }
+
+    /// The user id files handed to this user carry, when pgwarden is root.
+    pub(crate) fn owner_uid(&self) -> Option<u32> {
+        self.user.as_ref().map(|u| u.uid)
     }
 }
 
