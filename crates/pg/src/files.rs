@@ -175,7 +175,9 @@ fn open_dir(path: &Path, what: &str) -> Result<File, PgError> {
 fn refuse_link(path: &Path, what: &str) -> PgError {
     PgError::Refused(format!(
         "{what}: {} is a symbolic link or not what it should be; pgwarden never follows links \
-         in places PostgreSQL's user can change. Find out who made it, remove it, and retry",
+         in places PostgreSQL's user can change. If the link is yours, set member.data_dir \
+         or member.log_file to the real path; if not, find out who made it, remove it, and \
+         retry",
         path.display()
     ))
 }
