@@ -2,13 +2,11 @@
 //! PostgreSQL program runs as the `postgres` system user and every file
 //! pgwarden creates for it is owned by that user.
 
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Once;
 
-use std::os::fd::AsFd;
-
-use nix::fcntl::AtFlags;
-use nix::unistd::{fchown, fchownat, Gid, Uid, User};
+use nix::unistd::{chown, fchown, Gid, Uid, User};
 
 use crate::error::PgError;
 
@@ -91,17 +89,17 @@ impl RunAs {
         }
     }
 
-    /// Hands `path` to this user (a no-op when pgwarden is not root). A
-    /// symbolic link is changed itself, never its target: the link may have
-    /// been planted by the PostgreSQL user.
+    /// Hands `path` to this user (a no-op when pgwarden is not root). It
+    /// follows a symbolic link (a restored `pg_wal` or tablespace link must
+    /// hand over its target): use it only on paths pgwarden has just made,
+    /// and [`RunAs::chown_opened`] on anything PostgreSQL's user could have
+    /// changed.
     pub fn chown(&self, path: &Path) -> Result<(), PgError> {
         if let Some(user) = &self.user {
-            fchownat(
-                nix::fcntl::AT_FDCWD,
+            chown(
                 path,
                 Some(Uid::from_raw(user.uid)),
                 Some(Gid::from_raw(user.gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
             )
             .map_err(|errno| {
                 PgError::io(
