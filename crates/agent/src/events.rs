@@ -28,7 +28,6 @@ impl EventLog {
         hooks: Hooks,
     ) -> EventLog {
         let (tx, mut rx) = mpsc::unbounded_channel::<MemberEvent>();
-        let hooks = Arc::new(hooks);
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
                 let time_ms = api::time::now_ms();
@@ -59,8 +58,7 @@ impl EventLog {
                     }
                 };
                 if !hooks.is_empty() {
-                    let hooks = hooks.clone();
-                    tokio::spawn(async move { hooks.announce(&stored).await });
+                    hooks.spawn_announce(stored);
                 }
             }
         });

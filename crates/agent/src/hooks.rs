@@ -1,28 +1,109 @@
 //! Telling people: a command and a webhook run for every event of this
 //! member. Both run on their own task with a timeout; a failing or slow hook
-//! is logged and never delays a decision.
+//! is logged and never delays a decision. A few announcements run at once and
+//! a few more wait; beyond that an event's hooks are skipped with a warning,
+//! so a burst of events cannot pile up processes.
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use store::cluster::Event;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
+use tokio::sync::Semaphore;
+
+/// How many events' hooks run at once.
+pub const MAX_RUNNING: usize = 4;
+/// How many more wait for one of those to finish; further events are not
+/// announced (the event log in the store still has them).
+pub const MAX_WAITING: usize = 64;
 
 /// The configured hooks of one member.
 #[derive(Clone, Debug)]
 pub struct Hooks {
     pub cluster: String,
     pub config: config::Hooks,
+    limit: Arc<Limit>,
+}
+
+#[derive(Debug)]
+struct Limit {
+    running: Arc<Semaphore>,
+    max_running: usize,
+    /// Running plus waiting.
+    pending: AtomicUsize,
+    max_waiting: usize,
+}
+
+/// What became of one event's announcement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Announcement {
+    /// Running, or waiting its turn.
+    Queued,
+    /// Too many already running and waiting: skipped, with a warning.
+    Dropped,
 }
 
 impl Hooks {
+    pub fn new(cluster: impl Into<String>, config: config::Hooks) -> Hooks {
+        Hooks::with_limits(cluster, config, MAX_RUNNING, MAX_WAITING)
+    }
+
+    pub fn with_limits(
+        cluster: impl Into<String>,
+        config: config::Hooks,
+        max_running: usize,
+        max_waiting: usize,
+    ) -> Hooks {
+        Hooks {
+            cluster: cluster.into(),
+            config,
+            limit: Arc::new(Limit {
+                running: Arc::new(Semaphore::new(max_running)),
+                max_running,
+                pending: AtomicUsize::new(0),
+                max_waiting,
+            }),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.config.command.is_none() && self.config.webhook.is_none()
     }
 
+    /// Announces `event` on a task of its own once fewer than the maximum
+    /// run; drops it with a warning when too many wait already.
+    pub fn spawn_announce(&self, event: Event) -> Announcement {
+        let limit = &self.limit;
+        let bound = limit.max_running + limit.max_waiting;
+        if limit.pending.fetch_add(1, Ordering::SeqCst) >= bound {
+            limit.pending.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(
+                "hooks for event {} ({}) skipped: {} are running and {} more wait; make the hooks \
+                 faster (hooks.timeout bounds each run) or find out why events come in bursts",
+                event.seq,
+                event.kind,
+                limit.max_running,
+                limit.max_waiting
+            );
+            return Announcement::Dropped;
+        }
+        let hooks = self.clone();
+        tokio::spawn(async move {
+            let permit = hooks.limit.running.clone().acquire_owned().await;
+            hooks.announce(&event).await;
+            drop(permit);
+            hooks.limit.pending.fetch_sub(1, Ordering::SeqCst);
+        });
+        Announcement::Queued
+    }
+
     /// Runs every hook for `event`; returns when all have finished or given
-    /// up. Meant to be spawned.
+    /// up.
     pub async fn announce(&self, event: &Event) {
         let json = event_json(&self.cluster, event);
         if let Some(command) = &self.config.command {
@@ -59,7 +140,8 @@ pub fn event_json(cluster: &str, event: &Event) -> String {
 }
 
 /// `sh -c command` with the event in `PGWARDEN_EVENT_*` and as JSON on
-/// stdin; killed after `timeout`.
+/// stdin, in a process group of its own; after `timeout` the whole group is
+/// killed, so what the command started in the background goes too.
 pub async fn run_command(
     command: &str,
     cluster: &str,
@@ -67,7 +149,9 @@ pub async fn run_command(
     json: &str,
     timeout: Duration,
 ) -> Result<(), String> {
-    let mut child = Command::new("sh")
+    let mut sh = Command::new("sh");
+    pg::scrub_child_env(&mut sh);
+    let mut child = sh
         .arg("-c")
         .arg(command)
         .env("PGWARDEN_CLUSTER", cluster)
@@ -80,8 +164,11 @@ pub async fn run_command(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start sh: {e}"))?;
+    // The group's id is sh's pid; taken now, while sh surely exists.
+    let group = child.id().map(|id| Pid::from_raw(id as i32));
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let json = json.to_string();
     let run = async move {
@@ -91,9 +178,17 @@ pub async fn run_command(
         child.wait_with_output().await
     };
     match tokio::time::timeout(timeout, run).await {
-        Err(_) => Err(format!(
-            "did not finish within {timeout:?} and was killed; make it faster or raise hooks.timeout"
-        )),
+        Err(_) => {
+            if let Some(group) = group {
+                // sh itself is killed (kill_on_drop) as `run` is dropped; this
+                // reaches the processes it started too.
+                let _ = killpg(group, Signal::SIGKILL);
+            }
+            Err(format!(
+                "did not finish within {timeout:?} and was killed with everything it started; \
+                 make it faster or raise hooks.timeout"
+            ))
+        }
         Ok(Err(err)) => Err(format!("could not wait for it: {err}")),
         Ok(Ok(output)) if output.status.success() => Ok(()),
         Ok(Ok(output)) => Err(format!(
@@ -176,6 +271,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_command_does_not_see_the_passwords_pgwarden_read_from_its_environment() {
+        // Unique to this test (nextest runs each test in a process of its own).
+        std::env::set_var("PGWARDEN_TEST_HOOK_SECRET", "hunter2");
+        pg::hide_from_children(["PGWARDEN_TEST_HOOK_SECRET".to_string()]);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        let json = event_json("main", &event());
+        let command = format!("env > {}", out.display());
+        run_command(&command, "main", &event(), &json, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let env = std::fs::read_to_string(&out).unwrap();
+        assert!(env.contains("PGWARDEN_EVENT_KIND=promoted"), "{env}");
+        assert!(!env.contains("PGWARDEN_TEST_HOOK_SECRET"), "{env}");
+    }
+
+    #[tokio::test]
     async fn a_failing_or_slow_command_is_an_error_saying_so() {
         let json = event_json("main", &event());
         let err = run_command(
@@ -200,6 +312,137 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("killed"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Polls `done` until it holds or `within` passes.
+    async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while !done() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    fn read_pid(path: &std::path::Path) -> i32 {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_command_takes_what_it_started_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hook, grandchild) = (dir.path().join("hook"), dir.path().join("grandchild"));
+        let command = format!(
+            "sleep 1000 & echo $! > {}; echo $$ > {}; sleep 1000",
+            grandchild.display(),
+            hook.display()
+        );
+        let json = event_json("main", &event());
+        let started = tokio::spawn(async move {
+            run_command(
+                &command,
+                "main",
+                &event(),
+                &json,
+                Duration::from_millis(500),
+            )
+            .await
+        });
+        assert!(
+            eventually(Duration::from_secs(5), || hook.exists()
+                && grandchild.exists())
+            .await
+        );
+        let (hook_pid, grandchild_pid) = (read_pid(&hook), read_pid(&grandchild));
+        assert!(pg::pid::is_alive(grandchild_pid));
+        let err = started.await.unwrap().unwrap_err();
+        assert!(err.contains("killed with everything it started"), "{err}");
+        let gone = eventually(Duration::from_secs(5), || {
+            !pg::pid::is_alive(hook_pid) && !pg::pid::is_alive(grandchild_pid)
+        })
+        .await;
+        if !gone {
+            // Leave nothing behind even when the test fails.
+            let _ = killpg(Pid::from_raw(hook_pid), Signal::SIGKILL);
+        }
+        assert!(
+            gone,
+            "the hook {hook_pid} or its child {grandchild_pid} outlived the timeout"
+        );
+    }
+
+    /// Everything tracing writes while it is the default subscriber.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_events_runs_a_few_hooks_at_a_time_and_drops_the_rest_loudly() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("trace");
+        let config = config::Hooks {
+            command: Some(format!(
+                "echo start >> {0}; sleep 0.3; echo end >> {0}",
+                trace.display()
+            )),
+            timeout: Duration::from_secs(10),
+            ..config::Hooks::default()
+        };
+        let hooks = Hooks::with_limits("main", config, 2, 3);
+        let outcomes: Vec<_> = (0..12)
+            .map(|seq| hooks.spawn_announce(Event { seq, ..event() }))
+            .collect();
+        let queued = outcomes
+            .iter()
+            .filter(|o| **o == Announcement::Queued)
+            .count();
+        assert_eq!(queued, 5, "{outcomes:?}");
+
+        let lines = || std::fs::read_to_string(&trace).unwrap_or_default();
+        assert!(
+            eventually(Duration::from_secs(20), || lines().lines().count()
+                == 2 * queued)
+            .await,
+            "the queued hooks did not all finish: {}",
+            lines()
+        );
+        let mut running = 0i32;
+        let mut most = 0;
+        for line in lines().lines() {
+            running += if line == "start" { 1 } else { -1 };
+            most = most.max(running);
+        }
+        assert_eq!(most, 2, "{}", lines());
+        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            log.matches("skipped: 2 are running and 3 more wait")
+                .count(),
+            7,
+            "{log}"
+        );
     }
 
     /// Answers 503 to the first `failures` requests, then 204.

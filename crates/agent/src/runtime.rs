@@ -69,6 +69,7 @@ impl Agent {
     /// configuration from the file's timing if the cluster has none yet.
     pub async fn from_config(config: &config::Config) -> Result<Agent, AgentError> {
         let run_as = RunAs::detect()?;
+        pg::hide_from_children(config.secret_env_names());
         let member = &config.member;
         let endpoint = Endpoint::new(member.connect_address.clone(), member.port);
         let spec = InstanceSpec {
@@ -181,10 +182,7 @@ impl Agent {
             store.clone(),
             keys.clone(),
             member.name.clone(),
-            Hooks {
-                cluster: keys.cluster().to_string(),
-                config: config.hooks.clone(),
-            },
+            Hooks::new(keys.cluster(), config.hooks.clone()),
         );
         let taker = repository.clone().map(|repo| {
             let (view, seen) = watch::channel(TakerView::default());

@@ -254,6 +254,26 @@ pub struct Credential {
     pub password: Secret,
 }
 
+impl Config {
+    /// The environment variables passwords are read from (`password_env`):
+    /// pgwarden keeps them out of the processes it starts.
+    pub fn secret_env_names(&self) -> Vec<String> {
+        let credentials = [
+            Some(&self.credentials.superuser),
+            Some(&self.credentials.replication),
+            self.store.auth.as_ref(),
+        ];
+        credentials
+            .into_iter()
+            .flatten()
+            .filter_map(|c| match &c.source {
+                PasswordSource::Env(name) => Some(name.clone()),
+                PasswordSource::File(_) => None,
+            })
+            .collect()
+    }
+}
+
 /// Where a password came from, kept so it can be shown and re-read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum PasswordSource {

@@ -76,6 +76,13 @@ password_env = "REPLICATION_PW"
 "#;
 
 #[test]
+fn the_password_variables_are_named_for_hiding_from_children() {
+    let fx = Fixture::new();
+    let c = fx.parse(MINIMAL).unwrap();
+    assert_eq!(c.secret_env_names(), ["REPLICATION_PW"]);
+}
+
+#[test]
 fn minimal_config_gets_defaults() {
     let fx = Fixture::new();
     let c = fx.parse(MINIMAL).unwrap();

@@ -10,7 +10,9 @@ use crate::command::Invocation;
 use crate::conninfo::{self, Endpoint};
 use crate::controldata::{self, ControlData};
 use crate::error::PgError;
-use crate::files::{create_dir, remove_if_present, write_atomically};
+use crate::files::{
+    create_dir, read_postgres_file, read_tail, remove_if_present, write_atomically,
+};
 use crate::hba::render_hba;
 use crate::probe::{self, Probe};
 use crate::run_as::RunAs;
@@ -18,6 +20,8 @@ use crate::settings::Settings;
 
 /// How long a postmaster started in the background may take to write its
 /// postmaster.pid (it does so first thing).
+/// How much of the server log's end a failed start shows.
+const LOG_TAIL_BYTES: u64 = 16 * 1024;
 const POSTMASTER_PID_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The file pgwarden owns inside the data directory.
@@ -267,8 +271,13 @@ impl Instance {
     /// Makes postgresql.conf include pgwarden.conf (once).
     fn ensure_include(&self) -> Result<(), PgError> {
         let path = self.spec.data_dir.join("postgresql.conf");
-        let text =
-            fs::read_to_string(&path).map_err(|e| PgError::io("read postgresql.conf", &path, e))?;
+        let text = read_postgres_file(&path, "read postgresql.conf")?.ok_or_else(|| {
+            PgError::io(
+                "read postgresql.conf",
+                &path,
+                std::io::ErrorKind::NotFound.into(),
+            )
+        })?;
         if text.lines().any(|line| line.trim() == INCLUDE_LINE) {
             return Ok(());
         }
@@ -313,7 +322,10 @@ impl Instance {
 
     /// The postmaster's PID if one is running for this data directory.
     pub fn postmaster_pid(&self) -> Option<i32> {
-        let text = fs::read_to_string(self.spec.data_dir.join("postmaster.pid")).ok()?;
+        let path = self.spec.data_dir.join("postmaster.pid");
+        let text = read_postgres_file(&path, "read postmaster.pid")
+            .map_err(|err| tracing::warn!("{err}"))
+            .ok()??;
         let pid: i32 = text.lines().next()?.trim().parse().ok()?;
         crate::pid::is_alive(pid).then_some(pid)
     }
@@ -380,7 +392,7 @@ impl Instance {
     /// a crash restart would wait for an unrelated process to call wait().
     fn clear_stale_lock_file(&self) -> Result<(), PgError> {
         let path = self.spec.data_dir.join("postmaster.pid");
-        let Ok(text) = fs::read_to_string(&path) else {
+        let Some(text) = read_postgres_file(&path, "read postmaster.pid")? else {
             return Ok(());
         };
         // Lines: 1 pid, 4 port, 5 socket directory, 7 shared memory key and id.
@@ -404,27 +416,43 @@ impl Instance {
             path.display()
         );
         // The socket's lock file names the same dead postmaster.
-        if let (Some(port), Some(dir)) = (field(4), field(5).filter(|d| !d.is_empty())) {
-            let socket_lock = Path::new(dir).join(format!(".s.PGSQL.{port}.lock"));
-            let owner = fs::read_to_string(&socket_lock)
+        // postmaster.pid is PostgreSQL's user's to write: only a real port, an
+        // absolute directory and a lock file of that user's are believed.
+        let port = field(4).and_then(|p| p.parse::<u16>().ok());
+        let dir = field(5).map(Path::new).filter(|d| d.is_absolute());
+        if let (Some(port), Some(dir)) = (port, dir) {
+            let socket_lock = dir.join(format!(".s.PGSQL.{port}.lock"));
+            let owner = read_postgres_file(&socket_lock, "read the socket's lock file")
                 .ok()
+                .flatten()
                 .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
-            if owner == Some(pid) {
+            if owner == Some(pid) && self.owned_by_postgres(&socket_lock) {
                 remove_if_present(&socket_lock)?;
             }
         }
         remove_if_present(&path)
     }
 
+    /// Whether `path` (not a link's target) belongs to the user PostgreSQL
+    /// runs as; always so when pgwarden is not root.
+    fn owned_by_postgres(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match self.spec.run_as.owner_uid() {
+            None => true,
+            Some(uid) => fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.uid() == uid),
+        }
+    }
+
     /// Adds the end of the server log to a failed start: that is where
     /// PostgreSQL says why.
     fn with_log_tail(&self, err: PgError) -> PgError {
-        let tail = fs::read_to_string(&self.spec.log_file)
-            .map(|log| {
+        let tail = match read_tail(&self.spec.run_as, &self.spec.log_file, LOG_TAIL_BYTES) {
+            Ok(log) => {
                 let lines: Vec<_> = log.lines().collect();
                 lines[lines.len().saturating_sub(10)..].join("\n")
-            })
-            .unwrap_or_default();
+            }
+            Err(err) => err.to_string(),
+        };
         match err {
             PgError::Failed {
                 what,
@@ -562,7 +590,7 @@ impl Instance {
             .map_err(|e| PgError::sql(format!("checkpoint the rewind source {source}"), e))?;
         drop(client);
         let managed = self.spec.data_dir.join(MANAGED_FILE);
-        let kept = fs::read_to_string(&managed).ok();
+        let kept = read_postgres_file(&managed, "keep pgwarden's settings across pg_rewind")?;
         self.write_passfile()?;
         let conninfo = conninfo::build(&[
             ("host", &source.host),

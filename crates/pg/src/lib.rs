@@ -4,6 +4,7 @@
 //! error.
 
 mod archiver;
+mod child_env;
 mod command;
 pub mod conninfo;
 mod controldata;
@@ -18,6 +19,7 @@ mod run_as;
 mod settings;
 
 pub use archiver::ArchiverReport;
+pub use child_env::{hide_from_children, scrub as scrub_child_env};
 pub use conninfo::Endpoint;
 pub use controldata::{ClusterState, ControlData};
 pub use error::PgError;

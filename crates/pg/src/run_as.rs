@@ -2,10 +2,11 @@
 //! PostgreSQL program runs as the `postgres` system user and every file
 //! pgwarden creates for it is owned by that user.
 
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Once;
 
-use nix::unistd::{chown, Gid, Uid, User};
+use nix::unistd::{chown, fchown, Gid, Uid, User};
 
 use crate::error::PgError;
 
@@ -78,15 +79,21 @@ impl RunAs {
         }
     }
 
-    /// Makes `command` run as this user.
+    /// Makes `command` run as this user, without the secrets pgwarden keeps
+    /// to itself ([`crate::hide_from_children`]).
     pub fn apply(&self, command: &mut tokio::process::Command) {
+        crate::child_env::scrub(command);
         if let Some(user) = &self.user {
             // std drops supplementary groups when uid is set from root.
             command.uid(user.uid).gid(user.gid);
         }
     }
 
-    /// Hands `path` to this user (a no-op when pgwarden is not root).
+    /// Hands `path` to this user (a no-op when pgwarden is not root). It
+    /// follows a symbolic link (a restored `pg_wal` or tablespace link must
+    /// hand over its target): use it only on paths pgwarden has just made,
+    /// and [`RunAs::chown_opened`] on anything PostgreSQL's user could have
+    /// changed.
     pub fn chown(&self, path: &Path) -> Result<(), PgError> {
         if let Some(user) = &self.user {
             chown(
@@ -103,6 +110,31 @@ impl RunAs {
             })?;
         }
         Ok(())
+    }
+
+    /// Hands an opened file to this user: the file itself, whatever its
+    /// path has become since it was opened.
+    pub fn chown_opened(&self, file: impl AsFd, path: &Path) -> Result<(), PgError> {
+        if let Some(user) = &self.user {
+            fchown(
+                file,
+                Some(Uid::from_raw(user.uid)),
+                Some(Gid::from_raw(user.gid)),
+            )
+            .map_err(|errno| {
+                PgError::io(
+                    format!("give {} to {}", path.display(), user.name),
+                    path,
+                    errno.into(),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The user id files handed to this user carry, when pgwarden is root.
+    pub(crate) fn owner_uid(&self) -> Option<u32> {
+        self.user.as_ref().map(|u| u.uid)
     }
 }
 

@@ -316,10 +316,7 @@ mod tests {
                 store,
                 keys.clone(),
                 "db2".into(),
-                Hooks {
-                    cluster: "main".into(),
-                    config: config::Hooks::default(),
-                },
+                Hooks::new("main", config::Hooks::default()),
             ),
             progress: Default::default(),
         }
