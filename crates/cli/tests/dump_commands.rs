@@ -6,27 +6,12 @@ mod common;
 
 use std::process::Output;
 
-use common::backups::repository_dir;
+use common::backups::{on, pg_restore_into, repository_dir};
 use common::{binary, healthy, shown, DEADLINE};
-use testkit::{AgentCluster, AgentMember, ClusterOptions};
+use testkit::{AgentCluster, ClusterOptions};
 
 async fn dump_cmd(args: &[&str]) -> Output {
     common::pgwarden(&[&["dump"], args].concat()).await
-}
-
-async fn on(member: &AgentMember, database: &str) -> tokio_postgres::Client {
-    let spec = member.instance.spec();
-    let (client, connection) = tokio_postgres::Config::new()
-        .host(&spec.endpoint.host)
-        .port(spec.endpoint.port)
-        .user(&spec.superuser.name)
-        .password(&spec.superuser.password)
-        .dbname(database)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,19 +79,7 @@ async fn dump_run_list_and_fetch_for_pg_restore() {
     ])
     .await;
     assert!(fetch.status.success(), "{}", shown(&fetch));
-    member.execute("CREATE DATABASE restored").await.unwrap();
-    let spec = member.instance.spec();
-    let restore = tokio::process::Command::new(spec.bin_dir.join("pg_restore"))
-        .arg(format!("--host={}", spec.endpoint.host))
-        .arg(format!("--port={}", spec.endpoint.port))
-        .arg(format!("--username={}", spec.superuser.name))
-        .arg("--dbname=restored")
-        .arg(&file)
-        .env("PGPASSWORD", &spec.superuser.password)
-        .output()
-        .await
-        .unwrap();
-    assert!(restore.status.success(), "{}", shown(&restore));
+    pg_restore_into(member, &file, "restored").await;
     let rows = "SELECT count(*)::text || md5(string_agg(v, ',' ORDER BY id)) FROM t";
     let restored = on(member, "restored").await;
     let got: String = restored.query_one(rows, &[]).await.unwrap().get(0);

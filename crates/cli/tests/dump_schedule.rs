@@ -9,26 +9,11 @@ mod common;
 
 use std::process::Output;
 
-use common::backups::{repository_dir, text};
+use common::backups::{on, pg_restore_into, repository_dir, text};
 use common::{api_url, binary, ctl, healthy, shown, ALL, DEADLINE};
 use serde_json::Value;
 use store::cluster::DynamicConfig;
-use testkit::{wait_for, AgentCluster, AgentMember, ClusterOptions};
-
-async fn on(member: &AgentMember, database: &str) -> tokio_postgres::Client {
-    let spec = member.instance.spec();
-    let (client, connection) = tokio_postgres::Config::new()
-        .host(&spec.endpoint.host)
-        .port(spec.endpoint.port)
-        .user(&spec.superuser.name)
-        .password(&spec.superuser.password)
-        .dbname(database)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
+use testkit::{wait_for, AgentCluster, ClusterOptions};
 
 /// Waits until every member replayed what `primary` has written, so that a
 /// dump on whichever standby takes the backup sees it.
@@ -148,19 +133,7 @@ async fn backups_bring_dumps_skipped_when_nothing_changed_and_kept_to_dump_keep(
         &file_arg,
     ])
     .await;
-    writer.execute("CREATE DATABASE restored").await.unwrap();
-    let spec = writer.instance.spec();
-    let restore = tokio::process::Command::new(spec.bin_dir.join("pg_restore"))
-        .arg(format!("--host={}", spec.endpoint.host))
-        .arg(format!("--port={}", spec.endpoint.port))
-        .arg(format!("--username={}", spec.superuser.name))
-        .arg("--dbname=restored")
-        .arg(&file)
-        .env("PGPASSWORD", &spec.superuser.password)
-        .output()
-        .await
-        .unwrap();
-    assert!(restore.status.success(), "{}", shown(&restore));
+    pg_restore_into(writer, &file, "restored").await;
     let rows = "SELECT count(*)::text || ' ' || md5(string_agg(v, ',' ORDER BY id)) FROM t";
     let restored: String = on(writer, "restored")
         .await

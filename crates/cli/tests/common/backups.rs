@@ -105,3 +105,40 @@ pub async fn archive_everything(repo: &Arc<dyn Repository>, member: &AgentMember
     waited.unwrap_or_else(|e| panic!("{e}\n{}", member.log_tail(30)));
     segment
 }
+
+/// A connection to `database` on `member`'s PostgreSQL, as its superuser.
+pub async fn on(member: &AgentMember, database: &str) -> tokio_postgres::Client {
+    let spec = member.instance.spec();
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(&spec.endpoint.host)
+        .port(spec.endpoint.port)
+        .user(&spec.superuser.name)
+        .password(&spec.superuser.password)
+        .dbname(database)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Creates `database` on `member` and restores the pg_dump archive `file`
+/// into it with pg_restore.
+pub async fn pg_restore_into(member: &AgentMember, file: &std::path::Path, database: &str) {
+    member
+        .execute(&format!("CREATE DATABASE {database}"))
+        .await
+        .unwrap();
+    let spec = member.instance.spec();
+    let restore = tokio::process::Command::new(spec.bin_dir.join("pg_restore"))
+        .arg(format!("--host={}", spec.endpoint.host))
+        .arg(format!("--port={}", spec.endpoint.port))
+        .arg(format!("--username={}", spec.superuser.name))
+        .arg(format!("--dbname={database}"))
+        .arg(file)
+        .env("PGPASSWORD", &spec.superuser.password)
+        .output()
+        .await
+        .unwrap();
+    assert!(restore.status.success(), "{}", super::shown(&restore));
+}
