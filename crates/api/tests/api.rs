@@ -412,6 +412,11 @@ async fn config_is_patched_validated_and_guarded_by_if_match() {
     for (patch, status) in [
         (json!({"ttl": 1}), StatusCode::UNPROCESSABLE_ENTITY),
         (json!({"ttl_ms": 100}), StatusCode::UNPROCESSABLE_ENTITY),
+        // A lease of a day is failover turned off.
+        (
+            json!({"ttl_ms": 86_400_000}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         (json!([1, 2]), StatusCode::UNPROCESSABLE_ENTITY),
     ] {
         let answer = expect(
