@@ -787,6 +787,7 @@ async fn failsafe_is_promised_only_while_the_store_is_out_of_reach_here_too() {
         s.updated_ms = 1;
         s.leader_name = Some("db1".to_string());
         s.leader_term = Some(7);
+        s.ttl_ms = Some(3_000);
     });
     let ask = |ttl_ms: u64| Some(json!({"leader": "db1", "term": 7, "ttl_ms": ttl_ms}));
 
@@ -833,5 +834,38 @@ async fn failsafe_is_promised_only_while_the_store_is_out_of_reach_here_too() {
         promise.until > asked + Duration::from_secs(5)
             && promise.until <= std::time::Instant::now() + Duration::from_secs(6),
         "{promise:?}"
+    );
+
+    // The caller's ttl_ms does not set the length: two of db2's TTLs.
+    let short = fx
+        .expect(&api, Method::POST, "/failsafe", ask(1_000), StatusCode::OK)
+        .await;
+    assert_eq!(short["promised_ms"], 6_000, "{short}");
+    // Nor does a later call shorten the word given, even when db2's own
+    // TTL got shorter meanwhile.
+    let given = api.agent.promise.lock().unwrap().clone().unwrap();
+    set_local(&api, |s| s.ttl_ms = Some(1_000));
+    let shorter = fx
+        .expect(&api, Method::POST, "/failsafe", ask(1_000), StatusCode::OK)
+        .await;
+    assert_eq!(shorter["promised_ms"], 2_000, "{shorter}");
+    let kept = api.agent.promise.lock().unwrap().clone().unwrap();
+    assert!(kept.until >= given.until, "{kept:?} shortened {given:?}");
+    // A caller relying on the answer longer than db2's TTL is refused.
+    let longer = fx
+        .expect(
+            &api,
+            Method::POST,
+            "/failsafe",
+            ask(3_000),
+            StatusCode::CONFLICT,
+        )
+        .await;
+    assert!(
+        longer["error"]
+            .as_str()
+            .unwrap()
+            .contains("disagree on the TTL"),
+        "{longer}"
     );
 }
