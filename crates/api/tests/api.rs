@@ -562,6 +562,39 @@ async fn restart_and_reinit_reach_the_agent_here_or_are_forwarded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_request_that_comes_back_is_refused_instead_of_looping() {
+    let fx = fixture().await;
+    fx.three_members().await;
+    let db1 = fx.api("db1").await;
+    let db2 = fx.api("db2").await;
+    // db9's api_url leads back to db1 itself; db3's to db2 (a loop of two
+    // members that each take it for someone else).
+    let mut db9 = member("db9", Role::Replica, true);
+    db9.api_url = db1.url.clone();
+    let mut db3 = member("db3", Role::Replica, true);
+    db3.api_url = db2.url.clone();
+    write_cluster(fx.store.as_ref(), &fx.keys, Some("db1"), &[db9, db3]).await;
+
+    for (path, member, reached) in [("/restart", "db9", "db1"), ("/reinit", "db3", "db2")] {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(20),
+            fx.call(&db1, Method::POST, path, Some(json!({ "member": member }))),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path} for {member} still loops after 20 s"));
+        let error = expect(&answer, StatusCode::LOOP_DETECTED);
+        let error = error["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("forwarded to {reached}, which is not {member}"))
+                && error.contains(&format!("{member}'s api_url")),
+            "{error}"
+        );
+    }
+    db1.server.shutdown().await;
+    db2.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_long_poll_until_one_is_appended() {
     let fx = fixture().await;
     let api = fx.api("db1").await;
