@@ -65,13 +65,8 @@ pub async fn confirm(State(state): State<AppState>, body: Bytes) -> Result<Respo
     let mut slot = state.link.promise.lock().unwrap_or_else(|e| e.into_inner());
     // A later answer never shortens the word given: the primary relies on
     // the earlier one until its own end.
-    let until = slot
-        .as_ref()
-        .map(|given| given.until)
-        .into_iter()
-        .chain([Instant::now() + hold])
-        .max()
-        .expect("one at least");
+    let fresh = Instant::now() + hold;
+    let until = slot.as_ref().map_or(fresh, |given| given.until.max(fresh));
     *slot = Some(Promise {
         leader: request.leader.clone(),
         until,
