@@ -58,7 +58,9 @@ impl FailsafePeers for HttpPeers {
             };
             async move {
                 match self.client.send(call).await {
-                    Ok(reply) if reply.status.is_success() => Some(name.clone()),
+                    Ok(reply) if reply.status.is_success() => {
+                        confirmed_by(name, leader, &reply).then(|| name.clone())
+                    }
                     Ok(reply) => {
                         tracing::debug!("failsafe: {name} says no: {}", reply.error_message());
                         None
@@ -75,5 +77,67 @@ impl FailsafePeers for HttpPeers {
             .into_iter()
             .flatten()
             .collect()
+    }
+}
+
+/// Whether a yes came from `asked` itself, promising to follow `leader`: an
+/// api_url that leads elsewhere (a stale address, another cluster, this
+/// member) must not count as `asked`'s word.
+fn confirmed_by(asked: &str, leader: &str, reply: &api::client::Reply) -> bool {
+    let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+    let (member, follows) = (answer["member"].as_str(), answer["follows"].as_str());
+    if member == Some(asked) && follows == Some(leader) {
+        return true;
+    }
+    tracing::warn!(
+        "failsafe: {} answered for {asked} as {member:?} following {follows:?}: not counted; check {asked}'s api_url",
+        reply.url
+    );
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An API that says yes to every question, as `member`.
+    async fn yes_as(member: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let body =
+                        format!(r#"{{"member":"{member}","follows":"db1","promised_ms":6000}}"#);
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn only_the_member_asked_can_confirm() {
+        let peers = HttpPeers::new(ApiClient::new(None).unwrap(), None);
+        let db2 = yes_as("db2").await;
+        let db3_points_at_db2 = db2.clone();
+        let confirmed = peers
+            .confirm(
+                "db1",
+                7,
+                3_000,
+                &[("db2".into(), db2), ("db3".into(), db3_points_at_db2)],
+            )
+            .await;
+        assert_eq!(confirmed, BTreeSet::from(["db2".to_string()]));
     }
 }

@@ -79,8 +79,13 @@ pub struct Call<'a> {
     /// Sent as `Authorization: Bearer …`.
     pub token: Option<&'a str>,
     pub if_match: Option<i64>,
+    /// Sent as [`HOPS_HEADER`]: how many members forwarded the request.
+    pub hops: Option<u32>,
     pub timeout: Duration,
 }
+
+/// How many times a request was forwarded from member to member.
+pub const HOPS_HEADER: &str = "x-pgwarden-hops";
 
 impl<'a> Call<'a> {
     pub fn new(method: Method, base: &'a str, path: &'a str) -> Call<'a> {
@@ -91,6 +96,7 @@ impl<'a> Call<'a> {
             body: None,
             token: None,
             if_match: None,
+            hops: None,
             timeout: Duration::from_secs(10),
         }
     }
@@ -125,6 +131,9 @@ impl ApiClient {
         let mut request = Request::builder().method(call.method.clone()).uri(&url);
         if let Some(token) = call.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(hops) = call.hops {
+            request = request.header(HOPS_HEADER, HeaderValue::from(hops));
         }
         if let Some(revision) = call.if_match {
             request = request.header(header::IF_MATCH, HeaderValue::from(revision));

@@ -28,6 +28,10 @@ pub struct LocalState {
     pub lsn: Option<u64>,
     pub lag_bytes: Option<u64>,
     pub lag_ms: Option<u64>,
+    /// The cluster's lease TTL as the agent last read it: how long a
+    /// failsafe promise of this member lasts (two of them).
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
     /// How long the leader lease surely holds (leader only).
     pub lease_remaining_ms: Option<u64>,
     pub store_reachable: bool,

@@ -176,6 +176,7 @@ pub fn open_api() -> config::Api {
         token_file: None,
         token: None,
         auth_reads: false,
+        insecure: false,
         cert_file: None,
         key_file: None,
         ca_file: None,

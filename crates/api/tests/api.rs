@@ -415,6 +415,11 @@ async fn config_is_patched_validated_and_guarded_by_if_match() {
     for (patch, status) in [
         (json!({"ttl": 1}), StatusCode::UNPROCESSABLE_ENTITY),
         (json!({"ttl_ms": 100}), StatusCode::UNPROCESSABLE_ENTITY),
+        // A lease of a day is failover turned off.
+        (
+            json!({"ttl_ms": 86_400_000}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         (json!([1, 2]), StatusCode::UNPROCESSABLE_ENTITY),
     ] {
         let answer = expect(
@@ -555,6 +560,39 @@ async fn restart_and_reinit_reach_the_agent_here_or_are_forwarded() {
         StatusCode::BAD_REQUEST,
     )
     .await;
+    db1.server.shutdown().await;
+    db2.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_request_that_comes_back_is_refused_instead_of_looping() {
+    let fx = fixture().await;
+    fx.three_members().await;
+    let db1 = fx.api("db1").await;
+    let db2 = fx.api("db2").await;
+    // db9's api_url leads back to db1 itself; db3's to db2 (a loop of two
+    // members that each take it for someone else).
+    let mut db9 = member("db9", Role::Replica, true);
+    db9.api_url = db1.url.clone();
+    let mut db3 = member("db3", Role::Replica, true);
+    db3.api_url = db2.url.clone();
+    write_cluster(fx.store.as_ref(), &fx.keys, Some("db1"), &[db9, db3]).await;
+
+    for (path, member, reached) in [("/restart", "db9", "db1"), ("/reinit", "db3", "db2")] {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(20),
+            fx.call(&db1, Method::POST, path, Some(json!({ "member": member }))),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path} for {member} still loops after 20 s"));
+        let error = expect(&answer, StatusCode::LOOP_DETECTED);
+        let error = error["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("forwarded to {reached}, which is not {member}"))
+                && error.contains(&format!("{member}'s api_url")),
+            "{error}"
+        );
+    }
     db1.server.shutdown().await;
     db2.server.shutdown().await;
 }
@@ -785,6 +823,7 @@ async fn failsafe_is_promised_only_while_the_store_is_out_of_reach_here_too() {
         s.updated_ms = 1;
         s.leader_name = Some("db1".to_string());
         s.leader_term = Some(7);
+        s.ttl_ms = Some(3_000);
     });
     let ask = |ttl_ms: u64| Some(json!({"leader": "db1", "term": 7, "ttl_ms": ttl_ms}));
 
@@ -831,6 +870,39 @@ async fn failsafe_is_promised_only_while_the_store_is_out_of_reach_here_too() {
         promise.until > asked + Duration::from_secs(5)
             && promise.until <= std::time::Instant::now() + Duration::from_secs(6),
         "{promise:?}"
+    );
+
+    // The caller's ttl_ms does not set the length: two of db2's TTLs.
+    let short = fx
+        .expect(&api, Method::POST, "/failsafe", ask(1_000), StatusCode::OK)
+        .await;
+    assert_eq!(short["promised_ms"], 6_000, "{short}");
+    // Nor does a later call shorten the word given, even when db2's own
+    // TTL got shorter meanwhile.
+    let given = api.agent.promise.lock().unwrap().clone().unwrap();
+    set_local(&api, |s| s.ttl_ms = Some(1_000));
+    let shorter = fx
+        .expect(&api, Method::POST, "/failsafe", ask(1_000), StatusCode::OK)
+        .await;
+    assert_eq!(shorter["promised_ms"], 2_000, "{shorter}");
+    let kept = api.agent.promise.lock().unwrap().clone().unwrap();
+    assert!(kept.until >= given.until, "{kept:?} shortened {given:?}");
+    // A caller relying on the answer longer than db2's TTL is refused.
+    let longer = fx
+        .expect(
+            &api,
+            Method::POST,
+            "/failsafe",
+            ask(3_000),
+            StatusCode::CONFLICT,
+        )
+        .await;
+    assert!(
+        longer["error"]
+            .as_str()
+            .unwrap()
+            .contains("disagree on the TTL"),
+        "{longer}"
     );
 }
 

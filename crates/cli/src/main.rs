@@ -36,6 +36,8 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Print a new random API token (for api.token_file) and where it goes.
+    Token,
     /// Run a three-member cluster on this machine and show it working.
     Demo(cmd::demo::DemoArgs),
     /// Operate a cluster through a member's REST API: list, switchover,
@@ -163,6 +165,7 @@ fn main() -> ExitCode {
         Command::Agent { config } => cmd::agent::run(&config),
         Command::Config(ConfigCommand::Check { file }) => cmd::config_check::run(&file),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Token => cmd::token::run(),
         // ctl has its own exit codes (docs/ctl.md).
         Command::Ctl(args) => return cmd::ctl::run(args, Cli::command()),
         Command::Proxy { config } => cmd::proxy::run(&config),

@@ -72,3 +72,32 @@ fn a_missing_file_says_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/pgwarden.toml"), "{stderr}");
 }
+
+#[test]
+fn an_open_api_needs_the_token_pgwarden_token_makes() {
+    let open = format!("{VALID}\n[api]\nlisten = \"0.0.0.0:8008\"\n");
+    let (ok, _, stderr) = check(&open);
+    assert!(!ok);
+    assert!(
+        stderr.contains("`api.token_file` is not set") && stderr.contains("pgwarden token"),
+        "{stderr}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_pgwarden"))
+        .arg("token")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(token.trim_end().len(), 64, "{token}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("chmod 600") && stderr.contains("api.token_file"),
+        "{stderr}"
+    );
+    // DIR is the directory check() makes: the token goes in the file it names.
+    let (ok, _, stderr) = check(&format!("{open}token_file = \"DIR/su.pw\"\n"));
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = check(&format!("{open}insecure = true\n"));
+    assert!(ok, "{stderr}");
+}

@@ -34,7 +34,7 @@ pub use schema::{
     S3,
 };
 pub use secret::Secret;
-pub use validate::{heartbeat_fits, MIN_LEASE_TTL};
+pub use validate::{heartbeat_fits, MAX_LEASE_TTL, MIN_LEASE_TTL};
 
 /// The PostgreSQL bin directory `member.bin_dir` defaults to: `pg_config
 /// --bindir`, else `pg_ctl` on PATH, else the newest

@@ -98,6 +98,20 @@ pub(crate) fn check_host_port(text: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `host:port` (already checked) is reachable from this host only:
+/// 127.0.0.0/8, ::1 or localhost.
+pub(crate) fn is_loopback(host_port: &str) -> bool {
+    let Some((host, _)) = host_port.rsplit_once(':') else {
+        return false;
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Checks `http://host:port` or `https://host:port`, nothing after the port.
 pub(crate) fn check_http_url(text: &str) -> Result<(), String> {
     let rest = text
@@ -160,5 +174,27 @@ mod tests {
         assert!(check_http_url("etcd://10.0.0.1:2379").is_err());
         assert!(check_http_url("http://10.0.0.1:2379/v3").is_err());
         assert!(check_http_url("http://10.0.0.1").is_err());
+    }
+
+    #[test]
+    fn loopback_listeners() {
+        for local in [
+            "127.0.0.1:8008",
+            "127.3.2.1:1",
+            "[::1]:8008",
+            "localhost:8008",
+            "LOCALHOST:1",
+        ] {
+            assert!(is_loopback(local), "{local}");
+        }
+        for open in [
+            "0.0.0.0:8008",
+            "[::]:8008",
+            "10.0.0.1:8008",
+            "db1.example.com:8008",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(!is_loopback(open), "{open}");
+        }
     }
 }

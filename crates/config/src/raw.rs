@@ -127,6 +127,7 @@ pub(crate) struct RawApi {
     pub listen: Option<String>,
     pub token_file: Option<PathBuf>,
     pub auth_reads: Option<bool>,
+    pub insecure: Option<bool>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,

@@ -197,6 +197,8 @@ pub struct Api {
     /// Reads (GET) need the token too; mutating calls always do when a
     /// token is set.
     pub auth_reads: bool,
+    /// Written out by the operator: serve beyond loopback without a token.
+    pub insecure: bool,
     /// Serve HTTPS with this certificate chain (PEM); set together with
     /// `key_file`, or neither is.
     pub cert_file: Option<PathBuf>,

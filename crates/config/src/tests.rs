@@ -230,6 +230,7 @@ fn wildcard_listen_addresses_become_loopback_for_a_local_client() {
         token_file: None,
         token: None,
         auth_reads: false,
+        insecure: false,
         cert_file: tls.then(|| "api.pem".into()),
         key_file: None,
         ca_file: None,
@@ -321,6 +322,7 @@ clone_timeout = "1h"
 [api]
 listen = "127.0.0.1:8008"
 auth_reads = false
+insecure = false
 
 [credentials.superuser]
 username = "postgres"
@@ -483,6 +485,78 @@ fn lease_ttl_below_a_second() {
         "pgwarden.toml:14:13: `timing.lease_ttl` (500ms) is below 1s\n  \
          hint: etcd leases count whole seconds; use at least \"1s\" (the default is \"3s\")"
     );
+}
+
+#[test]
+fn timing_keys_have_upper_bounds() {
+    let fx = Fixture::new();
+    assert_eq!(
+        fx.error(&format!("{MINIMAL}\n[timing]\nlease_ttl = \"1h\"\n")),
+        "pgwarden.toml:13:13: `timing.lease_ttl` (1h) is above 5m\n  \
+         hint: use a value above zero and at most \"5m\"; a dead primary keeps the leader key this long, \
+         so failover waits as long (the default is \"3s\")"
+    );
+    assert!(fx
+        .parse(&format!(
+            "{MINIMAL}\n[timing]\nheartbeat = \"1m\"\nlease_ttl = \"5m\"\n"
+        ))
+        .is_ok());
+    for (table, key, value, max) in [
+        ("timing", "pg_ctl_timeout", "2h", "1h"),
+        ("timing", "clone_timeout", "8d", "7d"),
+        ("store", "request_timeout", "2m", "1m"),
+        ("hooks", "timeout", "1h", "10m"),
+    ] {
+        let err = fx.error(&format!("{MINIMAL}\n[{table}]\n{key} = \"{value}\"\n"));
+        assert!(
+            err.contains(&format!("`{table}.{key}` ({value}) is above {max}"))
+                && err.contains(&format!("at most \"{max}\"")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn an_api_beyond_loopback_needs_a_token_or_insecure_written_out() {
+    let fx = Fixture::new();
+    for listen in [
+        "0.0.0.0:8008",
+        "[::]:8008",
+        "10.0.0.1:8008",
+        "db1.example.com:8008",
+    ] {
+        let err = fx.error(&format!("{MINIMAL}\n[api]\nlisten = \"{listen}\"\n"));
+        assert!(
+            err.starts_with(&format!(
+                "pgwarden.toml:13:10: `api.listen` = \"{listen}\" is reachable from other hosts and `api.token_file` is not set"
+            )) && err.contains("pgwarden token")
+                && err.contains("api.insecure = true"),
+            "{err}"
+        );
+        let open = fx
+            .parse(&format!(
+                "{MINIMAL}\n[api]\nlisten = \"{listen}\"\ninsecure = true\n"
+            ))
+            .unwrap();
+        assert!(open.api.insecure && open.api.token.is_none());
+        let guarded = fx
+            .parse(&format!(
+                "{MINIMAL}\n[api]\nlisten = \"{listen}\"\ntoken_file = \"{{dir}}/superuser.password\"\n"
+            ))
+            .unwrap();
+        assert!(!guarded.api.insecure && guarded.api.token.is_some());
+    }
+    for listen in [
+        "127.0.0.1:8008",
+        "127.0.0.2:8008",
+        "[::1]:8008",
+        "localhost:8008",
+    ] {
+        let local = fx
+            .parse(&format!("{MINIMAL}\n[api]\nlisten = \"{listen}\"\n"))
+            .unwrap();
+        assert!(local.api.token.is_none(), "{listen}");
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use crate::bindir;
 use crate::duration::parse_duration;
 use crate::error::ConfigError;
 use crate::locate::{KeyPath, Locator, Target};
-use crate::net::{check_host_port, check_http_url, IpNet};
+use crate::net::{check_host_port, check_http_url, is_loopback, IpNet};
 use crate::raw::{
     RawApi, RawConfig, RawCredential, RawHooks, RawMember, RawPeer, RawPostgresql, RawStore,
     RawTiming,
@@ -50,6 +50,18 @@ const CLUSTER_NAME_HINT: &str =
 
 /// etcd leases count whole seconds.
 pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
+
+/// A dead primary keeps the leader key for one TTL, so failover waits that
+/// long: a TTL of hours is failover turned off. The file and the store's
+/// dynamic configuration both hold to it.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(300);
+
+/// Upper bounds of the file's other timing keys: beyond them a value is a
+/// typo (or a way to hang the agent), not a choice.
+const MAX_PG_CTL_TIMEOUT: Duration = Duration::from_secs(3600);
+const MAX_CLONE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_HOOK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A healthy leader renews its lease at least twice per TTL. The file and
 /// the store's dynamic configuration both hold to it.
@@ -218,6 +230,32 @@ impl Validator<'_> {
             ));
         }
         Ok(d)
+    }
+
+    /// `value` unless it is above `max`; the error gives the range.
+    fn at_most(
+        &self,
+        path: &KeyPath,
+        value: Duration,
+        max: Duration,
+        why: &str,
+    ) -> Result<Duration> {
+        if value <= max {
+            return Ok(value);
+        }
+        Err(self.err(
+            path,
+            Target::Value,
+            format!(
+                "`{path}` ({}) is above {}",
+                crate::format_duration(value),
+                crate::format_duration(max)
+            ),
+            format!(
+                "use a value above zero and at most \"{}\"; {why}",
+                crate::format_duration(max)
+            ),
+        ))
     }
 
     fn name(&self, path: &KeyPath, what: &str, name: &str, allow_dash: bool) -> Result<()> {
@@ -544,8 +582,13 @@ impl Validator<'_> {
         }
         let cluster = raw.cluster.unwrap_or_else(|| "main".to_owned());
         self.name(&table.key("cluster"), "cluster name", &cluster, true)?;
-        let request_timeout =
-            self.duration(&table.key("request_timeout"), raw.request_timeout, "2s")?;
+        let timeout_path = table.key("request_timeout");
+        let request_timeout = self.at_most(
+            &timeout_path,
+            self.duration(&timeout_path, raw.request_timeout, "2s")?,
+            MAX_REQUEST_TIMEOUT,
+            "a store request that hangs longer holds up the agent's round and its lease",
+        )?;
         let auth = self.store_auth(&table, raw.username, raw.password_file, raw.password_env)?;
 
         self.tls_files(
@@ -763,6 +806,12 @@ impl Validator<'_> {
                 "etcd leases count whole seconds; use at least \"1s\" (the default is \"3s\")",
             ));
         }
+        self.at_most(
+            &ttl_path,
+            lease_ttl,
+            MAX_LEASE_TTL,
+            "a dead primary keeps the leader key this long, so failover waits as long (the default is \"3s\")",
+        )?;
         if !heartbeat_fits(heartbeat, lease_ttl) {
             let (hb, ttl) = (
                 crate::format_duration(heartbeat),
@@ -787,12 +836,18 @@ impl Validator<'_> {
         Ok(Timing {
             heartbeat,
             lease_ttl,
-            pg_ctl_timeout: self.duration(
+            pg_ctl_timeout: self.at_most(
                 &table.key("pg_ctl_timeout"),
-                raw.pg_ctl_timeout,
-                "60s",
+                self.duration(&table.key("pg_ctl_timeout"), raw.pg_ctl_timeout, "60s")?,
+                MAX_PG_CTL_TIMEOUT,
+                "PostgreSQL that takes longer to start or stop is stuck",
             )?,
-            clone_timeout: self.duration(&table.key("clone_timeout"), raw.clone_timeout, "1h")?,
+            clone_timeout: self.at_most(
+                &table.key("clone_timeout"),
+                self.duration(&table.key("clone_timeout"), raw.clone_timeout, "1h")?,
+                MAX_CLONE_TIMEOUT,
+                "a clone that takes longer is stuck",
+            )?,
         })
     }
 
@@ -837,7 +892,12 @@ impl Validator<'_> {
         Ok(Hooks {
             command: raw.command,
             webhook: raw.webhook,
-            timeout: self.duration(&table.key("timeout"), raw.timeout, "10s")?,
+            timeout: self.at_most(
+                &table.key("timeout"),
+                self.duration(&table.key("timeout"), raw.timeout, "10s")?,
+                MAX_HOOK_TIMEOUT,
+                "a hook that runs longer is stuck and is killed",
+            )?,
             retries,
         })
     }
@@ -867,6 +927,20 @@ impl Validator<'_> {
             [&raw.ca_file, &raw.cert_file, &raw.key_file],
             "HTTPS needs a certificate and its private key: set both cert_file and key_file, or neither for plain HTTP",
         )?;
+        let insecure = raw.insecure.unwrap_or(false);
+        if token.is_none() && !insecure && !is_loopback(&listen) {
+            return Err(self.err(
+                &listen_path,
+                Target::Value,
+                format!(
+                    "`{listen_path}` = \"{listen}\" is reachable from other hosts and `api.token_file` is not set: \
+                     anyone who reaches it could change the configuration, restart or take over PostgreSQL"
+                ),
+                "make a token with `pgwarden token > /etc/pgwarden/api.token; chmod 600 /etc/pgwarden/api.token`, \
+                 copy it to every member and set api.token_file = \"/etc/pgwarden/api.token\"; \
+                 or listen on 127.0.0.1 only; or write api.insecure = true to run without a token",
+            ));
+        }
         let auth_reads = raw.auth_reads.unwrap_or(false);
         if auth_reads && token.is_none() {
             return Err(self.err(
@@ -881,6 +955,7 @@ impl Validator<'_> {
             token_file,
             token,
             auth_reads,
+            insecure,
             cert_file: raw.cert_file,
             key_file: raw.key_file,
             ca_file: raw.ca_file,

@@ -1,7 +1,9 @@
 //! Failsafe mode, the answering side: a primary that cannot reach the store
 //! asks the other members whether they still follow it. Yes is a promise,
 //! kept by the answering member's core ([`crate::Observation::failsafe_promise`]):
-//! no leadership taken and nobody deposed while it holds.
+//! no leadership taken and nobody deposed while it holds. Its length is the
+//! answering member's own (two of its TTLs), never the caller's: whoever can
+//! call `POST /failsafe` must not be able to shorten it.
 
 use crate::observation::Millis;
 
@@ -14,7 +16,8 @@ pub struct Question {
     pub leader: String,
     /// The term the asking primary leads in.
     pub term: u64,
-    /// Its TTL: the promise must outlast what it relies on.
+    /// Its TTL: how long it relies on the answer. Checked against the
+    /// answering member's, never used for the promise's length.
     pub ttl_ms: Millis,
 }
 
@@ -31,6 +34,8 @@ pub struct Answerer {
     pub leader: Option<(String, u64)>,
     /// The store answers it now.
     pub store_reachable: bool,
+    /// The cluster's TTL as it last read it: the promise lasts two.
+    pub ttl_ms: Millis,
 }
 
 /// Why a question is malformed (a 400 before anything is looked at).
@@ -86,9 +91,17 @@ pub fn answer(me: &Answerer, question: &Question) -> Result<Millis, String> {
     if let Some(problem) = question_problem(question) {
         return Err(problem);
     }
+    if question.ttl_ms > me.ttl_ms {
+        // It would rely on the answer longer than this member's promise
+        // covers with margin: the TTLs disagree (a change half read).
+        return Err(format!(
+            "{} asks with ttl_ms = {}, longer than the TTL {} knows ({} ms): the members disagree on the TTL",
+            question.leader, question.ttl_ms, me.member, me.ttl_ms
+        ));
+    }
     // Longer than the primary relies on the answer (one TTL from when it
     // asked), so it stops before this member could take over.
-    Ok(2 * question.ttl_ms)
+    Ok(2 * me.ttl_ms)
 }
 
 #[cfg(test)]
@@ -110,12 +123,25 @@ mod tests {
             primary: false,
             leader: Some(("db1".into(), 7)),
             store_reachable: false,
+            ttl_ms: 3_000,
         }
     }
 
     #[test]
     fn a_standby_cut_off_from_the_store_too_promises_two_ttls() {
         assert_eq!(answer(&standby(), &ask("db1")), Ok(6_000));
+    }
+
+    #[test]
+    fn the_promise_is_two_of_the_answering_members_ttls_whatever_the_caller_says() {
+        let mut short = ask("db1");
+        short.ttl_ms = 1_000;
+        assert_eq!(answer(&standby(), &short), Ok(6_000));
+        let mut long = ask("db1");
+        long.ttl_ms = 10_000;
+        assert!(answer(&standby(), &long)
+            .unwrap_err()
+            .contains("disagree on the TTL"));
     }
 
     #[test]

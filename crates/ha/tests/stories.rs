@@ -1152,6 +1152,47 @@ mod store_outage {
         let plan = ha.decide(&obs);
         assert!(plan.actions.contains(&Action::AcquireLeader), "{plan:?}");
     }
+
+    #[test]
+    fn a_caller_asking_with_a_short_ttl_gets_the_answering_members_two_ttls() {
+        use ha::failsafe::{answer, Answerer, Question};
+        let ttl = Settings::default().ttl_ms;
+        let me_db2 = Answerer {
+            member: "db2".into(),
+            observed: true,
+            primary: false,
+            leader: Some(("db1".into(), 7)),
+            store_reachable: false,
+            ttl_ms: ttl,
+        };
+        // Whoever reaches the API asks with ttl_ms = 1000, hoping for a
+        // promise of 2 s while the primary relies on it for its own TTL.
+        let asked_at = 5_000;
+        let hold = answer(
+            &me_db2,
+            &Question {
+                leader: "db1".into(),
+                term: 7,
+                ttl_ms: 1_000,
+            },
+        )
+        .unwrap();
+        assert_eq!(hold, 2 * ttl);
+        let mut ha = me("db2");
+        let mut obs = observe(asked_at, standby(1_000, Some("db1")), leaderless());
+        obs.failsafe_promise = Some(FailsafePromise {
+            leader: "db1".into(),
+            until: asked_at + hold,
+        });
+        // Past the 2 s the caller asked for, and past the TTL the primary
+        // relies on the answer: db2 still keeps its word.
+        obs.now = asked_at + ttl + 1;
+        let plan = ha.decide(&obs);
+        assert!(!plan.actions.contains(&Action::AcquireLeader), "{plan:?}");
+        obs.now = asked_at + 2 * ttl;
+        let plan = ha.decide(&obs);
+        assert!(plan.actions.contains(&Action::AcquireLeader), "{plan:?}");
+    }
 }
 
 mod synchronous {

@@ -20,6 +20,8 @@ pub struct Board {
     pub promises: Vec<Option<FailsafePromise>>,
     /// The leader and term each agent last read from the store.
     pub known_leader: Vec<Option<(String, u64)>>,
+    /// The TTL each agent last read from the store.
+    pub known_ttl_ms: Vec<u64>,
 }
 
 pub struct SimPeers {
@@ -57,6 +59,7 @@ impl FailsafePeers for SimPeers {
                 primary: world.is_primary(i),
                 leader: board.known_leader[i].clone(),
                 store_reachable: !(world.store_down || node.store_cut),
+                ttl_ms: board.known_ttl_ms[i],
             };
             let question = Question {
                 leader: leader.to_string(),
@@ -64,9 +67,14 @@ impl FailsafePeers for SimPeers {
                 ttl_ms,
             };
             if let Ok(hold) = failsafe::answer(&me, &question) {
+                // As the real handler: an answer never shortens a promise.
+                let until = board.promises[i]
+                    .as_ref()
+                    .map_or(0, |p| p.until)
+                    .max(world.now + hold);
                 board.promises[i] = Some(FailsafePromise {
                     leader: leader.to_string(),
-                    until: world.now + hold,
+                    until,
                 });
                 yes.insert(name.clone());
             }

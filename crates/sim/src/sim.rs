@@ -448,6 +448,7 @@ impl Sim {
             board: Arc::new(Mutex::new(Board {
                 promises: vec![None; config.members],
                 known_leader: vec![None; config.members],
+                known_ttl_ms: vec![config.ttl_ms; config.members],
             })),
             names,
             agents: Vec::new(),
@@ -1081,7 +1082,11 @@ impl Sim {
             .leader_name()
             .map(str::to_string)
             .zip(member.records().term());
-        lock(&self.board).known_leader[i] = known;
+        let ttl_ms = member.records().settings().ttl_ms;
+        let mut board = lock(&self.board);
+        board.known_leader[i] = known;
+        board.known_ttl_ms[i] = ttl_ms;
+        drop(board);
         // Events go to the store in the real agent; here the log says it all.
         member.take_events();
         self.rounds += 1;

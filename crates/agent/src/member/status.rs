@@ -3,6 +3,7 @@
 
 use ha::{Local, Plan};
 use store::cluster::{MemberStatus, PgState, Role, Tags};
+use store::HaView;
 
 use super::{archive_health, ActionError, Member, Now};
 
@@ -27,6 +28,7 @@ impl Member {
             lsn,
             lag_bytes: status.and_then(|s| s.lag_bytes),
             lag_ms: status.and_then(|s| s.lag_ms),
+            ttl_ms: Some(self.records.settings().ttl_ms),
             lease_remaining_ms: self
                 .lease_valid_until()
                 .map(|until| until.saturating_sub(now.mono)),

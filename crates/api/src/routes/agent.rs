@@ -1,5 +1,7 @@
 //! Requests only an agent can carry out (restart, reinit): for this member
-//! over the link, for another forwarded to its API.
+//! over the link, for another forwarded to its API, once: a forwarded
+//! request that reaches a member other than the one it names is refused,
+//! so an `api_url` that leads back cannot loop.
 
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::{json_body, AppState};
-use crate::client::Call;
+use crate::client::{Call, HOPS_HEADER};
 use crate::error::HttpError;
 use crate::local::{AgentRequest, Request};
 use crate::model::MemberRequest;
@@ -20,6 +22,10 @@ use crate::model::MemberRequest;
 /// How long the agent may take to accept or refuse a request (it answers
 /// once the action is done or started).
 const AGENT_ANSWER: Duration = Duration::from_secs(120);
+
+/// A request is forwarded at most this often: to the member it names,
+/// which carries it out.
+const MAX_HOPS: u32 = 1;
 
 pub async fn restart(
     state: State<AppState>,
@@ -57,6 +63,18 @@ async fn handle(
     }
     store::cluster::check_name("member name", &member)
         .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let hops = hops(&headers)?;
+    if hops >= MAX_HOPS {
+        return Err(HttpError::new(
+            StatusCode::LOOP_DETECTED,
+            format!(
+                "a request for {member} was forwarded to {here}, which is not {member}: {member}'s api_url \
+                 leads to the wrong member (or back); check its api.listen and member.connect_address, \
+                 or run the command against {member}'s API directly",
+                here = state.member
+            ),
+        ));
+    }
     let Some(status) = state
         .keys
         .member(&member)?
@@ -67,7 +85,27 @@ async fn handle(
             "there is no member {member} (or its agent is down and its status expired); `pgwarden ctl list` shows the members"
         )));
     };
-    forward(&state, &headers, &status.value.api_url, &member, request).await
+    forward(
+        &state,
+        &headers,
+        &status.value.api_url,
+        &member,
+        request,
+        hops + 1,
+    )
+    .await
+}
+
+/// The hop count a forwarding member sent; 0 from a client.
+fn hops(headers: &HeaderMap) -> Result<u32, HttpError> {
+    let Some(value) = headers.get(HOPS_HEADER) else {
+        return Ok(0);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| HttpError::bad_request(format!("{HOPS_HEADER} is not a whole number")))
 }
 
 async fn ask_agent(state: &AppState, request: Request) -> Result<Response, HttpError> {
@@ -109,6 +147,7 @@ async fn forward(
     api_url: &str,
     member: &str,
     request: Request,
+    hops: u32,
 ) -> Result<Response, HttpError> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -120,6 +159,7 @@ async fn forward(
     let call = Call {
         body: Some(&body),
         token: token.as_deref(),
+        hops: Some(hops),
         timeout: AGENT_ANSWER + Duration::from_secs(5),
         ..Call::new(Method::POST, api_url, path(request))
     };

@@ -1,7 +1,8 @@
 //! `POST /failsafe`: a primary that cannot reach the store asks whether
 //! this member still follows it. Yes is a promise, kept by this member's
-//! agent: no leadership taken and nobody deposed for two TTLs. The rule is
-//! the core's (`ha::failsafe`); this route translates.
+//! agent: no leadership taken and nobody deposed for two of this member's
+//! TTLs (not the caller's), and never shortened by a later call. The rule
+//! is the core's (`ha::failsafe`); this route translates.
 
 use std::time::{Duration, Instant};
 
@@ -34,10 +35,12 @@ fn question(request: &FailsafeRequest) -> Question {
 fn answerer(local: &LocalState, store_reachable: bool) -> Answerer {
     Answerer {
         member: local.member.clone(),
-        observed: local.updated_ms != 0,
+        // Without the TTL it read, it cannot say how long it promises.
+        observed: local.updated_ms != 0 && local.ttl_ms.is_some(),
         primary: local.primary,
         leader: local.leader_name.clone().zip(local.leader_term),
         store_reachable,
+        ttl_ms: local.ttl_ms.unwrap_or(0),
     }
 }
 
@@ -59,11 +62,16 @@ pub async fn confirm(State(state): State<AppState>, body: Bytes) -> Result<Respo
     let hold = failsafe::answer(&answerer(&local, store_reachable), &question(&request))
         .map(Duration::from_millis)
         .map_err(HttpError::conflict)?;
-    let promise = Promise {
+    let mut slot = state.link.promise.lock().unwrap_or_else(|e| e.into_inner());
+    // A later answer never shortens the word given: the primary relies on
+    // the earlier one until its own end.
+    let fresh = Instant::now() + hold;
+    let until = slot.as_ref().map_or(fresh, |given| given.until.max(fresh));
+    *slot = Some(Promise {
         leader: request.leader.clone(),
-        until: Instant::now() + hold,
-    };
-    *state.link.promise.lock().unwrap_or_else(|e| e.into_inner()) = Some(promise);
+        until,
+    });
+    drop(slot);
     tracing::warn!(
         "failsafe: {} asked, store unreachable here too: following it, taking over from nobody for {} ms",
         request.leader,

@@ -9,4 +9,5 @@ pub mod demo;
 pub mod dump;
 pub mod proxy;
 pub mod restore;
+pub mod token;
 pub mod wal;

@@ -83,6 +83,19 @@ impl DynamicConfig {
                 self.ttl_ms
             ));
         }
+        // Both hold failover off that long: beyond a few minutes it is
+        // failover turned off.
+        let max_ms = config::MAX_LEASE_TTL.as_millis() as u64;
+        for (key, value) in [
+            ("ttl_ms", self.ttl_ms),
+            ("restart_grace_ms", self.restart_grace_ms),
+        ] {
+            if value > max_ms {
+                problems.push(format!(
+                    "{key} = {value} is above {max_ms}; use at most {max_ms} (5 minutes): failover waits that long"
+                ));
+            }
+        }
         if !config::heartbeat_fits(
             Duration::from_millis(self.heartbeat_ms),
             Duration::from_millis(self.ttl_ms),
@@ -232,6 +245,32 @@ mod tests {
             ..DynamicConfig::default()
         };
         assert_eq!(config.problems().len(), 1);
+    }
+
+    #[test]
+    fn timings_that_would_disable_failover_are_refused() {
+        let config = DynamicConfig {
+            ttl_ms: 3_600_000,
+            heartbeat_ms: 500,
+            restart_grace_ms: 300_001,
+            ..DynamicConfig::default()
+        };
+        let problems = config.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("ttl_ms = 3600000 is above 300000"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("restart_grace_ms = 300001 is above 300000"),
+            "{problems:?}"
+        );
+        let longest = DynamicConfig {
+            ttl_ms: 300_000,
+            restart_grace_ms: 300_000,
+            ..DynamicConfig::default()
+        };
+        assert!(longest.problems().is_empty(), "{:?}", longest.problems());
     }
 
     #[test]
