@@ -197,7 +197,10 @@ mod tests {
             .to_string()
             .contains("/pgwarden/main/members/db2"));
         assert_eq!(records.config(), DynamicConfig::default());
-        assert!(records.blocking.is_empty(), "a member status blocks nothing");
+        assert!(
+            records.blocking.is_empty(),
+            "a member status blocks nothing"
+        );
         assert_eq!(
             records.undecodable()[0].0,
             "/pgwarden/main/members/db2",
