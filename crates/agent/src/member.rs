@@ -190,7 +190,8 @@ impl Member {
     /// Asks `peers` in failsafe mode when this primary cannot reach the
     /// store.
     /// `fence` is called with a later [`Member::writes_valid_until`] as
-    /// soon as the answers give one.
+    /// soon as the answers give one, or a keepalive renewed the leader
+    /// lease while a long request holds up the rounds.
     pub fn ask_failsafe_with(
         &mut self,
         peers: Arc<dyn FailsafePeers>,
@@ -345,7 +346,7 @@ impl Member {
         for action in &plan.actions {
             let started = std::time::Instant::now();
             let result = if self.timers == Timers::Real && action.is_long() {
-                let keepalive = self.keepalive(plan.note.clone());
+                let keepalive = self.keepalive(plan.note.clone(), now);
                 tokio::select! {
                     result = self.execute(action, now) => result,
                     _ = keepalive => unreachable!("the keepalive never ends"),
