@@ -116,6 +116,9 @@ pub struct Member {
     failsafe_confirmed_by: BTreeSet<String>,
     failsafe_valid_until: Option<Millis>,
     failsafe_promise: Option<FailsafePromise>,
+    /// The store keys that did not decode in the last read, with why: each
+    /// is said once (error log, event) when it appears or changes.
+    undecodable: BTreeMap<String, String>,
 }
 
 impl Member {
@@ -152,6 +155,7 @@ impl Member {
             failsafe_confirmed_by: BTreeSet::new(),
             failsafe_valid_until: None,
             failsafe_promise: None,
+            undecodable: BTreeMap::new(),
         }
     }
 
@@ -186,7 +190,8 @@ impl Member {
     /// Asks `peers` in failsafe mode when this primary cannot reach the
     /// store.
     /// `fence` is called with a later [`Member::writes_valid_until`] as
-    /// soon as the answers give one.
+    /// soon as the answers give one, or a keepalive renewed the leader
+    /// lease while a long request holds up the rounds.
     pub fn ask_failsafe_with(
         &mut self,
         peers: Arc<dyn FailsafePeers>,
@@ -269,7 +274,19 @@ impl Member {
             }
         };
         let store = match refreshed {
+            Ok(records) if !records.blocking.is_empty() => {
+                self.report_undecodable(&records);
+                // A record the decisions need is unreadable: as when the
+                // store is out of reach, nobody races, bootstraps or
+                // promotes on a guess, and the last good view stays.
+                tracing::debug!(
+                    "deciding as if the store were unreachable: {} does not decode",
+                    records.blocking.join(", ")
+                );
+                StoreView::Unreachable
+            }
             Ok(records) => {
+                self.report_undecodable(&records);
                 self.records = records;
                 if self.records.leader.is_some() {
                     self.leaderless_since_ms = None;
@@ -329,7 +346,7 @@ impl Member {
         for action in &plan.actions {
             let started = std::time::Instant::now();
             let result = if self.timers == Timers::Real && action.is_long() {
-                let keepalive = self.keepalive(plan.note.clone());
+                let keepalive = self.keepalive(plan.note.clone(), now);
                 tokio::select! {
                     result = self.execute(action, now) => result,
                     _ = keepalive => unreachable!("the keepalive never ends"),
@@ -513,6 +530,11 @@ impl Member {
             }
         }
         let mut records = self.read().await?;
+        if !records.blocking.is_empty() {
+            // The TTL may be in an unreadable config, and this round acts
+            // as if the store were unreachable anyway.
+            return Ok(records);
+        }
         if self.lease.is_none() {
             // The cluster's TTL, not a default: read before granting.
             let ttl = Duration::from_millis(records.settings().ttl_ms);
@@ -546,14 +568,47 @@ impl Member {
         Ok(records)
     }
 
+    /// The cluster; keys that do not decode are left out and listed
+    /// ([`ClusterRecords::problems`], [`ClusterRecords::blocking`]).
     async fn read(&self) -> Result<ClusterRecords, StoreError> {
-        let mut records = ClusterRecords::read(self.store.as_ref(), &self.keys).await?;
-        // A key holding garbage fails the read: deciding on half a cluster
-        // would be worse.
-        match records.problems.pop() {
-            Some(problem) => Err(problem),
-            None => Ok(records),
+        ClusterRecords::read(self.store.as_ref(), &self.keys).await
+    }
+
+    /// The keys that did not decode in the last read.
+    pub fn undecodable_keys(&self) -> Vec<String> {
+        self.undecodable.keys().cloned().collect()
+    }
+
+    /// Says loudly, once per key and change, which keys do not decode and
+    /// what that costs; and when one is readable again.
+    fn report_undecodable(&mut self, records: &ClusterRecords) {
+        let now: BTreeMap<String, String> = records.undecodable().into_iter().collect();
+        for (key, error) in &now {
+            if self.undecodable.get(key) == Some(error) {
+                continue;
+            }
+            let effect = if records.blocking.contains(key) {
+                "no failover, promotion or bootstrap until it is fixed: this member decides as if \
+                 the store were unreachable"
+            } else {
+                "the record is left out of this member's view (a member status: that member is \
+                 absent and never a candidate)"
+            };
+            tracing::error!(
+                "{}: store key {key} does not decode; {effect}: {error}",
+                self.spec.name
+            );
+            self.event("store_key_undecodable", format!("{key}: {error}"));
         }
+        for key in self.undecodable.keys() {
+            if !now.contains_key(key) {
+                tracing::info!(
+                    "{}: store key {key} decodes again (or is gone)",
+                    self.spec.name
+                );
+            }
+        }
+        self.undecodable = now;
     }
 
     /// Gives up leadership and the lease at once (a planned stop), so a

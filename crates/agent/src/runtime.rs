@@ -387,13 +387,21 @@ impl Agent {
         match request {
             Request::Restart => {
                 tracing::info!("{name} restarting PostgreSQL on request");
+                self.side.state.send_modify(|state| {
+                    state.activity = Some(Activity {
+                        what: "restart".to_string(),
+                        done_bytes: 0,
+                        total_bytes: None,
+                    })
+                });
                 let keepalive = self
                     .member
-                    .keepalive("restarting PostgreSQL on request".into());
+                    .keepalive("restarting PostgreSQL on request".into(), now);
                 let result = tokio::select! {
                     result = self.member.restart(now) => result,
                     _ = keepalive => unreachable!("the keepalive never ends"),
                 };
+                self.side.state.send_modify(|state| state.activity = None);
                 if let Err(err) = &result {
                     tracing::warn!("{name} {err}");
                 }
@@ -411,7 +419,7 @@ impl Agent {
                 let _ = reply.send(Ok(format!("re-cloning {name} from {leader}")));
                 let keepalive = self
                     .member
-                    .keepalive(format!("re-cloning from {leader} on request"));
+                    .keepalive(format!("re-cloning from {leader} on request"), now);
                 let Agent {
                     member, pg, side, ..
                 } = self;

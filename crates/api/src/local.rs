@@ -42,6 +42,10 @@ pub struct LocalState {
     /// On a primary that archives WAL: how that goes.
     #[serde(default)]
     pub archive: Option<store::cluster::ArchiveHealth>,
+    /// Store keys that did not decode in the last round (left out of the
+    /// agent's view; docs/store.md says what each costs).
+    #[serde(default)]
+    pub undecodable_keys: Vec<String>,
     /// Unix ms of the round.
     pub updated_ms: u64,
 }

@@ -94,6 +94,11 @@ pub fn render(
         "1 while the store answered the last round.",
     )
     .sample(&[member], local.store_reachable);
+    out.gauge(
+        "pgwarden_store_undecodable_keys",
+        "Store keys this member could not decode in its last round (see its log, the events and `ctl list`).",
+    )
+    .sample(&[member], local.undecodable_keys.len() as u64);
     // Unknown values are left out rather than shown as 0.
     if let Some(timeline) = local.timeline {
         out.gauge("pgwarden_timeline", "The PostgreSQL timeline.")
@@ -417,6 +422,7 @@ mod tests {
                 ("pgwarden_leader", "gauge"),
                 ("pgwarden_postgres_running", "gauge"),
                 ("pgwarden_store_reachable", "gauge"),
+                ("pgwarden_store_undecodable_keys", "gauge"),
                 ("pgwarden_timeline", "gauge"),
                 ("pgwarden_lag_bytes", "gauge"),
                 ("pgwarden_lag_seconds", "gauge"),

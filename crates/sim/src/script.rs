@@ -54,6 +54,16 @@ pub(crate) enum Step {
     ExpectLeader {
         member: Option<String>,
     },
+    /// The run fails unless some member other than `not` holds the key.
+    ExpectLeaderOtherThan {
+        not: String,
+    },
+    /// Raw bytes under a key of the cluster (`members/db9`, `leader`), as
+    /// a hand edit or a newer agent would leave them; `None` deletes it.
+    Store {
+        key: String,
+        value: Option<Vec<u8>>,
+    },
 }
 
 /// A schedule of faults in virtual time, written out in a test. Steps due
@@ -95,6 +105,40 @@ impl Script {
         )
     }
 
+    /// At `at`, a member other than `not` must hold the leader key.
+    pub fn expect_leader_other_than(self, at: Millis, not: &str) -> Script {
+        self.step(
+            at,
+            Step::ExpectLeaderOtherThan {
+                not: not.to_string(),
+            },
+        )
+    }
+
+    /// At `at`, the cluster's `key` (`leader`, `members/db9`) holds bytes
+    /// no record decodes from, unbound to any lease: it stays until
+    /// [`Script::delete_key`].
+    pub fn garbage(self, at: Millis, key: &str) -> Script {
+        self.step(
+            at,
+            Step::Store {
+                key: key.to_string(),
+                value: Some(b"{not a record".to_vec()),
+            },
+        )
+    }
+
+    /// At `at`, the cluster's `key` is deleted (an operator's fix).
+    pub fn delete_key(self, at: Millis, key: &str) -> Script {
+        self.step(
+            at,
+            Step::Store {
+                key: key.to_string(),
+                value: None,
+            },
+        )
+    }
+
     fn step(mut self, at: Millis, step: Step) -> Script {
         // Stable: equal times keep the order they were written in.
         let index = self.steps.partition_point(|(t, _)| *t <= at);
@@ -110,6 +154,12 @@ impl fmt::Display for Step {
             Step::StoreOutage { lasts } => write!(f, "store outage for {}", secs(*lasts)),
             Step::ExpectLeader { member: Some(m) } => write!(f, "expect {m} to lead"),
             Step::ExpectLeader { member: None } => write!(f, "expect no leader"),
+            Step::ExpectLeaderOtherThan { not } => write!(f, "expect a leader other than {not}"),
+            Step::Store {
+                key,
+                value: Some(_),
+            } => write!(f, "garbage under {key}"),
+            Step::Store { key, value: None } => write!(f, "delete {key}"),
         }
     }
 }

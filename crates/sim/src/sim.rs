@@ -418,6 +418,9 @@ struct Sim {
     disagreement: Option<String>,
     /// A scripted run's steps still to come (`None`: random faults).
     script: Option<VecDeque<(Millis, Step)>>,
+    /// A script wrote raw bytes into the store: each round checks
+    /// invariant 7 from then on.
+    raw_writes: bool,
 }
 
 impl Sim {
@@ -468,6 +471,7 @@ impl Sim {
             rounds: 0,
             admitted_quietly: None,
             disagreement: None,
+            raw_writes: false,
             script: script.map(|s| s.steps.iter().cloned().collect()),
             config,
         };
@@ -729,6 +733,35 @@ impl Sim {
                         return Err(self.fail("the script", broken(held)));
                     }
                     self.event(format!("SCRIPT {step}: as expected"));
+                }
+                Step::ExpectLeaderOtherThan { not } => {
+                    match self.leader() {
+                        Some((name, _)) if name != *not => {}
+                        Some((name, term)) => {
+                            let held = format!("{name} holds it (term {term})");
+                            return Err(self.fail("the script", broken(held)));
+                        }
+                        None => {
+                            let held = "nobody holds it".to_string();
+                            return Err(self.fail("the script", broken(held)));
+                        }
+                    }
+                    self.event(format!("SCRIPT {step}: as expected"));
+                }
+                Step::Store { key, value } => {
+                    let key = format!("{}{key}", self.keys.prefix());
+                    self.raw_writes = true;
+                    match value {
+                        Some(bytes) => {
+                            block_on(self.store.put(&key, bytes.clone(), None))
+                                .expect("the in-memory store takes a put");
+                        }
+                        None => {
+                            block_on(self.store.delete(&key))
+                                .expect("the in-memory store takes a delete");
+                        }
+                    }
+                    self.event(format!("SCRIPT {step}"));
                 }
             }
         }
@@ -1091,6 +1124,7 @@ impl Sim {
         member.take_events();
         self.rounds += 1;
         self.check_switchover_carried_out(i, &plan);
+        self.check_no_takeover_on_unreadable_records(i, &plan);
         let agent = &mut self.agents[i];
         agent.delayed = None;
         agent.next_round = self.now + self.config.heartbeat_ms + self.rng.below(3) * STEP_MS;
@@ -1142,6 +1176,35 @@ impl Sim {
     }
 
     // ----- invariants -----
+
+    /// Invariant 7: while a record a decision needs (leader, config, sync,
+    /// …) does not decode, nobody races for the leader key or promotes:
+    /// left out, it would read as a permission.
+    fn check_no_takeover_on_unreadable_records(&mut self, i: usize, plan: &ha::Plan) {
+        if !self.raw_writes {
+            return;
+        }
+        let takes_over = plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, ha::Action::AcquireLeader | ha::Action::Promote));
+        if !takes_over {
+            return;
+        }
+        let Ok(records) = block_on(ClusterRecords::read(&self.store, &self.keys)) else {
+            return;
+        };
+        if !records.blocking.is_empty() {
+            let detail = format!(
+                "{} planned {:?} while {} did not decode",
+                self.names[i],
+                plan.actions,
+                records.blocking.join(", ")
+            );
+            self.world()
+                .violate("7. no takeover on an unreadable record", detail);
+        }
+    }
 
     /// Invariant 6: what the API admits, the leader does not refuse a
     /// moment later. A switchover admitted while nothing was wrong is not

@@ -91,3 +91,32 @@ fn a_script_that_does_not_unfold_as_written_fails() {
         "{failure}"
     );
 }
+
+/// A member status that does not decode (a hand edit, a newer agent's
+/// schema) leaves that member out of the view and nothing else: when the
+/// primary's host dies, a standby still takes over. Before, one such key
+/// failed every agent's read, so nobody ever did.
+#[test]
+fn an_undecodable_member_status_does_not_stop_failover() {
+    let script = db1_leads()
+        .garbage(10_000, "members/db9")
+        .expect_leader(12_000, Some("db1"))
+        .fault(12_000, "db1", Fault::HostCrash { down: 20_000 })
+        .expect_leader_other_than(20_000, "db1");
+    run_each_seed(&script);
+}
+
+/// A leader key that does not decode must not read as "no leader": the
+/// standbys hold (invariant 7 checks that nobody races or promotes while
+/// it is there) even once the primary's host is gone, and fail over once
+/// an operator deletes the key.
+#[test]
+fn an_undecodable_leader_key_makes_everyone_hold_until_it_is_fixed() {
+    let script = db1_leads()
+        .garbage(10_000, "leader")
+        .fault(11_000, "db1", Fault::HostCrash { down: 30_000 })
+        .expect_leader(20_000, None)
+        .delete_key(20_000, "leader")
+        .expect_leader_other_than(30_000, "db1");
+    run_each_seed(&script);
+}

@@ -28,10 +28,17 @@ pub struct ClusterRecords {
     pub backup_request: Option<Versioned<BackupRequest>>,
     pub backup_assignment: Option<Versioned<BackupAssignment>>,
     pub last_backup: Option<Versioned<LastBackup>>,
-    /// Keys holding something this build cannot read, each naming its key.
-    /// The agent refuses to decide on half a cluster; the API shows the
-    /// rest and lists these.
+    /// Keys holding something this build cannot read, each naming its key
+    /// ([`StoreError::BadData`]). Each is left out of the fields above and
+    /// the rest is read; the API and `ctl list` list them, the agent logs
+    /// them and raises an event and a metric.
     pub problems: Vec<StoreError>,
+    /// Of those, the keys of records a decision cannot do without (leader,
+    /// config, initialize, sync, failsafe, primary position, switchover):
+    /// leaving one out would read as "none", which could start a race, a
+    /// bootstrap or a promotion the record forbids. The agent decides as if
+    /// the store were unreachable while one is listed (docs/store.md).
+    pub blocking: Vec<String>,
 }
 
 impl ClusterRecords {
@@ -46,6 +53,9 @@ impl ClusterRecords {
         };
         for kv in kvs {
             if let Err(err) = records.add(keys, kv) {
+                if blocks_decisions(keys.classify(&kv.key)) {
+                    records.blocking.push(kv.key.clone());
+                }
                 records.problems.push(err);
             }
         }
@@ -72,6 +82,17 @@ impl ClusterRecords {
             Some(ClusterKey::Event(_)) | Some(ClusterKey::LastDumps) | None => {}
         }
         Ok(())
+    }
+
+    /// Each key that did not decode, with why.
+    pub fn undecodable(&self) -> Vec<(String, String)> {
+        self.problems
+            .iter()
+            .map(|problem| match problem {
+                StoreError::BadData { key, detail } => (key.clone(), detail.clone()),
+                other => (String::new(), other.to_string()),
+            })
+            .collect()
     }
 
     /// Reads the whole cluster prefix at one revision.
@@ -121,6 +142,27 @@ impl ClusterRecords {
     }
 }
 
+/// Whether a record of this kind, left out, could be read as a permission
+/// (no leader: race; no initialize: bootstrap; no sync set: any standby;
+/// no config: defaults, unpaused) rather than a mere gap. Member statuses
+/// are not: a member without one is absent, as if its agent were down,
+/// which the core already handles. History and backup records only feed
+/// displays and schedules.
+fn blocks_decisions(kind: Option<ClusterKey>) -> bool {
+    matches!(
+        kind,
+        Some(
+            ClusterKey::Leader
+                | ClusterKey::Config
+                | ClusterKey::Initialize
+                | ClusterKey::Sync
+                | ClusterKey::Failsafe
+                | ClusterKey::PrimaryPosition
+                | ClusterKey::Switchover
+        )
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -155,5 +197,41 @@ mod tests {
             .to_string()
             .contains("/pgwarden/main/members/db2"));
         assert_eq!(records.config(), DynamicConfig::default());
+        assert!(
+            records.blocking.is_empty(),
+            "a member status blocks nothing"
+        );
+        assert_eq!(
+            records.undecodable()[0].0,
+            "/pgwarden/main/members/db2",
+            "{:?}",
+            records.undecodable()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_record_that_decisions_need_blocks_and_a_bad_history_does_not() {
+        let store = MemoryStore::new(Arc::new(ManualClock::default()));
+        let keys = ClusterKeys::new("/pgwarden", "main").unwrap();
+        for key in ["leader", "config", "initialize", "sync", "history"] {
+            store
+                .put(&format!("/pgwarden/main/{key}"), b"{oops".to_vec(), None)
+                .await
+                .unwrap();
+        }
+        let records = ClusterRecords::read(&store, &keys).await.unwrap();
+        assert_eq!(records.problems.len(), 5, "{:?}", records.problems);
+        let mut blocking = records.blocking.clone();
+        blocking.sort();
+        assert_eq!(
+            blocking,
+            [
+                "/pgwarden/main/config",
+                "/pgwarden/main/initialize",
+                "/pgwarden/main/leader",
+                "/pgwarden/main/sync"
+            ]
+        );
+        assert_eq!(records.leader_name(), None);
     }
 }

@@ -1,10 +1,13 @@
 //! Typed records above the raw [`Store`]: serde JSON with a schema version.
 //!
 //! A record is stored as one JSON object, its own fields next to
-//! `"schema": N`. Reading checks the version and rejects unknown fields, so a
-//! value written by a newer pgwarden, by hand or by something else is an
-//! error naming the key ([`StoreError::BadData`]), never a panic and never a
-//! silently half-understood value.
+//! `"schema": N`. Reading checks the version, so a value of another schema,
+//! written by hand or by something else is an error naming the key
+//! ([`StoreError::BadData`]), never a panic. Fields a newer pgwarden added
+//! are ignored (records are lenient; the dynamic configuration, which an
+//! operator writes, is not): in a rolling upgrade the older agents keep
+//! reading what the newer ones write. A field is never renamed or re-typed;
+//! a change of meaning takes a new key or a new schema (docs/store.md).
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -270,7 +273,6 @@ mod tests {
             (br#"{"schema":0,"member":"db1"}"#, "older than"),
             (br#"{"schema":1}"#, "missing field `member`"),
             (br#"{"schema":1,"member":-1}"#, "not a valid leader"),
-            (br#"{"schema":1,"member":"db1","x":0}"#, "unknown field `x`"),
         ];
         for (bytes, expected) in cases {
             let err = decode::<Leader>(key, bytes).unwrap_err();
@@ -285,6 +287,37 @@ mod tests {
                 "{message} should say {expected}"
             );
         }
+    }
+
+    #[test]
+    fn a_field_added_by_a_newer_agent_is_ignored() {
+        let leader = decode::<Leader>(
+            "/pgwarden/main/leader",
+            br#"{"schema":1,"member":"db1","added_later":{"x":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(leader.member, "db1");
+        let status = crate::cluster::fixtures::member();
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&encode("k", &status).unwrap()).unwrap();
+        json["added_later"] = serde_json::json!([1, 2]);
+        json["tags"]["added_later"] = serde_json::json!(true);
+        let read = decode::<crate::cluster::MemberStatus>(
+            "/pgwarden/main/members/db2",
+            &serde_json::to_vec(&json).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(read, status);
+    }
+
+    #[test]
+    fn the_dynamic_configuration_still_rejects_unknown_fields() {
+        let err = decode::<crate::cluster::DynamicConfig>(
+            "/pgwarden/main/config",
+            br#"{"schema":1,"tll_ms":1000}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `tll_ms`"), "{err}");
     }
 
     #[tokio::test]

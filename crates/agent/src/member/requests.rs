@@ -4,30 +4,51 @@
 
 use std::time::Duration;
 
-use ha::{Action, Local};
+use ha::{Action, Local, Millis};
 
 use super::{Member, Now};
 use store::HaView;
 
 impl Member {
     /// What keeps this member's lease and status alive while a long request
-    /// (restart, reinit) holds up the rounds: a primary restarting on
-    /// request must not look dead to the fast failover path.
+    /// (restart, reinit) or action holds up the rounds: a primary
+    /// restarting on request must not look dead to the fast failover path.
+    /// On the leader it also moves the lease guard's deadline (the fence),
+    /// which otherwise moves only after rounds and would crash-stop a
+    /// restart taking longer than the lease: only after the lease was
+    /// renewed *and* the leader key read back bound to it, as a round would
+    /// have it, so a lost lease or key still stops PostgreSQL in time.
+    /// `now` is the time of the round or request that starts it.
     pub fn keepalive(
         &self,
         note: String,
+        now: Now,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let store = self.store.clone();
         let lease = self.lease;
         let key = self.keys.member(&self.spec.name).ok();
+        let leader_key = self.keys.leader();
+        let me = self.spec.name.clone();
+        let fence = self.fence.clone().filter(|_| self.is_leader());
         let status = self.last_status.clone();
         let heartbeat = Duration::from_millis(self.records.settings().heartbeat_ms.max(50));
+        let started = std::time::Instant::now();
         async move {
             let mut tick = tokio::time::interval(heartbeat);
             loop {
                 tick.tick().await;
                 if let Some(lease) = lease {
-                    let _ = store.refresh_lease(lease.id).await;
+                    let sent = now.mono + started.elapsed().as_millis() as Millis;
+                    let renewed = store.refresh_lease(lease.id).await.is_ok();
+                    if let (true, Some(fence)) = (renewed, &fence) {
+                        let still_leads = matches!(
+                            leader_key.get(store.as_ref()).await,
+                            Ok(Some(l)) if l.value.member == me && l.lease == Some(lease.id)
+                        );
+                        if still_leads {
+                            fence(sent + lease.ttl.as_millis() as Millis);
+                        }
+                    }
                 }
                 if let (Some(key), Some(mut status)) = (&key, status.clone()) {
                     status.note = note.clone();

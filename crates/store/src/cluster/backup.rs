@@ -18,7 +18,6 @@ pub enum BackupKind {
 
 /// `pgwarden ctl backup run`: taken by the leader's next round.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BackupRequest {
     /// `None`: full when the schedule says one is due, else incremental.
     #[serde(default)]
@@ -35,7 +34,6 @@ impl Record for BackupRequest {
 
 /// The member taking a backup now; one at a time in the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BackupAssignment {
     pub member: String,
     pub kind: BackupKind,
@@ -50,7 +48,6 @@ impl Record for BackupAssignment {
 
 /// The last backup that completed, and when the schedule last looked.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LastBackup {
     /// The repository's name of the backup.
     #[serde(default)]
@@ -91,7 +88,6 @@ pub struct LastBackup {
 
 /// A backup that ended without completing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BackupFailure {
     pub member: String,
     pub kind: BackupKind,
@@ -109,7 +105,6 @@ impl Record for LastBackup {
 /// took after them: how each database's last run went, for the metrics.
 /// Only the databases the configuration names when it is written are kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LastDumps {
     #[serde(default)]
     pub databases: BTreeMap<String, LastDump>,
@@ -117,7 +112,6 @@ pub struct LastDumps {
 
 /// One database's dumps.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LastDump {
     /// The newest dump taken (its id in the repository), once one was.
     #[serde(default)]

@@ -72,7 +72,6 @@ impl ClusterKeys {
 
 /// One entry of the bounded event log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Event {
     pub seq: u64,
     pub time_ms: u64,

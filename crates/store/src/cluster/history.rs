@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use crate::typed::Record;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HistoryEntry {
     /// The timeline the promotion started.
     pub timeline: u32,
@@ -23,7 +22,6 @@ pub struct HistoryEntry {
 
 /// The timeline history, oldest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct History {
     pub entries: Vec<HistoryEntry>,
 }

@@ -7,7 +7,6 @@ use crate::typed::Record;
 /// The cluster's identity. Created (create-if-absent) by the member that
 /// wins the right to run initdb, then completed with the system identifier.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Initialize {
     pub member: String,
     pub system_identifier: Option<u64>,

@@ -9,7 +9,6 @@ use crate::typed::Record;
 
 /// Who holds the leader key. Its term is the key's create revision.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Leader {
     pub member: String,
 }
@@ -22,7 +21,6 @@ impl Record for Leader {
 /// heartbeat. Not leased: after the primary dies it bounds how far behind a
 /// standby may be and still be promoted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PrimaryPosition {
     pub member: String,
     pub timeline: u32,
@@ -38,7 +36,6 @@ impl Record for PrimaryPosition {
 /// its leader last published them, with their REST APIs. Only these may
 /// take over while failsafe is on: a primary cannot ask one it never knew.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FailsafeList {
     pub leader: String,
     /// Member name → API URL, the leader included.
@@ -51,7 +48,6 @@ impl Record for FailsafeList {
 
 /// The synchronous standbys the primary has actually configured.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SyncSet {
     pub leader: String,
     pub members: Vec<String>,

@@ -33,7 +33,7 @@ pub enum PgState {
 
 /// Operator tags of a member.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Tags {
     /// Never promote this member.
     pub nofailover: bool,
@@ -58,7 +58,6 @@ impl Default for Tags {
 
 /// What a member publishes about itself every heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MemberStatus {
     pub name: String,
     pub role: Role,
@@ -115,7 +114,7 @@ pub struct MemberStatus {
 /// A primary's WAL archiving, from `pg_stat_archiver` and the segments
 /// waiting in pg_wal.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ArchiveHealth {
     /// The last attempt failed.
     pub failing: bool,

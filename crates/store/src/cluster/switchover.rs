@@ -12,7 +12,6 @@ use crate::typed::Record;
 /// unset it is a manual failover: when no member leads, only `to` may take
 /// the leader key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Switchover {
     /// Only if this member still leads; `None`: a manual failover.
     pub from: Option<String>,
@@ -31,7 +30,6 @@ pub struct Switchover {
 /// The old primary's half of a switchover: it has stopped, and `to` may
 /// take the leader key once it has replayed up to `final_lsn`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Handoff {
     pub to: String,
     /// The end of the old primary's WAL (its shutdown checkpoint).
