@@ -94,7 +94,7 @@ pub async fn synchronous_cluster_under_load(
         fsync: true,
         ..ClusterOptions::default()
     };
-    options.config.synchronous_mode = true;
+    options.config.synchronous_mode = store::cluster::SynchronousMode::First;
     let cluster = AgentCluster::start(pgwarden, options)
         .await
         .map_err(|e| e.to_string())?;

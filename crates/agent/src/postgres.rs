@@ -81,7 +81,12 @@ pub trait LocalPostgres: Send + Sync {
     }
     /// Streams from `upstream` (none: replay what is there and wait).
     async fn follow(&self, upstream: Option<&Upstream>) -> Result<(), PgError>;
-    async fn apply_synchronous(&self, names: &[String], count: u32) -> Result<(), PgError>;
+    async fn apply_synchronous(
+        &self,
+        names: &[String],
+        count: u32,
+        quorum: bool,
+    ) -> Result<(), PgError>;
     /// Creates the slots in `keep` that are missing and drops those in
     /// `drop` (never another slot).
     async fn keep_slots(&self, keep: &[String], drop: &[String]) -> Result<(), PgError>;
@@ -132,6 +137,8 @@ struct Applied {
     settings: Settings,
     upstream: Option<String>,
     sync_names: Vec<String>,
+    /// `Some(k)`: applied as `ANY k`.
+    sync_any: Option<u32>,
 }
 
 impl RealPostgres {
@@ -143,6 +150,7 @@ impl RealPostgres {
                 settings,
                 upstream: None,
                 sync_names: Vec::new(),
+                sync_any: None,
             }),
             lag_ms: std::sync::Mutex::new(None),
             config_report: Default::default(),
@@ -383,6 +391,7 @@ impl LocalPostgres for RealPostgres {
                 .as_ref()
                 .is_some_and(|r| r.status == "streaming"),
             sync_applied: applied.sync_names.clone(),
+            sync_applied_any: applied.sync_any,
             replicas: state
                 .replication
                 .iter()
@@ -494,6 +503,7 @@ impl LocalPostgres for RealPostgres {
             self.point_at(&mut applied, upstream);
             // A standby waits for nobody.
             applied.sync_names.clear();
+            applied.sync_any = None;
             applied.settings.synchronous_standby_names.clear();
             self.instance.write_settings(&applied.settings)?;
         }
@@ -541,10 +551,17 @@ impl LocalPostgres for RealPostgres {
         self.instance.reload().await
     }
 
-    async fn apply_synchronous(&self, names: &[String], count: u32) -> Result<(), PgError> {
+    async fn apply_synchronous(
+        &self,
+        names: &[String],
+        count: u32,
+        quorum: bool,
+    ) -> Result<(), PgError> {
         self.rewrite(|applied| {
             applied.sync_names = names.to_vec();
-            applied.settings.synchronous_standby_names = synchronous_standby_names(names, count);
+            applied.sync_any = (quorum && !names.is_empty()).then_some(count);
+            applied.settings.synchronous_standby_names =
+                synchronous_standby_names(names, count, quorum);
         })
         .await?;
         self.instance.reload().await
@@ -568,8 +585,9 @@ impl LocalPostgres for RealPostgres {
     }
 }
 
-/// `FIRST n ("a", "b")`, or empty for none; `*` stays bare.
-pub fn synchronous_standby_names(names: &[String], count: u32) -> String {
+/// `FIRST n ("a", "b")`, with `quorum` `ANY n ("a", "b")`, or empty for
+/// none; `*` stays bare.
+pub fn synchronous_standby_names(names: &[String], count: u32, quorum: bool) -> String {
     if names.is_empty() || count == 0 {
         return String::new();
     }
@@ -583,7 +601,8 @@ pub fn synchronous_standby_names(names: &[String], count: u32) -> String {
             }
         })
         .collect();
-    format!("FIRST {count} ({})", list.join(", "))
+    let method = if quorum { "ANY" } else { "FIRST" };
+    format!("{method} {count} ({})", list.join(", "))
 }
 
 #[cfg(test)]
@@ -592,11 +611,18 @@ mod tests {
 
     #[test]
     fn renders_synchronous_standby_names() {
-        assert_eq!(synchronous_standby_names(&[], 0), "");
+        assert_eq!(synchronous_standby_names(&[], 0, false), "");
         assert_eq!(
-            synchronous_standby_names(&["db2".into(), "db3".into()], 2),
+            synchronous_standby_names(&["db2".into(), "db3".into()], 2, false),
             "FIRST 2 (\"db2\", \"db3\")"
         );
-        assert_eq!(synchronous_standby_names(&["*".into()], 1), "FIRST 1 (*)");
+        assert_eq!(
+            synchronous_standby_names(&["*".into()], 1, false),
+            "FIRST 1 (*)"
+        );
+        assert_eq!(
+            synchronous_standby_names(&["db2".into(), "db3".into()], 1, true),
+            "ANY 1 (\"db2\", \"db3\")"
+        );
     }
 }

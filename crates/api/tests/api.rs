@@ -147,6 +147,7 @@ async fn reads_show_the_cluster_and_checks_follow_the_local_state() {
                 leader: "db1".to_string(),
                 members: vec!["db2".to_string()],
                 term: 1,
+                quorum: None,
             },
             None,
         )

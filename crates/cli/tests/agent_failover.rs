@@ -78,7 +78,7 @@ async fn a_postgresql_crash_is_repaired_in_place_or_failed_over() {
 #[tokio::test]
 async fn a_frozen_primary_never_accepts_a_write_after_it_thaws_and_rejoins() {
     let mut options = ClusterOptions::default();
-    options.config.synchronous_mode = true;
+    options.config.synchronous_mode = store::cluster::SynchronousMode::First;
     let cluster = AgentCluster::start(binary(), options).await.unwrap();
     let old = healthy(&cluster, &ALL).await;
     cluster.wait_synchronous(DEADLINE).await.unwrap();
@@ -125,7 +125,7 @@ async fn a_frozen_primary_never_accepts_a_write_after_it_thaws_and_rejoins() {
 #[tokio::test]
 async fn synchronous_mode_loses_no_acknowledged_write_when_the_primary_host_dies() {
     let mut options = ClusterOptions::default();
-    options.config.synchronous_mode = true;
+    options.config.synchronous_mode = store::cluster::SynchronousMode::First;
     let mut cluster = AgentCluster::start(binary(), options).await.unwrap();
     let old = healthy(&cluster, &ALL).await;
     cluster.wait_synchronous(DEADLINE).await.unwrap();

@@ -84,7 +84,7 @@ async fn assert_leadership_kept(
 async fn a_cpu_saturated_cluster_keeps_its_primary_for_two_minutes() {
     // Synchronous mode, so the fast failover path is armed too.
     let mut options = ClusterOptions::default();
-    options.config.synchronous_mode = true;
+    options.config.synchronous_mode = store::cluster::SynchronousMode::First;
     let cluster = AgentCluster::start(binary(), options).await.unwrap();
     cluster
         .wait_healthy(&ALL, Duration::from_secs(60))

@@ -50,7 +50,7 @@ async fn event_kinds(cluster: &AgentCluster, member: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_switchover_under_load_loses_nothing_and_the_old_primary_streams_without_rewind() {
     let mut options = ClusterOptions::default();
-    options.config.synchronous_mode = true;
+    options.config.synchronous_mode = store::cluster::SynchronousMode::First;
     let cluster = AgentCluster::start(binary(), options).await.unwrap();
     let old = healthy(&cluster, &ALL).await;
     cluster.wait_synchronous(DEADLINE).await.unwrap();

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::observation::{Cluster, MemberView};
+use crate::observation::{Cluster, MemberView, SyncSet};
 
 /// A member that may take over.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +35,12 @@ pub enum Exclusion {
     /// Synchronous mode and not in the synchronous set, so it may lack
     /// acknowledged commits.
     NotSynchronous,
+    /// Quorum commit: it has not yet heard from enough members of the
+    /// synchronous set to know that none holds a commit it lacks.
+    QuorumNotHeard {
+        heard: usize,
+        need: usize,
+    },
     /// It holds the leader key already.
     Leads,
     /// It does not run as a standby.
@@ -68,6 +74,10 @@ impl Exclusion {
             Exclusion::TooFarBehind { .. } | Exclusion::NotSynchronous => {
                 "wait until it has caught up, or pick another member".to_string()
             }
+            Exclusion::QuorumNotHeard { .. } => {
+                "wait until the other members of the synchronous set run and report, or start them"
+                    .to_string()
+            }
         }
     }
 }
@@ -91,6 +101,12 @@ impl fmt::Display for Exclusion {
             Exclusion::NotSynchronous => write!(
                 f,
                 "not in the synchronous set, it may lack acknowledged commits"
+            ),
+            Exclusion::QuorumNotHeard { heard, need } => write!(
+                f,
+                "it knows the final position of {heard} of the {need} members of the synchronous set it needs \
+                 (each must have stopped receiving from the old primary and be no further ahead), \
+                 so another may hold commits it lacks"
             ),
             Exclusion::Leads => write!(f, "it is the leader already"),
             Exclusion::NotStandby => write!(f, "it does not run as a standby"),
@@ -176,20 +192,46 @@ pub fn failover_candidate(
             });
         }
     }
-    if settings.synchronous_mode {
+    if settings.synchronous_mode.on() {
         // The primary that published the set holds every commit it
-        // acknowledged, like the members it names; with no set published
-        // yet, synchronous replication never took effect (nothing was
-        // acknowledged under it) and the lag limit alone decides.
-        let allowed = cluster
-            .sync
-            .as_ref()
-            .is_none_or(|sync| sync.leader == name || sync.members.contains(name));
-        if !allowed {
-            return Err(Exclusion::NotSynchronous);
+        // acknowledged; with no set published yet, synchronous replication
+        // never took effect (nothing was acknowledged under it) and the lag
+        // limit alone decides.
+        if let Some(sync) = cluster.sync.as_ref().filter(|s| s.leader != name) {
+            if !sync.members.contains(name) || sync.quorum == 0 {
+                return Err(Exclusion::NotSynchronous);
+            }
+            let heard = final_positions_heard(cluster, sync, name, lsn);
+            let need = sync.must_hear();
+            if heard < need {
+                return Err(Exclusion::QuorumNotHeard { heard, need });
+            }
         }
     }
     Ok(lsn)
+}
+
+/// How many members of the synchronous set `candidate` (at `lsn`) knows to
+/// hold no commit it lacks: itself, and every member whose status says it
+/// runs as a standby that receives from nobody (it will get nothing more
+/// from the old primary, so its position is final) at `lsn` or below.
+/// Each acknowledged commit lies on `sync.quorum` members, so hearing from
+/// [`SyncSet::must_hear`] of them means one holds it — and the candidate
+/// is at least as far.
+fn final_positions_heard(cluster: &Cluster, sync: &SyncSet, candidate: &str, lsn: u64) -> usize {
+    sync.members
+        .iter()
+        .filter(|name| {
+            *name == candidate
+                || cluster.members.get(*name).is_some_and(|m| {
+                    m.running
+                        && !m.primary
+                        && !m.streaming
+                        && m.upstream.is_none()
+                        && m.lsn.is_some_and(|theirs| theirs <= lsn)
+                })
+        })
+        .count()
 }
 
 /// How a standby stands as a switchover target.
@@ -266,7 +308,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::observation::{Settings, SyncSet};
+    use crate::observation::{Settings, SyncMode, SyncSet};
 
     fn standby(lsn: u64, priority: u32) -> MemberView {
         MemberView {
@@ -372,10 +414,11 @@ mod tests {
     #[test]
     fn synchronous_mode_admits_only_the_synchronous_set() {
         let mut cluster = cluster(&[("db2", standby(1_000, 100)), ("db3", standby(990, 100))]);
-        cluster.settings.synchronous_mode = true;
+        cluster.settings.synchronous_mode = SyncMode::First;
         cluster.sync = Some(SyncSet {
             leader: "db1".into(),
             members: BTreeSet::from(["db3".to_string()]),
+            quorum: 1,
         });
         let (ranked, excluded) = rank_candidates(&cluster);
         assert_eq!(

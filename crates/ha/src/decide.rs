@@ -10,7 +10,7 @@ use crate::backups;
 use crate::candidates::{rank_candidates, switchover_target, switchover_targets, Readiness};
 use crate::observation::{
     Cluster, FailsafeList, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView,
-    Millis, Observation, Running, Settings, StoreView, SwitchoverRequest,
+    Millis, Observation, Running, Settings, StoreView, SwitchoverRequest, SyncMode,
 };
 use crate::plan::{Action, LogRole, Plan, StopMode};
 use crate::sync::{self, ANY_STANDBY};
@@ -293,7 +293,7 @@ impl Ha {
             .is_some_and(|l| l.member == self.me.name);
         match &obs.local {
             Local::Running(running) if leads && running.primary && !cluster.settings.paused => {
-                sync::observe_floor(&cluster.settings, running, &mut self.sync_floor);
+                sync::observe_floor(cluster, running, &mut self.sync_floor);
                 for (name, member) in &cluster.members {
                     if *name != self.me.name && !member.witness {
                         self.slot_members.insert(name.clone(), obs.now);
@@ -473,9 +473,10 @@ impl Ha {
                     // Before anyone can clone: the synchronous set names
                     // this primary, so no standby is promoted over it
                     // without having been synchronous.
-                    let plan = if cluster.settings.synchronous_mode && cluster.sync.is_none() {
+                    let plan = if cluster.settings.synchronous_mode.on() && cluster.sync.is_none() {
                         plan.then(Action::PublishSync {
                             members: Vec::new(),
+                            quorum: 0,
                         })
                     } else {
                         plan
@@ -711,44 +712,10 @@ impl Ha {
         running: &Running,
         role: LogRole,
     ) -> Option<Plan> {
-        let settings = &cluster.settings;
         let name = &leader.member;
-        if self.promised(obs, settings).is_some() || self.not_on_failsafe_list(cluster).is_some() {
-            // It may be serving on my word: silent in the store is expected.
-            return None;
-        }
-        let switching_over = cluster
-            .switchover
-            .as_ref()
-            .is_some_and(|s| s.from.as_deref() == Some(name.as_str()) && s.is_due(obs.wall_ms));
-        if switching_over {
-            // It stops on purpose and hands over to the switchover's target;
-            // silence is expected (a shutdown waits for the archiver, for
-            // one). Should it die instead, its lease still runs out.
-            return None;
-        }
+        let silent_for = self.quiet_leader(obs, cluster, leader, running)?;
         let sync = cluster.sync.as_ref().filter(|s| s.leader == *name)?;
-        if !settings.synchronous_mode || running.streaming || !sync.members.contains(&self.me.name)
-        {
-            return None;
-        }
-        let someone_streams = cluster.members.iter().any(|(member, view)| {
-            member != name && view.streaming && view.upstream.as_deref() == Some(name)
-        });
-        if someone_streams {
-            return None;
-        }
-        let silent_for = match &self.leader_silent {
-            Some((silent, _, since)) if silent == name => obs.now - since,
-            _ => return None,
-        };
-        // Not on a blip: this standby must have stopped receiving for a
-        // heartbeat too, not just be reconnecting.
-        let not_receiving_for = self
-            .not_streaming_since
-            .as_ref()
-            .map_or(0, |(_, since)| obs.now - since);
-        if silent_for < 2 * settings.heartbeat_ms || not_receiving_for < settings.heartbeat_ms {
+        if !sync.members.contains(&self.me.name) {
             return None;
         }
         let mut view = self.with_fresh_self(cluster, running);
@@ -774,18 +741,120 @@ impl Ha {
         ))
     }
 
+    /// In synchronous mode, how long the leader has been silent in the
+    /// store while no standby receives from it — this one neither for a
+    /// heartbeat (or it stopped listening) — when that is no blip and no
+    /// promise or switchover explains it: the primary cannot acknowledge
+    /// anything more.
+    fn quiet_leader(
+        &self,
+        obs: &Observation,
+        cluster: &Cluster,
+        leader: &Leader,
+        running: &Running,
+    ) -> Option<Millis> {
+        let settings = &cluster.settings;
+        let name = &leader.member;
+        if !settings.synchronous_mode.on() || running.streaming {
+            return None;
+        }
+        if self.promised(obs, settings).is_some() || self.not_on_failsafe_list(cluster).is_some() {
+            // It may be serving on my word: silent in the store is expected.
+            return None;
+        }
+        let switching_over = cluster
+            .switchover
+            .as_ref()
+            .is_some_and(|s| s.from.as_deref() == Some(name.as_str()) && s.is_due(obs.wall_ms));
+        if switching_over {
+            // It stops on purpose and hands over to the switchover's target;
+            // silence is expected (a shutdown waits for the archiver, for
+            // one). Should it die instead, its lease still runs out.
+            return None;
+        }
+        let someone_streams = cluster.members.iter().any(|(member, view)| {
+            member != name
+                && *member != self.me.name
+                && view.streaming
+                && view.upstream.as_deref() == Some(name)
+        });
+        if someone_streams {
+            return None;
+        }
+        let silent_for = match &self.leader_silent {
+            Some((silent, _, since)) if silent == name => obs.now - since,
+            _ => return None,
+        };
+        // Not on a blip: this standby must have stopped receiving for a
+        // heartbeat too, not just be reconnecting.
+        let not_receiving_for = self
+            .not_streaming_since
+            .as_ref()
+            .map_or(0, |(_, since)| obs.now - since);
+        let stopped_listening = running.upstream.is_none();
+        if silent_for < 2 * settings.heartbeat_ms
+            || (not_receiving_for < settings.heartbeat_ms && !stopped_listening)
+        {
+            return None;
+        }
+        Some(silent_for)
+    }
+
+    /// Quorum commit: a member of the synchronous set stops receiving from
+    /// a primary that has fallen silent, so that its position is final and
+    /// a candidate may count it ([`crate::candidates`]); it follows the
+    /// primary again as soon as that publishes its status again.
+    fn detach_from_quiet_leader(
+        &self,
+        obs: &Observation,
+        cluster: &Cluster,
+        leader: &Leader,
+        running: &Running,
+        role: LogRole,
+    ) -> Option<Plan> {
+        if cluster.settings.synchronous_mode != SyncMode::Quorum {
+            return None;
+        }
+        let name = &leader.member;
+        cluster
+            .sync
+            .as_ref()
+            .filter(|s| s.leader == *name && s.members.contains(&self.me.name))?;
+        let silent_for = self.quiet_leader(obs, cluster, leader, running)?;
+        let plan = match &running.upstream {
+            Some(_) => Plan::new(
+                role,
+                format!(
+                    "primary {name} silent for {silent_for} ms and no standby receives from it: \
+                     no longer listening to it, so that the synchronous set can choose who takes over"
+                ),
+            )
+            .then(Action::Follow { upstream: None }),
+            None => Plan::new(
+                role,
+                format!(
+                    "primary {name} silent for {silent_for} ms: not listening to it, waiting for the synchronous set \
+                     to choose who takes over"
+                ),
+            ),
+        };
+        Some(plan)
+    }
+
     /// Promotion, in synchronous mode with the published set reset to this
     /// leader first and PostgreSQL waiting for any standby until the
     /// synchronous set is named again.
     fn promote_plan(&self, cluster: &Cluster, mut plan: Plan, reason: &str) -> Plan {
-        if cluster.settings.synchronous_mode {
+        if cluster.settings.synchronous_mode.on() {
             plan = plan
                 .then(Action::PublishSync {
                     members: Vec::new(),
+                    quorum: 0,
                 })
                 .then(Action::ApplySynchronous {
                     names: vec![ANY_STANDBY.to_string()],
                     count: 1,
+                    quorum: cluster.settings.synchronous_mode == SyncMode::Quorum,
                 });
         }
         plan.then(Action::Promote).then(Action::RecordHistory {
@@ -813,6 +882,11 @@ impl Ha {
             }),
             Local::Running(running) => {
                 if let Some(plan) = self.fast_failover(obs, cluster, leader, running, role) {
+                    return plan;
+                }
+                if let Some(plan) =
+                    self.detach_from_quiet_leader(obs, cluster, leader, running, role)
+                {
                     return plan;
                 }
                 if running.upstream.as_deref() != Some(name) {
@@ -1004,6 +1078,18 @@ impl Ha {
                     promise.until - obs.now
                 ));
             }
+        }
+        if cluster.settings.synchronous_mode == SyncMode::Quorum
+            && !running.primary
+            && running.upstream.is_some()
+        {
+            // Quorum commit: a candidate counts only members that can
+            // receive nothing more from the old primary.
+            return Plan::new(
+                role,
+                "no leader: no longer listening to the old primary, so that the synchronous set can choose who takes over",
+            )
+            .then(Action::Follow { upstream: None });
         }
         let view = self.with_fresh_self(cluster, running);
         let (ranked, excluded) = rank_candidates(&view);

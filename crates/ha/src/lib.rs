@@ -28,6 +28,6 @@ pub use decide::Ha;
 pub use observation::{
     Cluster, FailsafeList, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView,
     Millis, Observation, Replica, Running, Settings, Stopped, StoreView, SwitchoverRequest,
-    SyncSet,
+    SyncMode, SyncSet,
 };
 pub use plan::{Action, LogRole, Plan, StopMode};

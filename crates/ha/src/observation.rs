@@ -91,8 +91,11 @@ pub struct Running {
     pub upstream: Option<String>,
     /// Whether a standby's WAL receiver is streaming.
     pub streaming: bool,
-    /// synchronous_standby_names as this agent last applied it (primary).
+    /// synchronous_standby_names as this agent last applied it (primary):
+    /// the names, and `Some(k)` for `ANY k (…)` (quorum commit), `None` for
+    /// `FIRST n (…)` of exactly those n names.
     pub sync_applied: Vec<String>,
+    pub sync_applied_any: Option<u32>,
     /// pg_stat_replication (primary).
     pub replicas: Vec<Replica>,
 }
@@ -218,6 +221,47 @@ pub struct SyncSet {
     /// The primary that applied it.
     pub leader: String,
     pub members: BTreeSet<String>,
+    /// Every commit the leader acknowledged is on at least this many of
+    /// `members`: all of them with `FIRST n`, `k` with `ANY k`, fewer while
+    /// the set changes; 0: on none of them necessarily.
+    pub quorum: u32,
+}
+
+impl SyncSet {
+    /// How many members of the set a candidate must hear from — itself
+    /// included, none ahead of it — to be sure it holds every acknowledged
+    /// commit: any `n - quorum + 1` of `n` include one that holds each.
+    /// More than `n` when nobody but the leader may take over.
+    pub fn must_hear(&self) -> usize {
+        let n = self.members.len();
+        if self.quorum == 0 {
+            return n + 1;
+        }
+        n + 1 - (self.quorum as usize).min(n)
+    }
+}
+
+/// How commits wait for standbys (`synchronous_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Asynchronous: a commit waits for no standby, so a failover loses
+    /// what the new primary had not received.
+    #[default]
+    Off,
+    /// `FIRST n (…)` over exactly n standbys: each of them holds every
+    /// acknowledged commit, so any of them may take over alone.
+    First,
+    /// `ANY k (…)` over every healthy standby: k of them hold each
+    /// acknowledged commit, so a candidate takes over only once it has
+    /// heard from enough of them to know none is ahead of it.
+    Quorum,
+}
+
+impl SyncMode {
+    /// Commits wait for standbys.
+    pub fn on(self) -> bool {
+        self != SyncMode::Off
+    }
 }
 
 /// Another member as its own agent last published it.
@@ -250,7 +294,7 @@ pub struct Settings {
     /// Bytes a standby may be behind the last published primary position
     /// and still be promoted.
     pub maximum_lag_on_failover: u64,
-    pub synchronous_mode: bool,
+    pub synchronous_mode: SyncMode,
     pub synchronous_count: u32,
     /// With no synchronous standby left: block writes (true) or keep
     /// accepting them unprotected (false).
@@ -270,7 +314,7 @@ impl Default for Settings {
             ttl_ms: 3_000,
             heartbeat_ms: 500,
             maximum_lag_on_failover: 16 * 1024 * 1024,
-            synchronous_mode: false,
+            synchronous_mode: SyncMode::Off,
             synchronous_count: 1,
             synchronous_strict: false,
             failsafe: false,

@@ -56,14 +56,18 @@ pub enum Action {
     Stop {
         mode: StopMode,
     },
-    /// Write synchronous_standby_names (`count` of `names`) and reload.
+    /// Write synchronous_standby_names and reload: `ANY count (names)` with
+    /// `quorum`, else `FIRST count (names)`; no names: asynchronous.
     ApplySynchronous {
         names: Vec<String>,
         count: u32,
+        quorum: bool,
     },
-    /// Publish the synchronous set PostgreSQL has actually applied.
+    /// Publish the synchronous set: every commit acknowledged is on at
+    /// least `quorum` of `members`.
     PublishSync {
         members: Vec<String>,
+        quorum: u32,
     },
     /// Failsafe mode: publish the members this leader would ask if it lost
     /// the store (every member with a status, itself included).

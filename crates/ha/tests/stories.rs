@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ha::{
     Action, Cluster, FailsafeList, FailsafePromise, Ha, Handoff, Initialize, Leader, Local, Me,
     MemberView, Observation, Replica, Running, Settings, StopMode, Stopped, StoreView,
-    SwitchoverRequest, SyncSet,
+    SwitchoverRequest, SyncMode, SyncSet,
 };
 
 const SYSID: u64 = 7_300_000_000_000_000_001;
@@ -27,6 +27,7 @@ fn standby(lsn: u64, upstream: Option<&str>) -> Local {
         upstream: upstream.map(str::to_string),
         streaming: upstream.is_some(),
         sync_applied: vec![],
+        sync_applied_any: None,
         replicas: vec![],
     })
 }
@@ -40,6 +41,7 @@ fn primary(lsn: u64) -> Running {
         upstream: None,
         streaming: false,
         sync_applied: vec![],
+        sync_applied_any: None,
         replicas: vec![],
     }
 }
@@ -361,10 +363,11 @@ mod failover {
     fn given_synchronous_mode_only_the_synchronous_standby_takes_over_and_it_resets_the_set_first()
     {
         let mut cluster = leaderless();
-        cluster.settings.synchronous_mode = true;
+        cluster.settings.synchronous_mode = SyncMode::First;
         cluster.sync = Some(SyncSet {
             leader: "db1".into(),
             members: BTreeSet::from(["db3".to_string()]),
+            quorum: 1,
         });
         let plan = me("db2").decide(&observe(0, standby(1_000, Some("db1")), cluster.clone()));
         assert!(plan.is_idle(), "db2 is ahead but not synchronous: {plan:?}");
@@ -373,10 +376,14 @@ mod failover {
             plan.actions,
             [
                 Action::AcquireLeader,
-                Action::PublishSync { members: vec![] },
+                Action::PublishSync {
+                    members: vec![],
+                    quorum: 0
+                },
                 Action::ApplySynchronous {
                     names: vec!["*".into()],
-                    count: 1
+                    count: 1,
+                    quorum: false
                 },
                 Action::Promote,
                 Action::RecordHistory {
@@ -1204,10 +1211,11 @@ mod synchronous {
         published: &[&str],
     ) -> Vec<Action> {
         let mut cluster = cluster();
-        cluster.settings.synchronous_mode = true;
+        cluster.settings.synchronous_mode = SyncMode::First;
         cluster.sync = Some(SyncSet {
             leader: "db1".into(),
             members: published.iter().map(|s| s.to_string()).collect(),
+            quorum: published.len() as u32,
         });
         let mut running = primary(1_000);
         running.sync_applied = sync_applied.iter().map(|s| s.to_string()).collect();
@@ -1233,7 +1241,8 @@ mod synchronous {
             leading(&[], &[("db2", true, false), ("db3", true, false)], &[]),
             [Action::ApplySynchronous {
                 names: vec!["db2".into()],
-                count: 1
+                count: 1,
+                quorum: false
             }]
         );
     }
@@ -1241,7 +1250,7 @@ mod synchronous {
     #[test]
     fn a_standby_tagged_nosync_is_never_waited_for() {
         let mut cluster = cluster();
-        cluster.settings.synchronous_mode = true;
+        cluster.settings.synchronous_mode = SyncMode::First;
         cluster.members.get_mut("db2").unwrap().nosync = true;
         let mut running = primary(1_000);
         running.replicas = ["db2", "db3"]
@@ -1259,7 +1268,8 @@ mod synchronous {
         assert!(
             actions.contains(&Action::ApplySynchronous {
                 names: vec!["db3".into()],
-                count: 1
+                count: 1,
+                quorum: false
             }),
             "the less advanced db3, not the nosync db2: {actions:?}"
         );
@@ -1270,7 +1280,8 @@ mod synchronous {
         assert_eq!(
             leading(&["db2"], &[("db2", true, true), ("db3", true, false)], &[]),
             [Action::PublishSync {
-                members: vec!["db2".into()]
+                members: vec!["db2".into()],
+                quorum: 1
             }]
         );
         assert_eq!(
@@ -1289,10 +1300,14 @@ mod synchronous {
         assert_eq!(
             leading(&["db2"], &[("db3", true, false)], &["db2"]),
             [
-                Action::PublishSync { members: vec![] },
+                Action::PublishSync {
+                    members: vec![],
+                    quorum: 0
+                },
                 Action::ApplySynchronous {
                     names: vec!["db3".into()],
-                    count: 1
+                    count: 1,
+                    quorum: false
                 }
             ]
         );
@@ -1301,7 +1316,7 @@ mod synchronous {
     #[test]
     fn strict_mode_keeps_waiting_rather_than_acknowledging_unprotected() {
         let mut cluster = cluster();
-        cluster.settings.synchronous_mode = true;
+        cluster.settings.synchronous_mode = SyncMode::First;
         cluster.settings.synchronous_strict = true;
         let mut running = primary(1_000);
         running.sync_applied = vec!["db2".into()];
@@ -1322,10 +1337,14 @@ mod synchronous {
         assert_eq!(
             leading(&["db2"], &[], &["db2"]),
             [
-                Action::PublishSync { members: vec![] },
+                Action::PublishSync {
+                    members: vec![],
+                    quorum: 0
+                },
                 Action::ApplySynchronous {
                     names: vec![],
-                    count: 0
+                    count: 0,
+                    quorum: false
                 }
             ]
         );
@@ -1351,7 +1370,7 @@ mod found_by_simulation {
 
     fn synchronous(sync: Option<SyncSet>) -> Cluster {
         let mut cluster = leaderless();
-        cluster.settings.synchronous_mode = true;
+        cluster.settings.synchronous_mode = SyncMode::First;
         cluster.sync = sync;
         cluster
     }
@@ -1364,6 +1383,7 @@ mod found_by_simulation {
         let cluster = synchronous(Some(SyncSet {
             leader: "db1".into(),
             members: BTreeSet::new(),
+            quorum: 0,
         }));
         let plan = me("db1").decide(&observe(0, standby(1_100, None), cluster.clone()));
         assert_eq!(plan.actions[0], Action::AcquireLeader, "{plan:?}");
@@ -1389,7 +1409,7 @@ mod found_by_simulation {
     #[test]
     fn a_primary_names_itself_in_the_synchronous_key_before_postgresql_waits_for_anyone() {
         let mut cluster = cluster();
-        cluster.settings.synchronous_mode = true;
+        cluster.settings.synchronous_mode = SyncMode::First;
         cluster.sync = None;
         let mut obs = primary_obs(0, cluster);
         if let Local::Running(running) = &mut obs.local {
@@ -1405,10 +1425,14 @@ mod found_by_simulation {
         assert_eq!(
             actions,
             [
-                Action::PublishSync { members: vec![] },
+                Action::PublishSync {
+                    members: vec![],
+                    quorum: 0
+                },
                 Action::ApplySynchronous {
                     names: vec!["db3".into()],
-                    count: 1
+                    count: 1,
+                    quorum: false
                 }
             ]
         );
@@ -1421,10 +1445,11 @@ mod found_by_simulation {
     #[test]
     fn a_new_synchronous_standby_is_published_only_once_it_has_what_was_acknowledged_before() {
         let mut cluster = cluster();
-        cluster.settings.synchronous_mode = true;
+        cluster.settings.synchronous_mode = SyncMode::First;
         cluster.sync = Some(SyncSet {
             leader: "db1".into(),
             members: BTreeSet::new(),
+            quorum: 0,
         });
         let leading = |lsn: u64, flush_lsn: u64| {
             let mut running = primary(lsn);
@@ -1453,7 +1478,8 @@ mod found_by_simulation {
         assert_eq!(
             published(&mut ha, &leading(1_100, 1_000)),
             [Action::PublishSync {
-                members: vec!["db3".into()]
+                members: vec!["db3".into()],
+                quorum: 1
             }],
             "db3 holds everything from before PostgreSQL waited for it"
         );
@@ -1469,13 +1495,16 @@ mod found_by_simulation {
         claimed.initialize = Some(Initialize::Claimed { by: "db1".into() });
         claimed.leader = None;
         claimed.members.clear();
-        claimed.settings.synchronous_mode = true;
+        claimed.settings.synchronous_mode = SyncMode::First;
         let plan = me("db1").decide(&observe(1, Local::Running(primary(100)), claimed));
         assert_eq!(
             plan.actions,
             [
                 Action::AcquireLeader,
-                Action::PublishSync { members: vec![] },
+                Action::PublishSync {
+                    members: vec![],
+                    quorum: 0
+                },
                 Action::CompleteInitialize { system_id: SYSID }
             ]
         );
@@ -1589,10 +1618,11 @@ mod fast_failover {
     /// from db1 any more (its host died) and its status is frozen.
     fn primary_gone_silent() -> Cluster {
         let mut cluster = cluster();
-        cluster.settings.synchronous_mode = true;
+        cluster.settings.synchronous_mode = SyncMode::First;
         cluster.sync = Some(SyncSet {
             leader: "db1".into(),
             members: BTreeSet::from(["db2".to_string()]),
+            quorum: 1,
         });
         for (name, view) in cluster.members.iter_mut() {
             view.revision = 40;
@@ -1632,10 +1662,14 @@ mod fast_failover {
                     leader: "db1".into()
                 },
                 Action::AcquireLeader,
-                Action::PublishSync { members: vec![] },
+                Action::PublishSync {
+                    members: vec![],
+                    quorum: 0
+                },
                 Action::ApplySynchronous {
                     names: vec!["*".into()],
-                    count: 1
+                    count: 1,
+                    quorum: false
                 },
                 Action::Promote,
                 Action::RecordHistory {
@@ -1762,7 +1796,7 @@ mod fast_failover {
         );
 
         let mut asynchronous = primary_gone_silent();
-        asynchronous.settings.synchronous_mode = false;
+        asynchronous.settings.synchronous_mode = SyncMode::Off;
         let mut ha = me("db2");
         let plan = decide_twice(&mut ha, asynchronous.clone(), asynchronous, 1_000);
         assert!(
@@ -2119,5 +2153,344 @@ mod backups {
         asked(&mut cluster, true);
         let plan = me("db2").plan(&observe(10_000, standby(1_000, Some("db1")), cluster));
         assert!(backup_actions(&plan).is_empty(), "{plan:?}");
+    }
+}
+
+/// Quorum commit (`ANY k`): what the primary publishes and applies, and who
+/// may take over once it is gone.
+mod quorum_commit {
+    use super::*;
+
+    fn quorum_cluster(published: &[&str], quorum: u32) -> Cluster {
+        let mut cluster = cluster();
+        cluster.settings.synchronous_mode = SyncMode::Quorum;
+        cluster.sync = Some(SyncSet {
+            leader: "db1".into(),
+            members: published.iter().map(|s| s.to_string()).collect(),
+            quorum,
+        });
+        cluster
+    }
+
+    fn replica(name: &str, synchronous: bool, flush_lsn: u64) -> Replica {
+        Replica {
+            name: name.into(),
+            streaming: true,
+            synchronous,
+            flush_lsn,
+        }
+    }
+
+    /// db1's round as the leading primary at WAL position 1000.
+    fn leading(
+        ha: &mut Ha,
+        now: u64,
+        cluster: Cluster,
+        applied: (&[&str], Option<u32>),
+        replicas: Vec<Replica>,
+    ) -> Vec<Action> {
+        let mut running = primary(1_000);
+        running.sync_applied = applied.0.iter().map(|s| s.to_string()).collect();
+        running.sync_applied_any = applied.1;
+        running.replicas = replicas;
+        let mut obs = observe(now, Local::Running(running), cluster);
+        obs.lease_valid_until = Some(now + 3_000);
+        obs.lease_ttl_ms = Some(3_000);
+        let mut actions = ha.decide(&obs).actions;
+        actions.retain(|a| {
+            matches!(
+                a,
+                Action::PublishSync { .. } | Action::ApplySynchronous { .. }
+            )
+        });
+        actions
+    }
+
+    #[test]
+    fn given_two_healthy_standbys_the_primary_publishes_both_with_no_quorum_then_waits_for_any_one()
+    {
+        let mut ha = me("db1");
+        let actions = leading(
+            &mut ha,
+            0,
+            quorum_cluster(&[], 0),
+            (&[], None),
+            vec![replica("db2", false, 1_000), replica("db3", false, 900)],
+        );
+        assert_eq!(
+            actions,
+            [
+                Action::PublishSync {
+                    members: vec!["db2".into(), "db3".into()],
+                    quorum: 0
+                },
+                Action::ApplySynchronous {
+                    names: vec!["db2".into(), "db3".into()],
+                    count: 1,
+                    quorum: true
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn given_postgresql_waits_for_any_one_the_quorum_is_published_once_one_has_passed_the_floor() {
+        let mut ha = me("db1");
+        let applied: (&[&str], Option<u32>) = (&["db2", "db3"], Some(1));
+        // The first round with this set applied records the floor (1000):
+        // nobody confirmed past it yet.
+        let actions = leading(
+            &mut ha,
+            0,
+            quorum_cluster(&["db2", "db3"], 0),
+            applied,
+            vec![replica("db2", true, 990), replica("db3", true, 900)],
+        );
+        assert_eq!(actions, []);
+        let actions = leading(
+            &mut ha,
+            500,
+            quorum_cluster(&["db2", "db3"], 0),
+            applied,
+            vec![replica("db2", true, 1_000), replica("db3", true, 900)],
+        );
+        assert_eq!(
+            actions,
+            [Action::PublishSync {
+                members: vec!["db2".into(), "db3".into()],
+                quorum: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn given_a_standby_stops_streaming_postgresql_stops_waiting_for_it_first_and_it_leaves_the_set_after(
+    ) {
+        let mut ha = me("db1");
+        let applied: (&[&str], Option<u32>) = (&["db2", "db3"], Some(1));
+        // Published {db2, db3} quorum 1 covers `ANY 1 (db2)`: apply at once.
+        let actions = leading(
+            &mut ha,
+            0,
+            quorum_cluster(&["db2", "db3"], 1),
+            applied,
+            vec![replica("db2", true, 1_000)],
+        );
+        assert_eq!(
+            actions,
+            [Action::ApplySynchronous {
+                names: vec!["db2".into()],
+                count: 1,
+                quorum: true
+            }]
+        );
+        let applied: (&[&str], Option<u32>) = (&["db2"], Some(1));
+        leading(
+            &mut ha,
+            500,
+            quorum_cluster(&["db2", "db3"], 1),
+            applied,
+            vec![replica("db2", true, 990)],
+        );
+        let actions = leading(
+            &mut ha,
+            1_000,
+            quorum_cluster(&["db2", "db3"], 1),
+            applied,
+            vec![replica("db2", true, 1_000)],
+        );
+        assert_eq!(
+            actions,
+            [Action::PublishSync {
+                members: vec!["db2".into()],
+                quorum: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn given_a_new_standby_the_published_set_grows_before_postgresql_waits_for_it() {
+        let mut ha = me("db1");
+        let actions = leading(
+            &mut ha,
+            0,
+            quorum_cluster(&["db2"], 1),
+            (&["db2"], Some(1)),
+            vec![replica("db2", true, 1_000), replica("db3", false, 1_000)],
+        );
+        assert_eq!(
+            actions,
+            [
+                Action::PublishSync {
+                    members: vec!["db2".into(), "db3".into()],
+                    quorum: 1
+                },
+                Action::ApplySynchronous {
+                    names: vec!["db2".into(), "db3".into()],
+                    count: 1,
+                    quorum: true
+                }
+            ]
+        );
+    }
+
+    /// db1 is gone (its key expired); db2 and db3 are the published set
+    /// with quorum 1: each acknowledged commit is on one of them.
+    fn leaderless_quorum(db2: MemberView, db3: MemberView) -> Cluster {
+        let mut cluster = quorum_cluster(&["db2", "db3"], 1);
+        cluster.leader = None;
+        cluster.members.remove("db1");
+        cluster.members.insert("db2".into(), db2);
+        cluster.members.insert("db3".into(), db3);
+        cluster
+    }
+
+    fn detached(lsn: u64) -> MemberView {
+        MemberView {
+            streaming: false,
+            upstream: None,
+            ..member(false, lsn)
+        }
+    }
+
+    fn still_following(lsn: u64) -> MemberView {
+        MemberView {
+            upstream: Some("db1".into()),
+            ..member(false, lsn)
+        }
+    }
+
+    fn standby_detached(lsn: u64) -> Local {
+        Local::Running(Running {
+            streaming: false,
+            ..match standby(lsn, None) {
+                Local::Running(running) => running,
+                _ => unreachable!(),
+            }
+        })
+    }
+
+    #[test]
+    fn given_no_leader_a_standby_of_the_set_first_stops_listening_to_the_old_primary() {
+        let cluster = leaderless_quorum(still_following(1_000), still_following(900));
+        let plan = me("db2").decide(&observe(0, standby(1_000, Some("db1")), cluster));
+        assert_eq!(plan.actions, [Action::Follow { upstream: None }]);
+    }
+
+    #[test]
+    fn given_no_leader_the_most_advanced_waits_until_the_other_member_of_the_set_stopped_listening()
+    {
+        let cluster = leaderless_quorum(detached(1_000), still_following(900));
+        let plan = me("db2").decide(&observe(0, standby_detached(1_000), cluster));
+        assert!(plan.is_idle(), "{plan:?}");
+        assert!(plan.note.contains("synchronous set"), "{}", plan.note);
+    }
+
+    #[test]
+    fn given_no_leader_and_the_other_member_final_and_behind_the_most_advanced_takes_over() {
+        let cluster = leaderless_quorum(detached(1_000), detached(900));
+        let plan = me("db2").decide(&observe(0, standby_detached(1_000), cluster));
+        assert_eq!(
+            plan.actions,
+            [
+                Action::AcquireLeader,
+                Action::PublishSync {
+                    members: vec![],
+                    quorum: 0
+                },
+                Action::ApplySynchronous {
+                    names: vec!["*".into()],
+                    count: 1,
+                    quorum: true
+                },
+                Action::Promote,
+                Action::RecordHistory {
+                    reason: "failover: the leader key expired".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn given_no_leader_and_the_other_member_ahead_i_leave_it_to_take_over() {
+        let cluster = leaderless_quorum(detached(900), detached(1_000));
+        let plan = me("db2").decide(&observe(0, standby_detached(900), cluster));
+        assert!(plan.is_idle(), "{plan:?}");
+        assert!(plan.note.contains("db3"), "{}", plan.note);
+    }
+
+    #[test]
+    fn given_no_leader_and_the_other_member_of_the_set_gone_nobody_can_be_sure_and_nobody_takes_over(
+    ) {
+        let mut cluster = leaderless_quorum(detached(1_000), detached(900));
+        cluster.members.remove("db3");
+        let plan = me("db2").decide(&observe(0, standby_detached(1_000), cluster));
+        assert!(plan.is_idle(), "{plan:?}");
+        assert!(plan.note.contains("1 of the 2"), "{}", plan.note);
+    }
+
+    #[test]
+    fn given_quorum_two_of_two_either_member_may_take_over_alone() {
+        let mut cluster = leaderless_quorum(detached(1_000), still_following(900));
+        cluster.sync.as_mut().unwrap().quorum = 2;
+        let plan = me("db2").decide(&observe(0, standby_detached(1_000), cluster));
+        assert!(plan.actions.contains(&Action::Promote), "{plan:?}");
+    }
+
+    #[test]
+    fn given_the_primary_went_silent_a_member_of_the_set_stops_listening_then_the_best_deposes_it()
+    {
+        let silent = || {
+            let mut cluster = quorum_cluster(&["db2", "db3"], 1);
+            for (name, view) in cluster.members.iter_mut() {
+                view.revision = 40;
+                if name != "db1" {
+                    view.streaming = false;
+                    view.upstream = Some("db1".into());
+                }
+            }
+            cluster
+        };
+        let not_receiving = Local::Running(Running {
+            streaming: false,
+            ..match standby(1_000, Some("db1")) {
+                Local::Running(running) => running,
+                _ => unreachable!(),
+            }
+        });
+        let mut ha = me("db2");
+        ha.decide(&observe(10_000, not_receiving.clone(), silent()));
+        let plan = ha.decide(&observe(11_000, not_receiving, silent()));
+        assert_eq!(plan.actions, [Action::Follow { upstream: None }]);
+
+        // db3 still listens: db2 waits, detached.
+        let plan = ha.decide(&observe(11_500, standby_detached(1_000), silent()));
+        assert!(plan.is_idle(), "{plan:?}");
+        assert!(plan.note.contains("not listening"), "{}", plan.note);
+
+        let mut both = silent();
+        both.members.insert("db3".into(), detached(900));
+        both.members.get_mut("db3").unwrap().revision = 40;
+        let plan = ha.decide(&observe(12_000, standby_detached(1_000), both));
+        assert_eq!(
+            &plan.actions[..2],
+            [
+                Action::DeposeLeader {
+                    leader: "db1".into()
+                },
+                Action::AcquireLeader
+            ]
+        );
+
+        // The primary speaks again before anyone deposed it: follow it.
+        let mut alive = silent();
+        alive.members.get_mut("db1").unwrap().revision = 41;
+        let plan = ha.decide(&observe(12_500, standby_detached(1_000), alive));
+        assert_eq!(
+            plan.actions,
+            [Action::Follow {
+                upstream: Some("db1".into())
+            }]
+        );
     }
 }

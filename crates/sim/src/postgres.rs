@@ -91,8 +91,12 @@ impl SimPostgres {
 impl LocalPostgres for SimPostgres {
     async fn observe(&self) -> ha::Local {
         let applied = self.change(|_| {});
-        self.world()
-            .observe(self.node, applied.upstream, applied.sync_names)
+        self.world().observe(
+            self.node,
+            applied.upstream,
+            applied.sync_names,
+            applied.sync_quorum.then_some(applied.sync_count),
+        )
     }
 
     async fn initdb(&self) -> Result<(), PgError> {
@@ -136,6 +140,7 @@ impl LocalPostgres for SimPostgres {
             // A standby waits for nobody.
             c.sync_names.clear();
             c.sync_count = 0;
+            c.sync_quorum = false;
         });
         let mut world = self.world();
         world.write_conf(self.node, conf)?;
@@ -222,10 +227,16 @@ impl LocalPostgres for SimPostgres {
         world.reload(self.node)
     }
 
-    async fn apply_synchronous(&self, names: &[String], count: u32) -> Result<(), PgError> {
+    async fn apply_synchronous(
+        &self,
+        names: &[String],
+        count: u32,
+        quorum: bool,
+    ) -> Result<(), PgError> {
         let conf = self.change(|c| {
             c.sync_names = names.to_vec();
             c.sync_count = count;
+            c.sync_quorum = quorum && !names.is_empty();
         });
         let mut world = self.world();
         world.write_conf(self.node, conf)?;

@@ -11,7 +11,7 @@ use futures::executor::block_on;
 use ha::switchover;
 use ha::Action;
 use pg::Endpoint;
-use store::cluster::{ClusterKeys, DynamicConfig};
+use store::cluster::{ClusterKeys, DynamicConfig, SynchronousMode};
 use store::{ClusterRecords, HaView, ManualClock, MemoryStore, Store};
 
 use crate::failsafe::{Board, SimPeers};
@@ -36,7 +36,7 @@ pub struct SimConfig {
     pub members: usize,
     /// The member tagged nofailover, if any.
     pub nofailover: Option<usize>,
-    pub synchronous_mode: bool,
+    pub synchronous_mode: SynchronousMode,
     pub synchronous_count: u32,
     pub synchronous_strict: bool,
     pub ttl_ms: u64,
@@ -94,7 +94,7 @@ impl SimConfig {
         let mut config = SimConfig {
             members,
             nofailover,
-            synchronous_mode,
+            synchronous_mode: SynchronousMode::Off,
             synchronous_count,
             synchronous_strict,
             ttl_ms,
@@ -115,6 +115,13 @@ impl SimConfig {
         // Drawn last, so the earlier draws (and the seeds docs/simulation.md
         // names) keep their configurations.
         config.failsafe = rng.chance(1, 3);
+        // Half of the synchronous seeds commit by quorum (`ANY k`).
+        let quorum = rng.chance(1, 2);
+        config.synchronous_mode = match (synchronous_mode, quorum) {
+            (false, _) => SynchronousMode::Off,
+            (true, false) => SynchronousMode::First,
+            (true, true) => SynchronousMode::Quorum,
+        };
         config
     }
 
@@ -146,7 +153,7 @@ impl Default for SimConfig {
         SimConfig {
             members: 3,
             nofailover: None,
-            synchronous_mode: false,
+            synchronous_mode: SynchronousMode::Off,
             synchronous_count: 1,
             synchronous_strict: false,
             ttl_ms: 3_000,
@@ -191,10 +198,15 @@ impl SimConfig {
         if let Some(n) = self.nofailover {
             write!(f, " (db{} nofailover)", n + 1)?;
         }
-        if self.synchronous_mode {
+        if self.synchronous_mode != SynchronousMode::Off {
             write!(
                 f,
-                ", synchronous mode (count {}{})",
+                ", {} (count {}{})",
+                if self.synchronous_mode == SynchronousMode::Quorum {
+                    "quorum commit"
+                } else {
+                    "synchronous mode"
+                },
                 self.synchronous_count,
                 if self.synchronous_strict {
                     ", strict"
@@ -436,7 +448,7 @@ impl Sim {
         let mut world = World::new(
             &names,
             config.stream_rate,
-            config.synchronous_mode,
+            config.synchronous_mode != SynchronousMode::Off,
             config.maximum_lag_on_failover,
             rng.split(),
         );
@@ -1295,7 +1307,7 @@ impl Sim {
             ));
         }
         // 3. Synchronous mode: no acknowledged write lost.
-        if self.config.synchronous_mode {
+        if self.config.synchronous_mode != SynchronousMode::Off {
             if let Some((leader, _)) = self.leader() {
                 let world = self.world();
                 if let Some(l) = world.index(&leader).filter(|&l| world.is_primary(l)) {
@@ -1347,7 +1359,7 @@ impl Sim {
             }
             if world.connected(j).is_none() || world.connected(j) != leader_index {
                 problems.push(format!("{} does not stream from the leader", self.names[j]));
-            } else if self.config.synchronous_mode {
+            } else if self.config.synchronous_mode != SynchronousMode::Off {
                 let lsn = world.lsn(j) as usize;
                 if let Some(a) = world.missing_acks(j).iter().find(|a| a.index < lsn) {
                     problems.push(format!(
@@ -1418,10 +1430,18 @@ fn short(action: &Action) -> String {
         Action::Follow { upstream } => format!("Follow({})", upstream.as_deref().unwrap_or("-")),
         Action::Promote => "Promote".into(),
         Action::Stop { mode } => format!("Stop({mode:?})"),
-        Action::ApplySynchronous { names, count } => {
-            format!("ApplySynchronous({count} of [{}])", names.join(","))
+        Action::ApplySynchronous {
+            names,
+            count,
+            quorum,
+        } => format!(
+            "ApplySynchronous({} {count} of [{}])",
+            if *quorum { "any" } else { "first" },
+            names.join(",")
+        ),
+        Action::PublishSync { members, quorum } => {
+            format!("PublishSync([{}], quorum {quorum})", members.join(","))
         }
-        Action::PublishSync { members } => format!("PublishSync([{}])", members.join(",")),
         Action::KeepSlots { .. } => "KeepSlots".into(),
         Action::RecordHistory { .. } => "RecordHistory".into(),
         Action::DeposeLeader { leader } => format!("DeposeLeader({leader})"),

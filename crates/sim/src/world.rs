@@ -37,6 +37,8 @@ pub struct Conf {
     pub upstream: Option<String>,
     pub sync_names: Vec<String>,
     pub sync_count: u32,
+    /// `ANY sync_count (…)` rather than `FIRST`.
+    pub sync_quorum: bool,
 }
 
 /// A data directory.
@@ -347,7 +349,8 @@ impl World {
     }
 
     /// The standbys a primary currently counts as synchronous
-    /// (`FIRST n (names)`, `*` matching any standby, in name order).
+    /// (`FIRST n (names)`, `*` matching any standby, in name order; with
+    /// `ANY n (names)` every connected standby the names match).
     pub fn sync_standbys(&self, primary: usize) -> Vec<usize> {
         let Some(server) = &self.nodes[primary].server else {
             return Vec::new();
@@ -359,9 +362,13 @@ impl World {
             })
             .collect();
         let mut chosen: Vec<usize> = Vec::new();
+        let limit = match conf.sync_quorum {
+            true => usize::MAX,
+            false => conf.sync_count as usize,
+        };
         for name in &conf.sync_names {
             for &j in &connected {
-                if chosen.len() < conf.sync_count as usize
+                if chosen.len() < limit
                     && !chosen.contains(&j)
                     && (name == "*" || *name == self.nodes[j].name)
                 {
@@ -381,8 +388,11 @@ impl World {
             return true;
         }
         let sync = self.sync_standbys(primary);
-        sync.len() >= server.conf.sync_count as usize
-            && sync.iter().all(|&j| self.wal(j).len() > index)
+        let holding = sync.iter().filter(|&&j| self.wal(j).len() > index).count();
+        match server.conf.sync_quorum {
+            true => holding >= server.conf.sync_count as usize,
+            false => sync.len() >= server.conf.sync_count as usize && holding == sync.len(),
+        }
     }
 
     /// One tick of the world: the client writes, standbys stream, commits
@@ -615,6 +625,7 @@ impl World {
         node: usize,
         upstream: Option<String>,
         sync_applied: Vec<String>,
+        sync_applied_any: Option<u32>,
     ) -> ha::Local {
         let n = &self.nodes[node];
         let Some(data) = &n.data else {
@@ -649,6 +660,7 @@ impl World {
             upstream,
             streaming: !server.primary && self.connected(node).is_some(),
             sync_applied,
+            sync_applied_any,
             replicas,
         })
     }

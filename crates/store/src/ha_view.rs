@@ -59,6 +59,7 @@ impl HaView for ClusterRecords {
             sync: self.sync.as_ref().map(|s| ha::SyncSet {
                 leader: s.value.leader.clone(),
                 members: s.value.members.iter().cloned().collect::<BTreeSet<_>>(),
+                quorum: s.value.quorum(),
             }),
             failsafe_list: self.failsafe.as_ref().map(|f| ha::FailsafeList {
                 leader: f.value.leader.clone(),
@@ -122,7 +123,7 @@ pub fn settings(config: &DynamicConfig) -> ha::Settings {
         ttl_ms: config.ttl_ms,
         heartbeat_ms: config.heartbeat_ms,
         maximum_lag_on_failover: config.maximum_lag_on_failover,
-        synchronous_mode: config.synchronous_mode,
+        synchronous_mode: config.synchronous_mode.to_ha(),
         synchronous_count: config.synchronous_count,
         synchronous_strict: config.synchronous_strict,
         failsafe: config.failsafe,

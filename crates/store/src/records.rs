@@ -134,11 +134,20 @@ impl ClusterRecords {
     }
 
     /// The synchronous standbys the primary has published.
+    /// The published synchronous standbys, none while they protect no
+    /// commit (quorum 0, as while a quorum set changes).
     pub fn sync_members(&self) -> Vec<String> {
         self.sync
             .as_ref()
+            .filter(|s| s.value.quorum() > 0)
             .map(|s| s.value.members.clone())
             .unwrap_or_default()
+    }
+
+    /// On how many of [`ClusterRecords::sync_members`] each acknowledged
+    /// commit is.
+    pub fn sync_quorum(&self) -> u32 {
+        self.sync.as_ref().map_or(0, |s| s.value.quorum())
     }
 }
 

@@ -54,12 +54,17 @@ impl Member {
                 "stopped",
                 format!("stopped PostgreSQL ({mode:?}): {}", plan.note),
             ),
-            Action::PublishSync { members } => (
+            Action::PublishSync { members, quorum } => (
                 "synchronous",
                 if members.is_empty() {
                     "no synchronous standby".to_string()
-                } else {
+                } else if *quorum as usize == members.len() {
                     format!("synchronous standbys: {}", members.join(", "))
+                } else {
+                    format!(
+                        "synchronous standbys: {} (each commit on at least {quorum} of them)",
+                        members.join(", ")
+                    )
                 },
             ),
             Action::HandOff { to } => (
@@ -152,10 +157,12 @@ impl Member {
             }
             Action::Promote => self.pg.promote().await?,
             Action::Stop { mode } => self.pg.stop(*mode).await?,
-            Action::ApplySynchronous { names, count } => {
-                self.pg.apply_synchronous(names, *count).await?
-            }
-            Action::PublishSync { members } => self.publish_sync(members).await?,
+            Action::ApplySynchronous {
+                names,
+                count,
+                quorum,
+            } => self.pg.apply_synchronous(names, *count, *quorum).await?,
+            Action::PublishSync { members, quorum } => self.publish_sync(members, *quorum).await?,
             Action::PublishFailsafe { members } => self.publish_failsafe(members).await?,
             Action::DeposeLeader { leader } => self.depose_leader(leader).await?,
             Action::KeepSlots { names, drop } => self.pg.keep_slots(names, drop).await?,

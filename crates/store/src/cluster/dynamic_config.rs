@@ -18,7 +18,8 @@ pub struct DynamicConfig {
     pub heartbeat_ms: u64,
     /// A standby further behind than this (bytes of WAL) is not promoted.
     pub maximum_lag_on_failover: u64,
-    pub synchronous_mode: bool,
+    /// `false`, `true` (`FIRST n`) or `"quorum"` (`ANY n`).
+    pub synchronous_mode: SynchronousMode,
     pub synchronous_count: u32,
     /// With no synchronous standby left, block writes rather than go
     /// asynchronous.
@@ -46,6 +47,61 @@ pub struct DynamicConfig {
     pub dump_keep: u32,
 }
 
+/// How commits wait for standbys, as written in the configuration:
+/// `false` (asynchronous), `true` (`FIRST n`, every named standby
+/// confirms) or `"quorum"` (`ANY n` of every healthy standby).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SynchronousMode {
+    Off,
+    First,
+    #[default]
+    Quorum,
+}
+
+impl SynchronousMode {
+    pub fn to_ha(self) -> ha::SyncMode {
+        match self {
+            SynchronousMode::Off => ha::SyncMode::Off,
+            SynchronousMode::First => ha::SyncMode::First,
+            SynchronousMode::Quorum => ha::SyncMode::Quorum,
+        }
+    }
+}
+
+impl Serialize for SynchronousMode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SynchronousMode::Off => serializer.serialize_bool(false),
+            SynchronousMode::First => serializer.serialize_bool(true),
+            SynchronousMode::Quorum => serializer.serialize_str("quorum"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SynchronousMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Flag(bool),
+            Word(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Flag(false) => Ok(SynchronousMode::Off),
+            Written::Flag(true) => Ok(SynchronousMode::First),
+            Written::Word(word) => match word.as_str() {
+                "quorum" => Ok(SynchronousMode::Quorum),
+                "off" | "false" => Ok(SynchronousMode::Off),
+                "on" | "true" => Ok(SynchronousMode::First),
+                other => Err(serde::de::Error::custom(format!(
+                    "synchronous_mode = {other:?}: use \"quorum\" (any synchronous_count of the healthy standbys confirm each commit), \
+                     true (the first synchronous_count standbys all confirm) or false (asynchronous: a failover may lose commits)"
+                ))),
+            },
+        }
+    }
+}
+
 /// Bounds of `dump_keep`: at least the newest dump, and a number a
 /// repository listing stays quick with.
 const DUMP_KEEP_MAX: u32 = 1000;
@@ -58,7 +114,8 @@ impl Default for DynamicConfig {
             ttl_ms: 3_000,
             heartbeat_ms: 500,
             maximum_lag_on_failover: 1 << 20,
-            synchronous_mode: false,
+            // No acknowledged commit lost by default (docs/agent.md).
+            synchronous_mode: SynchronousMode::Quorum,
             synchronous_count: 1,
             synchronous_strict: false,
             failsafe: false,

@@ -52,6 +52,18 @@ pub struct SyncSet {
     pub leader: String,
     pub members: Vec<String>,
     pub term: u64,
+    /// Quorum commit: each acknowledged commit is on at least this many of
+    /// `members`. Absent: on every one of them (`FIRST n`, and records
+    /// written before quorum commit existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
+}
+
+impl SyncSet {
+    /// On how many of the members each acknowledged commit is.
+    pub fn quorum(&self) -> u32 {
+        self.quorum.unwrap_or(self.members.len() as u32)
+    }
 }
 
 impl Record for SyncSet {

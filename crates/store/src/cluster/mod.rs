@@ -45,7 +45,7 @@ mod switchover;
 pub use backup::{
     BackupAssignment, BackupFailure, BackupKind, BackupRequest, LastBackup, LastDump, LastDumps,
 };
-pub use dynamic_config::DynamicConfig;
+pub use dynamic_config::{DynamicConfig, SynchronousMode};
 pub use events::Event;
 pub use history::{History, HistoryEntry};
 pub use initialize::Initialize;

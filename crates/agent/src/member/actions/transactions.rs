@@ -122,11 +122,18 @@ impl Member {
 
     /// Publishes the synchronous set the primary now runs with, as the
     /// leader (see [`Member::put_as_leader`]).
-    pub(super) async fn publish_sync(&self, members: &[String]) -> Result<(), ActionError> {
+    pub(super) async fn publish_sync(
+        &self,
+        members: &[String],
+        quorum: u32,
+    ) -> Result<(), ActionError> {
         let sync = SyncSet {
             leader: self.spec.name.clone(),
             members: members.to_vec(),
             term: self.records.term().unwrap_or(0),
+            // Written only when it says more than the members: a record an
+            // agent without quorum commit reads the same.
+            quorum: (quorum as usize != members.len()).then_some(quorum),
         };
         let read = self.records.sync.as_ref().map(|s| s.mod_revision);
         self.put_as_leader(

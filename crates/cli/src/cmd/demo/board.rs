@@ -224,6 +224,7 @@ mod tests {
                 leader: "db1".into(),
                 members: vec!["db2".into()],
                 term: 7,
+                quorum: None,
             })),
             ..ClusterRecords::default()
         };

@@ -1,6 +1,6 @@
 //! `pgwarden demo`: the whole story on this machine, in one command.
 //!
-//! etcd, three agents (each with its own PostgreSQL, synchronous mode) and a
+//! etcd, three agents (each with its own PostgreSQL, quorum commit) and a
 //! `pgwarden proxy` on loopback. A write load goes through the proxy and
 //! logs each acknowledged id. The primary's host "dies" (agent and
 //! PostgreSQL SIGKILLed together); the agents' events and the proxy's
@@ -98,7 +98,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let binary = std::env::current_exe().context("find the pgwarden binary")?;
     say(
         &term,
-        "pgwarden demo: etcd, three members (db1, db2, db3) in synchronous mode and a proxy, \
+        "pgwarden demo: etcd, three members (db1, db2, db3) with quorum commit (the default) and a proxy, \
          all on this machine's loopback.",
     );
     let mut stage = Stage::start(&binary, term, args.keep).await?;
@@ -141,10 +141,8 @@ impl Stage {
             dir_prefix: "pgwarden-demo-",
             // Without --keep, etcd dies with the demo even if it is killed.
             detachable: keep,
-            config: store::cluster::DynamicConfig {
-                synchronous_mode: true,
-                ..Default::default()
-            },
+            // The defaults: quorum commit, no acknowledged write lost.
+            config: store::cluster::DynamicConfig::default(),
             ..ClusterOptions::default()
         };
         let cluster = AgentCluster::start(binary, options)
@@ -250,8 +248,9 @@ impl Stage {
                     say(
                         &self.term,
                         &format!(
-                            "  ready in {}: {leader} is the primary, {} its synchronous standby",
+                            "  ready in {}: {leader} is the primary; each commit waits until {} of {} has it (quorum commit)",
                             secs(started.elapsed()),
+                            records.sync_quorum(),
                             records.sync_members().join(", ")
                         ),
                     );
