@@ -119,6 +119,9 @@ pub struct Member {
     /// The store keys that did not decode in the last read, with why: each
     /// is said once (error log, event) when it appears or changes.
     undecodable: BTreeMap<String, String>,
+    /// The dynamic configuration's parameters left out of PostgreSQL's
+    /// configuration, with why: each is said once.
+    refused_parameters: BTreeMap<String, String>,
 }
 
 impl Member {
@@ -156,6 +159,7 @@ impl Member {
             failsafe_valid_until: None,
             failsafe_promise: None,
             undecodable: BTreeMap::new(),
+            refused_parameters: BTreeMap::new(),
         }
     }
 
@@ -481,7 +485,9 @@ impl Member {
     /// configuration's parameters. Not a decision of the core: it changes
     /// no role, and a failure only delays it to the next round.
     async fn apply_cluster_parameters(&mut self) {
-        let wanted = self.records.config().parameters;
+        let config = self.records.config();
+        self.report_refused_parameters(config.refused_parameters());
+        let wanted = config.applicable_parameters();
         if self.cluster_parameters.as_ref() == Some(&wanted) {
             return;
         }
@@ -499,6 +505,31 @@ impl Member {
                 self.spec.name
             ),
         }
+    }
+
+    /// Says once (error log, event) each parameter of the dynamic
+    /// configuration left out of PostgreSQL's configuration, when it
+    /// appears or its reason changes: a record written into the store
+    /// without `ctl config` or the API, which refuse them.
+    fn report_refused_parameters(&mut self, now: BTreeMap<String, String>) {
+        for (name, why) in &now {
+            if self.refused_parameters.get(name) == Some(why) {
+                continue;
+            }
+            tracing::error!(
+                "{}: parameter left out of PostgreSQL's configuration (the other parameters are \
+                 applied); remove it with `pgwarden ctl config edit`: {why}",
+                self.spec.name
+            );
+            self.event("parameters_refused", why.clone());
+        }
+        if now.is_empty() && !self.refused_parameters.is_empty() {
+            tracing::info!(
+                "{}: the dynamic configuration holds no refused parameter any more",
+                self.spec.name
+            );
+        }
+        self.refused_parameters = now;
     }
 
     async fn observe(&self) -> Local {

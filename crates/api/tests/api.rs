@@ -422,6 +422,20 @@ async fn config_is_patched_validated_and_guarded_by_if_match() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (json!([1, 2]), StatusCode::UNPROCESSABLE_ENTITY),
+        // Parameters that run code come from each member's pgwarden.toml
+        // only (#17 point 2).
+        (
+            json!({"parameters": {"archive_library": "x"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"parameters": {"Shared_Preload_Libraries": "x"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"parameters": {"dynamic_library_path": "/tmp"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
     ] {
         let answer = expect(
             &fx.call(&api, Method::PATCH, "/config", Some(patch.clone()))

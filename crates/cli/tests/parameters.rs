@@ -197,3 +197,138 @@ async fn cluster_parameters_reach_every_member_and_restart_only_ones_wait_for_a_
         shown(&events)
     );
 }
+
+/// A dynamic configuration written straight into the store, past the
+/// checks of `ctl config` and the API (#17 point 2): each agent applies
+/// the good parameters, leaves out every one that runs code, that pgwarden
+/// manages or that would inject a line into pgwarden.conf, and says so
+/// once (error log, `parameters_refused` event).
+#[tokio::test]
+async fn parameters_written_past_the_api_are_checked_by_the_agent() {
+    let cluster = AgentCluster::start(
+        binary(),
+        ClusterOptions {
+            members: 1,
+            ..ClusterOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let primary = healthy(&cluster, &["db1"]).await;
+    let api = api_url(&cluster, &primary).await;
+
+    // What runs code is refused by the API, managed or not.
+    for (setting, said) in [
+        (
+            "parameters.archive_library=x",
+            "parameters.archive_library is managed by pgwarden",
+        ),
+        (
+            "parameters.shared_preload_libraries=x",
+            "parameters.shared_preload_libraries cannot be set cluster-wide: it runs a program or loads code",
+        ),
+    ] {
+        let refused = common::ctl(&["--api", &api, "config", "set", setting], &[]).await;
+        assert_ne!(refused.status.code(), Some(0), "{}", shown(&refused));
+        assert!(shown(&refused).contains(said), "{}", shown(&refused));
+    }
+
+    let key = cluster.keys.config();
+    let mut config = key
+        .get(cluster.store.as_ref())
+        .await
+        .unwrap()
+        .map(|c| c.value)
+        .unwrap_or_default();
+    let bad = [
+        ("archive_command", "touch /tmp/pgwarden-pwned-%f"),
+        ("shared_preload_libraries", "pwned_library"),
+        ("x\nshared_preload_libraries", "pwned_library"),
+        ("a = 'b'\nc", "1"),
+        (
+            "log_line_prefix",
+            "x'\nshared_preload_libraries = 'pwned_library",
+        ),
+    ];
+    for (name, value) in bad.iter().chain(&[("work_mem", "12MB")]) {
+        config
+            .parameters
+            .insert(name.to_string(), value.to_string());
+    }
+    assert_eq!(
+        config.problems().len(),
+        bad.len(),
+        "{:?}",
+        config.problems()
+    );
+    key.put(cluster.store.as_ref(), &config, None)
+        .await
+        .unwrap();
+
+    wait_for("work_mem = 12MB", DEADLINE, || async {
+        match show(&cluster, &primary, "work_mem").await {
+            Ok(v) if v == "12MB" => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", cluster.logs()));
+    let conf = std::fs::read_to_string(
+        cluster
+            .member(&primary)
+            .instance
+            .data_dir()
+            .join("pgwarden.conf"),
+    )
+    .unwrap();
+    assert!(conf.contains("work_mem = '12MB'\n"), "{conf}");
+    for left_out in ["pwned", "archive_command", "log_line_prefix", "a = 'b'"] {
+        assert!(!conf.contains(left_out), "{left_out}:\n{conf}");
+    }
+    assert_eq!(
+        show(&cluster, &primary, "shared_preload_libraries")
+            .await
+            .as_deref(),
+        Ok("")
+    );
+    for name in ["archive_command", "log_line_prefix"] {
+        let value = show(&cluster, &primary, name).await.unwrap();
+        assert!(!value.contains("pwned"), "{name} = {value}");
+    }
+
+    let refused = |events: &[store::cluster::Event]| {
+        events
+            .iter()
+            .filter(|e| e.kind == "parameters_refused" && e.member == primary)
+            .map(|e| e.details.clone())
+            .collect::<Vec<_>>()
+    };
+    wait_for("an event per refused parameter", DEADLINE, || async {
+        let seen = refused(&common::events(&cluster).await);
+        if seen.len() >= bad.len() {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", cluster.logs()));
+    // Several rounds later, still one event and one error line each.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let seen = refused(&common::events(&cluster).await);
+    assert_eq!(seen.len(), bad.len(), "{seen:#?}");
+    for said in [
+        "parameters.archive_command is managed by pgwarden",
+        "parameters.shared_preload_libraries cannot be set cluster-wide",
+        "`x\\nshared_preload_libraries` is not a PostgreSQL parameter name",
+        "parameters.log_line_prefix holds a control character",
+    ] {
+        assert!(seen.iter().any(|d| d.contains(said)), "{said}: {seen:#?}");
+    }
+    let log = std::fs::read_to_string(&cluster.member(&primary).agent_log).unwrap();
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("parameters.shared_preload_libraries"))
+        .count();
+    assert_eq!(errors, 1, "one error line, not one a round:\n{log}");
+}

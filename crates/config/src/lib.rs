@@ -27,7 +27,7 @@ pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use file::{StoreTable, TomlFile};
 pub use net::IpNet;
-pub use parameters::{bad_parameter_name, bad_parameter_value, managed_parameter};
+pub use parameters::{bad_parameter_name, bad_parameter_value, managed_parameter, runs_code};
 pub use schema::{
     Api, Backend, Backup, Bootstrap, Config, Credential, Credentials, Hooks, Member, ParamValue,
     PasswordSource, Peer, Postgresql, ReplicaMethod, Repository, Retention, Store, Tags, Timing,

@@ -42,6 +42,39 @@ const MANAGED: [(&str, &str); 14] = [
 const ARCHIVE: &str = "pgwarden archives WAL itself (`pgwarden wal push`, `wal fetch`): \
      set a repository in pgwarden.toml [backup] (docs/backup.md)";
 
+/// Settings that run a program or load a library into the server, beyond
+/// the archive ones pgwarden manages. Anyone who can write the store (or
+/// call `PATCH /config`) must not gain code execution on every member
+/// from it: these come only from each member's own pgwarden.toml, which
+/// takes root on that host to change.
+const RUNS_CODE: [&str; 10] = [
+    "archive_cleanup_command",
+    "recovery_end_command",
+    "ssl_passphrase_command",
+    "shared_preload_libraries",
+    "session_preload_libraries",
+    "local_preload_libraries",
+    "dynamic_library_path",
+    "jit_provider",
+    // PostgreSQL 18.
+    "oauth_validator_libraries",
+    "extension_control_path",
+];
+
+/// Why the cluster's dynamic configuration cannot set `name`, and where to
+/// set it instead, when it runs a program or loads code (and pgwarden does
+/// not manage it: see [`managed_parameter`]). A member's pgwarden.toml
+/// may set it.
+pub fn runs_code(name: &str) -> Option<&'static str> {
+    RUNS_CODE
+        .iter()
+        .any(|code| name.eq_ignore_ascii_case(code))
+        .then_some(
+            "it runs a program or loads code: set it in [postgresql.parameters] \
+             of each member's pgwarden.toml instead",
+        )
+}
+
 /// What to do instead of setting `name`, when pgwarden manages it.
 pub fn managed_parameter(name: &str) -> Option<&'static str> {
     MANAGED
@@ -64,6 +97,14 @@ pub fn bad_parameter_name(name: &str) -> Option<String> {
     if starts_well && rest_ok && !name.ends_with('.') && !name.contains("..") {
         None
     } else {
+        // Control characters escaped: the message is one line of a log.
+        let name: String = name
+            .chars()
+            .map(|c| match c.is_control() {
+                true => c.escape_default().to_string(),
+                false => c.to_string(),
+            })
+            .collect();
         Some(format!(
             "`{name}` is not a PostgreSQL parameter name: use letters, digits, _ and . (e.g. work_mem, auto_explain.log_min_duration)"
         ))
@@ -91,6 +132,18 @@ mod tests {
     }
 
     #[test]
+    fn code_running_names_are_found_in_any_case_and_none_is_managed() {
+        assert!(runs_code("Shared_Preload_Libraries").is_some());
+        assert!(runs_code("jit_provider").is_some());
+        assert_eq!(runs_code("work_mem"), None);
+        // The archive settings are managed: their message says what to do.
+        assert_eq!(runs_code("archive_command"), None);
+        for name in RUNS_CODE {
+            assert_eq!(managed_parameter(name), None, "{name}");
+        }
+    }
+
+    #[test]
     fn parameter_names() {
         for good in ["work_mem", "auto_explain.log_min_duration", "_x"] {
             assert_eq!(bad_parameter_name(good), None, "{good}");
@@ -98,5 +151,8 @@ mod tests {
         for bad in ["", "1abc", "work mem", "a..b", "a.", "x=1", "a\nb"] {
             assert!(bad_parameter_name(bad).is_some(), "{bad:?}");
         }
+        assert!(bad_parameter_name("a\nb")
+            .unwrap()
+            .starts_with("`a\\nb` is not"));
     }
 }

@@ -801,6 +801,28 @@ fn managed_parameter() {
     );
 }
 
+/// What the dynamic configuration refuses as running code stays possible
+/// on a member's own host (#17 point 2).
+#[test]
+fn code_running_parameters_are_accepted_locally() {
+    let fx = Fixture::new();
+    let c = fx
+        .parse(&format!(
+            "{MINIMAL}\n[postgresql.parameters]\nshared_preload_libraries = \"pg_stat_statements\"\n\
+             ssl_passphrase_command = \"/bin/echo secret\"\n"
+        ))
+        .unwrap();
+    assert!(crate::runs_code("shared_preload_libraries").is_some());
+    assert_eq!(
+        c.postgresql.parameters["shared_preload_libraries"].to_string(),
+        "pg_stat_statements"
+    );
+    assert_eq!(
+        c.postgresql.parameters["ssl_passphrase_command"].to_string(),
+        "/bin/echo secret"
+    );
+}
+
 #[test]
 fn cert_without_key() {
     let fx = Fixture::new();

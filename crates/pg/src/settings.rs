@@ -109,22 +109,45 @@ impl Settings {
         if let Some(command) = &self.restore_command {
             line("restore_command", command);
         }
-        for (source, parameters) in [
+        for (source, parameters, cluster) in [
             (
                 "the cluster's dynamic configuration",
                 &self.cluster_parameters,
+                true,
             ),
-            ("this member's pgwarden.toml", &self.parameters),
+            ("this member's pgwarden.toml", &self.parameters, false),
         ] {
             if !parameters.is_empty() {
                 out.push_str(&format!("# From {source}:\n"));
             }
             for (key, value) in parameters {
-                out.push_str(&format!("{key} = {}\n", quote(value)));
+                match refused(key, value, cluster) {
+                    None => out.push_str(&format!("{key} = {}\n", quote(value))),
+                    Some(why) => tracing::error!("not written to pgwarden.conf: {why}"),
+                }
             }
         }
         out
     }
+}
+
+/// Why an operator's parameter is not written, if it is not. Both sources
+/// are checked before they get here (pgwarden.toml when it is read, the
+/// dynamic configuration by the agent): this is defence in depth, as a name
+/// is written unquoted and a line break would start a line of its own.
+fn refused(name: &str, value: &str, cluster: bool) -> Option<String> {
+    if let Some(problem) = config::bad_parameter_name(name) {
+        return Some(problem);
+    }
+    if let Some(instead) = config::managed_parameter(name) {
+        return Some(format!("{name} is managed by pgwarden: {instead}"));
+    }
+    if cluster {
+        if let Some(instead) = config::runs_code(name) {
+            return Some(format!("{name} cannot be set cluster-wide: {instead}"));
+        }
+    }
+    config::bad_parameter_value(name, value)
 }
 
 /// A postgresql.conf string literal.
@@ -178,6 +201,46 @@ mod tests {
             text.contains("restore_command = '/usr/bin/pgwarden wal fetch %f %p'\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn operator_parameters_that_would_inject_a_line_or_run_code_are_not_written() {
+        let mut settings = Settings::new("db1", "*", 5432);
+        for (name, value) in [
+            ("work_mem", "8MB"),
+            ("x\nshared_preload_libraries", "evil"),
+            ("a = 'b'\nc", "1"),
+            ("log_line_prefix", "x'\nshared_preload_libraries = 'evil"),
+            ("port", "5999"),
+            ("shared_preload_libraries", "evil"),
+            ("application_name", "it's a \\ test"),
+        ] {
+            settings
+                .cluster_parameters
+                .insert(name.into(), value.into());
+        }
+        settings.parameters.insert(
+            "shared_preload_libraries".into(),
+            "pg_stat_statements".into(),
+        );
+        let text = settings.render();
+        assert!(text.contains("work_mem = '8MB'\n"), "{text}");
+        assert!(
+            text.contains("application_name = 'it''s a \\\\ test'\n"),
+            "{text}"
+        );
+        assert!(!text.contains("evil"), "{text}");
+        assert!(!text.contains("5999"), "{text}");
+        assert!(!text.contains("log_line_prefix"), "{text}");
+        // A member's own file may load a library.
+        assert!(
+            text.contains("shared_preload_libraries = 'pg_stat_statements'\n"),
+            "{text}"
+        );
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, _) = line.split_once(" = ").unwrap();
+            assert!(config::bad_parameter_name(name).is_none(), "{line:?}");
+        }
     }
 
     #[test]

@@ -178,20 +178,39 @@ impl DynamicConfig {
         if self.synchronous_count == 0 {
             problems.push("synchronous_count must be at least 1".to_string());
         }
-        for (name, value) in &self.parameters {
-            if let Some(instead) = config::managed_parameter(name) {
-                problems.push(format!(
-                    "parameters.{name} is managed by pgwarden: {instead}"
-                ));
-            } else if let Some(problem) = config::bad_parameter_name(name) {
-                problems.push(problem);
-            } else if let Some(problem) =
-                config::bad_parameter_value(&format!("parameters.{name}"), value)
-            {
-                problems.push(problem);
-            }
-        }
+        problems.extend(self.refused_parameters().into_values());
         problems
+    }
+
+    /// The parameters no agent writes into PostgreSQL's configuration, each
+    /// with why: the same rules `ctl config` and `PATCH /config` apply, for
+    /// a record written into the store some other way.
+    pub fn refused_parameters(&self) -> BTreeMap<String, String> {
+        self.parameters
+            .iter()
+            .filter_map(|(name, value)| {
+                let problem = if let Some(instead) = config::managed_parameter(name) {
+                    format!("parameters.{name} is managed by pgwarden: {instead}")
+                } else if let Some(problem) = config::bad_parameter_name(name) {
+                    problem
+                } else if let Some(instead) = config::runs_code(name) {
+                    format!("parameters.{name} cannot be set cluster-wide: {instead}")
+                } else {
+                    config::bad_parameter_value(&format!("parameters.{name}"), value)?
+                };
+                Some((name.clone(), problem))
+            })
+            .collect()
+    }
+
+    /// The parameters an agent writes: all but the refused ones.
+    pub fn applicable_parameters(&self) -> BTreeMap<String, String> {
+        let refused = self.refused_parameters();
+        self.parameters
+            .iter()
+            .filter(|(name, _)| !refused.contains_key(*name))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
     }
 
     fn dump_problems(&self) -> Vec<String> {
@@ -381,6 +400,45 @@ mod tests {
         assert!(
             problems[3].contains("not a PostgreSQL parameter name"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn parameters_that_run_code_are_refused_and_left_out_of_the_applicable_ones() {
+        let mut config = DynamicConfig::default();
+        for (name, value) in [
+            ("work_mem", "8MB"),
+            ("shared_preload_libraries", "evil"),
+            ("Archive_Library", "evil"),
+            ("SSL_passphrase_command", "/bin/sh -c evil"),
+            ("jit_provider", "evil"),
+            ("x\nshared_preload_libraries", "evil"),
+            ("a=b", "1"),
+            ("log_line_prefix", "x'\nshared_preload_libraries = 'evil"),
+        ] {
+            config.parameters.insert(name.into(), value.into());
+        }
+        let refused = config.refused_parameters();
+        assert_eq!(refused.len(), 7, "{refused:?}");
+        assert_eq!(
+            refused["shared_preload_libraries"],
+            "parameters.shared_preload_libraries cannot be set cluster-wide: it runs a program or \
+             loads code: set it in [postgresql.parameters] of each member's pgwarden.toml instead"
+        );
+        assert!(refused["SSL_passphrase_command"].contains("runs a program"));
+        assert!(refused["jit_provider"].contains("runs a program"));
+        // pgwarden archives itself: the managed message stays.
+        assert!(
+            refused["Archive_Library"].contains("is managed by pgwarden: pgwarden archives WAL")
+        );
+        assert!(refused["a=b"].contains("not a PostgreSQL parameter name"));
+        assert!(refused["x\nshared_preload_libraries"].contains("not a PostgreSQL parameter name"));
+        assert!(refused["log_line_prefix"].contains("control character"));
+        let problems = config.problems();
+        assert_eq!(problems.len(), 7, "{problems:?}");
+        assert_eq!(
+            config.applicable_parameters(),
+            BTreeMap::from([("work_mem".to_string(), "8MB".to_string())])
         );
     }
 }
