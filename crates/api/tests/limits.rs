@@ -159,7 +159,7 @@ async fn a_body_that_does_not_arrive_in_time_is_a_408() {
     .await;
     let mut tcp = TcpStream::connect(&fx.addr).await.unwrap();
     tcp.write_all(
-        b"POST /pause HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{",
+        b"POST /switchover HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{",
     )
     .await
     .unwrap();
