@@ -11,7 +11,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,13 @@ impl ApiClient {
             .enable_http1()
             .build();
         Ok(ApiClient {
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http: Client::builder(TokioExecutor::new())
+                // Under the server's idle timeout (`Limits::header_read`), so
+                // that a pooled connection is not reused as the server
+                // closes it.
+                .pool_idle_timeout(Duration::from_secs(5))
+                .pool_timer(TokioTimer::new())
+                .build(connector),
         })
     }
 

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod lag;
+pub mod limits;
 pub mod local;
 pub mod merge;
 pub mod metrics;
@@ -27,7 +28,8 @@ use std::sync::Arc;
 
 pub use client::{ApiClient, Call, ClientError, Reply};
 pub use error::{ApiError, HttpError};
-pub use server::{start, ApiServer};
+pub use limits::Limits;
+pub use server::{start, start_with_limits, ApiServer};
 
 /// What the API needs from the agent that runs it.
 #[derive(Clone)]

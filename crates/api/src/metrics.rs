@@ -1,6 +1,7 @@
 //! `/metrics` in the Prometheus text format, and the request counters.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -12,10 +13,21 @@ use store::cluster::{ArchiveHealth, History, LastBackup, LastDumps};
 use crate::local::LocalState;
 use crate::routes::AppState;
 
-/// Requests served, by route and status.
+/// Requests served, by route and status; what the limits refused.
 #[derive(Debug, Default)]
 pub struct Counters {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
+    refused_connections: AtomicU64,
+    refused_long_polls: AtomicU64,
+}
+
+/// What the limits (`crate::limits`) refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// Over the connection limit: answered 503 or closed.
+    pub connections: u64,
+    /// Over the long poll limit: answered 503.
+    pub long_polls: u64,
 }
 
 impl Counters {
@@ -26,6 +38,21 @@ impl Counters {
 
     pub fn snapshot(&self) -> BTreeMap<(String, u16), u64> {
         self.requests.lock().expect("counter lock").clone()
+    }
+
+    pub fn refuse_connection(&self) {
+        self.refused_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn refuse_long_poll(&self) {
+        self.refused_long_polls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn refused(&self) -> Refused {
+        Refused {
+            connections: self.refused_connections.load(Ordering::Relaxed),
+            long_polls: self.refused_long_polls.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -61,6 +88,7 @@ pub fn render(
     local: &LocalState,
     cluster: Option<&ClusterFacts>,
     requests: &BTreeMap<(String, u16), u64>,
+    refused: &Refused,
 ) -> String {
     let history = cluster.map(|c| &c.history);
     let member = ("member", local.member.as_str());
@@ -151,6 +179,12 @@ pub fn render(
     for ((route, status), count) in requests {
         served.sample(&[("route", route), ("status", &status.to_string())], *count);
     }
+    out.counter(
+        "pgwarden_api_refused_total",
+        "REST API connections and long polls refused for being over the limit (docs/api.md, Limits).",
+    )
+    .sample(&[("limit", "connections")], refused.connections)
+    .sample(&[("limit", "long_polls")], refused.long_polls);
     out.into_text()
 }
 
@@ -281,7 +315,11 @@ mod tests {
             history,
             ..ClusterFacts::default()
         };
-        let text = render(&local, Some(&cluster), &requests);
+        let refused = Refused {
+            connections: 7,
+            long_polls: 2,
+        };
+        let text = render(&local, Some(&cluster), &requests, &refused);
         for line in [
             "pgwarden_role{member=\"db2\",role=\"replica\"} 1",
             "pgwarden_role{member=\"db2\",role=\"primary\"} 0",
@@ -291,6 +329,8 @@ mod tests {
             "pgwarden_failovers_total 1",
             "pgwarden_last_failover_duration_seconds 2.5",
             "pgwarden_api_requests_total{route=\"/health\",status=\"200\"} 4",
+            "pgwarden_api_refused_total{limit=\"connections\"} 7",
+            "pgwarden_api_refused_total{limit=\"long_polls\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
@@ -335,7 +375,7 @@ mod tests {
             last_dumps: Some(last_dumps()),
             now_ms: 10_000_000,
         };
-        render(&local, Some(&cluster), &requests)
+        render(&local, Some(&cluster), &requests, &Refused::default())
     }
 
     fn last_backup() -> LastBackup {
@@ -408,7 +448,12 @@ mod tests {
             }),
             ..ClusterFacts::default()
         };
-        let text = render(&LocalState::default(), Some(&cluster), &BTreeMap::new());
+        let text = render(
+            &LocalState::default(),
+            Some(&cluster),
+            &BTreeMap::new(),
+            &Refused::default(),
+        );
         assert!(!text.contains("pgwarden_backup_last_"), "{text}");
         assert!(text.contains("pgwarden_backup_failures_total 1"), "{text}");
     }
@@ -442,6 +487,7 @@ mod tests {
                 ("pgwarden_dump_last_success_age_seconds", "gauge"),
                 ("pgwarden_dump_failures_total", "counter"),
                 ("pgwarden_api_requests_total", "counter"),
+                ("pgwarden_api_refused_total", "counter"),
             ]
         );
     }
@@ -454,7 +500,7 @@ mod tests {
         };
         let mut requests = BTreeMap::new();
         requests.insert(("/a\"b".to_string(), 404), 2);
-        let text = render(&local, None, &requests);
+        let text = render(&local, None, &requests, &Refused::default());
         assert!(
             text.lines()
                 .any(|l| l == r#"pgwarden_leader{member="db\"1\\\nx"} 0"#),

@@ -2,6 +2,7 @@
 //! would publish them, and an API started on a loopback port with the
 //! agent's end of the link left to the test.
 
+use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,9 +10,11 @@ use futures::StreamExt;
 use store::cluster::{ClusterKeys, Leader, MemberStatus, PgState, Role, Switchover, Tags};
 use store::typed::decode_kv;
 use store::{EventKind, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::local::{link, AgentSide, LocalState};
-use crate::{start, ApiContext, ApiServer};
+use crate::{start_with_limits, ApiContext, ApiServer, Limits};
 
 /// A member status: running, timeline 1, no lag.
 pub fn member(name: &str, role: Role, streaming: bool) -> MemberStatus {
@@ -142,8 +145,29 @@ pub async fn start_api_with_repository(
     store: Arc<dyn Store>,
     keys: ClusterKeys,
     member: &str,
+    api: config::Api,
+    repository: Option<Arc<dyn backup::Repository>>,
+) -> TestApi {
+    start_api_with(store, keys, member, api, repository, Limits::default()).await
+}
+
+/// [`start_api`] with other limits.
+pub async fn start_api_with_limits(
+    store: Arc<dyn Store>,
+    keys: ClusterKeys,
+    member: &str,
+    limits: Limits,
+) -> TestApi {
+    start_api_with(store, keys, member, open_api(), None, limits).await
+}
+
+async fn start_api_with(
+    store: Arc<dyn Store>,
+    keys: ClusterKeys,
+    member: &str,
     mut api: config::Api,
     repository: Option<Arc<dyn backup::Repository>>,
+    limits: Limits,
 ) -> TestApi {
     api.listen = "127.0.0.1:0".to_string();
     let scheme = if api.cert_file.is_some() {
@@ -155,14 +179,17 @@ pub async fn start_api_with_repository(
         member: member.to_string(),
         ..LocalState::default()
     });
-    let server = start(ApiContext {
-        store,
-        keys,
-        member: member.to_string(),
-        link,
-        api,
-        repository,
-    })
+    let server = start_with_limits(
+        ApiContext {
+            store,
+            keys,
+            member: member.to_string(),
+            link,
+            api,
+            repository,
+        },
+        limits,
+    )
     .await
     .unwrap();
     let url = format!("{scheme}://{}", server.local_addr());
@@ -180,5 +207,70 @@ pub fn open_api() -> config::Api {
         cert_file: None,
         key_file: None,
         ca_file: None,
+    }
+}
+
+/// What the server did with a request sent on a connection of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RawAnswer {
+    Answered {
+        status: u16,
+        body: String,
+    },
+    /// Closed (or reset) without a byte of answer.
+    Closed,
+}
+
+/// `GET path` with `Connection: close` on a new connection to `addr`
+/// (`host:port`), read to the end; no client library in between, so that
+/// what the server did with the connection shows.
+pub async fn raw_get(addr: &str, path: &str) -> std::io::Result<RawAnswer> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if let Err(e) = tcp.write_all(request.as_bytes()).await {
+        return closed_or(e);
+    }
+    let mut answer = Vec::new();
+    if let Err(e) = tcp.read_to_end(&mut answer).await {
+        if answer.is_empty() {
+            return closed_or(e);
+        }
+    }
+    if answer.is_empty() {
+        return Ok(RawAnswer::Closed);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_string();
+    Ok(RawAnswer::Answered { status, body })
+}
+
+fn closed_or(e: std::io::Error) -> std::io::Result<RawAnswer> {
+    match e.kind() {
+        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted => {
+            Ok(RawAnswer::Closed)
+        }
+        _ => Err(e),
+    }
+}
+
+/// Whether the server closes `tcp` (the test sends nothing more) within
+/// `deadline`; panics if it sends anything.
+pub async fn closed_by_server(tcp: &mut TcpStream, deadline: Duration) -> bool {
+    let mut buf = [0u8; 512];
+    match tokio::time::timeout(deadline, tcp.read(&mut buf)).await {
+        Err(_) => false,
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(n)) => panic!(
+            "the server sent on an idle connection: {}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
     }
 }

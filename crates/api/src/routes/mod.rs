@@ -2,15 +2,19 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 
 use crate::client::ApiClient;
 use crate::error::HttpError;
+use crate::limits::Limits;
 use crate::metrics::Counters;
 use crate::ApiContext;
 
@@ -29,6 +33,9 @@ pub struct Shared {
     pub ctx: ApiContext,
     pub counters: Counters,
     pub client: ApiClient,
+    pub limits: Limits,
+    /// One permit per long poll held ([`Limits::long_polls`]).
+    pub long_polls: Arc<Semaphore>,
 }
 
 impl std::ops::Deref for Shared {
@@ -38,8 +45,9 @@ impl std::ops::Deref for Shared {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let routes = Router::new()
+/// The health checks: answered from the agent's last round alone.
+fn checks() -> Router<AppState> {
+    Router::new()
         .route("/health", get(status::health).options(status::health))
         .route("/primary", get(status::primary).options(status::primary))
         .route("/replica", get(status::replica).options(status::replica))
@@ -47,6 +55,10 @@ pub fn router(state: AppState) -> Router {
             "/read-only",
             get(status::read_only).options(status::read_only),
         )
+}
+
+pub fn router(state: AppState) -> Router {
+    let routes = checks()
         .route("/cluster", get(read::cluster))
         .route("/history", get(read::history))
         .route("/events", get(read::events))
@@ -66,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/backup/list", get(backup::list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), read_body))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_token,
@@ -77,6 +90,65 @@ pub fn router(state: AppState) -> Router {
         ));
     routes.with_state(state)
 }
+
+/// What a connection over [`Limits::connections`] is served: the health
+/// checks, so that load balancers keep seeing the member, and a 503 for
+/// anything else.
+pub fn overflow_router(state: AppState) -> Router {
+    checks()
+        .fallback(too_many_connections)
+        .layer(middleware::from_fn_with_state(state.clone(), read_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_token,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn too_many_connections(State(state): State<AppState>) -> HttpError {
+    HttpError::unavailable(format!(
+        "this member serves too many API connections (the limit is {}); retry later or ask another member",
+        state.limits.connections
+    ))
+}
+
+/// Reads the whole body within [`Limits::body_read`] before the handler
+/// runs, so that a client that sends a head and then stalls cannot hold a
+/// connection (and a handler) for longer. Bodies are small JSON documents.
+async fn read_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let body =
+        match tokio::time::timeout(state.limits.body_read, axum::body::to_bytes(body, MAX_BODY))
+            .await
+        {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => {
+                return HttpError::bad_request(format!(
+                    "cannot read the request body: {e} (at most {MAX_BODY} bytes)"
+                ))
+                .into_response()
+            }
+            Err(_) => {
+                return HttpError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} s",
+                        state.limits.body_read.as_secs()
+                    ),
+                )
+                .into_response()
+            }
+        };
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+/// More than any JSON body the API takes (a configuration patch is a few
+/// KiB), and little enough that the connection limit bounds the memory.
+const MAX_BODY: usize = 256 * 1024;
 
 async fn not_found() -> HttpError {
     HttpError::not_found("no such endpoint; docs/api.md lists them")

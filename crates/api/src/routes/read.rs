@@ -54,7 +54,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }),
         _ => None,
     };
-    let text = crate::metrics::render(&local, cluster.as_ref(), &state.counters.snapshot());
+    let text = crate::metrics::render(
+        &local,
+        cluster.as_ref(),
+        &state.counters.snapshot(),
+        &state.counters.refused(),
+    );
     (
         [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
         text,
@@ -98,6 +103,14 @@ pub async fn events(
     let deadline = Instant::now() + wait;
     let (mut events, revision) = events_after(&state, after).await?;
     if events.is_empty() && !wait.is_zero() {
+        // Held until the answer: each watcher is a store watch.
+        let Ok(_watcher) = state.long_polls.clone().try_acquire_owned() else {
+            state.counters.refuse_long_poll();
+            return Err(HttpError::unavailable(format!(
+                "too many long polls are waiting on this member (the limit is {}); retry later, ask without wait=, or ask another member",
+                state.limits.long_polls
+            )));
+        };
         let mut watch = state
             .store
             .watch_prefix(state.keys.events().prefix(), revision + 1);
