@@ -16,12 +16,14 @@
 //! host's namespace through `setns(2)` between fork and exec, so their PID
 //! is the one this process knows (no `ip netns exec` in between).
 //!
-//! Names carry this process's PID and a counter (`pw<pid>-<n>-…`, in base
+//! Names carry this process's PID and a counter (`pgw<pid>-<n>-…`, in base
 //! 36, interface names within 15 characters); the veth ends are created
 //! directly in the lab's namespaces, so nothing ever appears in this
 //! process's namespace. Dropping the lab (also on panic, also when building
 //! it failed half-way) stops its threads and deletes its namespaces, which
-//! deletes their links. Needs root and `ip` (iproute2).
+//! deletes their links. A test killed outright leaves its namespaces; the
+//! next lab deletes those whose process is gone and that hold no process.
+//! Needs root and `ip` (iproute2).
 
 use std::fs::File;
 use std::future::Future;
@@ -73,8 +75,9 @@ impl NetLab {
     /// linked to the switch and up.
     pub fn new(members: usize) -> Result<NetLab, NetLabError> {
         assert!(members < 99, "at most 98 members fit the interface names");
+        sweep_dead_labs();
         let id = format!(
-            "pw{}-{}",
+            "pgw{}-{}",
             base36(std::process::id() as usize),
             base36(LABS.fetch_add(1, Ordering::Relaxed))
         );
@@ -409,6 +412,46 @@ fn enter(namespace: &File) -> io::Result<()> {
     }
 }
 
+/// Deletes the namespaces of labs whose process is gone and in which nothing
+/// runs: what a test killed outright (SIGKILL, a nextest timeout) left.
+/// Never one of a live process, never one with a process inside.
+fn sweep_dead_labs() {
+    let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    let listing = String::from_utf8_lossy(&output.stdout).to_string();
+    for name in listing.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(pid) = lab_pid(name) else {
+            continue;
+        };
+        if lab::process::is_alive(pid as i32) {
+            continue;
+        }
+        let inside = Command::new("ip").args(["netns", "pids", name]).output();
+        if inside.is_ok_and(|o| o.status.success() && o.stdout.trim_ascii().is_empty()) {
+            let _ = ip(&["netns", "delete", name]);
+        }
+    }
+}
+
+/// The PID in a lab namespace's name, `pgw<pid>-<n>-<role>`; `None` for
+/// any other name.
+fn lab_pid(name: &str) -> Option<usize> {
+    let mut parts = name.strip_prefix("pgw")?.splitn(3, '-');
+    let (pid, n, role) = (parts.next()?, parts.next()?, parts.next()?);
+    let base36 = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+    };
+    let known_role = role == "sw"
+        || role == "etcd"
+        || role
+            .strip_prefix("db")
+            .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
+    (base36(pid) && base36(n) && known_role).then(|| usize::from_str_radix(pid, 36).ok())?
+}
+
 /// `ip ARGS`, with its error output in the error.
 fn ip(args: &[&str]) -> Result<(), NetLabError> {
     let failed = |detail: String| NetLabError::Ip {
@@ -524,6 +567,23 @@ mod tests {
 
         drop(lab);
         assert_eq!(lab_namespaces(&id), Vec::<String>::new());
+    }
+
+    #[test]
+    fn only_lab_names_carry_a_pid() {
+        assert_eq!(lab_pid("pgwz-1-db2"), Some(35));
+        assert_eq!(lab_pid("pgw10-0-sw"), Some(36));
+        assert_eq!(lab_pid("pgw10-0-etcd"), Some(36));
+        for other in [
+            "pgw10-0",
+            "pgw10-0-web",
+            "pgw-0-sw",
+            "pw10-0-sw",
+            "pgwX-0-sw",
+            "pgw10-0-db",
+        ] {
+            assert_eq!(lab_pid(other), None, "{other}");
+        }
     }
 
     #[test]
