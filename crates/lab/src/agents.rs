@@ -1,5 +1,6 @@
 //! A whole pgwarden cluster on this machine: etcd plus one `pgwarden agent`
-//! process per member, each with its own PostgreSQL, on loopback.
+//! process per member, each with its own PostgreSQL, on loopback or on the
+//! hosts of a [`Network`].
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use store::Store;
 
 use crate::dir::ScratchDir;
 use crate::etcd::EtcdCluster;
+use crate::network::{Host, Network};
 use crate::ports::free_port;
 use crate::postgres::bin_dir;
 use crate::process::{is_alive, terminate};
@@ -46,6 +48,10 @@ pub struct ClusterOptions {
     /// `repository = "/mnt/backup"`): PostgreSQL then archives its WAL
     /// through `pgwarden wal push`. `None`: no archive.
     pub backup: Option<String>,
+    /// Run etcd and each member on a host of this network (e.g. testkit's
+    /// `NetLab`) instead of on loopback here. The cluster keeps it alive
+    /// until its processes are gone.
+    pub network: Option<Arc<dyn Network>>,
 }
 
 impl Default for ClusterOptions {
@@ -59,6 +65,7 @@ impl Default for ClusterOptions {
             dir_prefix: ScratchDir::PREFIX,
             detachable: false,
             backup: None,
+            network: None,
         }
     }
 }
@@ -70,6 +77,8 @@ pub struct AgentMember {
     pub config_file: PathBuf,
     pub agent_log: PathBuf,
     pub instance: Instance,
+    /// The REST API's URL, as this process reaches it.
+    pub api_url: String,
     agent: Option<Child>,
     /// Left running on purpose: dropping this stops nothing.
     left_running: bool,
@@ -163,6 +172,8 @@ pub struct AgentCluster {
     pub store: Arc<dyn Store>,
     pub keys: ClusterKeys,
     pub etcd: EtcdCluster,
+    /// Outlives every process on it (fields drop in declaration order).
+    network: Option<Arc<dyn Network>>,
     // Declared last: removed after every process has gone.
     pub dir: ScratchDir,
 }
@@ -177,7 +188,9 @@ impl AgentCluster {
     ) -> Result<AgentCluster, Box<dyn std::error::Error>> {
         let run_as = RunAs::detect()?;
         let dir = ScratchDir::with_prefix(&run_as, options.dir_prefix)?;
-        let etcd = if options.detachable {
+        let etcd = if let Some(network) = &options.network {
+            EtcdCluster::start_on(options.etcd_nodes, network.clone()).await?
+        } else if options.detachable {
             EtcdCluster::start_detachable(options.etcd_nodes, options.dir_prefix).await?
         } else {
             EtcdCluster::start(options.etcd_nodes).await?
@@ -199,10 +212,11 @@ impl AgentCluster {
             store,
             keys,
             etcd,
+            network: options.network.clone(),
             dir,
         };
-        for i in 1..=options.members {
-            let member = cluster.prepare(&format!("db{i}"), &options, &run_as)?;
+        for i in 0..options.members {
+            let member = cluster.prepare(i, &options, &run_as)?;
             cluster.members.push(member);
         }
         for i in 0..cluster.members.len() {
@@ -211,16 +225,35 @@ impl AgentCluster {
         Ok(cluster)
     }
 
+    /// Member `index`'s directory and configuration: `db1` for index 0.
     fn prepare(
         &self,
-        name: &str,
+        index: usize,
         options: &ClusterOptions,
         run_as: &RunAs,
     ) -> Result<AgentMember, Box<dyn std::error::Error>> {
+        let name = &format!("db{}", index + 1);
         let home = self.dir.join(name);
         fs::create_dir_all(&home)?;
         run_as.chown(&home)?;
         let port = free_port();
+        let api = free_port();
+        // Without a network: loopback. With one: the member's host address,
+        // and its ports forwarded to the same ones on loopback here.
+        let (address, network, api_insecure) = match &options.network {
+            None => ("127.0.0.1".to_string(), "127.0.0.1/32".to_string(), ""),
+            Some(network) => {
+                let host = Host::Member(index);
+                network.expose(host, port)?;
+                network.expose(host, api)?;
+                (
+                    network.address(host),
+                    network.hba_network(),
+                    // Only the lab's hosts can reach it.
+                    "insecure = true\n",
+                )
+            }
+        };
         let data_dir = home.join("data");
         let config_file = home.join("pgwarden.toml");
         let config = format!(
@@ -228,12 +261,12 @@ impl AgentCluster {
 name = "{name}"
 data_dir = "{data}"
 bin_dir = "{bin}"
-listen_address = "127.0.0.1"
+listen_address = "{address}"
 port = {port}
 socket_dir = "{sockets}"
 
 [postgresql]
-hba_networks = ["127.0.0.1/32"]
+hba_networks = ["{network}"]
 parameters = {{ shared_buffers = "16MB", fsync = {fsync}, max_connections = 50 }}
 
 [store]
@@ -248,8 +281,8 @@ pg_ctl_timeout = "30s"
 clone_timeout = "5m"
 
 [api]
-listen = "127.0.0.1:{api}"
-
+listen = "{address}:{api}"
+{api_insecure}
 [credentials.superuser]
 password_file = "{su}"
 
@@ -260,11 +293,10 @@ password_file = "{repl}"
             bin = bin_dir()?.display(),
             sockets = self.dir.path().display(),
             fsync = options.fsync,
-            endpoints = self.etcd.endpoints(),
+            endpoints = self.etcd.network_endpoints(),
             cluster = options.name,
             heartbeat = options.config.heartbeat_ms,
             ttl = options.config.ttl_ms,
-            api = free_port(),
             su = self.dir.join("superuser.pw").display(),
             repl = self.dir.join("replication.pw").display(),
             backup = options
@@ -287,12 +319,13 @@ password_file = "{repl}"
                 name: "replicator".into(),
                 password: REPLICATION_PASSWORD.into(),
             },
-            hba_networks: vec!["127.0.0.1/32".into()],
+            hba_networks: vec![network],
             run_as: run_as.clone(),
             timeouts: Timeouts::default(),
         });
         Ok(AgentMember {
             name: name.to_string(),
+            api_url: format!("http://127.0.0.1:{api}"),
             agent_log: home.join("agent.log"),
             config_file,
             instance,
@@ -308,7 +341,11 @@ password_file = "{repl}"
             .create(true)
             .append(true)
             .open(&member.agent_log)?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(network) = &self.network {
+            network.enter(Host::Member(i), &mut command)?;
+        }
+        let child = command
             .args(["agent", "-c"])
             .arg(&member.config_file)
             .stdin(Stdio::null())
@@ -321,6 +358,11 @@ password_file = "{repl}"
             .spawn()?;
         member.agent = Some(child);
         Ok(())
+    }
+
+    /// The host `name` runs on, on the cluster's [`Network`].
+    pub fn host(&self, name: &str) -> Host {
+        Host::Member(self.index(name))
     }
 
     pub fn member(&self, name: &str) -> &AgentMember {
@@ -477,33 +519,47 @@ password_file = "{repl}"
 
     /// A write load against whoever leads, logging each acknowledged id.
     pub fn workload(&self) -> Workload {
-        let endpoints = self
-            .members
-            .iter()
-            .map(|m| (m.name.clone(), m.endpoint()))
-            .collect();
-        let target = Target::Leader {
-            store: self.store.clone(),
-            keys: self.keys.clone(),
-            endpoints,
-        };
-        Workload::start(target, superuser())
+        self.workload_on(self.leader_target(), 1)
     }
 
     /// A write load through one address, such as a proxy's read-write port,
     /// that waits up to `connect_timeout` for each connection.
     pub fn workload_through(&self, endpoint: Endpoint, connect_timeout: Duration) -> Workload {
+        self.workload_on(self.address_target(endpoint, connect_timeout), 1)
+    }
+
+    /// A write load to `target` writing ids from `first_id` on (loads that
+    /// run side by side need ids of their own).
+    pub fn workload_on(&self, target: Target, first_id: i64) -> Workload {
+        Workload::start_from(target, superuser(), first_id)
+    }
+
+    /// Whoever holds the leader key.
+    pub fn leader_target(&self) -> Target {
+        let endpoints = self
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), m.endpoint()))
+            .collect();
+        Target::Leader {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            endpoints,
+        }
+    }
+
+    /// One address, whose member is recognised by its port.
+    pub fn address_target(&self, endpoint: Endpoint, connect_timeout: Duration) -> Target {
         let members_by_port = self
             .members
             .iter()
             .map(|m| (m.endpoint().port, m.name.clone()))
             .collect();
-        let target = Target::Address {
+        Target::Address {
             endpoint,
             members_by_port,
             connect_timeout,
-        };
-        Workload::start(target, superuser())
+        }
     }
 
     /// Leaves etcd, the agents and their PostgreSQL running and every

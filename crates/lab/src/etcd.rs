@@ -12,6 +12,10 @@
 //! on TLS only, as they do for users; the health and leader probes are
 //! etcd-client's maintenance status calls over the same TLS.
 //!
+//! [`EtcdCluster::start_on`] runs the nodes on a [`Network`]'s etcd host,
+//! listening on its address; this process still reaches them on loopback,
+//! through the ports the network forwards.
+//!
 //! Every process is killed by PID with SIGKILL and reaped when the cluster is
 //! dropped (also when the caller panics), then the directory is removed. Each
 //! process is also started with `PR_SET_PDEATHSIG = SIGKILL`, tied to a
@@ -23,6 +27,7 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -31,6 +36,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 
+use crate::network::{Host, Network};
 use crate::{free_port, wait_for, ScratchDir, WaitError};
 
 /// How long [`EtcdCluster::start`] and [`EtcdCluster::restart`] wait for health.
@@ -56,6 +62,8 @@ pub enum EtcdError {
     },
     #[error("cannot make the TLS certificates for etcd: {detail}")]
     Certificates { detail: String },
+    #[error("cannot reach etcd's host on the lab network: {0}")]
+    Network(#[source] io::Error),
     #[error("cannot use the TLS certificates for etcd: {0}")]
     Tls(#[source] store::StoreError),
     #[error("etcd node {node} does not exist: this cluster has {nodes} nodes")]
@@ -102,6 +110,8 @@ impl Running {
 #[derive(Debug)]
 struct Node {
     name: String,
+    /// The address it listens on: loopback, or its host's on a network.
+    host: String,
     client_port: u16,
     tls: bool,
     peer_port: u16,
@@ -111,13 +121,20 @@ struct Node {
 }
 
 impl Node {
+    /// Where this process connects: loopback, forwarded when on a network.
     fn client_url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
+    /// Where the node listens and the hosts of its network connect.
+    fn network_client_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.client_port)
+    }
+
     fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("http://{}:{}", self.host, self.peer_port)
     }
 }
 
@@ -136,6 +153,8 @@ pub struct EtcdCluster {
     probe: ConnectOptions,
     nodes: Vec<Node>,
     lifetime: Lifetime,
+    /// The network whose etcd host runs the nodes; `None`: this one.
+    network: Option<Arc<dyn Network>>,
     // Dropped after the processes are killed (see `Drop`).
     dir: tempfile::TempDir,
 }
@@ -144,13 +163,21 @@ impl EtcdCluster {
     /// Starts `nodes` (1 or 3) etcd members and waits until the cluster is
     /// healthy and has a leader.
     pub async fn start(nodes: usize) -> Result<EtcdCluster, EtcdError> {
-        EtcdCluster::start_with(nodes, None, Lifetime::DiesWithThisProcess).await
+        EtcdCluster::start_with(nodes, None, Lifetime::DiesWithThisProcess, None).await
+    }
+
+    /// Like [`EtcdCluster::start`], on `network`'s [`Host::Etcd`].
+    pub async fn start_on(
+        nodes: usize,
+        network: Arc<dyn Network>,
+    ) -> Result<EtcdCluster, EtcdError> {
+        EtcdCluster::start_with(nodes, None, Lifetime::DiesWithThisProcess, Some(network)).await
     }
 
     /// Like [`EtcdCluster::start`], but the nodes may be left running when
     /// this process exits (see [`EtcdCluster::leave_running`]).
     pub async fn start_detachable(nodes: usize, prefix: &str) -> Result<EtcdCluster, EtcdError> {
-        EtcdCluster::start_with(nodes, None, Lifetime::MayOutlive(prefix.to_string())).await
+        EtcdCluster::start_with(nodes, None, Lifetime::MayOutlive(prefix.to_string()), None).await
     }
 
     /// Like [`EtcdCluster::start`], with TLS on the client URLs and client
@@ -166,6 +193,7 @@ impl EtcdCluster {
             nodes,
             Some(Box::new(certificates)),
             Lifetime::DiesWithThisProcess,
+            None,
         )
         .await
     }
@@ -174,6 +202,7 @@ impl EtcdCluster {
         nodes: usize,
         certificates: Option<MakeCertificates<'_>>,
         lifetime: Lifetime,
+        network: Option<Arc<dyn Network>>,
     ) -> Result<EtcdCluster, EtcdError> {
         if nodes != 1 && nodes != 3 {
             return Err(EtcdError::NodeCount(nodes));
@@ -197,9 +226,13 @@ impl EtcdCluster {
             probe =
                 probe.with_tls(store::etcd::tls_options(&tls.client()).map_err(EtcdError::Tls)?);
         }
+        let host = network
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".to_string(), |n| n.address(Host::Etcd));
         let nodes: Vec<Node> = (0..nodes)
             .map(|i| Node {
                 name: format!("etcd{i}"),
+                host: host.clone(),
                 client_port: free_port(),
                 tls: tls.is_some(),
                 peer_port: free_port(),
@@ -208,6 +241,13 @@ impl EtcdCluster {
                 running: None,
             })
             .collect();
+        if let Some(network) = &network {
+            for node in &nodes {
+                network
+                    .expose(Host::Etcd, node.client_port)
+                    .map_err(EtcdError::Network)?;
+            }
+        }
         let initial_cluster = nodes
             .iter()
             .map(|n| format!("{}={}", n.name, n.peer_url()))
@@ -221,6 +261,7 @@ impl EtcdCluster {
             probe,
             nodes,
             lifetime,
+            network,
             dir,
         };
         for node in 0..cluster.nodes.len() {
@@ -231,9 +272,16 @@ impl EtcdCluster {
         Ok(cluster)
     }
 
-    /// Client URLs of every node (running or not), in node order.
+    /// Client URLs of every node (running or not), in node order, as this
+    /// process reaches them.
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(Node::client_url).collect()
+    }
+
+    /// Client URLs of every node as the hosts of its network reach them (the
+    /// same as [`EtcdCluster::endpoints`] without a network).
+    pub fn network_endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(Node::network_client_url).collect()
     }
 
     /// A store client over every node, with the default options (and the
@@ -385,9 +433,9 @@ impl EtcdCluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--listen-client-urls")
-            .arg(node.client_url())
+            .arg(node.network_client_url())
             .arg("--advertise-client-urls")
-            .arg(node.client_url())
+            .arg(node.network_client_url())
             .arg("--listen-peer-urls")
             .arg(node.peer_url())
             .arg("--initial-advertise-peer-urls")
@@ -428,6 +476,11 @@ impl EtcdCluster {
                     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
                 });
             }
+        }
+        if let Some(network) = &self.network {
+            network
+                .enter(Host::Etcd, &mut command)
+                .map_err(spawn_error)?;
         }
         let (sender, receiver) = std::sync::mpsc::channel();
         let watcher = std::thread::Builder::new()

@@ -69,10 +69,23 @@ impl Workload {
     /// Writes ids 1, 2, 3, … into table `acked`, one autocommit insert at a
     /// time, to `target`; after a failed write it connects again.
     pub fn start(target: Target, superuser: Role) -> Workload {
+        Workload::start_from(target, superuser, 1)
+    }
+
+    /// Like [`Workload::start`], with ids from `first_id` on: loads running
+    /// side by side write ids of their own.
+    pub fn start_from(target: Target, superuser: Role, first_id: i64) -> Workload {
         let (stop, stopped) = watch::channel(false);
         let (progress_tx, progress) = watch::channel(0usize);
         let acks = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(run(target, superuser, stopped, progress_tx, acks.clone()));
+        let task = tokio::spawn(run(
+            target,
+            superuser,
+            first_id,
+            stopped,
+            progress_tx,
+            acks.clone(),
+        ));
         Workload {
             stop,
             task,
@@ -143,13 +156,14 @@ impl Workload {
 async fn run(
     target: Target,
     superuser: Role,
+    first_id: i64,
     stopped: watch::Receiver<bool>,
     progress: watch::Sender<usize>,
     acks: Arc<Mutex<Vec<Ack>>>,
 ) -> WorkloadReport {
     let mut failed = 0;
     let mut connection = 0;
-    let mut next_id = 1i64;
+    let mut next_id = first_id;
     let write_timeout = Duration::from_secs(1);
     while !*stopped.borrow() {
         let Some((client, member)) = connect(&target, &superuser).await else {

@@ -1,8 +1,9 @@
 //! What only tests need, on top of [`lab`]: everything of `lab` is
 //! re-exported here (so a test writes `testkit::AgentCluster`), plus TLS
 //! certificates made for the occasion ([`tls`]), TLS etcd clusters
-//! ([`etcd::start_tls`]), CPU load ([`load`]) and a local S3-compatible
-//! server ([`s3`]).
+//! ([`etcd::start_tls`]), CPU load ([`load`]), a local S3-compatible
+//! server ([`s3`]) and hosts in network namespaces for partition tests
+//! ([`netlab`]).
 //!
 //! A dev-dependency only: the `pgwarden` binary links `lab` for its demo,
 //! never this crate.
@@ -11,5 +12,8 @@ pub use lab::*;
 
 pub mod etcd;
 pub mod load;
+pub mod netlab;
 pub mod s3;
 pub mod tls;
+
+pub use netlab::NetLab;
