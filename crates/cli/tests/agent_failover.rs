@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use pg::Probe;
+use store::cluster::SynchronousMode;
 use testkit::{wait_for, AgentCluster, ClusterOptions};
 
 mod common;
@@ -77,8 +80,17 @@ async fn a_postgresql_crash_is_repaired_in_place_or_failed_over() {
 
 #[tokio::test]
 async fn a_frozen_primary_never_accepts_a_write_after_it_thaws_and_rejoins() {
+    a_frozen_primary_never_acknowledges_after_it_thaws(SynchronousMode::First).await;
+}
+
+#[tokio::test]
+async fn quorum_commit_a_frozen_primary_never_accepts_a_write_after_it_thaws_and_rejoins() {
+    a_frozen_primary_never_acknowledges_after_it_thaws(SynchronousMode::Quorum).await;
+}
+
+async fn a_frozen_primary_never_acknowledges_after_it_thaws(mode: SynchronousMode) {
     let mut options = ClusterOptions::default();
-    options.config.synchronous_mode = store::cluster::SynchronousMode::First;
+    options.config.synchronous_mode = mode;
     let cluster = AgentCluster::start(binary(), options).await.unwrap();
     let old = healthy(&cluster, &ALL).await;
     cluster.wait_synchronous(DEADLINE).await.unwrap();
@@ -124,11 +136,51 @@ async fn a_frozen_primary_never_accepts_a_write_after_it_thaws_and_rejoins() {
 
 #[tokio::test]
 async fn synchronous_mode_loses_no_acknowledged_write_when_the_primary_host_dies() {
+    no_acknowledged_write_lost_when_the_primary_host_dies(SynchronousMode::First, false).await;
+}
+
+#[tokio::test]
+async fn quorum_commit_loses_no_acknowledged_write_when_the_primary_host_dies() {
+    no_acknowledged_write_lost_when_the_primary_host_dies(SynchronousMode::Quorum, false).await;
+}
+
+/// One standby's WAL receiver is held (SIGSTOP) while the other confirms
+/// every commit, so it is far behind when the primary dies: the one that
+/// holds the commits takes over.
+#[tokio::test]
+async fn quorum_commit_never_promotes_the_standby_that_is_behind() {
+    no_acknowledged_write_lost_when_the_primary_host_dies(SynchronousMode::Quorum, true).await;
+}
+
+async fn no_acknowledged_write_lost_when_the_primary_host_dies(
+    mode: SynchronousMode,
+    one_behind: bool,
+) {
     let mut options = ClusterOptions::default();
-    options.config.synchronous_mode = store::cluster::SynchronousMode::First;
+    options.config.synchronous_mode = mode;
     let mut cluster = AgentCluster::start(binary(), options).await.unwrap();
     let old = healthy(&cluster, &ALL).await;
-    cluster.wait_synchronous(DEADLINE).await.unwrap();
+    let synchronous = cluster.wait_synchronous(DEADLINE).await.unwrap();
+    let behind = match one_behind {
+        true => {
+            let lagging = synchronous
+                .iter()
+                .find(|name| **name != old)
+                .expect("a standby in the set")
+                .clone();
+            let receiver: i32 = cluster
+                .member(&lagging)
+                .query_text("SELECT pid::text FROM pg_stat_wal_receiver")
+                .await
+                .unwrap()
+                .expect("a WAL receiver")
+                .parse()
+                .unwrap();
+            kill(Pid::from_raw(receiver), Signal::SIGSTOP).unwrap();
+            Some((lagging, receiver))
+        }
+        false => None,
+    };
     let mut load = cluster.workload();
     assert!(
         load.wait_acks(200, DEADLINE).await,
@@ -137,8 +189,19 @@ async fn synchronous_mode_loses_no_acknowledged_write_when_the_primary_host_dies
     );
 
     cluster.kill_host(&old);
+    if let Some((_, receiver)) = &behind {
+        let _ = kill(Pid::from_raw(*receiver), Signal::SIGCONT);
+    }
     let before = load.acked();
     let new = healthy(&cluster, &others(&ALL, &old)).await;
+    if let Some((lagging, _)) = &behind {
+        assert_ne!(
+            new,
+            *lagging,
+            "the standby that was behind took over\n{}",
+            cluster.logs()
+        );
+    }
     assert!(
         load.wait_acks(before + 200, DEADLINE).await,
         "no writes acknowledged after the failover\n{}",

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pg::{Endpoint, Role};
+use store::cluster::SynchronousMode;
 use testkit::agents::SUPERUSER_PASSWORD;
 use testkit::{wait_for, Ack, AgentCluster, ClusterOptions, NetLab, WorkloadReport};
 
@@ -93,13 +94,14 @@ impl Partition {
 /// Three members on a lab network, healthy (with a synchronous standby in
 /// synchronous mode). The lab is dropped after the cluster: the cluster
 /// holds it until its processes are gone.
-async fn start(synchronous: bool) -> (Arc<NetLab>, AgentCluster, String) {
+async fn start(mode: SynchronousMode) -> (Arc<NetLab>, AgentCluster, String) {
+    let synchronous = mode != SynchronousMode::Off;
     let lab = Arc::new(NetLab::new(ALL.len()).expect("the lab network"));
     let mut options = ClusterOptions {
         network: Some(lab.clone()),
         ..ClusterOptions::default()
     };
-    options.config.synchronous_mode = synchronous;
+    options.config.synchronous_mode = mode;
     let cluster = AgentCluster::start(binary(), options).await.unwrap();
     let primary = healthy(&cluster, &ALL).await;
     if synchronous {
@@ -214,9 +216,18 @@ async fn partition_the_primary(lab: &NetLab, cluster: &AgentCluster, old: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_mode_a_cut_primary_loses_no_acknowledged_write_and_never_overlaps() {
-    let (lab, cluster, old) = start(true).await;
+    a_cut_primary_loses_no_acknowledged_write_and_never_overlaps(SynchronousMode::First).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_commit_a_cut_primary_loses_no_acknowledged_write_and_never_overlaps() {
+    a_cut_primary_loses_no_acknowledged_write_and_never_overlaps(SynchronousMode::Quorum).await;
+}
+
+async fn a_cut_primary_loses_no_acknowledged_write_and_never_overlaps(mode: SynchronousMode) {
+    let (lab, cluster, old) = start(mode).await;
     let partition = partition_the_primary(&lab, &cluster, &old).await;
-    partition.report("synchronous");
+    partition.report(&format!("{mode:?}"));
 
     let missing = cluster
         .missing_ids(&partition.new, &partition.ids())
@@ -248,7 +259,7 @@ async fn synchronous_mode_a_cut_primary_loses_no_acknowledged_write_and_never_ov
 /// cluster recovers with the old primary as a standby.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asynchronous_mode_a_cut_primary_rejoins_and_reports_its_ack_window() {
-    let (lab, cluster, old) = start(false).await;
+    let (lab, cluster, old) = start(SynchronousMode::Off).await;
     let partition = partition_the_primary(&lab, &cluster, &old).await;
     partition.report("asynchronous");
     let lost = cluster

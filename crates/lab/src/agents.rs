@@ -510,7 +510,9 @@ password_file = "{repl}"
     pub async fn wait_synchronous(&self, deadline: Duration) -> Result<Vec<String>, WaitError> {
         wait_for("a published synchronous standby", deadline, || async {
             match self.keys.sync().get(self.store.as_ref()).await {
-                Ok(Some(sync)) if !sync.value.members.is_empty() => Ok(sync.value.members),
+                Ok(Some(sync)) if !sync.value.members.is_empty() && sync.value.quorum() > 0 => {
+                    Ok(sync.value.members)
+                }
                 other => Err(format!("{other:?}")),
             }
         })
