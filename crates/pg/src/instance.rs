@@ -23,6 +23,9 @@ use crate::settings::Settings;
 /// How much of the server log's end a failed start shows.
 const LOG_TAIL_BYTES: u64 = 16 * 1024;
 const POSTMASTER_PID_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long an immediate shutdown may take before pg_ctl is tried instead
+/// (PostgreSQL itself kills children that ignore SIGQUIT after 5 s).
+const IMMEDIATE_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The file pgwarden owns inside the data directory.
 pub const MANAGED_FILE: &str = "pgwarden.conf";
@@ -320,14 +323,15 @@ impl Instance {
         self.spec.data_dir.join("standby.signal").exists()
     }
 
-    /// The postmaster's PID if one is running for this data directory.
+    /// The postmaster's PID if one is running for this data directory (a
+    /// stale postmaster.pid whose PID another program now has names none).
     pub fn postmaster_pid(&self) -> Option<i32> {
         let path = self.spec.data_dir.join("postmaster.pid");
         let text = read_postgres_file(&path, "read postmaster.pid")
             .map_err(|err| tracing::warn!("{err}"))
             .ok()??;
         let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        crate::pid::is_alive(pid).then_some(pid)
+        (crate::pid::is_alive(pid) && crate::pid::is_postgres(pid)).then_some(pid)
     }
 
     /// Starts the server and waits until it accepts connections.
@@ -475,6 +479,18 @@ impl Instance {
     /// Stops the server and waits until it is gone. Stopping a stopped server
     /// succeeds.
     pub async fn stop(&self, mode: StopMode) -> Result<(), PgError> {
+        if mode == StopMode::Immediate {
+            // Fencing: the signal first, before anything that could wait.
+            if let Some(pid) = self.fence() {
+                if self.wait_gone(pid, IMMEDIATE_STOP_WAIT).await {
+                    self.shared.lock().await.take();
+                    return Ok(());
+                }
+                tracing::warn!(
+                    "postmaster {pid} is still running {IMMEDIATE_STOP_WAIT:?} after SIGQUIT: stopping it with pg_ctl"
+                );
+            }
+        }
         // Our own shared connection would keep a smart shutdown waiting.
         self.shared.lock().await.take();
         if self.postmaster_pid().is_none() {
@@ -490,6 +506,36 @@ impl Instance {
             .run(&self.spec.run_as)
             .await?;
         Ok(())
+    }
+
+    /// Sends the postmaster SIGQUIT (an immediate shutdown, what `pg_ctl
+    /// stop -m immediate` sends) with no program in between: a fenced
+    /// primary's backends stop acknowledging within microseconds of the
+    /// decision, not after a fork and exec. The PID it signalled, if any.
+    pub fn fence(&self) -> Option<i32> {
+        let pid = self.postmaster_pid()?;
+        match nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGQUIT,
+        ) {
+            Ok(()) => Some(pid),
+            Err(err) => {
+                tracing::warn!("could not signal postmaster {pid}: {err}");
+                None
+            }
+        }
+    }
+
+    /// Whether `pid` has exited within `wait`.
+    async fn wait_gone(&self, pid: i32, wait: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        while crate::pid::is_alive(pid) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// Stops (fast) and starts again, e.g. for a changed `port`.

@@ -14,6 +14,14 @@ pub fn is_alive(pid: i32) -> bool {
     }
 }
 
+/// Whether `pid` runs the `postgres` program (a postmaster's PID read from
+/// postmaster.pid, before it is signalled: a stale file's PID may by now be
+/// another program's).
+pub fn is_postgres(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| comm.trim_end() == "postgres")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -25,6 +33,12 @@ mod tests {
         let pid = child.id() as i32;
         child.wait().unwrap();
         assert!(!is_alive(pid));
+    }
+
+    #[test]
+    fn this_test_is_not_postgres() {
+        assert!(!is_postgres(std::process::id() as i32));
+        assert!(!is_postgres(i32::MAX));
     }
 
     #[test]

@@ -388,6 +388,47 @@ async fn stop_modes_restart_and_reload() {
     node.instance.stop(StopMode::Fast).await.unwrap();
 }
 
+/// Fencing signals the postmaster itself (no pg_ctl in between), and only a
+/// postmaster: a stale postmaster.pid naming another program is left alone.
+#[tokio::test]
+async fn fencing_signals_the_postmaster_and_never_another_program() {
+    let mut cluster = PgCluster::start(0).await.unwrap();
+    let node = &mut cluster.nodes[0];
+    let pid = node.instance.postmaster_pid().unwrap();
+    assert_eq!(node.instance.fence(), Some(pid));
+    wait_for("the postmaster to exit", DEADLINE, || async {
+        match node.instance.postmaster_pid() {
+            None => Ok(()),
+            Some(pid) => Err(format!("{pid} still runs")),
+        }
+    })
+    .await
+    .unwrap();
+    let control = node.instance.controldata().await.unwrap();
+    assert!(
+        !control.state.is_clean_shutdown(),
+        "SIGQUIT is an immediate shutdown: {control:?}"
+    );
+
+    // A postmaster.pid left behind, whose PID now belongs to another program.
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid_file = node.instance.data_dir().join("postmaster.pid");
+    std::fs::write(&pid_file, format!("{}\n", stranger.id())).unwrap();
+    assert_eq!(node.instance.fence(), None);
+    node.instance.stop(StopMode::Immediate).await.ok();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        stranger.try_wait().unwrap().is_none(),
+        "the program named by a stale postmaster.pid was signalled"
+    );
+    stranger.kill().unwrap();
+    stranger.wait().unwrap();
+    std::fs::remove_file(&pid_file).unwrap();
+}
+
 #[tokio::test]
 async fn move_aside_keeps_the_data_directory_beside_its_old_place() {
     let cluster = PgCluster::start(0).await.unwrap();
