@@ -12,8 +12,8 @@ const MANAGED: [(&str, &str); 14] = [
     ("cluster_name", "pgwarden sets it to the member's name (member.name)"),
     (
         "synchronous_standby_names",
-        "pgwarden chooses the synchronous standbys: turn on synchronous_mode in the dynamic configuration \
-         (pgwarden ctl config set synchronous_mode=true)",
+        "pgwarden chooses the synchronous standbys: set synchronous_mode in the dynamic configuration \
+         (pgwarden ctl config set synchronous_mode=quorum, the default, or true)",
     ),
     (
         "synchronous_commit",

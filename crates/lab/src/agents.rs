@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pg::{Endpoint, Instance, InstanceSpec, PgError, Probe, Role, RunAs, Timeouts};
-use store::cluster::{ClusterKeys, DynamicConfig};
+use store::cluster::{ClusterKeys, DynamicConfig, SynchronousMode};
 use store::Store;
 
 use crate::dir::ScratchDir;
@@ -452,7 +452,9 @@ password_file = "{repl}"
     }
 
     /// Waits until one member is a running primary holding the leader key
-    /// and every other listed member streams from it. Returns the primary.
+    /// and every other listed member streams from it, with synchronous
+    /// replication on also until the primary has published a synchronous
+    /// standby (before that no failover can happen). Returns the primary.
     pub async fn wait_healthy(
         &self,
         members: &[&str],
@@ -493,6 +495,31 @@ password_file = "{repl}"
                             "{name}: standby={} streaming from {leader}={streaming}",
                             state.in_recovery
                         ));
+                    }
+                }
+                if healthy && members.len() > 1 {
+                    // With synchronous replication on, a failover needs a
+                    // published synchronous standby: until then the
+                    // cluster is up but not yet protected.
+                    let synchronous = match self.keys.config().get(self.store.as_ref()).await {
+                        Ok(Some(config)) => {
+                            config.value.synchronous_mode != SynchronousMode::Off
+                        }
+                        _ => false,
+                    };
+                    if synchronous {
+                        let published = match self.keys.sync().get(self.store.as_ref()).await {
+                            Ok(Some(sync)) => {
+                                sync.value.leader == leader
+                                    && !sync.value.members.is_empty()
+                                    && sync.value.quorum() > 0
+                            }
+                            _ => false,
+                        };
+                        if !published {
+                            healthy = false;
+                            seen.push("no synchronous standby published yet".to_string());
+                        }
                     }
                 }
                 if healthy {

@@ -88,8 +88,12 @@ impl Settings {
             &self.max_replication_slots.to_string(),
         );
         line("wal_keep_size", &self.wal_keep_size);
-        line("wal_sender_timeout", "5s");
-        line("wal_receiver_timeout", "5s");
+        // A frozen or cut-off primary keeps its standbys' TCP connections
+        // open: the receiver asks for a reply after half of its timeout and
+        // gives up after it, so within a second no standby receives from it
+        // and the fast failover path can tell (docs/agent.md).
+        line("wal_sender_timeout", "2s");
+        line("wal_receiver_timeout", "1s");
         line("wal_retrieve_retry_interval", "100ms");
         line("recovery_target_timeline", "latest");
         line("synchronous_standby_names", &self.synchronous_standby_names);

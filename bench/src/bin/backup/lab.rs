@@ -32,9 +32,6 @@ impl Server {
             ("shared_buffers", "256MB"),
             ("max_wal_size", "8GB"),
             ("checkpoint_timeout", "30min"),
-            // pgBackRest refuses pgwarden's `always`; a lone server
-            // archives the same segments either way.
-            ("archive_mode", "on"),
             ("log_line_prefix", "%m [%p] "),
         ] {
             node.settings.parameters.insert(name.into(), value.into());
@@ -42,7 +39,19 @@ impl Server {
         node.instance
             .bootstrap(&node.settings)
             .await
-            .map_err(|e| format!("bootstrap: {e}"))
+            .map_err(|e| format!("bootstrap: {e}"))?;
+        // pgBackRest refuses pgwarden's `archive_mode = always` (which
+        // pgwarden.conf sets and no parameter may override); a lone server
+        // archives the same segments with `on`: postgresql.auto.conf is
+        // read last.
+        let auto = node.instance.data_dir().join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&auto).map_err(|e| format!("read {auto:?}: {e}"))?;
+        text.push_str("archive_mode = 'on'\n");
+        std::fs::write(&auto, text).map_err(|e| format!("write {auto:?}: {e}"))?;
+        node.instance
+            .restart()
+            .await
+            .map_err(|e| format!("restart with archive_mode = on: {e}"))
     }
 
     pub fn source(&self) -> &PgNode {

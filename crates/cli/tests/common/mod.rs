@@ -18,8 +18,9 @@ pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_pgwarden"))
 }
 
-/// Waits for one primary with `members` streaming from it; on failure the
-/// panic carries every agent's log.
+/// Waits for one primary with `members` streaming from it (and, with
+/// synchronous replication on, a synchronous standby published); on failure
+/// the panic carries every agent's log.
 pub async fn healthy(cluster: &AgentCluster, members: &[&str]) -> String {
     match cluster.wait_healthy(members, DEADLINE).await {
         Ok(primary) => primary,
