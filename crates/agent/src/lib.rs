@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod backup_taker;
 pub mod bootstrap;
+pub mod commit_hold;
 pub mod events;
 pub mod failsafe;
 pub mod hooks;

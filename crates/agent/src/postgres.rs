@@ -176,6 +176,16 @@ impl RealPostgres {
         self
     }
 
+    /// Makes commits wait (or acknowledge again): asynchronous mode's
+    /// answer to a primary that hears from neither the store nor any
+    /// standby ([`ha::commit_hold`]). Survives every later rewrite of the
+    /// settings until taken back.
+    pub async fn hold_commits(&self, hold: bool) -> Result<(), PgError> {
+        self.rewrite(|applied| applied.settings.commits_held = hold)
+            .await?;
+        self.instance.reload_now().await
+    }
+
     pub fn instance(&self) -> &Instance {
         &self.instance
     }

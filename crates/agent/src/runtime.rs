@@ -57,6 +57,9 @@ pub struct Agent {
     api: api::ApiContext,
     /// When the lease guard stops PostgreSQL unless a round moves it.
     fence: Arc<Fence>,
+    /// The synchronous mode while this member leads with a valid lease,
+    /// for the commit hold's watcher.
+    hold_policy: watch::Sender<Option<ha::SyncMode>>,
     /// With a backup repository: what each round tells the backup taker,
     /// and the progress of the backup it runs.
     taker: Option<(watch::Sender<TakerView>, ProgressSlot)>,
@@ -247,6 +250,7 @@ impl Agent {
                 repository,
             },
             fence,
+            hold_policy: watch::channel(None).0,
             taker,
         })
     }
@@ -262,6 +266,13 @@ impl Agent {
         let guard = tokio::spawn(lease_guard(
             self.fence.subscribe(),
             self.pg.clone(),
+            self.member.name().to_string(),
+        ));
+        let commit_hold = tokio::spawn(crate::commit_hold::watch_commits(
+            self.hold_policy.subscribe(),
+            self.pg.clone(),
+            self.store.clone(),
+            self.keys.clone(),
             self.member.name().to_string(),
         ));
         let mut next_round = tokio::time::Instant::now();
@@ -314,7 +325,14 @@ impl Agent {
                 .member
                 .writes_valid_until()
                 .map(|until| fence_at(self.started, until));
+            let leading = deadline.is_some();
             let _ = self.fence.send(deadline);
+            let policy = leading.then(|| self.member.records().settings().synchronous_mode);
+            self.hold_policy.send_if_modified(|seen| {
+                let changed = *seen != policy;
+                *seen = policy;
+                changed
+            });
             postmaster_alive = self.pg.instance().postmaster_pid().is_some();
             self.events.send(self.member.take_events());
             let mut state = self
@@ -362,6 +380,7 @@ impl Agent {
             next_round = tokio::time::Instant::now() + heartbeat;
         }
         guard.abort();
+        commit_hold.abort();
         server.shutdown().await;
         self.shutdown().await
     }

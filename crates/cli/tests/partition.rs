@@ -254,14 +254,26 @@ async fn a_cut_primary_loses_no_acknowledged_write_and_never_overlaps(mode: Sync
     );
 }
 
-/// Figures only: how long the cut primary went on acknowledging writes in
-/// asynchronous mode (a bound comes with a later change); asserts that the
-/// cluster recovers with the old primary as a standby.
+/// Asynchronous mode: the cut primary stops acknowledging within the
+/// commit hold's bound (its standbys go quiet, the store does not answer:
+/// about 0.5 s; 2.3 s, the lease, without the hold), and the cluster
+/// recovers with the old primary as a standby.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn asynchronous_mode_a_cut_primary_rejoins_and_reports_its_ack_window() {
+async fn asynchronous_mode_a_cut_primary_stops_acknowledging_within_a_second() {
     let (lab, cluster, old) = start(SynchronousMode::Off).await;
     let partition = partition_the_primary(&lab, &cluster, &old).await;
     partition.report("asynchronous");
+    // The bound is 0.6 s on an idle machine; a loaded one gets slack, and
+    // without the hold the lease (2.3 s) is the window.
+    let last = partition
+        .last_ack_on(&partition.old)
+        .map(|a| a.at.saturating_duration_since(partition.cut_at));
+    assert!(
+        last.is_none_or(|after| after < Duration::from_millis(1_200)),
+        "{} acknowledged writes {last:?} after the cut\n{}",
+        partition.old,
+        cluster.logs()
+    );
     let lost = cluster
         .missing_ids(&partition.new, &partition.ids())
         .await

@@ -15,6 +15,7 @@
 
 pub mod backups;
 pub mod candidates;
+pub mod commit_hold;
 mod decide;
 pub mod failsafe;
 mod observation;

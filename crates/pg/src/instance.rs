@@ -544,6 +544,39 @@ impl Instance {
         self.start().await
     }
 
+    /// A primary's WAL position and the furthest any connected standby has
+    /// confirmed flushing (`None`: no standby connected), in bytes.
+    pub async fn wal_confirmed(&self) -> Result<(u64, Option<u64>), PgError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint, \
+                 (SELECT max(flush_lsn - '0/0'::pg_lsn) FROM pg_stat_replication)::bigint",
+                &[],
+            )
+            .await
+            .map_err(|e| PgError::sql("read how far the standbys confirmed the WAL", e))?;
+        let written: i64 = row.get(0);
+        let confirmed: Option<i64> = row.get(1);
+        Ok((written as u64, confirmed.map(|c| c as u64)))
+    }
+
+    /// Makes the server re-read its configuration by signalling the
+    /// postmaster itself (SIGHUP), with no program in between: a commit
+    /// hold takes effect within milliseconds. Falls back to pg_ctl.
+    pub async fn reload_now(&self) -> Result<(), PgError> {
+        if let Some(pid) = self.postmaster_pid() {
+            let hup = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGHUP,
+            );
+            if hup.is_ok() {
+                return Ok(());
+            }
+        }
+        self.reload().await
+    }
+
     /// Makes the running server re-read its configuration.
     pub async fn reload(&self) -> Result<(), PgError> {
         self.pg_ctl("reload PostgreSQL")

@@ -4,6 +4,10 @@
 
 use std::collections::BTreeMap;
 
+/// A synchronous standby name no member can have (member names have no
+/// spaces): commits wait until it is taken out again.
+pub const COMMITS_HELD: &str = "FIRST 1 (\"pgwarden: commits held\")";
+
 /// Everything pgwarden sets in PostgreSQL's configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -19,6 +23,10 @@ pub struct Settings {
     pub max_replication_slots: u32,
     pub wal_keep_size: String,
     pub synchronous_standby_names: String,
+    /// Commits wait for a standby that does not exist (asynchronous mode,
+    /// a primary that hears from neither the store nor any standby), in
+    /// place of `synchronous_standby_names`.
+    pub commits_held: bool,
     pub synchronous_commit: String,
     /// Where a standby streams from; `None` on a primary.
     pub primary_conninfo: Option<String>,
@@ -52,6 +60,7 @@ impl Settings {
             max_replication_slots: 10,
             wal_keep_size: "128MB".into(),
             synchronous_standby_names: String::new(),
+            commits_held: false,
             synchronous_commit: "on".into(),
             primary_conninfo: None,
             primary_slot_name: None,
@@ -96,7 +105,14 @@ impl Settings {
         line("wal_receiver_timeout", "1s");
         line("wal_retrieve_retry_interval", "100ms");
         line("recovery_target_timeline", "latest");
-        line("synchronous_standby_names", &self.synchronous_standby_names);
+        line(
+            "synchronous_standby_names",
+            if self.commits_held {
+                COMMITS_HELD
+            } else {
+                &self.synchronous_standby_names
+            },
+        );
         line("synchronous_commit", &self.synchronous_commit);
         line(
             "primary_conninfo",
