@@ -45,18 +45,15 @@ impl Lab {
         std::fs::create_dir(&repo_dir).unwrap();
         let mut node = cluster.new_node("source").unwrap();
         let a = archive.display();
-        for (name, value) in [
-            ("archive_mode", "on".to_string()),
-            // Copied under a temporary name, then renamed: the backup's
-            // check never sees half a segment.
-            (
-                "archive_command",
-                format!("test ! -f {a}/%f && cp %p {a}/%f.tmp && mv {a}/%f.tmp {a}/%f"),
-            ),
-            ("track_commit_timestamp", "on".to_string()),
-        ] {
-            node.settings.parameters.insert(name.into(), value);
-        }
+        // Copied under a temporary name, then renamed: the backup's check
+        // never sees half a segment. (pgwarden.conf's archive settings, as
+        // the agent writes them: an operator parameter may not set them.)
+        node.settings.archive_command = Some(format!(
+            "test ! -f {a}/%f && cp %p {a}/%f.tmp && mv {a}/%f.tmp {a}/%f"
+        ));
+        node.settings
+            .parameters
+            .insert("track_commit_timestamp".into(), "on".into());
         node.instance.bootstrap(&node.settings).await.unwrap();
         cluster.nodes.push(node);
         Lab {
