@@ -60,6 +60,11 @@ impl Member {
                     "no synchronous standby".to_string()
                 } else if *quorum as usize == members.len() {
                     format!("synchronous standbys: {}", members.join(", "))
+                } else if *quorum == 0 {
+                    format!(
+                        "joining the synchronous standbys: {} (none holds every commit yet)",
+                        members.join(", ")
+                    )
                 } else {
                     format!(
                         "synchronous standbys: {} (each commit on at least {quorum} of them)",
