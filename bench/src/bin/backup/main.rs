@@ -107,7 +107,9 @@ struct Results {
 fn cold_cache() {
     let _ = std::process::Command::new("sync").status();
     if let Err(err) = std::fs::write("/proc/sys/vm/drop_caches", "3") {
-        eprintln!("bench/backup: cannot drop the page cache ({err}); restores keep the order effect");
+        eprintln!(
+            "bench/backup: cannot drop the page cache ({err}); restores keep the order effect"
+        );
     }
 }
 
