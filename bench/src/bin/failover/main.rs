@@ -111,7 +111,7 @@ async fn silent_primaries(args: &Args) -> Result<Vec<String>, String> {
     let mut net = NetCluster::start(&args.pgwarden, SynchronousMode::Quorum).await?;
     let mut failures = Vec::new();
     println!(
-        "{:<6} {:<10} {:>5} {:>5} {:>5} {:>13} {:>15} {:>13} {:>11} {:>5}",
+        "{:<6} {:<10} {:>5} {:>5} {:>5} {:>13} {:>16} {:>13} {:>11} {:>5}",
         "mode",
         "fault",
         "round",
@@ -144,7 +144,7 @@ async fn silent_primaries(args: &Args) -> Result<Vec<String>, String> {
             for round in 1..=rounds {
                 let o = net.round(silence).await?;
                 println!(
-                    "{:<6} {:<10} {:>5} {:>5} {:>5} {:>13.2} {:>15.2} {:>13} {:>11} {:>5}",
+                    "{:<6} {:<10} {:>5} {:>5} {:>5} {:>13.2} {:>16.3} {:>13} {:>11} {:>5}",
                     label,
                     silence.name(),
                     round,
