@@ -502,9 +502,7 @@ password_file = "{repl}"
                     // published synchronous standby: until then the
                     // cluster is up but not yet protected.
                     let synchronous = match self.keys.config().get(self.store.as_ref()).await {
-                        Ok(Some(config)) => {
-                            config.value.synchronous_mode != SynchronousMode::Off
-                        }
+                        Ok(Some(config)) => config.value.synchronous_mode != SynchronousMode::Off,
                         _ => false,
                     };
                     if synchronous {
