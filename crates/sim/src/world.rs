@@ -622,7 +622,12 @@ impl World {
         }
         if began {
             for (k, older) in stints.iter().enumerate() {
-                if k != at && mine.later_than(older) && older.last == now {
+                // Unless a third, later primary already made that one stale.
+                let counted = stints
+                    .iter()
+                    .enumerate()
+                    .any(|(j, s)| j != at && j != k && s.later_than(older) && s.first <= now);
+                if k != at && mine.later_than(older) && older.last == now && !counted {
                     stale.push((k, mine));
                 }
             }
