@@ -85,7 +85,7 @@ impl Figures {
 
     fn print(&mut self) {
         println!(
-            "asynchronous: {} writes acknowledged after a later timeline's ({} with the agent dead; {} seeds with one while the agent ran); {} ticks with two writers",
+            "asynchronous: {} writes acknowledged after a later timeline's ({} without a lease guard; {} seeds with one under a guard); {} ticks with two writers",
             self.stale, self.unguarded, self.stale_seeds, self.two_writer_ticks
         );
         self.windows.sort_unstable();

@@ -297,7 +297,8 @@ pub struct Report {
     /// Asynchronous mode: writes acknowledged by a primary after one on a
     /// later timeline had acknowledged (invariant 1 bounds them).
     pub async_stale_acks: u64,
-    /// Of those, by a primary whose agent was dead (no watchdog).
+    /// Of those, by a primary without a lease guard: its agent dead, or
+    /// restarted and not through its first round (no watchdog).
     pub unguarded_stale_acks: u64,
     /// Ticks at which two PostgreSQL servers accepted writes.
     pub two_writer_ticks: u64,
@@ -315,7 +316,7 @@ impl fmt::Display for Report {
         write!(
             f,
             "seed {}: {} steps ({} virtual), {} faults, {} rounds, {} promotions, {} writes acknowledged, {} asynchronous overlaps, \
-             {} acknowledged after a later timeline's ({} with the agent dead), {} ticks with two writers",
+             {} acknowledged after a later timeline's ({} without a lease guard), {} ticks with two writers",
             self.seed,
             self.steps,
             secs(self.virtual_ms),
@@ -1143,7 +1144,7 @@ impl Sim {
     /// The agent process died, and its lease guard with it.
     fn agent_died(&mut self, i: usize) {
         lock(&self.guards)[i] = None;
-        self.world().nodes[i].agent_up = false;
+        self.world().nodes[i].guarded = false;
     }
 
     /// The runtime's lease guard, a task beside the rounds: past its
@@ -1173,7 +1174,6 @@ impl Sim {
     }
 
     fn restart_agent(&mut self, i: usize) {
-        self.world().nodes[i].agent_up = true;
         let member = self.spawn(i);
         let agent = &mut self.agents[i];
         agent.member = Some(member);
@@ -1234,6 +1234,7 @@ impl Sim {
         let Round { plan, failed, .. } = block_on(member.round(&|| now));
         // The runtime hands the guard its new deadline after every round.
         lock(&self.guards)[i] = member.fence_deadline();
+        lock(&self.world).nodes[i].guarded = true;
         let known = member
             .records()
             .leader_name()

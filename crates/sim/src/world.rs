@@ -102,8 +102,10 @@ pub struct Node {
     /// The agent loses the store right after its next lease grant (a
     /// scripted fault).
     pub cut_at_grant: bool,
-    /// The agent process runs (its lease guard with it).
-    pub agent_up: bool,
+    /// The agent process runs and has finished a round since it started:
+    /// only then does its lease guard watch PostgreSQL (the runtime's
+    /// guard starts disarmed).
+    pub guarded: bool,
     /// Since when the agent has not reached the store (cut off, or the
     /// store without quorum), as of the last tick.
     pub cut_since: Option<Millis>,
@@ -145,7 +147,7 @@ pub struct Stint {
     pub last: Millis,
     /// Acknowledgements it gave once a later primary had acknowledged.
     pub stale: u64,
-    /// Of those, while its agent was dead.
+    /// Of those, while it had no lease guard.
     pub unguarded: u64,
 }
 
@@ -182,8 +184,9 @@ pub struct Acks {
     /// Acknowledgements by a primary after one on a later timeline had
     /// acknowledged (asynchronous mode only; zero otherwise).
     pub stale: u64,
-    /// Of those, by a primary whose agent (and lease guard) was dead: no
-    /// watchdog stops it (not modelled), so no bound applies.
+    /// Of those, by a primary without a lease guard: its agent dead, or
+    /// restarted and not through its first round. No watchdog stops it
+    /// (not modelled), so no bound applies.
     pub unguarded_stale: u64,
 }
 
@@ -294,7 +297,7 @@ impl World {
                     caught_up: None,
                     budget: None,
                     cut_at_grant: false,
-                    agent_up: true,
+                    guarded: false,
                     cut_since: None,
                 })
                 .collect(),
@@ -605,7 +608,8 @@ impl World {
     /// same tick counts too, whichever came first). Synchronous and quorum
     /// mode: none. Asynchronous mode: at most [`ASYNC_STALE_ACKS_BOUND`]
     /// per primary incarnation whose agent runs (its lease guard's
-    /// latency); one whose agent died is only counted.
+    /// latency); one without a guard (its agent dead or not through its
+    /// first round) is only counted.
     fn check_stale(&mut self, at: usize, began: bool, id: u64) {
         let now = self.now;
         let mine = self.acks.stints[at];
@@ -652,7 +656,7 @@ impl World {
             }
             self.acks.stale += 1;
             self.acks.stints[k].stale += 1;
-            if !self.nodes[old.node].agent_up {
+            if !self.nodes[old.node].guarded {
                 self.acks.unguarded_stale += 1;
                 self.acks.stints[k].unguarded += 1;
                 continue;
