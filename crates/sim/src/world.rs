@@ -666,7 +666,7 @@ impl World {
                 self.violate(
                     "1. never two writers (asynchronous: too many writes acknowledged after a later timeline's)",
                     format!(
-                        "{detail}: {count} such acknowledgements while its agent ran, the lease guard allows {ASYNC_STALE_ACKS_BOUND}"
+                        "{detail}: {count} such acknowledgements under its lease guard, which allows {ASYNC_STALE_ACKS_BOUND}"
                     ),
                 );
             }
