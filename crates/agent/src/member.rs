@@ -23,6 +23,15 @@ use crate::postgres::LocalPostgres;
 use store::ClusterRecords;
 use store::HaView;
 
+/// How long before the leader lease could expire the lease guard stops
+/// PostgreSQL: time for an immediate stop to take effect.
+pub const FENCE_BEFORE_EXPIRY_MS: Millis = 500;
+
+/// The lease guard's deadline for writes safe until `until`.
+pub fn fence_before(until: Millis) -> Millis {
+    until.saturating_sub(FENCE_BEFORE_EXPIRY_MS)
+}
+
 /// What a member is, fixed for its life.
 #[derive(Clone, Debug)]
 pub struct MemberSpec {
@@ -189,6 +198,13 @@ impl Member {
     /// confirmations. The runtime's fence stops PostgreSQL past it.
     pub fn writes_valid_until(&self) -> Option<Millis> {
         self.lease_valid_until().max(self.failsafe_valid_until)
+    }
+
+    /// When the runtime's lease guard stops PostgreSQL unless a later
+    /// round moves it: [`FENCE_BEFORE_EXPIRY_MS`] before
+    /// [`Member::writes_valid_until`]; `None` disarms it.
+    pub fn fence_deadline(&self) -> Option<Millis> {
+        self.writes_valid_until().map(fence_before)
     }
 
     /// Asks `peers` in failsafe mode when this primary cannot reach the

@@ -489,15 +489,11 @@ impl Agent {
     }
 }
 
-/// How long before the leader lease could expire the backstop fences: time
-/// for an immediate stop to take effect.
-const FENCE_BEFORE_EXPIRY_MS: u64 = 500;
-
 /// When the lease guard stops PostgreSQL, for writes safe until `until`
 /// (ms on the agent's monotonic clock).
 fn fence_at(started: Instant, until: u64) -> tokio::time::Instant {
     tokio::time::Instant::from_std(
-        started + Duration::from_millis(until.saturating_sub(FENCE_BEFORE_EXPIRY_MS)),
+        started + Duration::from_millis(crate::member::fence_before(until)),
     )
 }
 

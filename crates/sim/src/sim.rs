@@ -294,6 +294,19 @@ pub struct Report {
     /// Asynchronous mode: acknowledgements of two primaries overlapped
     /// (allowed there; counted to show the simulation reaches the case).
     pub async_overlaps: u64,
+    /// Asynchronous mode: writes acknowledged by a primary after one on a
+    /// later timeline had acknowledged (invariant 1 bounds them).
+    pub async_stale_acks: u64,
+    /// Of those, by a primary without a lease guard: its agent dead, or
+    /// restarted and not through its first round (no watchdog).
+    pub unguarded_stale_acks: u64,
+    /// Ticks at which two PostgreSQL servers accepted writes.
+    pub two_writer_ticks: u64,
+    /// Asynchronous mode without failsafe: leaders replaced while cut off
+    /// from the store, and the longest time from the cut to such a
+    /// primary's last acknowledged write (the loss window).
+    pub async_cut_takeovers: u64,
+    pub async_loss_window_ms: Option<Millis>,
     /// A hash of the whole history: equal for two runs of one seed.
     pub fingerprint: u64,
 }
@@ -302,7 +315,8 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {}: {} steps ({} virtual), {} faults, {} rounds, {} promotions, {} writes acknowledged, {} asynchronous overlaps",
+            "seed {}: {} steps ({} virtual), {} faults, {} rounds, {} promotions, {} writes acknowledged, {} asynchronous overlaps, \
+             {} acknowledged after a later timeline's ({} without a lease guard), {} ticks with two writers",
             self.seed,
             self.steps,
             secs(self.virtual_ms),
@@ -310,8 +324,20 @@ impl fmt::Display for Report {
             self.rounds,
             self.promotions,
             self.acknowledged,
-            self.async_overlaps
-        )
+            self.async_overlaps,
+            self.async_stale_acks,
+            self.unguarded_stale_acks,
+            self.two_writer_ticks,
+        )?;
+        if let Some(window) = self.async_loss_window_ms {
+            write!(
+                f,
+                ", {} leaders replaced while cut off, loss window up to {}",
+                self.async_cut_takeovers,
+                secs(window)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -433,6 +459,18 @@ struct Sim {
     /// A script wrote raw bytes into the store: each round checks
     /// invariant 7 from then on.
     raw_writes: bool,
+    /// Each member's lease guard: when it stops PostgreSQL unless a round
+    /// moves it (the runtime's `lease_guard`; the failsafe answers move it
+    /// from inside a round).
+    guards: Arc<Mutex<Vec<Option<Millis>>>>,
+    /// `SIM_NO_GUARD` set: the guards never fire (to show what they
+    /// prevent, docs/simulation.md "Proving it bites").
+    no_guard: bool,
+    /// The last member seen holding the leader key.
+    last_holder: Option<usize>,
+    /// Leaders replaced while cut off from the store: (member, cut off
+    /// since, replaced when seen).
+    cut_takeovers: Vec<(usize, Millis, Millis)>,
 }
 
 impl Sim {
@@ -484,6 +522,10 @@ impl Sim {
             admitted_quietly: None,
             disagreement: None,
             raw_writes: false,
+            guards: Arc::new(Mutex::new(vec![None; config.members])),
+            no_guard: std::env::var_os("SIM_NO_GUARD").is_some(),
+            last_holder: None,
+            cut_takeovers: Vec::new(),
             script: script.map(|s| s.steps.iter().cloned().collect()),
             config,
         };
@@ -536,14 +578,21 @@ impl Sim {
             self.keys.clone(),
         ));
         let mut member = Member::new(spec, self.keys.clone(), store, pg);
+        let guards = self.guards.clone();
         member.ask_failsafe_with(
             Arc::new(SimPeers {
                 world: self.world.clone(),
                 board: self.board.clone(),
                 names: self.names.clone(),
             }),
-            // No lease guard here: invariant 1 checks what agents believe.
-            Arc::new(|_| {}),
+            // The failsafe answers move the lease guard: only ever later,
+            // never where no deadline was set (as the runtime does).
+            Arc::new(move |until| {
+                let at = agent::member::fence_before(until);
+                if let Some(current) = lock(&guards)[i].as_mut() {
+                    *current = (*current).max(at);
+                }
+            }),
         );
         member
     }
@@ -635,6 +684,7 @@ impl Sim {
             self.store.expire_leases();
             self.faults()?;
             self.world().tick();
+            self.lease_guards();
             self.drain_world_events();
             self.check()?;
             self.rounds()?;
@@ -667,6 +717,24 @@ impl Sim {
 
     fn report(&self) -> Report {
         let world = self.world();
+        let stints = world.acks.stints();
+        // The cut → the last acknowledgement of a primary incarnation that
+        // served before the takeover was seen.
+        let windows = self.cut_takeovers.iter().filter_map(|&(node, cut, seen)| {
+            stints
+                .iter()
+                .filter(|s| s.node == node && s.first <= seen && s.last >= cut)
+                .map(|s| s.last - cut)
+                .max()
+        });
+        // Failsafe mode serves on the other members' word while cut off:
+        // its windows are by design, not losses of the cut.
+        let async_loss_window_ms = match self.config.synchronous_mode {
+            SynchronousMode::Off if !self.config.failsafe && !self.cut_takeovers.is_empty() => {
+                Some(windows.max().unwrap_or(0))
+            }
+            _ => None,
+        };
         Report {
             seed: self.seed,
             steps: self.step,
@@ -676,6 +744,14 @@ impl Sim {
             promotions: world.promotions.len(),
             acknowledged: world.acks.count,
             async_overlaps: world.acks.overlaps,
+            async_stale_acks: world.acks.stale,
+            unguarded_stale_acks: world.acks.unguarded_stale,
+            two_writer_ticks: world.two_writer_ticks,
+            async_cut_takeovers: match async_loss_window_ms {
+                Some(_) => self.cut_takeovers.len() as u64,
+                None => 0,
+            },
+            async_loss_window_ms,
             fingerprint: self.history.fingerprint,
         }
     }
@@ -923,6 +999,7 @@ impl Sim {
             }
             Fault::AgentCrash { down } => {
                 self.agents[i].member = None;
+                self.agent_died(i);
                 self.forget_promise(i);
                 self.agents[i].delayed = None;
                 lasting(self, down);
@@ -1006,6 +1083,7 @@ impl Sim {
 
     fn crash_host(&mut self, i: usize, down: Millis) {
         self.agents[i].member = None;
+        self.agent_died(i);
         self.forget_promise(i);
         self.agents[i].delayed = None;
         self.agents[i].crash_after_round = None;
@@ -1061,6 +1139,38 @@ impl Sim {
         let mut board = lock(&self.board);
         board.promises[i] = None;
         board.known_leader[i] = None;
+    }
+
+    /// The agent process died, and its lease guard with it.
+    fn agent_died(&mut self, i: usize) {
+        lock(&self.guards)[i] = None;
+        self.world().nodes[i].guarded = false;
+    }
+
+    /// The runtime's lease guard, a task beside the rounds: past its
+    /// deadline it stops PostgreSQL at once. It runs after the world's
+    /// tick, so the client's writes of that tick may be acknowledged
+    /// first: a latency of up to one tick (50 ms) for the signal and the
+    /// backends to exit. A frozen host's guard is frozen too; it fires at
+    /// the thaw, after the tick in which the backends resumed.
+    fn lease_guards(&mut self) {
+        if self.no_guard {
+            return;
+        }
+        let mut guards = lock(&self.guards);
+        let mut world = lock(&self.world);
+        for (i, guard) in guards.iter_mut().enumerate() {
+            let Some(deadline) = *guard else {
+                continue;
+            };
+            let n = &world.nodes[i];
+            if deadline > self.now || n.frozen || !n.host_up {
+                continue;
+            }
+            // It fires once per deadline, as the runtime's does.
+            *guard = None;
+            world.fence(i);
+        }
     }
 
     fn restart_agent(&mut self, i: usize) {
@@ -1122,6 +1232,9 @@ impl Sim {
             wall_ms: WALL_EPOCH_MS + started,
         };
         let Round { plan, failed, .. } = block_on(member.round(&|| now));
+        // The runtime hands the guard its new deadline after every round.
+        lock(&self.guards)[i] = member.fence_deadline();
+        lock(&self.world).nodes[i].guarded = true;
         let known = member
             .records()
             .leader_name()
@@ -1169,6 +1282,16 @@ impl Sim {
         let leader = self.leader();
         if leader == self.leader_seen {
             return;
+        }
+        if let Some((name, _)) = &leader {
+            let holder = self.names.iter().position(|n| n == name);
+            if let (Some(old), Some(new)) = (self.last_holder, holder) {
+                let cut = self.world().nodes[old].cut_since;
+                if let (true, Some(cut)) = (old != new, cut) {
+                    self.cut_takeovers.push((old, cut, self.now));
+                }
+            }
+            self.last_holder = holder;
         }
         self.leader_seen = leader;
         for agent in &mut self.agents {

@@ -102,6 +102,13 @@ pub struct Node {
     /// The agent loses the store right after its next lease grant (a
     /// scripted fault).
     pub cut_at_grant: bool,
+    /// The agent process runs and has finished a round since it started:
+    /// only then does its lease guard watch PostgreSQL (the runtime's
+    /// guard starts disarmed).
+    pub guarded: bool,
+    /// Since when the agent has not reached the store (cut off, or the
+    /// store without quorum), as of the last tick.
+    pub cut_since: Option<Millis>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +123,7 @@ pub struct Budget {
 struct Pending {
     node: usize,
     incarnation: u64,
+    timeline: u32,
     id: u64,
     index: usize,
 }
@@ -131,12 +139,37 @@ pub struct Acked {
 
 /// The time span over which one primary incarnation acknowledged writes.
 #[derive(Clone, Copy, Debug)]
-struct Stint {
-    node: usize,
-    incarnation: u64,
-    first: Millis,
-    last: Millis,
+pub struct Stint {
+    pub node: usize,
+    pub incarnation: u64,
+    pub timeline: u32,
+    pub first: Millis,
+    pub last: Millis,
+    /// Acknowledgements it gave once a later primary had acknowledged.
+    pub stale: u64,
+    /// Of those, while it had no lease guard.
+    pub unguarded: u64,
 }
+
+impl Stint {
+    /// Whether `self` serves a later history than `other`: a later
+    /// timeline, or (two promotions that chose one timeline number) the
+    /// same one on another node, begun later.
+    fn later_than(&self, other: &Stint) -> bool {
+        self.timeline > other.timeline
+            || (self.timeline == other.timeline
+                && self.node != other.node
+                && self.first > other.first)
+    }
+}
+
+/// Asynchronous mode: acknowledgements a primary may still give after a
+/// primary on a later timeline acknowledged, if its agent runs: the lease
+/// guard stops it 500 ms before its lease can expire, so only a primary
+/// that was frozen past its lease writes on; it thaws together with its
+/// guard, which stops it one tick later (the client writes one record a
+/// tick to each primary, acknowledged at once without synchronous names).
+pub const ASYNC_STALE_ACKS_BOUND: u64 = 1;
 
 /// What the client was told was committed.
 #[derive(Clone, Debug, Default)]
@@ -148,6 +181,19 @@ pub struct Acks {
     pub frontier: Vec<Acked>,
     /// Async mode: times two primaries acknowledged in overlapping spans.
     pub overlaps: u64,
+    /// Acknowledgements by a primary after one on a later timeline had
+    /// acknowledged (asynchronous mode only; zero otherwise).
+    pub stale: u64,
+    /// Of those, by a primary without a lease guard: its agent dead, or
+    /// restarted and not through its first round. No watchdog stops it
+    /// (not modelled), so no bound applies.
+    pub unguarded_stale: u64,
+}
+
+impl Acks {
+    pub fn stints(&self) -> &[Stint] {
+        &self.stints
+    }
 }
 
 /// A broken invariant noticed inside the world.
@@ -189,6 +235,9 @@ pub struct World {
     pending: Vec<Pending>,
     pub acks: Acks,
     pub promotions: Vec<Promotion>,
+    /// Ticks at which two or more PostgreSQL servers accepted writes
+    /// (legitimate for a moment, e.g. a frozen primary not yet fenced).
+    pub two_writer_ticks: u64,
     /// Lines for the history: (node, text).
     pub events: Vec<(usize, String)>,
     pub violations: Vec<Violation>,
@@ -248,6 +297,8 @@ impl World {
                     caught_up: None,
                     budget: None,
                     cut_at_grant: false,
+                    guarded: false,
+                    cut_since: None,
                 })
                 .collect(),
             stream_rate,
@@ -264,6 +315,7 @@ impl World {
             pending: Vec::new(),
             acks: Acks::default(),
             promotions: Vec::new(),
+            two_writer_ticks: 0,
             events: Vec::new(),
             violations: Vec::new(),
         }
@@ -399,6 +451,20 @@ impl World {
     /// are acknowledged.
     pub fn tick(&mut self) {
         self.ticks += 1;
+        let now = self.now;
+        let store_down = self.store_down;
+        for n in &mut self.nodes {
+            match n.store_cut || store_down {
+                true => n.cut_since = n.cut_since.or(Some(now)),
+                false => n.cut_since = None,
+            }
+        }
+        let writers = (0..self.nodes.len())
+            .filter(|&i| self.is_writable(i))
+            .count();
+        if writers > 1 {
+            self.two_writer_ticks += 1;
+        }
         for i in 0..self.nodes.len() {
             if self.is_writable(i) {
                 let timeline = self.nodes[i].data.as_ref().map_or(1, DataDir::timeline);
@@ -407,6 +473,7 @@ impl World {
                 self.pending.push(Pending {
                     node: i,
                     incarnation,
+                    timeline,
                     id: rec.id,
                     index: self.wal(i).len() - 1,
                 });
@@ -469,18 +536,22 @@ impl World {
         let now = self.now;
         let acks = &mut self.acks;
         acks.count += 1;
-        let at = match acks
+        let found = acks
             .stints
             .iter()
-            .position(|s| s.node == p.node && s.incarnation == p.incarnation)
-        {
+            .position(|s| s.node == p.node && s.incarnation == p.incarnation);
+        let began = found.is_none();
+        let at = match found {
             Some(at) => at,
             None => {
                 acks.stints.push(Stint {
                     node: p.node,
                     incarnation: p.incarnation,
+                    timeline: p.timeline,
                     first: now,
                     last: now,
+                    stale: 0,
+                    unguarded: 0,
                 });
                 acks.stints.len() - 1
             }
@@ -514,6 +585,7 @@ impl World {
                 self.acks.overlaps += 1;
             }
         }
+        self.check_stale(at, began, p.id);
         let wal = self.nodes[p.node]
             .data
             .as_ref()
@@ -529,6 +601,76 @@ impl World {
             node: p.node,
             at: now,
         });
+    }
+
+    /// Invariant 1 on what clients saw: no write acknowledged by a primary
+    /// once a primary on a later timeline has acknowledged writes (in the
+    /// same tick counts too, whichever came first). Synchronous and quorum
+    /// mode: none. Asynchronous mode: at most [`ASYNC_STALE_ACKS_BOUND`]
+    /// per primary incarnation whose agent runs (its lease guard's
+    /// latency); one without a guard (its agent dead or not through its
+    /// first round) is only counted.
+    fn check_stale(&mut self, at: usize, began: bool, id: u64) {
+        let now = self.now;
+        let mine = self.acks.stints[at];
+        // Stints that have gone stale by this acknowledgement: this one if a
+        // later primary acknowledged before, and, if this one just began,
+        // older ones that acknowledged in this same tick.
+        let mut stale: Vec<(usize, Stint)> = Vec::new();
+        let stints = &self.acks.stints;
+        if let Some(later) = stints
+            .iter()
+            .find(|s| s.later_than(&mine) && s.first <= now)
+        {
+            stale.push((at, *later));
+        }
+        if began {
+            for (k, older) in stints.iter().enumerate() {
+                // Unless a third, later primary already made that one stale.
+                let counted = stints
+                    .iter()
+                    .enumerate()
+                    .any(|(j, s)| j != at && j != k && s.later_than(older) && s.first <= now);
+                if k != at && mine.later_than(older) && older.last == now && !counted {
+                    stale.push((k, mine));
+                }
+            }
+        }
+        for (k, later) in stale {
+            let old = self.acks.stints[k];
+            let name = &self.nodes[old.node].name;
+            let detail = format!(
+                "{name} (timeline {}) acknowledged a write at {} (record {id} or one of its tick), after {} had acknowledged writes on timeline {} from {}",
+                old.timeline,
+                secs(now),
+                self.nodes[later.node].name,
+                later.timeline,
+                secs(later.first),
+            );
+            if self.synchronous_mode {
+                self.violate(
+                    "1. never two writers (a write acknowledged after a later timeline's)",
+                    detail,
+                );
+                continue;
+            }
+            self.acks.stale += 1;
+            self.acks.stints[k].stale += 1;
+            if !self.nodes[old.node].guarded {
+                self.acks.unguarded_stale += 1;
+                self.acks.stints[k].unguarded += 1;
+                continue;
+            }
+            let count = self.acks.stints[k].stale - self.acks.stints[k].unguarded;
+            if count > ASYNC_STALE_ACKS_BOUND {
+                self.violate(
+                    "1. never two writers (asynchronous: too many writes acknowledged after a later timeline's)",
+                    format!(
+                        "{detail}: {count} such acknowledgements under its lease guard, which allows {ASYNC_STALE_ACKS_BOUND}"
+                    ),
+                );
+            }
+        }
     }
 
     /// Drops the client connections to `node`'s server.
@@ -548,6 +690,24 @@ impl World {
     }
 
     // ----- faults -----
+
+    /// The lease guard stops PostgreSQL at once (the postmaster gets
+    /// SIGQUIT): like an immediate stop, but no call of the agent's.
+    pub fn fence(&mut self, node: usize) {
+        let Some(server) = self.nodes[node].server.take() else {
+            return;
+        };
+        if let Some(data) = self.nodes[node].data.as_mut() {
+            data.was_primary = server.primary;
+            data.clean_shutdown = false;
+        }
+        self.drop_pending(node);
+        self.reconnect(node);
+        self.log(
+            node,
+            "pg: stopped (Immediate) by the lease guard: the lease runs out and no round renewed it",
+        );
+    }
 
     /// The host goes down: PostgreSQL dies with it, the data stays.
     pub fn crash_host(&mut self, node: usize) {
