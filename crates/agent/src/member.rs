@@ -253,6 +253,12 @@ impl Member {
         });
     }
 
+    /// Whether another member's new status is worth a round now
+    /// ([`Ha::awaits_member_news`]).
+    pub fn awaits_member_news(&self) -> bool {
+        self.ha.awaits_member_news()
+    }
+
     /// Whether the decision is new (for logging it once).
     pub fn note_changed(&mut self, plan: &Plan) -> bool {
         if plan.note == self.last_note {

@@ -396,10 +396,17 @@ impl LocalPostgres for RealPostgres {
             primary: !state.in_recovery,
             lsn: state.last_lsn().0,
             upstream: applied.upstream.clone(),
-            streaming: state
+            streaming: state.wal_receiver.as_ref().is_some_and(|r| {
+                r.status == "streaming"
+                    && r.quiet_for.is_none_or(|quiet| {
+                        quiet.as_millis() < u128::from(pg::RECEIVER_QUIET_LIMIT_MS)
+                    })
+            }),
+            receiver_quiet_ms: state
                 .wal_receiver
                 .as_ref()
-                .is_some_and(|r| r.status == "streaming"),
+                .and_then(|r| r.quiet_for)
+                .map(|quiet| quiet.as_millis() as u64),
             sync_applied: applied.sync_names.clone(),
             sync_applied_any: applied.sync_any,
             replicas: state

@@ -276,6 +276,7 @@ impl Agent {
             self.member.name().to_string(),
         ));
         let mut next_round = tokio::time::Instant::now();
+        let mut last_round = next_round;
         let mut postmaster_check = tokio::time::interval(Duration::from_millis(100));
         postmaster_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut postmaster_alive = self.pg.instance().postmaster_pid().is_some();
@@ -292,6 +293,18 @@ impl Agent {
                 event = watch.next() => {
                     match event {
                         Some(Ok(event)) if wakes(&self.keys, &event.kv.key) => {}
+                        Some(Ok(event))
+                            if self.member.awaits_member_news()
+                                && matches!(
+                                    self.keys.classify(&event.kv.key),
+                                    Some(ClusterKey::Member(_))
+                                ) =>
+                        {
+                            // Soon, not at once: every member publishes each
+                            // heartbeat, and a few statuses make one round.
+                            next_round = next_round.min(last_round + MEMBER_NEWS_SPACING);
+                            continue;
+                        }
                         Some(Ok(_)) => continue,
                         Some(Err(err)) => {
                             tracing::debug!("store watch: {err}; watching again");
@@ -377,7 +390,8 @@ impl Agent {
                     heartbeat.as_millis()
                 );
             }
-            next_round = tokio::time::Instant::now() + heartbeat;
+            last_round = tokio::time::Instant::now();
+            next_round = last_round + heartbeat;
         }
         guard.abort();
         commit_hold.abort();
@@ -571,6 +585,9 @@ fn taker_view(records: &store::ClusterRecords, state: &LocalState) -> TakerView 
 }
 
 /// Changes that may call for a decision before the next heartbeat.
+/// The least time between two rounds that other members' statuses wake.
+const MEMBER_NEWS_SPACING: Duration = Duration::from_millis(50);
+
 fn wakes(keys: &ClusterKeys, key: &str) -> bool {
     matches!(
         keys.classify(key),

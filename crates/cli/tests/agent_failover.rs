@@ -78,6 +78,56 @@ async fn a_postgresql_crash_is_repaired_in_place_or_failed_over() {
     healthy(&cluster, &ALL).await;
 }
 
+/// Crash recovery that keeps the primary's agent waiting on pg_ctl for
+/// longer than two heartbeats is no reason to depose it: it said its
+/// PostgreSQL was down before starting it again, so the standbys leave the
+/// restart to it (#16 point 5; they deposed it before).
+#[tokio::test]
+async fn a_postgresql_crash_with_a_long_recovery_is_repaired_in_place() {
+    let cluster = AgentCluster::start(binary(), ClusterOptions::default())
+        .await
+        .unwrap();
+    let old = healthy(&cluster, &ALL).await;
+    cluster.wait_synchronous(DEADLINE).await.unwrap();
+    // About 300 MB of WAL since the last checkpoint for crash recovery to
+    // replay.
+    let client = cluster.member(&old).instance.connect().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE filler AS \
+             SELECT g, repeat('x', 600) AS pad FROM generate_series(1, 450000) g",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let pid = cluster.member(&old).instance.postmaster_pid().unwrap();
+    let crashed_at = std::time::Instant::now();
+    cluster.kill_postmaster(&old);
+    wait_for(
+        "the crashed postmaster to be replaced",
+        DEADLINE,
+        || async {
+            match cluster.member(&old).instance.postmaster_pid() {
+                Some(new) if new != pid => Ok(()),
+                other => Err(other),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", cluster.logs()));
+    let primary = healthy(&cluster, &ALL).await;
+    eprintln!(
+        "{old} crashed; {primary} primary again after {} ms",
+        crashed_at.elapsed().as_millis()
+    );
+    assert_eq!(
+        primary,
+        old,
+        "the crashed primary must be restarted in place\n{}",
+        cluster.logs()
+    );
+}
+
 #[tokio::test]
 async fn a_frozen_primary_never_accepts_a_write_after_it_thaws_and_rejoins() {
     a_frozen_primary_never_acknowledges_after_it_thaws(SynchronousMode::First).await;

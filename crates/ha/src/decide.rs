@@ -35,6 +35,10 @@ pub struct Ha {
     /// (the upstream it was configured with, since when), so following a
     /// new primary starts the count afresh.
     not_streaming_since: Option<(Option<String>, Millis)>,
+    /// When this standby's WAL receiver last heard from its upstream, as
+    /// PostgreSQL reported it: (the upstream, when). A receiver that gives
+    /// up and starts again forgets it; this does not.
+    last_heard: Option<(Option<String>, Millis)>,
     /// Since when this standby, not streaming, has not replayed further:
     /// (its upstream, the furthest WAL position seen, since when). One that
     /// catches up from the archive (restore_command) is not stuck, however
@@ -81,6 +85,7 @@ impl Ha {
             pg_down_since: None,
             leaderless_since: None,
             not_streaming_since: None,
+            last_heard: None,
             stalled_since: None,
             leader_silent: None,
             rewind_failed: None,
@@ -211,13 +216,29 @@ impl Ha {
             }
         }
         match &obs.local {
+            Local::Running(running) if !running.primary => {
+                if let Some(quiet) = running.receiver_quiet_ms {
+                    self.last_heard =
+                        Some((running.upstream.clone(), obs.now.saturating_sub(quiet)));
+                }
+            }
+            _ => self.last_heard = None,
+        }
+        match &obs.local {
             Local::Running(running) if !running.primary && !running.streaming => {
                 let same_upstream = self
                     .not_streaming_since
                     .as_ref()
                     .is_some_and(|(upstream, _)| *upstream == running.upstream);
                 if !same_upstream {
-                    self.not_streaming_since = Some((running.upstream.clone(), obs.now));
+                    // A receiver still connected but quiet, or one that
+                    // gave up on a silent upstream, stopped receiving when
+                    // it last heard something.
+                    let since = match &self.last_heard {
+                        Some((upstream, heard)) if *upstream == running.upstream => *heard,
+                        _ => obs.now,
+                    };
+                    self.not_streaming_since = Some((running.upstream.clone(), since));
                 }
                 let moving = self
                     .stalled_since
@@ -696,6 +717,15 @@ impl Ha {
         }
     }
 
+    /// Whether this member should decide again as soon as another
+    /// member's status changes, not at its next heartbeat: a standby that
+    /// receives nothing, or a member without a leader, waits on what the
+    /// others publish (that they receive nothing either, their final
+    /// positions) to take over.
+    pub fn awaits_member_news(&self) -> bool {
+        self.not_streaming_since.is_some() || self.leaderless_since.is_some()
+    }
+
     /// The fast path of synchronous mode. A primary acknowledges a commit
     /// only after a synchronous standby has it; once no synchronous standby
     /// (and no standby at all) receives from it and its agent has fallen
@@ -770,6 +800,13 @@ impl Ha {
             // It stops on purpose and hands over to the switchover's target;
             // silence is expected (a shutdown waits for the archiver, for
             // one). Should it die instead, its lease still runs out.
+            return None;
+        }
+        if cluster.members.get(name).is_some_and(|view| !view.running) {
+            // It said its PostgreSQL is down: it is starting it again in
+            // place (quiet while pg_ctl waits for crash recovery), or it
+            // gives up the key after the restart grace; its lease covers
+            // an agent that died meanwhile.
             return None;
         }
         let someone_streams = cluster.members.iter().any(|(member, view)| {
@@ -857,9 +894,23 @@ impl Ha {
                     quorum: cluster.settings.synchronous_mode == SyncMode::Quorum,
                 });
         }
-        plan.then(Action::Promote).then(Action::RecordHistory {
-            reason: reason.to_string(),
-        })
+        // The standbys' slots at once: they follow the new leader as soon
+        // as the key changes, and until their slot exists they cannot
+        // stream, nor confirm the commits waiting for them.
+        let slots = cluster
+            .members
+            .iter()
+            .filter(|(name, member)| **name != self.me.name && !member.witness)
+            .map(|(name, _)| name.clone())
+            .collect();
+        plan.then(Action::Promote)
+            .then(Action::RecordHistory {
+                reason: reason.to_string(),
+            })
+            .then(Action::KeepSlots {
+                names: slots,
+                drop: Vec::new(),
+            })
     }
 
     /// Another member holds the leader key.

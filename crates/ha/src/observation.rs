@@ -89,8 +89,12 @@ pub struct Running {
     pub lsn: u64,
     /// The member a standby is configured to stream from.
     pub upstream: Option<String>,
-    /// Whether a standby's WAL receiver is streaming.
+    /// Whether a standby's WAL receiver is streaming (and has heard from
+    /// its upstream lately).
     pub streaming: bool,
+    /// How long a standby's WAL receiver has heard nothing from its
+    /// upstream, when it has a receiver that heard something once.
+    pub receiver_quiet_ms: Option<Millis>,
     /// synchronous_standby_names as this agent last applied it (primary):
     /// the names, and `Some(k)` for `ANY k (…)` (quorum commit), `None` for
     /// `FIRST n (…)` of exactly those n names.

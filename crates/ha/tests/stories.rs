@@ -28,6 +28,7 @@ fn standby(lsn: u64, upstream: Option<&str>) -> Local {
         streaming: upstream.is_some(),
         sync_applied: vec![],
         sync_applied_any: None,
+        receiver_quiet_ms: None,
         replicas: vec![],
     })
 }
@@ -42,6 +43,7 @@ fn primary(lsn: u64) -> Running {
         streaming: false,
         sync_applied: vec![],
         sync_applied_any: None,
+        receiver_quiet_ms: None,
         replicas: vec![],
     }
 }
@@ -130,14 +132,24 @@ fn succeeded(ha: &mut Ha, now: u64, plan: &ha::Plan) {
     }
 }
 
-fn promotion() -> Vec<Action> {
+/// A failover's promotion, creating the slots of the other members.
+fn promotion(slots: &[&str]) -> Vec<Action> {
     vec![
         Action::AcquireLeader,
         Action::Promote,
         Action::RecordHistory {
             reason: "failover: the leader key expired".into(),
         },
+        slots_for(slots),
     ]
+}
+
+/// The new primary's slots for the other members, right after promotion.
+fn slots_for(members: &[&str]) -> Action {
+    Action::KeepSlots {
+        names: members.iter().map(|m| m.to_string()).collect(),
+        drop: vec![],
+    }
 }
 
 mod bootstrap {
@@ -306,7 +318,7 @@ mod failover {
     #[test]
     fn given_the_leader_key_expired_and_i_am_the_most_advanced_standby_i_acquire_and_promote() {
         let plan = me("db2").decide(&observe(10_000, standby(1_000, Some("db1")), leaderless()));
-        assert_eq!(plan.actions, promotion());
+        assert_eq!(plan.actions, promotion(&["db3"]));
         assert!(plan.note.contains("taking over"), "{}", plan.note);
     }
 
@@ -328,7 +340,7 @@ mod failover {
         ));
         assert_eq!(
             plan.actions,
-            promotion(),
+            promotion(&["db2"]),
             "db2 did not take over: db3 races"
         );
     }
@@ -388,7 +400,8 @@ mod failover {
                 Action::Promote,
                 Action::RecordHistory {
                     reason: "failover: the leader key expired".into()
-                }
+                },
+                slots_for(&["db2"]),
             ]
         );
     }
@@ -1650,6 +1663,125 @@ mod fast_failover {
         ha.decide(&observe(10_000 + beats, not_streaming(lsn), second))
     }
 
+    fn quiet_receiver(lsn: u64, quiet_ms: Option<u64>) -> Local {
+        match not_streaming(lsn) {
+            Local::Running(running) => Local::Running(Running {
+                receiver_quiet_ms: quiet_ms,
+                ..running
+            }),
+            _ => unreachable!(),
+        }
+    }
+
+    /// A receiver still connected to a frozen or cut-off primary hears
+    /// nothing: it stopped receiving when it last heard something, so the
+    /// standby need not watch it for another heartbeat.
+    #[test]
+    fn given_my_receiver_heard_nothing_for_a_while_i_depose_at_my_first_look() {
+        let mut ha = me("db2");
+        ha.decide(&observe(
+            10_000,
+            standby(1_000, Some("db1")),
+            primary_gone_silent(),
+        ));
+        let beats = 2 * Settings::default().heartbeat_ms;
+        let plan = ha.decide(&observe(
+            10_000 + beats,
+            quiet_receiver(1_000, Some(800)),
+            primary_gone_silent(),
+        ));
+        assert!(
+            matches!(plan.actions.first(), Some(Action::DeposeLeader { .. })),
+            "{plan:?}"
+        );
+    }
+
+    /// A receiver that gave up on the silent primary and starts again has
+    /// heard nothing yet; the standby remembers when the last one did.
+    #[test]
+    fn given_my_receiver_gave_up_after_hearing_nothing_i_count_from_its_last_message() {
+        let mut ha = me("db2");
+        ha.decide(&observe(
+            10_000,
+            standby(1_000, Some("db1")),
+            primary_gone_silent(),
+        ));
+        let heard = match standby(1_000, Some("db1")) {
+            Local::Running(running) => Local::Running(Running {
+                receiver_quiet_ms: Some(700),
+                ..running
+            }),
+            _ => unreachable!(),
+        };
+        ha.decide(&observe(10_500, heard, primary_gone_silent()));
+        let beats = 2 * Settings::default().heartbeat_ms;
+        let plan = ha.decide(&observe(
+            10_000 + beats,
+            quiet_receiver(1_000, None),
+            primary_gone_silent(),
+        ));
+        assert!(
+            matches!(plan.actions.first(), Some(Action::DeposeLeader { .. })),
+            "{plan:?}"
+        );
+    }
+
+    /// A primary whose PostgreSQL crashed says so before it starts it again;
+    /// crash recovery may keep its agent quiet for longer than two
+    /// heartbeats, and restarting in place beats a failover.
+    #[test]
+    fn not_while_the_primary_restarts_its_crashed_postgresql_in_place() {
+        let mut cluster = primary_gone_silent();
+        if let Some(view) = cluster.members.get_mut("db1") {
+            view.running = false;
+            view.primary = false;
+        }
+        let mut ha = me("db2");
+        let plan = decide_twice(&mut ha, cluster.clone(), cluster, 1_000);
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::DeposeLeader { .. })),
+            "{plan:?}"
+        );
+    }
+
+    /// Without a quiet time (a receiver that just reconnected and heard
+    /// nothing yet), a standby first sees it not streaming for a heartbeat:
+    /// a reconnect is no reason to depose anyone.
+    #[test]
+    fn given_my_receiver_just_reconnected_i_watch_it_for_a_heartbeat_first() {
+        let mut ha = me("db2");
+        ha.decide(&observe(
+            10_000,
+            standby(1_000, Some("db1")),
+            primary_gone_silent(),
+        ));
+        let beats = 2 * Settings::default().heartbeat_ms;
+        let plan = ha.decide(&observe(
+            10_000 + beats,
+            quiet_receiver(1_000, None),
+            primary_gone_silent(),
+        ));
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::DeposeLeader { .. })),
+            "{plan:?}"
+        );
+        let plan = ha.decide(&observe(
+            10_000 + beats + Settings::default().heartbeat_ms,
+            quiet_receiver(1_000, None),
+            primary_gone_silent(),
+        ));
+        assert!(
+            matches!(plan.actions.first(), Some(Action::DeposeLeader { .. })),
+            "{plan:?}"
+        );
+    }
+
     #[test]
     fn given_the_synchronous_primary_went_silent_and_nobody_receives_from_it_its_standby_deposes_it(
     ) {
@@ -1674,7 +1806,8 @@ mod fast_failover {
                 Action::Promote,
                 Action::RecordHistory {
                     reason: "fast failover: the synchronous primary went silent".into()
-                }
+                },
+                slots_for(&["db1", "db3"]),
             ]
         );
         assert!(plan.note.contains("silent for 1000 ms"), "{}", plan.note);
@@ -2407,6 +2540,7 @@ mod quorum_commit {
                 Action::RecordHistory {
                     reason: "failover: the leader key expired".into()
                 },
+                slots_for(&["db3"]),
             ]
         );
     }

@@ -216,10 +216,24 @@ async fn connect(target: &Target, role: &Role) -> Option<(tokio_postgres::Client
         } => {
             let leader = keys.leader().get(store.as_ref()).await.ok()??.value.member;
             let endpoint = endpoints.get(&leader)?;
-            let client = tokio::time::timeout(Duration::from_secs(2), pg::connect(endpoint, role))
-                .await
-                .ok()?
-                .ok()?;
+            let attempt = tokio::time::timeout(Duration::from_secs(2), pg::connect(endpoint, role));
+            // A client that follows the leader key (as the proxy does) gives
+            // up on a silent host as soon as another member leads, instead
+            // of waiting out its connect timeout.
+            let moved_on = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if let Ok(Some(now)) = keys.leader().get(store.as_ref()).await {
+                        if now.value.member != leader {
+                            return;
+                        }
+                    }
+                }
+            };
+            let client = tokio::select! {
+                attempt = attempt => attempt.ok()?.ok()?,
+                () = moved_on => return None,
+            };
             Some((client, leader))
         }
         Target::Address {

@@ -30,4 +30,4 @@ pub use instance::{
 pub use lsn::Lsn;
 pub use probe::{connect, ConfigReport, Probe, ReplicationRow, ServerState, WalReceiver};
 pub use run_as::RunAs;
-pub use settings::Settings;
+pub use settings::{Settings, RECEIVER_QUIET_LIMIT_MS};

@@ -96,6 +96,9 @@ pub struct WalReceiver {
     pub received_timeline: Option<u32>,
     pub flushed_lsn: Option<Lsn>,
     pub slot_name: Option<String>,
+    /// How long ago the receiver last heard from its upstream (data or a
+    /// keepalive); `None` before its first message.
+    pub quiet_for: Option<Duration>,
 }
 
 /// A connection to the server at `endpoint` as `role`, with a short connect
@@ -194,7 +197,8 @@ async fn query_state(client: &Client) -> Result<ServerState, PgError> {
 
     let wal_receiver = client
         .query(
-            "SELECT status, sender_host, sender_port, received_tli, flushed_lsn::text, slot_name \
+            "SELECT status, sender_host, sender_port, received_tli, flushed_lsn::text, slot_name, \
+                    extract(epoch FROM clock_timestamp() - last_msg_receipt_time)::float8 \
              FROM pg_stat_wal_receiver",
             &[],
         )
@@ -298,6 +302,10 @@ fn wal_receiver_row(row: &Row) -> Result<WalReceiver, PgError> {
         received_timeline: row.get::<_, Option<i32>>(3).map(|t| t as u32),
         flushed_lsn: lsn(row.get(4))?,
         slot_name: row.get(5),
+        quiet_for: row
+            .get::<_, Option<f64>>(6)
+            .filter(|secs| secs.is_finite())
+            .map(|secs| Duration::from_secs_f64(secs.max(0.0))),
     })
 }
 

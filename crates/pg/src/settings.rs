@@ -8,6 +8,16 @@ use std::collections::BTreeMap;
 /// spaces): commits wait until it is taken out again.
 pub const COMMITS_HELD: &str = "FIRST 1 (\"pgwarden: commits held\")";
 
+/// `wal_receiver_timeout`: a standby's receiver asks its primary for a
+/// reply after half of it without a message, and gives up after it.
+pub const WAL_RECEIVER_TIMEOUT_MS: u64 = 1_000;
+
+/// A receiver that has heard nothing for this long is not streaming: it
+/// asked for a reply a quarter of the timeout ago, which a live primary
+/// answers at once. Telling so before the receiver gives up saves that
+/// quarter and the next round's look (docs/agent.md, "The fast path").
+pub const RECEIVER_QUIET_LIMIT_MS: u64 = WAL_RECEIVER_TIMEOUT_MS * 3 / 4;
+
 /// Everything pgwarden sets in PostgreSQL's configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -102,7 +112,10 @@ impl Settings {
         // gives up after it, so within a second no standby receives from it
         // and the fast failover path can tell (docs/agent.md).
         line("wal_sender_timeout", "2s");
-        line("wal_receiver_timeout", "1s");
+        line(
+            "wal_receiver_timeout",
+            &format!("{WAL_RECEIVER_TIMEOUT_MS}ms"),
+        );
         line("wal_retrieve_retry_interval", "100ms");
         line("recovery_target_timeline", "latest");
         line(

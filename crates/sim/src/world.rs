@@ -821,6 +821,7 @@ impl World {
             streaming: !server.primary && self.connected(node).is_some(),
             sync_applied,
             sync_applied_any,
+            receiver_quiet_ms: None,
             replicas,
         })
     }
