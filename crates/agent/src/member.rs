@@ -314,6 +314,12 @@ impl Member {
             Ok(records) => {
                 self.report_undecodable(&records);
                 self.records = records;
+                if let (Some(fence), Some(until)) = (&self.fence, self.lease_valid_until()) {
+                    // Renewed and still the leader key's holder: the guard
+                    // need not wait for the end of a round the store slows
+                    // down (with 400 ms per request it fired mid-round).
+                    fence(until);
+                }
                 if self.records.leader.is_some() {
                     self.leaderless_since_ms = None;
                 } else {
@@ -371,8 +377,14 @@ impl Member {
         let mut failed = None;
         for action in &plan.actions {
             let started = std::time::Instant::now();
-            let result = if self.timers == Timers::Real && action.is_long() {
-                let keepalive = self.keepalive(plan.note.clone(), now);
+            let restarting_in_place = matches!(action, Action::StartPrimary) && self.is_leader();
+            let result = if self.timers == Timers::Real && (action.is_long() || restarting_in_place)
+            {
+                // A leader restarting a crashed PostgreSQL keeps its lease
+                // through crash recovery, for the restart grace at most.
+                let until = restarting_in_place
+                    .then(|| now.mono + self.records.settings().restart_grace_ms);
+                let keepalive = self.keepalive_until(plan.note.clone(), now, until);
                 tokio::select! {
                     result = self.execute(action, now) => result,
                     _ = keepalive => unreachable!("the keepalive never ends"),
@@ -564,8 +576,17 @@ impl Member {
 
     /// Keeps this member's lease alive and reads the cluster.
     async fn refresh(&mut self, now: Now) -> Result<ClusterRecords, StoreError> {
-        if let Some(lease) = self.lease {
-            match self.store.refresh_lease(lease.id).await {
+        // The renewal and the read go out together: a slow store costs a
+        // round one request time, not two.
+        let renewal = async {
+            match self.lease {
+                Some(lease) => Some(self.store.refresh_lease(lease.id).await),
+                None => None,
+            }
+        };
+        let (renewal, read) = tokio::join!(renewal, self.read());
+        if let (Some(lease), Some(renewal)) = (self.lease, renewal) {
+            match renewal {
                 Ok(_) => self.lease_valid_until = Some(now.mono + lease.ttl.as_millis() as Millis),
                 Err(StoreError::LeaseNotFound { .. }) => {
                     // Everything bound to it, the leader key included, is gone.
@@ -582,7 +603,7 @@ impl Member {
                 Err(err) => return Err(err),
             }
         }
-        let mut records = self.read().await?;
+        let mut records = read?;
         if !records.blocking.is_empty() {
             // The TTL may be in an unreadable config, and this round acts
             // as if the store were unreachable anyway.

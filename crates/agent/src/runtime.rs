@@ -391,7 +391,11 @@ impl Agent {
                 );
             }
             last_round = tokio::time::Instant::now();
-            next_round = last_round + heartbeat;
+            // A heartbeat from the round's start: a round slowed by the
+            // store must not also delay the next lease renewal by a whole
+            // heartbeat (with 400 ms per request, the lease ran out).
+            next_round = (tokio::time::Instant::from_std(started) + heartbeat)
+                .max(last_round + MEMBER_NEWS_SPACING);
         }
         guard.abort();
         commit_hold.abort();

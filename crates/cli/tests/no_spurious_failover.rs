@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use store::cluster::SynchronousMode;
 use store::StoreError;
 use testkit::load::CpuHog;
 use testkit::{AgentCluster, ClusterOptions};
@@ -83,8 +84,17 @@ async fn assert_leadership_kept(
 #[tokio::test]
 async fn a_cpu_saturated_cluster_keeps_its_primary_for_two_minutes() {
     // Synchronous mode, so the fast failover path is armed too.
+    a_cpu_saturated_cluster_keeps_its_primary(SynchronousMode::First).await;
+}
+
+#[tokio::test]
+async fn quorum_commit_a_cpu_saturated_cluster_keeps_its_primary_for_two_minutes() {
+    a_cpu_saturated_cluster_keeps_its_primary(SynchronousMode::Quorum).await;
+}
+
+async fn a_cpu_saturated_cluster_keeps_its_primary(mode: SynchronousMode) {
     let mut options = ClusterOptions::default();
-    options.config.synchronous_mode = store::cluster::SynchronousMode::First;
+    options.config.synchronous_mode = mode;
     let cluster = AgentCluster::start(binary(), options).await.unwrap();
     cluster
         .wait_healthy(&ALL, Duration::from_secs(60))
@@ -153,4 +163,68 @@ async fn losing_the_etcd_leader_does_not_cost_the_primary() {
         .wait_healthy(&ALL, Duration::from_secs(30))
         .await
         .unwrap_or_else(|err| panic!("{err}\n{}", cluster.logs()));
+}
+
+/// A store that answers every request 400 ms late for a minute (a loaded
+/// etcd, a long round trip) costs the primary nothing: its lease is renewed
+/// in time and its standbys, still receiving, never take it for silent.
+/// Writes may pause; none is lost.
+#[tokio::test]
+async fn a_store_that_answers_slowly_for_a_minute_costs_the_primary_nothing() {
+    let options = ClusterOptions {
+        slow_store: true,
+        ..ClusterOptions::default()
+    };
+    let cluster = AgentCluster::start(binary(), options).await.unwrap();
+    cluster
+        .wait_healthy(&ALL, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|err| panic!("{err}\n{}", cluster.logs()));
+    cluster
+        .wait_synchronous(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let expected = leadership(&cluster).await;
+    let mut load = cluster.workload();
+    assert!(load.wait_acks(10, Duration::from_secs(10)).await);
+    cluster.set_store_delay(Duration::from_millis(400));
+    assert_leadership_kept(
+        &cluster,
+        &expected,
+        Duration::from_secs(60),
+        "with every store request 400 ms late",
+    )
+    .await;
+    cluster.set_store_delay(Duration::ZERO);
+    let before = load.acked();
+    assert_leadership_kept(
+        &cluster,
+        &expected,
+        Duration::from_secs(5),
+        "store fast again",
+    )
+    .await;
+    assert!(
+        load.wait_acks(before + 10, Duration::from_secs(10)).await,
+        "writes did not resume once the store was fast again\n{}",
+        cluster.logs()
+    );
+    let report = load.stop().await;
+    let ids: Vec<i64> = report.acks.iter().map(|a| a.id).collect();
+    assert!(
+        report.acks.iter().all(|a| a.member == expected.0),
+        "writes went to another member"
+    );
+    let missing = cluster.missing_ids(&expected.0, &ids).await.unwrap();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes missing: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    println!(
+        "slow store: {} writes acknowledged, {} failed, the leader kept its term",
+        report.acks.len(),
+        report.failed
+    );
 }

@@ -20,6 +20,7 @@ use crate::network::{Host, Network};
 use crate::ports::free_port;
 use crate::postgres::bin_dir;
 use crate::process::{is_alive, terminate};
+use crate::slow_link::SlowLink;
 use crate::wait::{wait_for, WaitError};
 use crate::workload::{Target, Workload};
 
@@ -52,6 +53,9 @@ pub struct ClusterOptions {
     /// `NetLab`) instead of on loopback here. The cluster keeps it alive
     /// until its processes are gone.
     pub network: Option<Arc<dyn Network>>,
+    /// The agents reach etcd through a relay whose delay
+    /// [`AgentCluster::set_store_delay`] sets (loopback clusters only).
+    pub slow_store: bool,
 }
 
 impl Default for ClusterOptions {
@@ -66,6 +70,7 @@ impl Default for ClusterOptions {
             detachable: false,
             backup: None,
             network: None,
+            slow_store: false,
         }
     }
 }
@@ -172,6 +177,8 @@ pub struct AgentCluster {
     pub store: Arc<dyn Store>,
     pub keys: ClusterKeys,
     pub etcd: EtcdCluster,
+    /// The relays the agents reach etcd through, with `slow_store`.
+    store_links: Vec<SlowLink>,
     /// Outlives every process on it (fields drop in declaration order).
     network: Option<Arc<dyn Network>>,
     // Declared last: removed after every process has gone.
@@ -206,12 +213,23 @@ impl AgentCluster {
         ] {
             fs::write(dir.join(file), password)?;
         }
+        let mut store_links = Vec::new();
+        if options.slow_store {
+            for url in etcd.endpoints() {
+                let target = url
+                    .trim_start_matches("http://")
+                    .parse()
+                    .map_err(|e| format!("etcd endpoint {url}: {e}"))?;
+                store_links.push(SlowLink::start(target).await?);
+            }
+        }
         let mut cluster = AgentCluster {
             binary: binary.to_path_buf(),
             members: Vec::new(),
             store,
             keys,
             etcd,
+            store_links,
             network: options.network.clone(),
             dir,
         };
@@ -293,7 +311,14 @@ password_file = "{repl}"
             bin = bin_dir()?.display(),
             sockets = self.dir.path().display(),
             fsync = options.fsync,
-            endpoints = self.etcd.network_endpoints(),
+            endpoints = if self.store_links.is_empty() {
+                self.etcd.network_endpoints()
+            } else {
+                self.store_links
+                    .iter()
+                    .map(|link| format!("http://{}", link.addr))
+                    .collect()
+            },
             cluster = options.name,
             heartbeat = options.config.heartbeat_ms,
             ttl = options.config.ttl_ms,
@@ -625,6 +650,14 @@ password_file = "{repl}"
             .copied()
             .filter(|id| !present.contains(id))
             .collect())
+    }
+
+    /// Holds back every request the agents send to etcd by `delay` from
+    /// now on (a cluster started with `slow_store`).
+    pub fn set_store_delay(&self, delay: Duration) {
+        for link in &self.store_links {
+            link.set_delay(delay);
+        }
     }
 
     /// Every agent's log tail, for the message of a failed test or run.

@@ -13,6 +13,7 @@ pub mod network;
 pub mod ports;
 pub mod postgres;
 pub mod process;
+pub mod slow_link;
 pub mod wait;
 pub mod workload;
 

@@ -24,6 +24,18 @@ impl Member {
         note: String,
         now: Now,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.keepalive_until(note, now, None)
+    }
+
+    /// [`Member::keepalive`] that stops renewing at `until` (monotonic ms),
+    /// and then only waits: the lease runs out and the guard stops
+    /// PostgreSQL, as if no keepalive had run past it.
+    pub fn keepalive_until(
+        &self,
+        note: String,
+        now: Now,
+        until: Option<Millis>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let store = self.store.clone();
         let lease = self.lease;
         let key = self.keys.member(&self.spec.name).ok();
@@ -37,8 +49,11 @@ impl Member {
             let mut tick = tokio::time::interval(heartbeat);
             loop {
                 tick.tick().await;
+                let sent = now.mono + started.elapsed().as_millis() as Millis;
+                if until.is_some_and(|until| sent >= until) {
+                    return std::future::pending().await;
+                }
                 if let Some(lease) = lease {
-                    let sent = now.mono + started.elapsed().as_millis() as Millis;
                     let renewed = store.refresh_lease(lease.id).await.is_ok();
                     if let (true, Some(fence)) = (renewed, &fence) {
                         let still_leads = matches!(
