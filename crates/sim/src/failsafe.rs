@@ -48,7 +48,12 @@ impl FailsafePeers for SimPeers {
             };
             let node = &world.nodes[i];
             // A crashed agent forgot what it read, so refuses below.
-            if !node.host_up || node.frozen {
+            // A partition stands between the asker and either side of it.
+            let apart = node.isolated
+                || world
+                    .index(leader)
+                    .is_some_and(|asker| world.nodes[asker].isolated);
+            if !node.host_up || node.frozen || apart {
                 continue; // Nobody answers.
             }
             // The core's rule, which the real handler applies too, on what

@@ -27,6 +27,9 @@ pub enum Fault {
     Freeze { lasts: Millis },
     /// The agent cannot reach the store.
     CutOff { lasts: Millis },
+    /// The host is cut off from the store and from every other member
+    /// (replication stops both ways); its own clients still reach it.
+    Partition { lasts: Millis },
     /// The agent loses the store once it has made `calls` more calls.
     CutOffAfterCalls { calls: u32, lasts: Millis },
     /// The agent loses the store right after its next lease grant:

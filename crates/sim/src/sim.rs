@@ -932,11 +932,13 @@ impl Sim {
             },
             FaultKind::CutOff => {
                 let lasts = self.rng.range(10, 240) * STEP_MS;
-                if self.rng.chance(1, 2) {
-                    let calls = self.rng.below(8) as u32;
-                    Fault::CutOffAfterCalls { calls, lasts }
-                } else {
-                    Fault::CutOff { lasts }
+                match self.rng.below(3) {
+                    0 => Fault::CutOffAfterCalls {
+                        calls: self.rng.below(8) as u32,
+                        lasts,
+                    },
+                    1 => Fault::CutOff { lasts },
+                    _ => Fault::Partition { lasts },
                 }
             }
             FaultKind::Delay => {
@@ -968,7 +970,8 @@ impl Sim {
             Fault::Freeze { .. } => FaultKind::Freeze,
             Fault::CutOff { .. }
             | Fault::CutOffAfterCalls { .. }
-            | Fault::CutOffAfterGrant { .. } => FaultKind::CutOff,
+            | Fault::CutOffAfterGrant { .. }
+            | Fault::Partition { .. } => FaultKind::CutOff,
             Fault::Delay { .. } => FaultKind::Delay,
         };
         let lasting = |sim: &mut Sim, lasts: Millis| {
@@ -1037,6 +1040,20 @@ impl Sim {
                 self.member_event(
                     i,
                     format!("FAULT cut off from the store for {}", secs(lasts)),
+                );
+                lasting(self, lasts);
+            }
+            Fault::Partition { lasts } => {
+                let mut world = self.world();
+                world.nodes[i].store_cut = true;
+                world.nodes[i].isolated = true;
+                drop(world);
+                self.member_event(
+                    i,
+                    format!(
+                        "FAULT cut off from the store and the other members for {} (its clients still reach it)",
+                        secs(lasts)
+                    ),
                 );
                 lasting(self, lasts);
             }
@@ -1120,6 +1137,7 @@ impl Sim {
             FaultKind::CutOff => {
                 let mut world = self.world();
                 world.nodes[i].store_cut = false;
+                world.nodes[i].isolated = false;
                 world.nodes[i].budget = None;
                 world.nodes[i].cut_at_grant = false;
                 drop(world);
@@ -1145,6 +1163,7 @@ impl Sim {
     fn agent_died(&mut self, i: usize) {
         lock(&self.guards)[i] = None;
         self.world().nodes[i].guarded = false;
+        self.world().nodes[i].leading = false;
     }
 
     /// The runtime's lease guard, a task beside the rounds: past its
@@ -1233,8 +1252,12 @@ impl Sim {
         };
         let Round { plan, failed, .. } = block_on(member.round(&|| now));
         // The runtime hands the guard its new deadline after every round.
-        lock(&self.guards)[i] = member.fence_deadline();
-        lock(&self.world).nodes[i].guarded = true;
+        let deadline = member.fence_deadline();
+        lock(&self.guards)[i] = deadline;
+        let mut world = lock(&self.world);
+        world.nodes[i].guarded = true;
+        world.nodes[i].leading = deadline.is_some();
+        drop(world);
         let known = member
             .records()
             .leader_name()
@@ -1406,8 +1429,11 @@ impl Sim {
         // 1. Never two writers.
         let writers: Vec<String> = {
             let world = self.world();
+            // A primary deposed on the fast path while cut off believes its
+            // lease valid, but with no synchronous standby connected it
+            // can acknowledge nothing (what clients saw is checked above).
             (0..self.agents.len())
-                .filter(|&i| world.is_writable(i))
+                .filter(|&i| world.is_writable(i) && world.could_acknowledge(i))
                 .filter_map(|i| {
                     let until = self.agents[i].member.as_ref()?.writes_valid_until()?;
                     (until > self.now).then(|| {

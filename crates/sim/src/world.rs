@@ -92,6 +92,16 @@ pub struct Node {
     pub slow_network: bool,
     /// The agent cannot reach the store.
     pub store_cut: bool,
+    /// Cut off from the other members too (a partition): no replication
+    /// to or from it; its own clients still reach it.
+    pub isolated: bool,
+    /// Since when it has been isolated, as of the last tick.
+    pub isolated_since: Option<Millis>,
+    /// Its agent leads with a valid lease as of its last round (the
+    /// runtime hands the commit hold's watcher the mode then).
+    pub leading: bool,
+    /// The commit hold's watcher (asynchronous mode).
+    pub commits: CommitWatch,
     /// The upstream whose WAL sender has caught this standby up since it
     /// connected: PostgreSQL's `streaming` state (before it: `catchup`).
     /// Only such a standby counts as synchronous.
@@ -171,6 +181,28 @@ impl Stint {
 /// tick to each primary, acknowledged at once without synchronous names).
 pub const ASYNC_STALE_ACKS_BOUND: u64 = 1;
 
+/// Asynchronous mode: how long after a partition cut it off from the store
+/// and from every standby a primary whose agent runs may still acknowledge
+/// writes, all of them lost when a standby takes over. The commit hold
+/// (`ha::commit_hold`): WAL unconfirmed for 200 ms, then a store check that
+/// gets no answer within 250 ms — or, if the store answered a check just
+/// before the cut, the next check 500 ms after that one — and a tick (50 ms)
+/// to see it.
+pub const ASYNC_LOSS_WINDOW_BOUND_MS: Millis = 800;
+
+/// The runtime's commit hold watcher (`agent::commit_hold`), per tick: the
+/// furthest WAL position a standby confirmed and since when it stands
+/// still below what was written, the store check under way, and whether
+/// commits are held.
+#[derive(Clone, Debug, Default)]
+pub struct CommitWatch {
+    standbys: Vec<usize>,
+    confirmed: Option<(usize, Millis)>,
+    asked_at: Option<Millis>,
+    ask_again_at: Millis,
+    pub held: bool,
+}
+
 /// What the client was told was committed.
 #[derive(Clone, Debug, Default)]
 pub struct Acks {
@@ -225,6 +257,8 @@ pub struct World {
     pub store_down: bool,
     /// Whether a mid-round cut-off may fall right after a lease grant.
     pub cut_after_grant: bool,
+    /// `SIM_NO_HOLD` set: no commit hold (to show what it bounds).
+    pub no_commit_hold: bool,
     next_record: u64,
     /// Record id → its position in every WAL that holds it.
     positions: Vec<usize>,
@@ -294,6 +328,10 @@ impl World {
                     start_fails_until: 0,
                     slow_network: false,
                     store_cut: false,
+                    isolated: false,
+                    isolated_since: None,
+                    leading: false,
+                    commits: CommitWatch::default(),
                     caught_up: None,
                     budget: None,
                     cut_at_grant: false,
@@ -306,6 +344,7 @@ impl World {
             maximum_lag_on_failover,
             store_down: false,
             cut_after_grant: true,
+            no_commit_hold: std::env::var_os("SIM_NO_HOLD").is_some(),
             next_record: 1,
             positions: vec![usize::MAX],
             next_system_id: 7_300_000_000_000_000_001,
@@ -395,6 +434,9 @@ impl World {
         if upstream == node || !self.is_running(upstream) {
             return None;
         }
+        if n.isolated || self.nodes[upstream].isolated {
+            return None;
+        }
         let (mine, theirs) = (n.data.as_ref()?, self.nodes[upstream].data.as_ref()?);
         (mine.system_id == theirs.system_id && is_prefix(&mine.wal, &theirs.wal))
             .then_some(upstream)
@@ -431,6 +473,18 @@ impl World {
         chosen
     }
 
+    /// Whether PostgreSQL could acknowledge a commit at all with the
+    /// standbys connected now: not when it waits for synchronous standbys
+    /// none (or too few) of whom are connected.
+    pub fn could_acknowledge(&self, primary: usize) -> bool {
+        let Some(server) = &self.nodes[primary].server else {
+            return false;
+        };
+        server.conf.sync_names.is_empty()
+            || server.conf.sync_count == 0
+            || self.sync_standbys(primary).len() >= server.conf.sync_count as usize
+    }
+
     /// Whether PostgreSQL would acknowledge a commit at `index` now.
     fn acknowledges(&self, primary: usize, index: usize) -> bool {
         let Some(server) = &self.nodes[primary].server else {
@@ -457,6 +511,10 @@ impl World {
             match n.store_cut || store_down {
                 true => n.cut_since = n.cut_since.or(Some(now)),
                 false => n.cut_since = None,
+            }
+            match n.isolated {
+                true => n.isolated_since = n.isolated_since.or(Some(now)),
+                false => n.isolated_since = None,
             }
         }
         let writers = (0..self.nodes.len())
@@ -503,6 +561,9 @@ impl World {
             };
             self.nodes[j].caught_up = caught_up;
         }
+        for i in 0..self.nodes.len() {
+            self.watch_commits(i);
+        }
         let pending = std::mem::take(&mut self.pending);
         for p in pending {
             let n = &self.nodes[p.node];
@@ -513,11 +574,107 @@ impl World {
             if !same {
                 continue; // the client's connection broke: not acknowledged
             }
-            if n.frozen || !self.acknowledges(p.node, p.index) {
+            if n.frozen || n.commits.held || !self.acknowledges(p.node, p.index) {
                 self.pending.push(p);
                 continue;
             }
             self.acknowledge(p);
+        }
+    }
+
+    /// Asynchronous mode, a leading primary: WAL no standby confirms for
+    /// [`ha::commit_hold::UNCONFIRMED_AFTER_MS`] makes the watcher ask the
+    /// store; no answer within [`ha::commit_hold::STORE_CHECK_TIMEOUT_MS`]
+    /// holds commits until the store answers. Standbys cut off with it
+    /// still count as connected (their TCP connections stay open until
+    /// `wal_sender_timeout`), confirming nothing more.
+    fn watch_commits(&mut self, i: usize) {
+        use ha::commit_hold::{decide, CommitHold, CommitSignals, STORE_CHECK_TIMEOUT_MS};
+        const ASK_AGAIN_AFTER_MS: Millis = 500;
+        let now = self.now;
+        let leading = self.nodes[i].leading && self.is_writable(i) && self.nodes[i].guarded;
+        if self.synchronous_mode || !leading {
+            self.nodes[i].commits = CommitWatch::default();
+            return;
+        }
+        let written = self.wal(i).len();
+        // The standbys connected to it; cut off, those connected at the
+        // cut, whose connections stay open and silent (no new one comes).
+        if !self.nodes[i].isolated {
+            let connected = (0..self.nodes.len())
+                .filter(|&j| self.connected(j) == Some(i))
+                .collect();
+            self.nodes[i].commits.standbys = connected;
+        }
+        let confirmed = self.nodes[i]
+            .commits
+            .standbys
+            .iter()
+            .map(|&j| self.wal(j).len().min(written))
+            .max();
+        let store_answers = self.nodes[i].cut_since.is_none();
+        let watch = &mut self.nodes[i].commits;
+        let unconfirmed_for = match confirmed {
+            Some(c) if c < written => match watch.confirmed {
+                Some((seen, since)) if seen == c => Some(now - since),
+                _ => {
+                    watch.confirmed = Some((c, now));
+                    Some(0)
+                }
+            },
+            _ => {
+                watch.confirmed = confirmed.map(|c| (c, now));
+                None
+            }
+        };
+        if self.no_commit_hold {
+            return;
+        }
+        let signals = |store_answered| CommitSignals {
+            mode: ha::SyncMode::Off,
+            leading: true,
+            unconfirmed_for_ms: unconfirmed_for,
+            store_answered,
+        };
+        let answer = if watch.held {
+            // Held: the watcher keeps asking; the store's answer releases.
+            store_answers.then_some(true)
+        } else if let Some(asked) = watch.asked_at {
+            match store_answers {
+                true => Some(true),
+                false if now - asked >= STORE_CHECK_TIMEOUT_MS => Some(false),
+                false => return,
+            }
+        } else {
+            if now >= watch.ask_again_at && decide(&signals(None)) == CommitHold::CheckStore {
+                watch.asked_at = Some(now);
+                // A store that answers does so within the tick.
+                if store_answers {
+                    watch.asked_at = None;
+                    watch.ask_again_at = now + ASK_AGAIN_AFTER_MS;
+                }
+            }
+            return;
+        };
+        let Some(answered) = answer else {
+            return;
+        };
+        watch.asked_at = None;
+        match decide(&signals(Some(answered))) {
+            CommitHold::Hold if !watch.held => {
+                watch.held = true;
+                self.events.push((
+                    i,
+                    "commits held: neither the store nor any standby answers".into(),
+                ));
+            }
+            CommitHold::Release if watch.held => {
+                watch.held = false;
+                watch.ask_again_at = now + ASK_AGAIN_AFTER_MS;
+                self.events
+                    .push((i, "commits released: the store answers again".into()));
+            }
+            _ => watch.ask_again_at = now + ASK_AGAIN_AFTER_MS,
         }
     }
 
@@ -586,6 +743,7 @@ impl World {
             }
         }
         self.check_stale(at, began, p.id);
+        self.check_loss_window(&p);
         let wal = self.nodes[p.node]
             .data
             .as_ref()
@@ -670,6 +828,39 @@ impl World {
                     ),
                 );
             }
+        }
+    }
+
+    /// Invariant 1, asynchronous mode: a primary whose agent runs and leads
+    /// acknowledges nothing [`ASYNC_LOSS_WINDOW_BOUND_MS`] after a
+    /// partition cut it off from the store and every other member (the
+    /// commit hold); a write it acknowledges then is lost at the takeover.
+    fn check_loss_window(&mut self, p: &Pending) {
+        let n = &self.nodes[p.node];
+        // Without a standby the hold does not apply: a lone primary has
+        // nobody its writes could be lost to.
+        let lone = n.commits.confirmed.is_none();
+        if self.synchronous_mode || lone || !n.isolated || !n.guarded || !n.leading {
+            return;
+        }
+        // Cut off from everyone since the later of the two.
+        let (Some(store), Some(members)) = (n.cut_since, n.isolated_since) else {
+            return;
+        };
+        let cut = store.max(members);
+        if self.now - cut > ASYNC_LOSS_WINDOW_BOUND_MS {
+            let detail = format!(
+                "{} acknowledged record {} at {}, {} ms after a partition cut it off at {}: the commit hold allows {ASYNC_LOSS_WINDOW_BOUND_MS} ms",
+                n.name,
+                p.id,
+                secs(self.now),
+                self.now - cut,
+                secs(cut),
+            );
+            self.violate(
+                "1. never two writers (asynchronous: a cut-off primary acknowledged past the commit hold)",
+                detail,
+            );
         }
     }
 
@@ -983,10 +1174,12 @@ impl World {
         Ok(())
     }
 
-    fn source(&self, what: &str, program: &str, name: &str) -> Result<usize, PgError> {
+    fn source(&self, node: usize, what: &str, program: &str, name: &str) -> Result<usize, PgError> {
         let source = self.index(name);
+        // A partition stands between the two when either is cut off.
+        let apart = |s: usize| self.nodes[s].isolated || self.nodes[node].isolated;
         match source {
-            Some(s) if self.is_running(s) && !self.nodes[s].frozen => Ok(s),
+            Some(s) if self.is_running(s) && !self.nodes[s].frozen && !apart(s) => Ok(s),
             _ => Err(failed(
                 what,
                 program,
@@ -1005,7 +1198,7 @@ impl World {
                 self.nodes[node].name
             )));
         }
-        let s = self.source(what, "pg_basebackup", source)?;
+        let s = self.source(node, what, "pg_basebackup", source)?;
         let src = self.nodes[s].data.clone().expect("running");
         let was_primary = self.is_primary(s);
         let lsn = src.wal.len();
@@ -1035,7 +1228,7 @@ impl World {
         let Some(data) = &self.nodes[node].data else {
             return Err(failed(what, "pg_rewind", "no data directory"));
         };
-        let s = self.source(what, "pg_rewind", source)?;
+        let s = self.source(node, what, "pg_rewind", source)?;
         let src = self.nodes[s].data.as_ref().expect("running");
         if src.system_id != data.system_id {
             return Err(failed(
