@@ -299,6 +299,11 @@ async fn a_member_configuration_gives_the_address_token_and_peers() {
     assert_eq!(code(&output), 0, "{}", text(&output));
     let config = fx.stored_config().await;
     assert!(config.paused);
+    // Without -c: $PGWARDEN_CONFIG names it (the token comes from it too:
+    // resume needs one).
+    let output = ctl(&["resume"], &[("PGWARDEN_CONFIG", file.to_str().unwrap())]).await;
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert!(!fx.stored_config().await.paused);
     // A broken configuration is a usage error.
     std::fs::write(&file, "[member]\nnmae = 1\n").unwrap();
     let output = ctl(&["-c", file.to_str().unwrap(), "list"], &[]).await;
