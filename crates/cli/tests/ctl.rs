@@ -360,3 +360,41 @@ async fn a_switchover_that_does_not_happen_exits_4_showing_the_cluster() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Cluster: main (leader db1"), "{stderr}");
 }
+
+/// `list --watch` into a pipe: snapshots one after the other, each under
+/// its time, and no screen-clearing codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_watch_into_a_pipe_writes_plain_snapshots() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let fx = fixture(open_api()).await;
+    let mut child = tokio::process::Command::new(common::binary())
+        .args(["ctl", "--api", &fx.api.url, "list", "--watch", "1"])
+        .env_remove("PGWARDEN_API")
+        .env_remove("PGWARDEN_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push(line);
+            if seen.iter().filter(|l| l.starts_with("Cluster: ")).count() == 2 {
+                break;
+            }
+        }
+    })
+    .await;
+    child.kill().await.unwrap();
+    assert!(read.is_ok(), "two snapshots within 30 s; seen: {seen:#?}");
+    let text = seen.join("\n");
+    assert!(!text.contains('\x1b'), "escape codes in a pipe: {text:?}");
+    let stamps: Vec<&String> = seen.iter().filter(|l| l.starts_with("--- ")).collect();
+    assert_eq!(stamps.len(), 2, "{text}");
+    assert!(
+        seen[0].starts_with("--- ") && seen[1].starts_with("Cluster: "),
+        "{text}"
+    );
+}
