@@ -34,3 +34,4 @@ pub use observation::{
 };
 pub use plan::{Action, LogRole, Plan, StopMode};
 pub use retry::Failing;
+pub use sync::ANY_STANDBY;
