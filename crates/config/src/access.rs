@@ -157,18 +157,11 @@ fn class(meta: &Metadata, who: &Who) -> &'static str {
     }
 }
 
-/// The fix that gives `who` `bits` on `path`: a chmod of its class when
-/// that is the owner or a group of `who`; for "other", handing the path to
-/// `who`'s group is usually what was meant, so both are offered.
+/// The fix that gives `who` `perm` on `path`: a chmod of the class `who`
+/// falls in (never a chgrp: the directory's group usually means something,
+/// e.g. `root:postgres`).
 fn grant(path: &Path, meta: &Metadata, who: &Who, perm: &str) -> String {
-    match class(meta, who) {
-        "o" => format!(
-            "chgrp {group} {p} && chmod g+{perm} {p}   (or chmod o+{perm} {p})",
-            group = who.owner_spec().split(':').nth(1).unwrap_or("postgres"),
-            p = path.display()
-        ),
-        c => format!("chmod {c}+{perm} {}", path.display()),
-    }
+    format!("chmod {}+{perm} {}", class(meta, who), path.display())
 }
 
 /// Every directory from `/` down to `path`'s parent must exist, be a
