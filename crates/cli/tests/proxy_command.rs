@@ -70,7 +70,10 @@ fn a_configuration_behind_a_closed_directory_names_the_directory() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     for expected in [
-        format!("{}: cannot read the configuration file: Permission denied", file.display()),
+        format!(
+            "{}: cannot read the configuration file: Permission denied",
+            file.display()
+        ),
         format!(
             "hint: {} is not traversable by nobody (drwxr-x--- root:root); run: ",
             etc.display()
