@@ -259,6 +259,34 @@ impl Member {
         self.ha.awaits_member_news()
     }
 
+    /// The event of a failed action. One that keeps failing (and backs
+    /// off, [`ha::retry`]) is told on its first failure and then each time
+    /// its count doubles, with the count: a failure that lasts a day makes
+    /// a handful of events, not one per attempt.
+    fn action_failed(&mut self, action: &Action, error: &str) {
+        let failing = self.ha.failing().filter(|_| ha::retry::backs_off(action));
+        match failing {
+            None => self.event("action_failed", format!("{action:?} failed: {error}")),
+            Some(f) if !f.worth_telling() => {}
+            Some(f) if f.count == 1 => self.event(
+                "action_failed",
+                format!(
+                    "{action:?} failed (next attempt in {} ms, waiting longer after each failure): {error}",
+                    ha::retry::delay(1)
+                ),
+            ),
+            Some(f) => self.event(
+                "action_failed",
+                format!(
+                    "{action:?} failed {} times in a row (next attempt in {} ms; next told at {} failures): {error}",
+                    f.count,
+                    ha::retry::delay(f.count),
+                    f.count.saturating_mul(2)
+                ),
+            ),
+        }
+    }
+
     /// Whether the decision is new (for logging it once).
     pub fn note_changed(&mut self, plan: &Plan) -> bool {
         if plan.note == self.last_note {
@@ -405,7 +433,7 @@ impl Member {
                 Err(err) => {
                     let error = err.to_string();
                     self.ha.outcome(now.mono, action, Err(&error));
-                    self.event("action_failed", format!("{action:?} failed: {error}"));
+                    self.action_failed(action, &error);
                     failed = Some((action.clone(), error));
                     break;
                 }

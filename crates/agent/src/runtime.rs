@@ -492,7 +492,15 @@ impl Agent {
 
     async fn shutdown(mut self) -> Result<(), AgentError> {
         let name = self.member.name().to_string();
-        tracing::info!("{name} shutting down: stopping PostgreSQL, then giving up the leader key");
+        if self.member.is_leader() {
+            tracing::info!(
+                "{name} shutting down: stopping PostgreSQL, then giving up the leader key"
+            );
+        } else {
+            tracing::info!(
+                "{name} shutting down: stopping PostgreSQL (this member holds no leader key)"
+            );
+        }
         // No writes after the key is given up: stop first.
         if let Err(err) = self.pg.stop(ha::StopMode::Fast).await {
             tracing::warn!("{name} fast stop failed ({err}); stopping immediately");

@@ -150,10 +150,17 @@ enum WalCommand {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Validate FILE and print the effective configuration, secrets masked.
+    /// Validate FILE and print the effective configuration, secrets masked;
+    /// then check, as the users the agent and PostgreSQL run as, every
+    /// path they need on this host (with the command that fixes each).
     Check {
         /// The configuration file (pgwarden.toml).
         file: PathBuf,
+        /// The user the agent runs as (default: the current user; for root,
+        /// `postgres`, as the packaged unit runs it). PostgreSQL runs as
+        /// this user, or as `postgres` when it is root.
+        #[arg(long, value_name = "USER")]
+        agent_user: Option<String>,
     },
 }
 
@@ -163,7 +170,9 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         Command::Agent { config } => cmd::agent::run(&config),
-        Command::Config(ConfigCommand::Check { file }) => cmd::config_check::run(&file),
+        Command::Config(ConfigCommand::Check { file, agent_user }) => {
+            cmd::config_check::run(&file, agent_user.as_deref())
+        }
         Command::Demo(args) => cmd::demo::run(args),
         Command::Token => cmd::token::run(),
         // ctl has its own exit codes (docs/ctl.md).

@@ -299,6 +299,11 @@ async fn a_member_configuration_gives_the_address_token_and_peers() {
     assert_eq!(code(&output), 0, "{}", text(&output));
     let config = fx.stored_config().await;
     assert!(config.paused);
+    // Without -c: $PGWARDEN_CONFIG names it (the token comes from it too:
+    // resume needs one).
+    let output = ctl(&["resume"], &[("PGWARDEN_CONFIG", file.to_str().unwrap())]).await;
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert!(!fx.stored_config().await.paused);
     // A broken configuration is a usage error.
     std::fs::write(&file, "[member]\nnmae = 1\n").unwrap();
     let output = ctl(&["-c", file.to_str().unwrap(), "list"], &[]).await;
@@ -354,4 +359,42 @@ async fn a_switchover_that_does_not_happen_exits_4_showing_the_cluster() {
     assert_eq!(code(&output), 4, "{}", text(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Cluster: main (leader db1"), "{stderr}");
+}
+
+/// `list --watch` into a pipe: snapshots one after the other, each under
+/// its time, and no screen-clearing codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_watch_into_a_pipe_writes_plain_snapshots() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let fx = fixture(open_api()).await;
+    let mut child = tokio::process::Command::new(common::binary())
+        .args(["ctl", "--api", &fx.api.url, "list", "--watch", "1"])
+        .env_remove("PGWARDEN_API")
+        .env_remove("PGWARDEN_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push(line);
+            if seen.iter().filter(|l| l.starts_with("Cluster: ")).count() == 2 {
+                break;
+            }
+        }
+    })
+    .await;
+    child.kill().await.unwrap();
+    assert!(read.is_ok(), "two snapshots within 30 s; seen: {seen:#?}");
+    let text = seen.join("\n");
+    assert!(!text.contains('\x1b'), "escape codes in a pipe: {text:?}");
+    let stamps: Vec<&String> = seen.iter().filter(|l| l.starts_with("--- ")).collect();
+    assert_eq!(stamps.len(), 2, "{text}");
+    assert!(
+        seen[0].starts_with("--- ") && seen[1].starts_with("Cluster: "),
+        "{text}"
+    );
 }

@@ -38,6 +38,52 @@ fn a_bad_proxy_toml_is_refused_with_file_line_and_column() {
     assert!(stderr.contains("hint:"), "{stderr}");
 }
 
+/// The quickstart's first layout (issue 19): a readable proxy.toml in a
+/// directory the proxy's user cannot enter. The error names the directory,
+/// for whom, and the fix, not the file.
+#[test]
+fn a_configuration_behind_a_closed_directory_names_the_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: running the proxy as another user needs root");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a nobody user");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let etc = dir.path().join("pgwarden");
+    std::fs::create_dir(&etc).unwrap();
+    std::fs::set_permissions(&etc, PermissionsExt::from_mode(0o750)).unwrap();
+    let file = etc.join("proxy.toml");
+    std::fs::write(&file, "[proxy]\n").unwrap();
+    std::fs::set_permissions(&file, PermissionsExt::from_mode(0o644)).unwrap();
+    let output = Command::new(binary())
+        .args(["proxy", "-c"])
+        .arg(&file)
+        .uid(nobody.uid.as_raw())
+        .gid(nobody.gid.as_raw())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        format!(
+            "{}: cannot read the configuration file: Permission denied",
+            file.display()
+        ),
+        format!(
+            "hint: {} is not traversable by nobody (drwxr-x--- root:root); run: ",
+            etc.display()
+        ),
+        format!("chmod o+x {}", etc.display()),
+    ] {
+        assert!(stderr.contains(&expected), "no `{expected}` in:\n{stderr}");
+    }
+}
+
 /// Kills the proxy process on drop, also when the test fails.
 struct Running(std::process::Child);
 

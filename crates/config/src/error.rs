@@ -11,10 +11,16 @@ use std::path::PathBuf;
 pub enum ConfigError {
     /// The file itself could not be read; there is no line to point at.
     #[error(
-        "{}: cannot read the configuration file: {io}\n  hint: check the path and that the user running pgwarden may read it",
+        "{}: cannot read the configuration file: {io}\n  hint: {hint}",
         path.display()
     )]
-    Unreadable { path: PathBuf, io: io::Error },
+    Unreadable {
+        path: PathBuf,
+        io: io::Error,
+        /// What to do: which path component stops this user, when one
+        /// does ([`ConfigError::unreadable`]).
+        hint: String,
+    },
 
     /// Something at a spot in the file is wrong.
     #[error("{file}:{line}:{column}: {message}\n  hint: {hint}")]
@@ -27,4 +33,23 @@ pub enum ConfigError {
         message: String,
         hint: String,
     },
+}
+
+impl ConfigError {
+    /// The file at `path` could not be read: the hint names the path
+    /// component that stops this process's user, and the fix, when the
+    /// cause is a permission.
+    pub fn unreadable(path: &std::path::Path, io: io::Error) -> ConfigError {
+        let hint = match crate::access::why_unreadable(path) {
+            Some(denied) if io.kind() == io::ErrorKind::PermissionDenied => {
+                format!("{}; run: {}", denied.problem, denied.fix)
+            }
+            _ => "check the path and that the user running pgwarden may read it".to_string(),
+        };
+        ConfigError::Unreadable {
+            path: path.to_owned(),
+            io,
+            hint,
+        }
+    }
 }

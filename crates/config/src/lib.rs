@@ -6,6 +6,7 @@
 //! file, line and column, and says what to do. docs/configuration.md lists the
 //! keys.
 
+pub mod access;
 mod bindir;
 mod duration;
 mod error;
@@ -49,10 +50,7 @@ pub fn detect_bin_dir() -> Option<std::path::PathBuf> {
 /// Reads `path` and does what [`parse`] does, naming the file as given;
 /// [`Config::file`] is `path` made absolute.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let source = std::fs::read_to_string(path).map_err(|io| ConfigError::Unreadable {
-        path: path.to_owned(),
-        io,
-    })?;
+    let source = std::fs::read_to_string(path).map_err(|io| ConfigError::unreadable(path, io))?;
     let mut config = parse(&source, &path.display().to_string())?;
     config.file = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
     Ok(config)
@@ -63,10 +61,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// secret is read and PostgreSQL is not looked for. For `pgwarden wal
 /// push` and `wal fetch`, which PostgreSQL runs as its own user.
 pub fn load_backup(path: &Path) -> Result<Option<Backup>, ConfigError> {
-    let source = std::fs::read_to_string(path).map_err(|io| ConfigError::Unreadable {
-        path: path.to_owned(),
-        io,
-    })?;
+    let source = std::fs::read_to_string(path).map_err(|io| ConfigError::unreadable(path, io))?;
     let file_name = path.display().to_string();
     let loc = locate::Locator::new(&source, &file_name)?;
     let raw = raw::deserialize(&loc, &source)?;

@@ -41,8 +41,15 @@ impl serde::Serialize for Secret {
 /// Reads a secret file. One trailing newline is dropped because `echo` and
 /// editors add it; anything else is part of the secret.
 pub(crate) fn read_file(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let why = match crate::access::why_unreadable(path) {
+            Some(denied) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                format!(" ({}; run: {})", denied.problem, denied.fix)
+            }
+            _ => String::new(),
+        };
+        format!("cannot read {}: {e}{why}", path.display())
+    })?;
     let value = text
         .strip_suffix('\n')
         .map(|t| t.strip_suffix('\r').unwrap_or(t))

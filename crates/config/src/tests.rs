@@ -575,7 +575,8 @@ fn data_dir_parent_missing() {
     assert_eq!(
         fx.error(&MINIMAL.replace("{dir}/data", "{dir}/absent/data")),
         "pgwarden.toml:3:12: `member.data_dir` is in a directory that does not exist: {dir}/absent\n  \
-         hint: create that directory or correct the path; pgwarden creates data_dir itself, not its parents"
+         hint: create it for the user PostgreSQL runs as (`install -d -o postgres -g postgres -m 700 {dir}/absent`) \
+         or correct the path; pgwarden creates data_dir itself, not its parents"
     );
 }
 

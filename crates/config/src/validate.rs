@@ -365,7 +365,11 @@ impl Validator<'_> {
                     "`{path}` is in a directory that does not exist: {}",
                     parent.display()
                 ),
-                "create that directory or correct the path; pgwarden creates data_dir itself, not its parents",
+                format!(
+                    "create it for the user PostgreSQL runs as (`install -d -o postgres -g postgres -m 700 {}`) \
+                     or correct the path; pgwarden creates data_dir itself, not its parents",
+                    parent.display()
+                ),
             ));
         }
         Ok(())

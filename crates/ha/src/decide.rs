@@ -13,6 +13,7 @@ use crate::observation::{
     Millis, Observation, Running, Settings, StoreView, SwitchoverRequest, SyncMode,
 };
 use crate::plan::{Action, LogRole, Plan, StopMode};
+use crate::retry::{self, Failing};
 use crate::sync::{self, ANY_STANDBY};
 use crate::wal::Position;
 
@@ -76,6 +77,8 @@ pub struct Ha {
     switchover_due_seen: Option<(u64, Millis)>,
     /// Since when the member assigned a backup has had no running status.
     backup_taker_missing_since: Option<Millis>,
+    /// The action that keeps failing, backed off ([`crate::retry`]).
+    failing: Option<Failing>,
 }
 
 impl Ha {
@@ -100,6 +103,7 @@ impl Ha {
             handoff_seen: None,
             switchover_due_seen: None,
             backup_taker_missing_since: None,
+            failing: None,
         }
     }
 
@@ -111,6 +115,7 @@ impl Ha {
     /// agent carried out is reported, the one that failed with its error
     /// (the actions after it did not run and are not reported).
     pub fn outcome(&mut self, now: Millis, action: &Action, result: Result<(), &str>) {
+        retry::record(&mut self.failing, now, action, result);
         match (action, result) {
             (Action::ReleaseLeader, Ok(())) => self.released_at = Some(now),
             (Action::HandOff { to }, Ok(())) => self.handed_off = Some(to.clone()),
@@ -154,8 +159,19 @@ impl Ha {
         }
     }
 
-    /// What to do now, given what [`Ha::observe`] took in.
+    /// The action that failed in a row and waits before its next attempt
+    /// (initdb, a clone, starting a standby), with its last error.
+    pub fn failing(&self) -> Option<&Failing> {
+        self.failing.as_ref()
+    }
+
+    /// What to do now, given what [`Ha::observe`] took in. An action that
+    /// keeps failing waits its turn ([`crate::retry`]).
     pub fn plan(&self, obs: &Observation) -> Plan {
+        retry::hold_back(self.failing.as_ref(), obs.now, self.plan_unheld(obs))
+    }
+
+    fn plan_unheld(&self, obs: &Observation) -> Plan {
         let role = role_of(&obs.local);
         if obs.local == Local::Witness {
             return Plan::new(LogRole::Witness, "witness: observing, never a candidate");

@@ -20,6 +20,7 @@ mod decide;
 pub mod failsafe;
 mod observation;
 mod plan;
+pub mod retry;
 pub mod switchover;
 mod sync;
 mod wal;
@@ -32,3 +33,5 @@ pub use observation::{
     SyncMode, SyncSet,
 };
 pub use plan::{Action, LogRole, Plan, StopMode};
+pub use retry::Failing;
+pub use sync::ANY_STANDBY;

@@ -191,6 +191,92 @@ mod bootstrap {
     }
 
     #[test]
+    fn given_initdb_keeps_failing_i_wait_longer_each_time_and_say_why() {
+        let mut ha = me("db1");
+        let mut claimed = fresh();
+        claimed.initialize = Some(Initialize::Claimed { by: "db1".into() });
+        let denied =
+            "initdb: could not create directory \"/var/lib/postgresql/15/main\": Permission denied";
+        let mut now = 0;
+        let mut attempts = Vec::new();
+        // Rounds every 100 ms for a minute: initdb runs only when its wait
+        // is over, and fails every time.
+        while now < 60_000 {
+            let plan = ha.decide(&observe(now, Local::Empty, claimed.clone()));
+            if plan.actions == [Action::InitDb] {
+                attempts.push(now);
+                ha.outcome(now, &Action::InitDb, Err(denied));
+            } else {
+                assert!(plan.is_idle(), "{plan:?}");
+                assert!(
+                    plan.note.starts_with("FAILING: initdb failed")
+                        && plan.note.contains("Permission denied"),
+                    "{}",
+                    plan.note
+                );
+            }
+            now += 100;
+        }
+        // 0.5 s, doubling, at most 10 s apart: a dozen attempts, not 600.
+        let gaps: Vec<u64> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(gaps[..6], [500, 1000, 2000, 4000, 8000, 10_000], "{gaps:?}");
+        assert!(gaps[6..].iter().all(|&g| g == 10_000), "{gaps:?}");
+        assert_eq!(ha.failing().map(|f| f.count), Some(attempts.len() as u32));
+
+        // Fixed by the operator: the next attempt succeeds and the note is
+        // plain again.
+        let retry_at = ha.failing().unwrap().retry_at;
+        let plan = ha.decide(&observe(retry_at, Local::Empty, claimed.clone()));
+        assert_eq!(plan.actions, [Action::InitDb]);
+        assert!(plan.note.contains("retrying"), "{}", plan.note);
+        succeeded(&mut ha, retry_at, &plan);
+        assert_eq!(ha.failing(), None);
+        let plan = ha.decide(&observe(retry_at + 1, Local::Empty, claimed));
+        assert_eq!(plan.note, "initialising the cluster (initdb)");
+    }
+
+    #[test]
+    fn given_a_failing_clone_the_actions_before_it_still_run_and_nothing_safety_related_waits() {
+        let mut ha = me("db4");
+        // A primary that cannot stop is not held back: demoting is safety.
+        let stop = Action::Stop {
+            mode: StopMode::Fast,
+        };
+        ha.outcome(0, &stop, Err("pg_ctl: server does not shut down"));
+        assert_eq!(ha.failing(), None);
+        ha.outcome(0, &Action::AcquireLeader, Err("store unreachable"));
+        assert_eq!(ha.failing(), None);
+
+        // A clone from db1 failed: a clone from another leader is a new
+        // action and does not wait.
+        let clone = Action::CloneFrom {
+            leader: "db1".into(),
+        };
+        ha.outcome(0, &clone, Err("pg_basebackup: connection refused"));
+        assert_eq!(ha.failing().map(|f| f.retry_at), Some(500));
+        let plan = ha.decide(&observe(100, Local::Empty, cluster()));
+        assert!(plan.is_idle(), "{plan:?}");
+        assert!(
+            plan.note.contains("cloning from db1 failed once"),
+            "{}",
+            plan.note
+        );
+        let mut other = cluster();
+        other.leader = Some(Leader {
+            member: "db2".into(),
+            term: 4,
+        });
+        other.members.get_mut("db2").unwrap().primary = true;
+        let plan = ha.decide(&observe(200, Local::Empty, other));
+        assert_eq!(
+            plan.actions.first(),
+            Some(&Action::CloneFrom {
+                leader: "db2".into()
+            })
+        );
+    }
+
+    #[test]
     fn given_another_member_won_the_claim_i_wait_then_clone_from_the_leader() {
         let mut ha = me("db2");
         let mut claimed = fresh();
@@ -1598,7 +1684,11 @@ mod found_by_simulation {
             timeline: 1,
             was_primary: false,
         });
-        let plan = ha.decide(&observe(10_002 + 2 * ttl, stopped, cluster()));
+        // (Once the failed attempt's wait is over: a re-clone that fails
+        // again and again backs off.)
+        let plan = ha.decide(&observe(10_002 + 2 * ttl, stopped.clone(), cluster()));
+        assert!(plan.is_idle(), "{plan:?}");
+        let plan = ha.decide(&observe(10_501 + 2 * ttl, stopped, cluster()));
         assert!(
             matches!(&plan.actions[..], [Action::Reclone { leader, .. }, Action::StartReplica { .. }] if leader == "db1"),
             "{plan:?}"

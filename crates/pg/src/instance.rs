@@ -353,7 +353,12 @@ impl Instance {
         }
         self.clear_stale_lock_file()?;
         if let Some(log_dir) = self.spec.log_file.parent() {
-            create_dir(&self.spec.run_as, log_dir, 0o700)?;
+            // An existing directory is left as it is: e.g. Debian's
+            // /var/log/postgresql, root's, which PostgreSQL's user may
+            // write in but not chmod.
+            if !log_dir.is_dir() {
+                create_dir(&self.spec.run_as, log_dir, 0o700)?;
+            }
         }
         let start = self.pg_ctl("start PostgreSQL").arg("start");
         let start = if wait {

@@ -114,10 +114,7 @@ struct RawHttp {
 }
 
 pub fn load(path: &Path) -> Result<ProxyConfig, ConfigError> {
-    let source = std::fs::read_to_string(path).map_err(|io| ConfigError::Unreadable {
-        path: path.to_owned(),
-        io,
-    })?;
+    let source = std::fs::read_to_string(path).map_err(|io| ConfigError::unreadable(path, io))?;
     parse(&source, &path.display().to_string())
 }
 

@@ -54,24 +54,16 @@ impl Member {
                 "stopped",
                 format!("stopped PostgreSQL ({mode:?}): {}", plan.note),
             ),
-            Action::PublishSync { members, quorum } => (
-                "synchronous",
-                if members.is_empty() {
-                    "no synchronous standby".to_string()
-                } else if *quorum as usize == members.len() {
-                    format!("synchronous standbys: {}", members.join(", "))
-                } else if *quorum == 0 {
-                    format!(
-                        "joining the synchronous standbys: {} (none holds every commit yet)",
-                        members.join(", ")
-                    )
-                } else {
-                    format!(
-                        "synchronous standbys: {} (each commit on at least {quorum} of them)",
-                        members.join(", ")
-                    )
-                },
-            ),
+            Action::PublishSync { members, quorum } => {
+                let waited_for = match &self.local {
+                    Local::Running(running) => running.sync_applied.clone(),
+                    _ => Vec::new(),
+                };
+                (
+                    "synchronous",
+                    sync_event(members, *quorum, plan, &waited_for),
+                )
+            }
             Action::HandOff { to } => (
                 "switchover",
                 format!("stopped cleanly and handed over to {to}"),
@@ -192,5 +184,84 @@ impl Member {
             }
         }
         Ok(())
+    }
+}
+
+/// The event of a published synchronous set. An empty set published just
+/// before PostgreSQL is told whom to wait for (synchronous mode turned on,
+/// a promotion) or while PostgreSQL already waits for standbys that have
+/// not confirmed yet (`waited_for`) is a step of naming them, not a loss:
+/// it says so.
+fn sync_event(members: &[String], quorum: u32, plan: &Plan, waited_for: &[String]) -> String {
+    if members.is_empty() {
+        let next = plan
+            .actions
+            .iter()
+            .find_map(|a| match a {
+                Action::ApplySynchronous { names, .. } if !names.is_empty() => {
+                    Some(names.as_slice())
+                }
+                _ => None,
+            })
+            .or((!waited_for.is_empty()).then_some(waited_for));
+        return match next {
+            Some(names) if names.iter().any(|n| n == ha::ANY_STANDBY) => {
+                "no synchronous standby yet: PostgreSQL waits for any standby, named here once one holds every commit".to_string()
+            }
+            Some(names) => format!(
+                "no synchronous standby yet: PostgreSQL now waits for {}, each named here once it holds every commit",
+                names.join(", ")
+            ),
+            None => "no synchronous standby".to_string(),
+        };
+    }
+    if quorum as usize == members.len() {
+        format!("synchronous standbys: {}", members.join(", "))
+    } else if quorum == 0 {
+        format!(
+            "joining the synchronous standbys: {} (none holds every commit yet)",
+            members.join(", ")
+        )
+    } else {
+        format!(
+            "synchronous standbys: {} (each commit on at least {quorum} of them)",
+            members.join(", ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_set_published_before_naming_standbys_says_they_are_coming() {
+        let turning_on = Plan::new(ha::LogRole::Primary, "leading")
+            .then(Action::PublishSync {
+                members: vec![],
+                quorum: 0,
+            })
+            .then(Action::ApplySynchronous {
+                names: vec!["db2".into()],
+                count: 1,
+                quorum: false,
+            });
+        assert_eq!(
+            sync_event(&[], 0, &turning_on, &[]),
+            "no synchronous standby yet: PostgreSQL now waits for db2, each named here once it holds every commit"
+        );
+        let off = Plan::new(ha::LogRole::Primary, "leading").then(Action::PublishSync {
+            members: vec![],
+            quorum: 0,
+        });
+        assert_eq!(sync_event(&[], 0, &off, &[]), "no synchronous standby");
+        assert_eq!(
+            sync_event(&[], 0, &off, &["db2".into(), "db3".into()]),
+            "no synchronous standby yet: PostgreSQL now waits for db2, db3, each named here once it holds every commit"
+        );
+        assert_eq!(
+            sync_event(&["db2".into(), "db3".into()], 1, &off, &[]),
+            "synchronous standbys: db2, db3 (each commit on at least 1 of them)"
+        );
     }
 }

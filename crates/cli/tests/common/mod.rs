@@ -48,7 +48,7 @@ pub async fn api_url(cluster: &AgentCluster, member: &str) -> String {
 }
 
 /// `pgwarden ctl ARGS` with `env` and none of the caller's `PGWARDEN_API*`
-/// variables, no stdin (no prompt can wait), at most 120 s.
+/// and `PGWARDEN_CONFIG` variables, no stdin (no prompt can wait), at most 120 s.
 pub async fn ctl(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command = tokio::process::Command::new(binary());
     command
@@ -56,6 +56,7 @@ pub async fn ctl(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         .args(args)
         .env_remove("PGWARDEN_API")
         .env_remove("PGWARDEN_API_TOKEN")
+        .env_remove("PGWARDEN_CONFIG")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     for (name, value) in env {

@@ -1,5 +1,6 @@
 //! `list`, `history`, `events`.
 
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use api::model::{ClusterView, EventsView, HistoryView};
@@ -16,18 +17,24 @@ fn print_json<T: serde::Serialize>(value: &T) {
 }
 
 pub async fn run(target: &Target, output: Output, watch: Option<u64>) -> Result<(), CtlError> {
+    let terminal = std::io::stdout().is_terminal();
     loop {
         let view: ClusterView = target.get("/cluster").await?;
         match output {
             Output::Json => print_json(&view),
             Output::Table => {
-                if watch.is_some() {
+                match watch {
                     // Clear the screen and go home, like `watch`.
-                    print!("\x1b[2J\x1b[H");
+                    Some(_) if terminal => print!("\x1b[2J\x1b[H"),
+                    // Into a pipe or a file: one snapshot after the other,
+                    // each under the time it was taken.
+                    Some(_) => println!("--- {}", api::time::format_rfc3339(api::time::now_ms())),
+                    None => {}
                 }
                 print!("{}", render::cluster(&view));
             }
         }
+        let _ = std::io::stdout().flush();
         let Some(seconds) = watch else {
             return Ok(());
         };

@@ -30,8 +30,10 @@ pub struct CtlArgs {
         value_delimiter = ','
     )]
     pub api: Vec<String>,
-    /// Take the API address, token and peers from a member's pgwarden.toml.
-    #[arg(short = 'c', long = "config", global = true)]
+    /// Take the API address, token and peers from a member's pgwarden.toml
+    /// (else $PGWARDEN_CONFIG; else, without --api, /etc/pgwarden/pgwarden.toml
+    /// when it exists).
+    #[arg(short = 'c', long = "config", global = true, env = "PGWARDEN_CONFIG")]
     pub config: Option<PathBuf>,
     /// File holding the API token (else $PGWARDEN_API_TOKEN, else the
     /// token of -c's configuration).

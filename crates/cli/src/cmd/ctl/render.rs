@@ -15,7 +15,14 @@ fn role(m: &MemberView) -> &'static str {
     }
 }
 
+/// How the decision core's note begins while an action keeps failing and
+/// waits before its next attempt (`ha::retry`).
+const FAILING: &str = "FAILING: ";
+
 fn state(m: &MemberView) -> String {
+    if m.note.starts_with(FAILING) {
+        return format!("{:?}, failing", m.state).to_lowercase();
+    }
     match (m.state, m.role) {
         (PgState::Running, Role::Replica) if m.streaming => "streaming".to_string(),
         (PgState::Running, Role::Replica) => "running (not streaming)".to_string(),
@@ -137,6 +144,11 @@ pub fn cluster(view: &ClusterView) -> String {
                  fix it (`pgwarden ctl config set parameters.NAME=VALUE`, or the member's pgwarden.toml)\n",
                 m.name
             );
+        }
+    }
+    for m in &view.members {
+        if let Some(failing) = m.note.strip_prefix(FAILING) {
+            out += &format!(" Failing on {}: {failing}\n", m.name);
         }
     }
     for m in &view.members {
@@ -312,6 +324,26 @@ mod tests {
         );
         assert!(text.contains("Maintenance mode"), "{text}");
         assert!(!text.contains("Pending restart"), "{text}");
+        assert!(!text.contains("Failing"), "{text}");
+
+        // An action that keeps failing: the state says so, its error is
+        // under the table.
+        let mut failing = view.clone();
+        failing.members[2].role = Role::Unknown;
+        failing.members[2].state = PgState::Stopped;
+        failing.members[2].note =
+            "FAILING: initdb failed 5 times in a row, next attempt in 7.5 s: \
+                                   Permission denied (was: initialising the cluster (initdb))"
+                .into();
+        let text = cluster(&failing);
+        assert!(
+            text.contains("| Unknown      | stopped, failing |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(" Failing on db3: initdb failed 5 times in a row, next attempt in 7.5 s: Permission denied"),
+            "{text}"
+        );
 
         view.members[2].pending_restart = vec!["shared_buffers".into(), "wal_buffers".into()];
         view.members[1].config_errors = vec!["work_mem: setting could not be applied".into()];

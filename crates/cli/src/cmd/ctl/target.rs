@@ -13,6 +13,10 @@ use super::{CtlArgs, CtlError};
 /// The API of a default `[api]` section on this host.
 const DEFAULT_API: &str = "http://127.0.0.1:8008";
 
+/// Where the packaged unit's configuration lives: on a member's host, ctl
+/// reads it when neither `-c`, `$PGWARDEN_CONFIG` nor `--api` says otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/pgwarden/pgwarden.toml";
+
 pub struct Target {
     pub urls: Vec<String>,
     pub token: Option<String>,
@@ -40,8 +44,23 @@ impl Target {
     pub fn new(args: &CtlArgs) -> Result<Target, CtlError> {
         let mut urls = args.api.clone();
         let mut token = None;
-        if let Some(path) = &args.config {
-            let config = config::load(path).map_err(|e| CtlError::Usage(e.to_string()))?;
+        let found = (args.config.is_none()
+            && args.api.is_empty()
+            && std::path::Path::new(DEFAULT_CONFIG).exists())
+        .then(|| std::path::PathBuf::from(DEFAULT_CONFIG));
+        if let Some(path) = args.config.as_ref().or(found.as_ref()) {
+            let config = config::load(path).map_err(|e| {
+                let how = if found.is_some() {
+                    format!(
+                        "\n(ctl read {DEFAULT_CONFIG} because it exists and neither -c, $PGWARDEN_CONFIG \
+                         nor --api was given: run ctl as a user who may read it and its secrets, \
+                         e.g. `runuser -u postgres -- pgwarden ctl …`, or name the members with --api)"
+                    )
+                } else {
+                    String::new()
+                };
+                CtlError::Usage(format!("{e}{how}"))
+            })?;
             if urls.is_empty() {
                 urls.push(config.api.local_url());
                 urls.extend(config.peers.iter().map(|p| p.api.clone()));
