@@ -68,6 +68,9 @@ pub enum Request {
     /// Throw the data directory away and clone afresh from the leader
     /// (refused on the leader).
     Reinit,
+    /// `ctl remove --force`: stop PostgreSQL and record this member as
+    /// removed from the cluster (refused on the leader).
+    Retire,
 }
 
 /// A request and where its answer goes: `Ok` with what was done (or

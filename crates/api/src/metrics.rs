@@ -151,14 +151,22 @@ pub fn render(
         archive_metrics(&mut out, member, archive);
     }
     if let Some(history) = history {
-        // The history only grows (one entry per promotion), so its length
-        // is a counter.
+        // The history only grows (one entry per promotion, and one per
+        // retired member, not counted), so its length is a counter.
         out.counter(
             "pgwarden_failovers_total",
             "Promotions recorded in the timeline history.",
         )
-        .sample(&[], history.entries.len());
-        if let Some(ms) = history.entries.last().and_then(|e| e.duration_ms) {
+        .sample(
+            &[],
+            history
+                .entries
+                .iter()
+                .filter(|e| e.removed.is_none())
+                .count(),
+        );
+        let last = history.entries.iter().rfind(|e| e.removed.is_none());
+        if let Some(ms) = last.and_then(|e| e.duration_ms) {
             out.gauge(
                 "pgwarden_last_failover_duration_seconds",
                 "From seeing the need to the end of the last promotion.",
@@ -307,6 +315,7 @@ mod tests {
                 from: None,
                 to: Some("db2".to_string()),
                 duration_ms: Some(2500),
+                removed: None,
             }],
         };
         let mut requests = BTreeMap::new();
@@ -365,6 +374,7 @@ mod tests {
                 from: Some("db2".to_string()),
                 to: Some("db1".to_string()),
                 duration_ms: Some(800),
+                removed: None,
             }],
         };
         let mut requests = BTreeMap::new();

@@ -219,6 +219,7 @@ async fn reads_show_the_cluster_and_checks_follow_the_local_state() {
         from: Some("db0".to_string()),
         to: Some("db1".to_string()),
         duration_ms: Some(1200),
+        removed: None,
     };
     fx.keys
         .history()
@@ -521,6 +522,7 @@ async fn restart_and_reinit_reach_the_agent_here_or_are_forwarded() {
             let answer = match asked.request {
                 Request::Restart => Ok("restarting PostgreSQL".to_string()),
                 Request::Reinit => Err("db1 leads; a leader is never reinitialized".to_string()),
+                Request::Retire => Err("db1 leads; it is never removed".to_string()),
             };
             let _ = asked.reply.send(answer);
         }
