@@ -1409,32 +1409,31 @@ impl Ha {
             Local::Empty => Plan::new(
                 LogRole::Uninitialized,
                 format!(
-                    "{me} was removed from the cluster and its data directory is empty now:                      re-admitting it, it clones afresh as a new standby"
+                    "{me} was removed from the cluster and its data directory is empty now: \
+                     re-admitting it, it clones afresh as a new standby"
                 ),
             )
             .then(Action::Readmit),
             Local::Witness => Plan::new(
                 LogRole::Removed,
                 format!(
-                    "refusing to rejoin: {me} was removed from the cluster (`pgwarden ctl remove`);                      this witness stays out until `pgwarden ctl readmit {me}`"
+                    "refusing to rejoin: {me} was removed from the cluster (`pgwarden ctl remove`); \
+                     this witness stays out until `pgwarden ctl readmit {me}`"
                 ),
             ),
             Local::Running(running) => stop(running.primary, "its PostgreSQL"),
             Local::Starting { was_primary } => stop(*was_primary, "its PostgreSQL"),
             Local::Stopped(stopped) => {
-                let was = match (removed.system_id, removed.timeline) {
-                    (Some(id), Some(tl)) => {
-                        format!(" (it had system identifier {id}, timeline {tl})")
-                    }
-                    _ => String::new(),
-                };
+                let same = removed.system_id == Some(stopped.system_id)
+                    && removed.timeline.is_none_or(|t| t == stopped.timeline);
+                let which = if same { "still the one it had then" } else { "not re-cloned" };
                 Plan::new(
                     LogRole::Removed,
                     format!(
-                        "refusing to rejoin: {me} was removed from the cluster (`pgwarden ctl remove`){was} and its \
+                        "refusing to rejoin: {me} was removed from the cluster (`pgwarden ctl remove`) and its \
                          replication slot dropped, and this data directory (system identifier {}, timeline {}) is \
-                         still the one it had. To bring {me} back, re-clone it: stop this agent, move the data \
-                         directory away (or empty it) and start the agent again, it then clones afresh; or run \
+                         {which}. To bring {me} back, re-clone it: stop this agent, move the data directory away \
+                         (or empty it) and start the agent again, it then clones afresh; or run \
                          `pgwarden ctl readmit {me}` to let it rejoin with this data directory as it is",
                         stopped.system_id, stopped.timeline
                     ),
