@@ -42,6 +42,10 @@ pub struct LocalState {
     /// On a primary that archives WAL: how that goes.
     #[serde(default)]
     pub archive: Option<store::cluster::ArchiveHealth>,
+    /// On the primary: the replication slots it keeps, with the WAL each
+    /// holds back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<store::cluster::SlotStatus>,
     /// Store keys that did not decode in the last round (left out of the
     /// agent's view; docs/store.md says what each costs).
     #[serde(default)]

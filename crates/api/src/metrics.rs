@@ -150,6 +150,24 @@ pub fn render(
     if let Some(archive) = &local.archive {
         archive_metrics(&mut out, member, archive);
     }
+    if !local.slots.is_empty() {
+        let mut held = out.gauge(
+            "pgwarden_slot_retained_bytes",
+            "Bytes of WAL the primary keeps for the replication slot of a member (`standby`).",
+        );
+        for slot in local.slots.iter() {
+            if let Some(bytes) = slot.retained_bytes {
+                held.sample(&[member, ("standby", slot.member.as_str())], bytes);
+            }
+        }
+        let mut active = out.gauge(
+            "pgwarden_slot_active",
+            "1 while a standby streams through its replication slot.",
+        );
+        for slot in local.slots.iter() {
+            active.sample(&[member, ("standby", slot.member.as_str())], slot.active);
+        }
+    }
     if let Some(history) = history {
         // The history only grows (one entry per promotion, and one per
         // retired member, not counted), so its length is a counter.
@@ -363,6 +381,11 @@ mod tests {
                 last_archived_ms: Some(1_000),
                 ..ArchiveHealth::default()
             }),
+            slots: vec![store::cluster::SlotStatus {
+                member: "db3".to_string(),
+                active: false,
+                retained_bytes: Some(48 << 20),
+            }],
             ..LocalState::default()
         };
         let history = History {
@@ -469,6 +492,17 @@ mod tests {
     }
 
     #[test]
+    fn the_wal_each_slot_holds() {
+        let text = everything();
+        for line in [
+            r#"pgwarden_slot_retained_bytes{member="db1",standby="db3"} 50331648"#,
+            r#"pgwarden_slot_active{member="db1",standby="db3"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
     fn each_metric_has_the_right_type() {
         assert_eq!(
             prometheus_text::types(&everything()),
@@ -487,6 +521,8 @@ mod tests {
                 ("pgwarden_archive_waiting_bytes", "gauge"),
                 ("pgwarden_archive_failed_total", "counter"),
                 ("pgwarden_archive_last_archived_timestamp_seconds", "gauge"),
+                ("pgwarden_slot_retained_bytes", "gauge"),
+                ("pgwarden_slot_active", "gauge"),
                 ("pgwarden_failovers_total", "counter"),
                 ("pgwarden_last_failover_duration_seconds", "gauge"),
                 ("pgwarden_backup_last_success_age_seconds", "gauge"),

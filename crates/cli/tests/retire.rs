@@ -248,14 +248,17 @@ async fn a_standby_is_retired_under_load_and_its_agent_refuses_to_rejoin_until_r
 }
 
 #[tokio::test]
-async fn a_stopped_members_slot_is_kept_for_the_retention_and_its_wal_shown() {
+async fn a_stopped_members_slot_is_kept_for_the_retention_and_a_removed_ones_dropped_at_once() {
     let mut cluster = AgentCluster::start(binary(), ClusterOptions::default())
         .await
         .unwrap();
     let primary = healthy(&cluster, &ALL).await;
-    let standby = ALL.iter().copied().find(|m| *m != primary).unwrap();
+    let standbys: Vec<&str> = ALL.iter().copied().filter(|m| *m != primary).collect();
+    // `standby` is away for maintenance, `gone` for good.
+    let (standby, gone) = (standbys[0], standbys[1]);
     let api = api_url(&cluster, &primary).await;
     wait_slot(&cluster, &primary, standby, true).await;
+    wait_slot(&cluster, &primary, gone, true).await;
 
     let bad = ctl(&api, &["config", "set", "slot_retention_ms=5"]).await;
     assert_eq!(bad.status.code(), Some(1), "{}", shown(&bad));
@@ -269,11 +272,12 @@ async fn a_stopped_members_slot_is_kept_for_the_retention_and_its_wal_shown() {
     // the primary keeps its slot (the default retention is 10 minutes)
     // while WAL is written.
     assert!(cluster.stop_agent(standby, Duration::from_secs(30)));
+    assert!(cluster.stop_agent(gone, Duration::from_secs(30)));
     wait_for(
-        "the stopped member's status to expire",
+        "the stopped members' statuses to expire",
         DEADLINE,
         || async {
-            if has_status(&cluster, standby).await {
+            if has_status(&cluster, standby).await || has_status(&cluster, gone).await {
                 Err("still there")
             } else {
                 Ok(())
@@ -282,6 +286,23 @@ async fn a_stopped_members_slot_is_kept_for_the_retention_and_its_wal_shown() {
     )
     .await
     .unwrap();
+    // Its agent is down: no --force needed; it is known by its slot, which
+    // goes at once while the other stopped member's stays.
+    let removed = ctl(&api, &["remove", gone]).await;
+    assert_eq!(
+        removed.status.code(),
+        Some(0),
+        "{}\n{}",
+        shown(&removed),
+        cluster.logs()
+    );
+    assert!(
+        stdout(&removed).contains(&format!("{gone}: no slot left on the primary {primary}")),
+        "{}",
+        shown(&removed)
+    );
+    assert!(!has_slot(&cluster, &primary, gone).await);
+    assert!(has_slot(&cluster, &primary, standby).await);
     let writer = cluster.member(&primary);
     writer
         .execute("CREATE TABLE ballast AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 40000) g")
@@ -322,6 +343,8 @@ async fn a_stopped_members_slot_is_kept_for_the_retention_and_its_wal_shown() {
         .find(|l| l.starts_with(&format!("| {standby} ")))
         .unwrap_or_else(|| panic!("no row for {standby}:\n{table}"));
     assert!(row.contains("down (slot kept)"), "{table}");
+    assert!(!table.contains(&format!("| {gone} ")), "{table}");
+    assert!(table.contains(&format!(" Removed: {gone} at ")), "{table}");
     assert!(
         row.contains(&format!("| {:<14} |", (held + (1 << 19)) >> 20))
             || row.contains(&format!("| {:<14} |", ((held + (1 << 19)) >> 20) + 1)),
