@@ -523,7 +523,25 @@ impl Ha {
         };
         match &obs.local {
             Local::Running(running) if leads && running.primary => {
-                let plan = plan.then(Action::RenewLeader);
+                let mut plan = plan.then(Action::RenewLeader);
+                if cluster.removed.keys().any(|name| *name != self.me.name) {
+                    // Removing a member is the operator's action, not an
+                    // automatic one: its slot goes even while paused (and
+                    // only its slot: retention waits for the resume).
+                    let names = self
+                        .slot_members
+                        .keys()
+                        .filter(|name| !cluster.removed.contains_key(*name))
+                        .cloned()
+                        .collect();
+                    let drop = cluster
+                        .removed
+                        .keys()
+                        .filter(|name| **name != self.me.name)
+                        .cloned()
+                        .collect();
+                    plan = plan.then(Action::KeepSlots { names, drop });
+                }
                 match failover_to {
                     Some(to) => {
                         let outcome = if to == self.me.name {

@@ -2537,6 +2537,26 @@ mod retiring {
     }
 
     #[test]
+    fn given_the_cluster_is_paused_a_removed_members_slot_still_goes() {
+        let mut ha = me("db1");
+        ha.decide(&leading(10_000, cluster()));
+        let mut paused = db3_removed(cluster());
+        paused.settings.paused = true;
+        paused.members.remove("db3");
+        let plan = ha.decide(&leading(10_500, paused));
+        assert_eq!(
+            plan.actions,
+            [
+                Action::RenewLeader,
+                Action::KeepSlots {
+                    names: vec!["db2".into()],
+                    drop: vec!["db3".into()]
+                }
+            ]
+        );
+    }
+
+    #[test]
     fn given_a_removed_member_still_publishes_the_primary_keeps_no_slot_for_it() {
         // The first round of a freshly started primary, which never saw db3
         // before: a slot left from an earlier leader is dropped too.
