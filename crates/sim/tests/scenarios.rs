@@ -136,8 +136,8 @@ fn a_removed_member_stays_out_through_a_failover() {
     run_each_seed(&script);
 }
 
-/// In quorum commit, with db3 streaming (and so in the synchronous set)
-/// when it is removed: the primary drops it from the set in its safe order
+/// In quorum commit (and `FIRST 1`), with db3 streaming (and so possibly
+/// in the synchronous set) when it is removed: the primary drops it from the set in its safe order
 /// and never names it again; db2 takes over with every acknowledged write.
 #[test]
 fn a_removed_member_leaves_the_synchronous_set_and_stays_out() {
@@ -146,13 +146,18 @@ fn a_removed_member_leaves_the_synchronous_set_and_stays_out() {
         .expect_leader(15_000, Some("db1"))
         .fault(15_000, "db1", Fault::HostCrash { down: 6_000 })
         .expect_leader(21_000, Some("db2"));
-    let config = SimConfig {
-        synchronous_mode: store::cluster::SynchronousMode::Quorum,
-        ..SimConfig::default()
-    };
-    for seed in SEEDS {
-        if let Err(failure) = run_script(seed, config.clone(), &script, &Options::default()) {
-            panic!("{failure}");
+    for mode in [
+        store::cluster::SynchronousMode::Quorum,
+        store::cluster::SynchronousMode::First,
+    ] {
+        let config = SimConfig {
+            synchronous_mode: mode,
+            ..SimConfig::default()
+        };
+        for seed in SEEDS {
+            if let Err(failure) = run_script(seed, config.clone(), &script, &Options::default()) {
+                panic!("{mode:?}: {failure}");
+            }
         }
     }
 }
