@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::future::Either;
 
-use ha::{Action, FailsafePromise, Ha, Local, Me, Millis, Observation, Plan, StoreView};
+use ha::{Action, FailsafePromise, Ha, Local, LogRole, Me, Millis, Observation, Plan, StoreView};
 use pg::Endpoint;
 use store::cluster::{ClusterKeys, MemberStatus};
 use store::{Lease, Store, StoreError};
@@ -383,7 +383,12 @@ impl Member {
             failsafe_confirmed,
             failsafe_promise: self.failsafe_promise.clone(),
         };
-        let plan = self.ha.decide(&observation);
+        let mut plan = self.ha.decide(&observation);
+        if plan.role == LogRole::Removed {
+            if let Some(dir) = self.pg.data_dir() {
+                plan.note = format!("{} (data directory {dir})", plan.note);
+            }
+        }
         self.failsafe_valid_until = if reachable {
             None
         } else {
@@ -443,7 +448,14 @@ impl Member {
             // The actions changed PostgreSQL: publish what it is now.
             self.local = self.observe().await;
         }
-        if reachable {
+        if reachable && plan.role == LogRole::Removed {
+            // Retired: no status, so nothing counts it or routes to it.
+            if self.records.members.contains_key(&self.spec.name) || self.last_status.is_some() {
+                if let Err(err) = self.withdraw().await {
+                    tracing::debug!("could not delete member status: {err}");
+                }
+            }
+        } else if reachable {
             if let Err(err) = self.publish(now, &plan).await {
                 tracing::debug!("could not publish member status: {err}");
             }

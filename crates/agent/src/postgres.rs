@@ -90,6 +90,24 @@ pub trait LocalPostgres: Send + Sync {
     /// Creates the slots in `keep` that are missing and drops those in
     /// `drop` (never another slot).
     async fn keep_slots(&self, keep: &[String], drop: &[String]) -> Result<(), PgError>;
+    /// The physical slots as of the last [`LocalPostgres::keep_slots`]
+    /// (the primary's), each with the member it is kept for (else its
+    /// name) and the WAL it holds.
+    fn slots_report(&self) -> Vec<SlotReport> {
+        Vec::new()
+    }
+    /// The data directory, for what an operator is told to do with it.
+    fn data_dir(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A slot on this server, for the member status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotReport {
+    pub member: String,
+    pub active: bool,
+    pub retained_bytes: Option<u64>,
 }
 
 /// The real thing: a data directory driven through the pg crate.
@@ -107,6 +125,7 @@ pub struct RealPostgres {
     config_read_at: std::sync::Mutex<Option<std::time::Instant>>,
     progress: std::sync::Arc<std::sync::Mutex<Option<(u64, u64)>>>,
     archiver_report: std::sync::Mutex<Option<ArchiverReport>>,
+    slots_report: std::sync::Mutex<Vec<SlotReport>>,
     /// `[bootstrap]`: a new cluster comes from this backup, not initdb.
     from_backup: Option<FromBackup>,
     initdb_note: std::sync::Mutex<Option<String>>,
@@ -157,6 +176,7 @@ impl RealPostgres {
             config_read_at: Default::default(),
             progress: Default::default(),
             archiver_report: Default::default(),
+            slots_report: Default::default(),
             from_backup: None,
             initdb_note: Default::default(),
             replica_sources: vec![ReplicaSource::Primary],
@@ -586,6 +606,7 @@ impl LocalPostgres for RealPostgres {
 
     async fn keep_slots(&self, keep: &[String], drop: &[String]) -> Result<(), PgError> {
         let existing = self.instance.slots().await?;
+
         for name in drop {
             let slot = slot_name(name);
             if existing.contains(&slot) {
@@ -598,7 +619,33 @@ impl LocalPostgres for RealPostgres {
                 self.instance.create_slot(&slot).await?;
             }
         }
+        let members: BTreeMap<String, &String> = keep.iter().map(|m| (slot_name(m), m)).collect();
+        let report = self
+            .instance
+            .slot_usage()
+            .await?
+            .into_iter()
+            .map(|slot| SlotReport {
+                member: members
+                    .get(&slot.name)
+                    .map_or_else(|| slot.name.clone(), |m| m.to_string()),
+                active: slot.active,
+                retained_bytes: slot.retained_bytes,
+            })
+            .collect();
+        *self.slots_report.lock().unwrap_or_else(|e| e.into_inner()) = report;
         Ok(())
+    }
+
+    fn slots_report(&self) -> Vec<SlotReport> {
+        self.slots_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn data_dir(&self) -> Option<String> {
+        Some(self.instance.data_dir().display().to_string())
     }
 }
 

@@ -444,6 +444,15 @@ impl Agent {
                 }
                 let _ = reply.send(result);
             }
+            Request::Retire => {
+                tracing::info!("{name} retiring on request: stopping PostgreSQL");
+                let result = self.member.retire(now).await;
+                match &result {
+                    Ok(done) => tracing::warn!("{name} {done}"),
+                    Err(err) => tracing::warn!("{name} {err}"),
+                }
+                let _ = reply.send(result);
+            }
             Request::Reinit => {
                 let leader = match self.member.reinit_source() {
                     Ok(leader) => leader,

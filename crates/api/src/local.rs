@@ -42,6 +42,10 @@ pub struct LocalState {
     /// On a primary that archives WAL: how that goes.
     #[serde(default)]
     pub archive: Option<store::cluster::ArchiveHealth>,
+    /// On the primary: the replication slots it keeps, with the WAL each
+    /// holds back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<store::cluster::SlotStatus>,
     /// Store keys that did not decode in the last round (left out of the
     /// agent's view; docs/store.md says what each costs).
     #[serde(default)]
@@ -68,6 +72,9 @@ pub enum Request {
     /// Throw the data directory away and clone afresh from the leader
     /// (refused on the leader).
     Reinit,
+    /// `ctl remove --force`: stop PostgreSQL and record this member as
+    /// removed from the cluster (refused on the leader).
+    Retire,
 }
 
 /// A request and where its answer goes: `Ok` with what was done (or

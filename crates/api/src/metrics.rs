@@ -150,15 +150,41 @@ pub fn render(
     if let Some(archive) = &local.archive {
         archive_metrics(&mut out, member, archive);
     }
+    if !local.slots.is_empty() {
+        let mut held = out.gauge(
+            "pgwarden_slot_retained_bytes",
+            "Bytes of WAL the primary keeps for the replication slot of a member (`standby`).",
+        );
+        for slot in local.slots.iter() {
+            if let Some(bytes) = slot.retained_bytes {
+                held.sample(&[member, ("standby", slot.member.as_str())], bytes);
+            }
+        }
+        let mut active = out.gauge(
+            "pgwarden_slot_active",
+            "1 while a standby streams through its replication slot.",
+        );
+        for slot in local.slots.iter() {
+            active.sample(&[member, ("standby", slot.member.as_str())], slot.active);
+        }
+    }
     if let Some(history) = history {
-        // The history only grows (one entry per promotion), so its length
-        // is a counter.
+        // The history only grows (one entry per promotion, and one per
+        // retired member, not counted), so its length is a counter.
         out.counter(
             "pgwarden_failovers_total",
             "Promotions recorded in the timeline history.",
         )
-        .sample(&[], history.entries.len());
-        if let Some(ms) = history.entries.last().and_then(|e| e.duration_ms) {
+        .sample(
+            &[],
+            history
+                .entries
+                .iter()
+                .filter(|e| e.removed.is_none())
+                .count(),
+        );
+        let last = history.entries.iter().rfind(|e| e.removed.is_none());
+        if let Some(ms) = last.and_then(|e| e.duration_ms) {
             out.gauge(
                 "pgwarden_last_failover_duration_seconds",
                 "From seeing the need to the end of the last promotion.",
@@ -307,6 +333,7 @@ mod tests {
                 from: None,
                 to: Some("db2".to_string()),
                 duration_ms: Some(2500),
+                removed: None,
             }],
         };
         let mut requests = BTreeMap::new();
@@ -354,6 +381,11 @@ mod tests {
                 last_archived_ms: Some(1_000),
                 ..ArchiveHealth::default()
             }),
+            slots: vec![store::cluster::SlotStatus {
+                member: "db3".to_string(),
+                active: false,
+                retained_bytes: Some(48 << 20),
+            }],
             ..LocalState::default()
         };
         let history = History {
@@ -365,6 +397,7 @@ mod tests {
                 from: Some("db2".to_string()),
                 to: Some("db1".to_string()),
                 duration_ms: Some(800),
+                removed: None,
             }],
         };
         let mut requests = BTreeMap::new();
@@ -459,6 +492,17 @@ mod tests {
     }
 
     #[test]
+    fn the_wal_each_slot_holds() {
+        let text = everything();
+        for line in [
+            r#"pgwarden_slot_retained_bytes{member="db1",standby="db3"} 50331648"#,
+            r#"pgwarden_slot_active{member="db1",standby="db3"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
     fn each_metric_has_the_right_type() {
         assert_eq!(
             prometheus_text::types(&everything()),
@@ -477,6 +521,8 @@ mod tests {
                 ("pgwarden_archive_waiting_bytes", "gauge"),
                 ("pgwarden_archive_failed_total", "counter"),
                 ("pgwarden_archive_last_archived_timestamp_seconds", "gauge"),
+                ("pgwarden_slot_retained_bytes", "gauge"),
+                ("pgwarden_slot_active", "gauge"),
                 ("pgwarden_failovers_total", "counter"),
                 ("pgwarden_last_failover_duration_seconds", "gauge"),
                 ("pgwarden_backup_last_success_age_seconds", "gauge"),

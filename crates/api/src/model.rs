@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use store::cluster::{
     ArchiveHealth, BackupAssignment, BackupRequest, DynamicConfig, Event, HistoryEntry, LastBackup,
-    PgState, Role, Switchover, Tags,
+    PgState, RemovedMember, Role, SlotStatus, Switchover, Tags,
 };
 
 use store::ClusterRecords;
@@ -24,6 +24,9 @@ pub struct ClusterView {
     /// Keys the store holds that this member cannot read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// Members retired with `pgwarden ctl remove` (until re-admitted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<RemovedMember>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,6 +58,10 @@ pub struct MemberView {
     /// On a primary that archives WAL: how that goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveHealth>,
+    /// On the primary: the replication slots it keeps for the members,
+    /// with the WAL each holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<SlotStatus>,
 }
 
 impl ClusterView {
@@ -90,6 +97,7 @@ impl ClusterView {
                     pending_restart: m.pending_restart.clone(),
                     config_errors: m.config_errors.clone(),
                     archive: m.archive.clone(),
+                    slots: m.slots.clone(),
                 }
             })
             .collect();
@@ -103,6 +111,7 @@ impl ClusterView {
             switchover: records.switchover.as_ref().map(|s| s.value.clone()),
             members,
             problems: records.problems.iter().map(|p| p.to_string()).collect(),
+            removed: records.removed.values().map(|r| r.value.clone()).collect(),
         }
     }
 }
@@ -175,6 +184,23 @@ pub struct FailoverRequest {
 #[serde(deny_unknown_fields)]
 pub struct MemberRequest {
     pub member: Option<String>,
+}
+
+/// `POST /remove`: retire a member (`pgwarden ctl remove`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveRequest {
+    pub member: String,
+    /// Also when its agent runs: that agent stops PostgreSQL first.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /readmit`: let a removed member rejoin with its data directory.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadmitRequest {
+    pub member: String,
 }
 
 /// `POST /backup`: ask for a base backup now.

@@ -219,6 +219,7 @@ async fn reads_show_the_cluster_and_checks_follow_the_local_state() {
         from: Some("db0".to_string()),
         to: Some("db1".to_string()),
         duration_ms: Some(1200),
+        removed: None,
     };
     fx.keys
         .history()
@@ -521,6 +522,7 @@ async fn restart_and_reinit_reach_the_agent_here_or_are_forwarded() {
             let answer = match asked.request {
                 Request::Restart => Ok("restarting PostgreSQL".to_string()),
                 Request::Reinit => Err("db1 leads; a leader is never reinitialized".to_string()),
+                Request::Retire => Err("db1 leads; it is never removed".to_string()),
             };
             let _ = asked.reply.send(answer);
         }
@@ -979,4 +981,190 @@ async fn backup_list_is_served_by_a_member_with_a_repository_and_pointed_to_by_t
     assert_eq!(catalog["system_identifier"], "7300000000000000001");
     assert_eq!(catalog["backups"], json!([]));
     assert!(catalog["timelines"].is_array(), "{catalog}");
+}
+
+#[tokio::test]
+async fn a_removal_is_checked_recorded_and_undone_by_readmit() {
+    let fx = fixture().await;
+    fx.three_members().await;
+    let db1 = fx.api("db1").await;
+
+    // Refusals change nothing and say what to do.
+    for (request, status, words) in [
+        (
+            json!({"member": "db1"}),
+            StatusCode::CONFLICT,
+            "db1 is the leader: switch over",
+        ),
+        (
+            json!({"member": "db3"}),
+            StatusCode::CONFLICT,
+            "`pgwarden ctl remove db3 --force`",
+        ),
+        (
+            json!({"member": "db9"}),
+            StatusCode::NOT_FOUND,
+            "there is no member db9",
+        ),
+        (
+            json!({"member": "../x"}),
+            StatusCode::BAD_REQUEST,
+            "invalid member name",
+        ),
+        (json!({}), StatusCode::BAD_REQUEST, "missing field `member`"),
+    ] {
+        let answer = fx
+            .expect(&db1, Method::POST, "/remove", Some(request.clone()), status)
+            .await;
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains(words), "{request}: {answer}");
+    }
+    let removed = fx
+        .keys
+        .removed_members()
+        .list(fx.store.as_ref())
+        .await
+        .unwrap();
+    assert!(removed.entries.is_empty());
+
+    // db3's agent is down (no status), known by its slot on the primary; a
+    // switchover scheduled to it is cancelled with the removal.
+    fx.keys
+        .member("db3")
+        .unwrap()
+        .delete(fx.store.as_ref())
+        .await
+        .unwrap();
+    let mut leader = member("db1", Role::Primary, false);
+    leader.slots = vec![store::cluster::SlotStatus {
+        member: "db3".into(),
+        active: false,
+        retained_bytes: Some(1 << 24),
+    }];
+    write_cluster(fx.store.as_ref(), &fx.keys, Some("db1"), &[leader]).await;
+    let later = api::time::now_ms() + 3_600_000;
+    let scheduled = Switchover {
+        from: Some("db1".into()),
+        to: Some("db3".into()),
+        at_ms: Some(later),
+        requested_ms: api::time::now_ms(),
+        handoff: None,
+    };
+    fx.keys
+        .switchover()
+        .put(fx.store.as_ref(), &scheduled, None)
+        .await
+        .unwrap();
+    let done = fx
+        .expect(
+            &db1,
+            Method::POST,
+            "/remove",
+            Some(json!({"member": "db3"})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(done["member"], "db3", "{done}");
+    let record = fx
+        .keys
+        .removed("db3")
+        .unwrap()
+        .get(fx.store.as_ref())
+        .await
+        .unwrap()
+        .expect("the removed record");
+    assert_eq!(record.value.by, "db1");
+    assert!(
+        fx.switchover_key().await.is_none(),
+        "the switchover to db3 is cancelled"
+    );
+    let view = fx.get(&db1, "/cluster", StatusCode::OK).await;
+    assert_eq!(view["removed"][0]["name"], "db3", "{view}");
+    let history = fx.get(&db1, "/history", StatusCode::OK).await;
+    assert_eq!(history["entries"][0]["removed"], "db3", "{history}");
+    let events = fx.get(&db1, "/events", StatusCode::OK).await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"member_removed"), "{events}");
+    let twice = fx
+        .expect(
+            &db1,
+            Method::POST,
+            "/remove",
+            Some(json!({"member": "db3"})),
+            StatusCode::CONFLICT,
+        )
+        .await;
+    assert!(
+        twice["error"].as_str().unwrap().contains("already removed"),
+        "{twice}"
+    );
+
+    // Re-admitted: the record goes, once.
+    fx.expect(
+        &db1,
+        Method::POST,
+        "/readmit",
+        Some(json!({"member": "db3"})),
+        StatusCode::OK,
+    )
+    .await;
+    assert!(fx
+        .keys
+        .removed("db3")
+        .unwrap()
+        .get(fx.store.as_ref())
+        .await
+        .unwrap()
+        .is_none());
+    let again = fx
+        .expect(
+            &db1,
+            Method::POST,
+            "/readmit",
+            Some(json!({"member": "db3"})),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    assert!(
+        again["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a removed member"),
+        "{again}"
+    );
+
+    // --force on a running member: its own agent is asked to retire.
+    let db2 = fx.api("db2").await;
+    let TestApi {
+        server: db2_server,
+        agent: mut db2_agent,
+        url: db2_url,
+    } = db2;
+    let db2 = TestApi {
+        server: db2_server,
+        agent: api::local::link(LocalState::default()).1,
+        url: db2_url,
+    };
+    let asked = tokio::spawn(async move {
+        let request = db2_agent.requests.recv().await.unwrap();
+        let kind = request.request;
+        let _ = request.reply.send(Ok("retired".to_string()));
+        kind
+    });
+    let forced = fx
+        .expect(
+            &db2,
+            Method::POST,
+            "/remove",
+            Some(json!({"member": "db2", "force": true})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(forced["result"], "retired", "{forced}");
+    assert_eq!(asked.await.unwrap(), Request::Retire);
 }

@@ -10,16 +10,12 @@ use crate::backups;
 use crate::candidates::{rank_candidates, switchover_target, switchover_targets, Readiness};
 use crate::observation::{
     Cluster, FailsafeList, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView,
-    Millis, Observation, Running, Settings, StoreView, SwitchoverRequest, SyncMode,
+    Millis, Observation, Removed, Running, Settings, StoreView, SwitchoverRequest, SyncMode,
 };
 use crate::plan::{Action, LogRole, Plan, StopMode};
 use crate::retry::{self, Failing};
 use crate::sync::{self, ANY_STANDBY};
 use crate::wal::Position;
-
-/// How long a slot outlives its member's status key: a standby that is down
-/// for a while still finds its WAL when it comes back.
-const SLOT_RETENTION_MS: Millis = 10 * 60 * 1000;
 
 /// The decision core of one member. Deterministic: the same observations
 /// and outcomes in the same order give the same plans.
@@ -154,8 +150,9 @@ impl Ha {
         self.started_at.get_or_insert(obs.now);
         self.track(obs);
         if let StoreView::Reachable(cluster) = &obs.store {
-            self.track_leading(obs, cluster);
-            self.last_cluster = Some(cluster.clone());
+            let active = cluster.without_removed();
+            self.track_leading(obs, &active);
+            self.last_cluster = Some(active);
         }
     }
 
@@ -173,13 +170,19 @@ impl Ha {
 
     fn plan_unheld(&self, obs: &Observation) -> Plan {
         let role = role_of(&obs.local);
+        if let StoreView::Reachable(cluster) = &obs.store {
+            if let Some(removed) = cluster.removed.get(&self.me.name) {
+                return self.retired(obs, removed);
+            }
+        }
         if obs.local == Local::Witness {
             return Plan::new(LogRole::Witness, "witness: observing, never a candidate");
         }
-        let cluster = match &obs.store {
+        let active = match &obs.store {
             StoreView::Unreachable => return self.store_unreachable(obs, role),
-            StoreView::Reachable(cluster) => cluster,
+            StoreView::Reachable(cluster) => cluster.without_removed(),
         };
+        let cluster = &active;
 
         if let Some(plan) = self.bootstrap(obs, cluster, role) {
             return plan;
@@ -557,7 +560,25 @@ impl Ha {
         };
         match &obs.local {
             Local::Running(running) if leads && running.primary => {
-                let plan = plan.then(Action::RenewLeader);
+                let mut plan = plan.then(Action::RenewLeader);
+                if cluster.removed.keys().any(|name| *name != self.me.name) {
+                    // Removing a member is the operator's action, not an
+                    // automatic one: its slot goes even while paused (and
+                    // only its slot: retention waits for the resume).
+                    let names = self
+                        .slot_members
+                        .keys()
+                        .filter(|name| !cluster.removed.contains_key(*name))
+                        .cloned()
+                        .collect();
+                    let drop = cluster
+                        .removed
+                        .keys()
+                        .filter(|name| **name != self.me.name)
+                        .cloned()
+                        .collect();
+                    plan = plan.then(Action::KeepSlots { names, drop });
+                }
                 match failover_to {
                     Some(to) => {
                         let outcome = if to == self.me.name {
@@ -638,7 +659,7 @@ impl Ha {
                 {
                     plan = plan.then(action);
                 }
-                let (names, drop) = self.slot_names(obs.now);
+                let (names, drop) = self.slot_names(obs.now, cluster);
                 plan = plan.then(Action::KeepSlots { names, drop });
                 let list = FailsafeList {
                     leader: self.me.name.clone(),
@@ -1424,16 +1445,86 @@ impl Ha {
         view
     }
 
-    /// Slots for every other member with PostgreSQL, kept for a while after
-    /// its status key disappears; and the ones whose retention has ended.
-    fn slot_names(&self, now: Millis) -> (Vec<String>, Vec<String>) {
-        let (expired, kept): (Vec<_>, Vec<_>) = self
-            .slot_members
-            .iter()
-            .partition(|(_, seen)| now.saturating_sub(**seen) > SLOT_RETENTION_MS);
-        let names =
-            |slots: Vec<(&String, &Millis)>| slots.into_iter().map(|(n, _)| n.clone()).collect();
-        (names(kept), names(expired))
+    /// Slots for every other member with PostgreSQL, kept for
+    /// `slot_retention` after its status key disappears; and the ones to
+    /// drop: those whose retention has ended, and at once those of removed
+    /// members.
+    fn slot_names(&self, now: Millis, cluster: &Cluster) -> (Vec<String>, Vec<String>) {
+        let retention = cluster.settings.slot_retention_ms;
+        let mut kept = Vec::new();
+        let mut drop = Vec::new();
+        for (name, seen) in &self.slot_members {
+            if cluster.removed.contains_key(name) || now.saturating_sub(*seen) > retention {
+                drop.push(name.clone());
+            } else {
+                kept.push(name.clone());
+            }
+        }
+        for name in cluster.removed.keys() {
+            if *name != self.me.name && !drop.contains(name) {
+                drop.push(name.clone());
+            }
+        }
+        drop.sort();
+        (kept, drop)
+    }
+
+    /// This member was removed (`pgwarden ctl remove`): it keeps its
+    /// PostgreSQL stopped and stays out, until its data directory is
+    /// empty (it is then re-admitted and clones afresh) or an operator
+    /// re-admits it.
+    fn retired(&self, obs: &Observation, removed: &Removed) -> Plan {
+        let me = &self.me.name;
+        let stop = |immediate: bool, what: &str| {
+            Plan::new(
+                LogRole::Removed,
+                format!(
+                    "{me} was removed from the cluster (`pgwarden ctl remove`): stopping {what}; it stays stopped"
+                ),
+            )
+            .then(Action::Stop {
+                mode: if immediate {
+                    StopMode::Immediate
+                } else {
+                    StopMode::Fast
+                },
+            })
+        };
+        match &obs.local {
+            Local::Empty => Plan::new(
+                LogRole::Uninitialized,
+                format!(
+                    "{me} was removed from the cluster and its data directory is empty now: \
+                     re-admitting it, it clones afresh as a new standby"
+                ),
+            )
+            .then(Action::Readmit),
+            Local::Witness => Plan::new(
+                LogRole::Removed,
+                format!(
+                    "refusing to rejoin: {me} was removed from the cluster (`pgwarden ctl remove`); \
+                     this witness stays out until `pgwarden ctl readmit {me}`"
+                ),
+            ),
+            Local::Running(running) => stop(running.primary, "its PostgreSQL"),
+            Local::Starting { was_primary } => stop(*was_primary, "its PostgreSQL"),
+            Local::Stopped(stopped) => {
+                let same = removed.system_id == Some(stopped.system_id)
+                    && removed.timeline.is_none_or(|t| t == stopped.timeline);
+                let which = if same { "still the one it had then" } else { "not re-cloned" };
+                Plan::new(
+                    LogRole::Removed,
+                    format!(
+                        "refusing to rejoin: {me} was removed from the cluster (`pgwarden ctl remove`) and its \
+                         replication slot dropped, and this data directory (system identifier {}, timeline {}) is \
+                         {which}. To bring {me} back, re-clone it: stop this agent, move the data directory away \
+                         (or empty it) and start the agent again, it then clones afresh; or run \
+                         `pgwarden ctl readmit {me}` to let it rejoin with this data directory as it is",
+                        stopped.system_id, stopped.timeline
+                    ),
+                )
+            }
+        }
     }
 }
 

@@ -20,6 +20,7 @@ mod decide;
 pub mod failsafe;
 mod observation;
 mod plan;
+pub mod retire;
 pub mod retry;
 pub mod switchover;
 mod sync;
@@ -29,8 +30,8 @@ pub use candidates::{rank_candidates, Candidate, Exclusion};
 pub use decide::Ha;
 pub use observation::{
     Cluster, FailsafeList, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView,
-    Millis, Observation, Replica, Running, Settings, Stopped, StoreView, SwitchoverRequest,
-    SyncMode, SyncSet,
+    Millis, Observation, Removed, Replica, Running, Settings, Stopped, StoreView,
+    SwitchoverRequest, SyncMode, SyncSet,
 };
 pub use plan::{Action, LogRole, Plan, StopMode};
 pub use retry::Failing;

@@ -144,6 +144,44 @@ pub struct Cluster {
     pub failsafe_list: Option<FailsafeList>,
     /// Base backups: asked for, under way, the last one.
     pub backups: Backups,
+    /// Members retired with `pgwarden ctl remove`: never candidates, never
+    /// in a synchronous set or the failsafe list, no slot kept for them;
+    /// their own agents refuse to rejoin until re-cloned.
+    pub removed: BTreeMap<String, Removed>,
+}
+
+/// A member retired from the cluster (`pgwarden ctl remove`), as its
+/// record in the store says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// The system identifier and timeline of its data directory when it
+    /// was removed, as far as known: what its agent names when it refuses
+    /// to rejoin.
+    pub system_id: Option<u64>,
+    pub timeline: Option<u32>,
+    /// When it was removed (unix ms).
+    pub removed_ms: u64,
+}
+
+impl Cluster {
+    /// The cluster without its removed members: what every decision but
+    /// a removed member's own is made on. A removed member's status (its
+    /// agent may still publish for a moment) and its place on the failsafe
+    /// list count for nothing. The published synchronous set is kept as
+    /// it is: it says where acknowledged commits may lie, and only the
+    /// primary changes it, in its safe order.
+    pub fn without_removed(&self) -> Cluster {
+        let mut view = self.clone();
+        if self.removed.is_empty() {
+            return view;
+        }
+        view.members
+            .retain(|name, _| !self.removed.contains_key(name));
+        if let Some(list) = &mut view.failsafe_list {
+            list.members.retain(|name| !self.removed.contains_key(name));
+        }
+        view
+    }
 }
 
 /// The `failsafe` key: whom `leader` would ask if it lost the store.
@@ -310,6 +348,11 @@ pub struct Settings {
     pub restart_grace_ms: Millis,
     /// When base backups are taken.
     pub backup: Schedule,
+    /// How long the primary keeps a replication slot for a member whose
+    /// status has disappeared (its agent stopped, for maintenance say):
+    /// back within it, the member finds its WAL; the slot holds that WAL on
+    /// the primary meanwhile.
+    pub slot_retention_ms: Millis,
 }
 
 impl Default for Settings {
@@ -325,6 +368,7 @@ impl Default for Settings {
             paused: false,
             restart_grace_ms: 2_000,
             backup: Schedule::default(),
+            slot_retention_ms: 10 * 60 * 1000,
         }
     }
 }

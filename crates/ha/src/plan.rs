@@ -11,6 +11,9 @@ pub enum Action {
     ClaimInitialize,
     /// initdb, start as primary, create the replication role.
     InitDb,
+    /// Delete this member's removed record: its data directory is empty,
+    /// so it rejoins as a new standby (it clones afresh).
+    Readmit,
     /// Record the new cluster's system identifier in the initialize key.
     CompleteInitialize {
         system_id: u64,
@@ -144,6 +147,9 @@ pub enum LogRole {
     Witness,
     Uninitialized,
     Stopped,
+    /// Retired with `pgwarden ctl remove`: it publishes no status and
+    /// keeps its PostgreSQL stopped.
+    Removed,
 }
 
 impl fmt::Display for LogRole {
@@ -154,6 +160,7 @@ impl fmt::Display for LogRole {
             LogRole::Witness => "witness",
             LogRole::Uninitialized => "uninitialized",
             LogRole::Stopped => "stopped",
+            LogRole::Removed => "removed",
         })
     }
 }

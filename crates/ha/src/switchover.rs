@@ -66,6 +66,7 @@ pub fn admit_switchover(
     ask: &Ask,
     wall_ms: u64,
 ) -> Result<SwitchoverRequest, Refusal> {
+    let cluster = &cluster.without_removed();
     // The agents carry a switchover out, and paused they take no action:
     // it would wait, unannounced, for whoever resumes.
     if cluster.settings.paused {
@@ -146,6 +147,7 @@ pub fn admit_failover(
     to: &str,
     wall_ms: u64,
 ) -> Result<SwitchoverRequest, Refusal> {
+    let cluster = &cluster.without_removed();
     if let Some(leader) = healthy_leader(cluster) {
         return Err(refuse(
             RefusalKind::Conflict,

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ha::{
     Action, Cluster, FailsafeList, FailsafePromise, Ha, Handoff, Initialize, Leader, Local, Me,
-    MemberView, Observation, Replica, Running, Settings, StopMode, Stopped, StoreView,
+    MemberView, Observation, Removed, Replica, Running, Settings, StopMode, Stopped, StoreView,
     SwitchoverRequest, SyncMode, SyncSet,
 };
 
@@ -100,6 +100,7 @@ fn cluster() -> Cluster {
         switchover: None,
         failsafe_list: None,
         backups: Default::default(),
+        removed: BTreeMap::new(),
     }
 }
 
@@ -2716,5 +2717,232 @@ mod quorum_commit {
                 upstream: Some("db1".into())
             }]
         );
+    }
+}
+
+/// Retiring a member (`pgwarden ctl remove`) and keeping a slot for one down
+/// for maintenance (`slot_retention`).
+mod retiring {
+    use super::*;
+
+    /// db3 removed, its data directory at system identifier SYSID.
+    fn db3_removed(mut cluster: Cluster) -> Cluster {
+        cluster.removed.insert(
+            "db3".into(),
+            Removed {
+                system_id: Some(SYSID),
+                timeline: Some(1),
+                removed_ms: 5_000,
+            },
+        );
+        cluster
+    }
+
+    fn leading(now: u64, cluster: Cluster) -> Observation {
+        let mut obs = observe(now, Local::Running(primary(1_000)), cluster);
+        obs.lease_valid_until = Some(now + 2_900);
+        obs
+    }
+
+    #[test]
+    fn given_a_member_is_removed_the_primary_drops_its_slot_at_once() {
+        let mut ha = me("db1");
+        ha.decide(&leading(10_000, cluster()));
+        let mut gone = db3_removed(cluster());
+        gone.members.remove("db3");
+        let plan = ha.decide(&leading(10_500, gone));
+        assert_eq!(
+            plan.actions.last(),
+            Some(&Action::KeepSlots {
+                names: vec!["db2".into()],
+                drop: vec!["db3".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn given_the_cluster_is_paused_a_removed_members_slot_still_goes() {
+        let mut ha = me("db1");
+        ha.decide(&leading(10_000, cluster()));
+        let mut paused = db3_removed(cluster());
+        paused.settings.paused = true;
+        paused.members.remove("db3");
+        let plan = ha.decide(&leading(10_500, paused));
+        assert_eq!(
+            plan.actions,
+            [
+                Action::RenewLeader,
+                Action::KeepSlots {
+                    names: vec!["db2".into()],
+                    drop: vec!["db3".into()]
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn given_a_removed_member_still_publishes_the_primary_keeps_no_slot_for_it() {
+        // The first round of a freshly started primary, which never saw db3
+        // before: a slot left from an earlier leader is dropped too.
+        let plan = me("db1").decide(&leading(10_000, db3_removed(cluster())));
+        assert_eq!(
+            plan.actions.last(),
+            Some(&Action::KeepSlots {
+                names: vec!["db2".into()],
+                drop: vec!["db3".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn given_a_slot_retention_a_member_down_for_maintenance_keeps_its_slot_that_long() {
+        let mut long = cluster();
+        long.settings.slot_retention_ms = 60 * 60 * 1000;
+        let mut ha = me("db1");
+        ha.decide(&leading(10_000, long.clone()));
+        long.members.remove("db3");
+        let later = 10_000 + 59 * 60 * 1000;
+        let plan = ha.decide(&leading(later, long.clone()));
+        assert_eq!(
+            plan.actions.last(),
+            Some(&Action::KeepSlots {
+                names: vec!["db2".into(), "db3".into()],
+                drop: vec![]
+            }),
+            "59 minutes into a retention of an hour"
+        );
+        let mut short = long;
+        short.settings.slot_retention_ms = 30_000;
+        let plan = ha.decide(&leading(later + 1, short));
+        assert_eq!(
+            plan.actions.last(),
+            Some(&Action::KeepSlots {
+                names: vec!["db2".into()],
+                drop: vec!["db3".into()]
+            }),
+            "the retention shortened: gone for longer, dropped"
+        );
+    }
+
+    #[test]
+    fn given_a_removed_member_is_the_most_advanced_it_is_never_promoted() {
+        let mut cluster = db3_removed(leaderless());
+        cluster.members.get_mut("db3").unwrap().lsn = Some(5_000);
+        cluster.last_primary_lsn = Some(5_000);
+        cluster.settings.maximum_lag_on_failover = 10_000;
+        let plan = me("db2").decide(&observe(0, standby(1_000, Some("db1")), cluster.clone()));
+        assert_eq!(plan.actions[0], Action::AcquireLeader, "{plan:?}");
+        let plan = me("db3").decide(&observe(0, standby(5_000, Some("db1")), cluster));
+        assert!(
+            !plan.actions.contains(&Action::AcquireLeader),
+            "a removed member never takes over: {plan:?}"
+        );
+    }
+
+    #[test]
+    fn given_a_removed_member_streams_the_primary_never_makes_it_synchronous() {
+        let mut cluster = db3_removed(cluster());
+        cluster.settings.synchronous_mode = SyncMode::First;
+        cluster.sync = Some(SyncSet {
+            leader: "db1".into(),
+            members: BTreeSet::new(),
+            quorum: 0,
+        });
+        let mut obs = leading(10_000, cluster);
+        if let Local::Running(running) = &mut obs.local {
+            running.replicas = vec![Replica {
+                name: "db3".into(),
+                streaming: true,
+                synchronous: false,
+                flush_lsn: 1_000,
+            }];
+        }
+        let plan = me("db1").decide(&obs);
+        for action in &plan.actions {
+            if let Action::ApplySynchronous { names, .. }
+            | Action::PublishSync { members: names, .. } = action
+            {
+                assert!(!names.contains(&"db3".to_string()), "{plan:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn given_failsafe_mode_the_leader_lists_no_removed_member() {
+        let mut cluster = db3_removed(cluster());
+        cluster.settings.failsafe = true;
+        let plan = me("db1").decide(&leading(10_000, cluster));
+        assert!(
+            plan.actions.contains(&Action::PublishFailsafe {
+                members: vec!["db1".into(), "db2".into()]
+            }),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn given_i_was_removed_and_still_run_i_stop_postgresql_and_stay_out() {
+        let plan = me("db3").decide(&observe(
+            0,
+            standby(900, Some("db1")),
+            db3_removed(cluster()),
+        ));
+        assert_eq!(plan.role, ha::LogRole::Removed);
+        assert_eq!(
+            plan.actions,
+            [Action::Stop {
+                mode: StopMode::Fast
+            }]
+        );
+    }
+
+    #[test]
+    fn given_i_was_removed_and_start_again_with_my_data_directory_i_refuse_saying_how_to_rejoin() {
+        let stopped = Local::Stopped(Stopped {
+            system_id: SYSID,
+            timeline: 1,
+            was_primary: false,
+        });
+        let plan = me("db3").decide(&observe(0, stopped, db3_removed(cluster())));
+        assert_eq!(plan.role, ha::LogRole::Removed);
+        assert!(plan.is_idle(), "{plan:?}");
+        assert!(plan.note.starts_with("refusing to rejoin"), "{}", plan.note);
+        assert!(plan.note.contains("re-clone"), "{}", plan.note);
+        assert!(
+            plan.note.contains("pgwarden ctl readmit db3"),
+            "{}",
+            plan.note
+        );
+    }
+
+    #[test]
+    fn given_i_was_removed_and_my_data_directory_is_empty_i_am_readmitted_then_clone() {
+        let mut ha = me("db3");
+        let plan = ha.decide(&observe(0, Local::Empty, db3_removed(cluster())));
+        assert_eq!(plan.actions, [Action::Readmit]);
+        let plan = ha.decide(&observe(500, Local::Empty, cluster()));
+        assert_eq!(
+            plan.actions,
+            [
+                Action::CloneFrom {
+                    leader: "db1".into()
+                },
+                Action::StartReplica {
+                    upstream: Some("db1".into())
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_switchover_to_a_removed_member_is_refused() {
+        let cluster = db3_removed(cluster());
+        let ask = ha::switchover::Ask {
+            from: Some("db1".into()),
+            to: Some("db3".into()),
+            at_ms: None,
+        };
+        let err = ha::switchover::admit_switchover(&cluster, &ask, 0).unwrap_err();
+        assert!(err.message.contains("db3"), "{}", err.message);
     }
 }

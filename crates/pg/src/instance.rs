@@ -48,6 +48,16 @@ impl fmt::Debug for Role {
 }
 
 /// Bounds on how long PostgreSQL's programs may take.
+/// A physical replication slot and the WAL it holds back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotUsage {
+    pub name: String,
+    /// A standby streams through it now.
+    pub active: bool,
+    /// `None`: it reserves no WAL yet.
+    pub retained_bytes: Option<u64>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// initdb, start, stop, promote, reload.
@@ -801,9 +811,25 @@ impl Instance {
         Ok(())
     }
 
-    /// Drops a replication slot; dropping a missing slot succeeds.
+    /// Drops a replication slot; dropping a missing slot succeeds. A slot
+    /// a standby streams through is freed first: its walsender is
+    /// terminated (the standby reconnects and finds no slot).
     pub async fn drop_slot(&self, name: &str) -> Result<(), PgError> {
         let client = self.client().await?;
+        for _ in 0..20 {
+            let rows = client
+                .query(
+                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+                     WHERE slot_name = $1 AND active_pid IS NOT NULL",
+                    &[&name],
+                )
+                .await
+                .map_err(|e| PgError::sql(format!("free replication slot {name}"), e))?;
+            if rows.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         client
             .execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
@@ -812,6 +838,31 @@ impl Instance {
             .await
             .map_err(|e| PgError::sql(format!("drop replication slot {name}"), e))?;
         Ok(())
+    }
+
+    /// This server's physical replication slots, with the WAL each holds
+    /// back: from its `restart_lsn` to the current WAL position (the
+    /// replay position on a standby).
+    pub async fn slot_usage(&self) -> Result<Vec<SlotUsage>, PgError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT slot_name::text, active, \
+                 pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                 ELSE pg_current_wal_lsn() END, restart_lsn)::bigint \
+                 FROM pg_replication_slots WHERE slot_type = 'physical' ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(|e| PgError::sql("list replication slots", e))?;
+        Ok(rows
+            .iter()
+            .map(|row| SlotUsage {
+                name: row.get(0),
+                active: row.get(1),
+                retained_bytes: row.get::<_, Option<i64>>(2).map(|b| b.max(0) as u64),
+            })
+            .collect())
     }
 
     /// The names of this server's replication slots.

@@ -25,7 +25,7 @@ pub use controldata::{ClusterState, ControlData};
 pub use error::PgError;
 pub use hba::render_hba;
 pub use instance::{
-    CloneProgress, Instance, InstanceSpec, RewindOutcome, Role, StopMode, Timeouts,
+    CloneProgress, Instance, InstanceSpec, RewindOutcome, Role, SlotUsage, StopMode, Timeouts,
 };
 pub use lsn::Lsn;
 pub use probe::{connect, ConfigReport, Probe, ReplicationRow, ServerState, WalReceiver};

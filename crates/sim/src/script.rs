@@ -67,6 +67,12 @@ pub(crate) enum Step {
         key: String,
         value: Option<Vec<u8>>,
     },
+    /// `pgwarden ctl remove`: the member is recorded removed as the API
+    /// records it (its status deleted with it); its agent keeps running,
+    /// as after `--force`, and must stay out.
+    Remove {
+        member: String,
+    },
 }
 
 /// A schedule of faults in virtual time, written out in a test. Steps due
@@ -142,6 +148,16 @@ impl Script {
         )
     }
 
+    /// At `at`, `member` is removed from the cluster (`ctl remove`).
+    pub fn remove(self, at: Millis, member: &str) -> Script {
+        self.step(
+            at,
+            Step::Remove {
+                member: member.to_string(),
+            },
+        )
+    }
+
     fn step(mut self, at: Millis, step: Step) -> Script {
         // Stable: equal times keep the order they were written in.
         let index = self.steps.partition_point(|(t, _)| *t <= at);
@@ -163,6 +179,7 @@ impl fmt::Display for Step {
                 value: Some(_),
             } => write!(f, "garbage under {key}"),
             Step::Store { key, value: None } => write!(f, "delete {key}"),
+            Step::Remove { member } => write!(f, "remove {member}"),
         }
     }
 }

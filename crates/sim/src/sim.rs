@@ -459,6 +459,8 @@ struct Sim {
     /// A script wrote raw bytes into the store: each round checks
     /// invariant 7 from then on.
     raw_writes: bool,
+    /// Members removed by the script (`ctl remove`), for invariant 8.
+    removed: std::collections::BTreeSet<String>,
     /// Each member's lease guard: when it stops PostgreSQL unless a round
     /// moves it (the runtime's `lease_guard`; the failsafe answers move it
     /// from inside a round).
@@ -522,6 +524,7 @@ impl Sim {
             admitted_quietly: None,
             disagreement: None,
             raw_writes: false,
+            removed: Default::default(),
             guards: Arc::new(Mutex::new(vec![None; config.members])),
             no_guard: std::env::var_os("SIM_NO_GUARD").is_some(),
             last_holder: None,
@@ -851,9 +854,53 @@ impl Sim {
                     }
                     self.event(format!("SCRIPT {step}"));
                 }
+                Step::Remove { member } => {
+                    if let Err(detail) = self.remove(member) {
+                        return Err(self.fail("the script", broken(detail)));
+                    }
+                    self.removed.insert(member.clone());
+                    self.event(format!("SCRIPT {step}"));
+                }
             }
         }
         Ok(())
+    }
+
+    /// Records `member` removed as the API does: the core's admission
+    /// rule, then the one retirement transaction.
+    fn remove(&mut self, member: &str) -> Result<(), String> {
+        let records =
+            block_on(ClusterRecords::read(&self.store, &self.keys)).map_err(|e| e.to_string())?;
+        let ask = ha::retire::Ask {
+            member: member.to_string(),
+            force: true,
+            has_slot: false,
+            // Recorded at once even though its agent runs: the agent then
+            // finds itself removed with PostgreSQL running.
+            by_itself: true,
+        };
+        let removal =
+            ha::retire::admit_removal(&records.to_ha(), &ask, self.now).map_err(|r| r.message)?;
+        let ha::retire::Removal::Record { clear_switchover } = removal else {
+            return Err("asked of itself, a removal is recorded".to_string());
+        };
+        let retirement = store::cluster::Retirement {
+            record: store::cluster::RemovedMember {
+                name: member.to_string(),
+                system_identifier: None,
+                timeline: None,
+                removed_ms: self.now,
+                by: "the script".to_string(),
+            },
+            leader_revision: records.leader.as_ref().map(|l| l.mod_revision),
+            status_revision: records.members.get(member).map(|m| m.mod_revision),
+            switchover_revision: records
+                .switchover
+                .as_ref()
+                .filter(|_| clear_switchover)
+                .map(|s| s.mod_revision),
+        };
+        block_on(self.keys.retire(&self.store, &retirement)).map_err(|e| e.to_string())
     }
 
     fn inject(&mut self) {
@@ -1273,6 +1320,7 @@ impl Sim {
         self.rounds += 1;
         self.check_switchover_carried_out(i, &plan);
         self.check_no_takeover_on_unreadable_records(i, &plan);
+        self.check_removed_stay_out(i, &plan);
         let agent = &mut self.agents[i];
         agent.delayed = None;
         agent.next_round = self.now + self.config.heartbeat_ms + self.rng.below(3) * STEP_MS;
@@ -1361,6 +1409,38 @@ impl Sim {
             );
             self.world()
                 .violate("7. no takeover on an unreadable record", detail);
+        }
+    }
+
+    /// Invariant 8: a removed member never takes the leader key, is never
+    /// promoted, and no primary makes it synchronous or publishes it in
+    /// the synchronous set.
+    fn check_removed_stay_out(&mut self, i: usize, plan: &ha::Plan) {
+        if self.removed.is_empty() {
+            return;
+        }
+        let name = &self.names[i];
+        for action in &plan.actions {
+            let broken = match action {
+                Action::AcquireLeader | Action::Promote | Action::DeposeLeader { .. } => {
+                    self.removed.contains(name)
+                }
+                Action::ApplySynchronous { names, .. } => {
+                    names.iter().any(|n| self.removed.contains(n))
+                }
+                Action::PublishSync { members, .. } => {
+                    members.iter().any(|n| self.removed.contains(n))
+                }
+                _ => false,
+            };
+            if broken {
+                let detail = format!(
+                    "{name} planned {action:?} after {} was removed",
+                    self.removed.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
+                self.world()
+                    .violate("8. a removed member stays out", detail);
+            }
         }
     }
 
@@ -1504,6 +1584,16 @@ impl Sim {
         }
         for j in 0..self.agents.len() {
             if Some(j) == leader_index {
+                continue;
+            }
+            if self.removed.contains(&self.names[j]) {
+                // It stays out, its PostgreSQL stopped.
+                if world.nodes[j].server.is_some() {
+                    problems.push(format!(
+                        "{} was removed but its PostgreSQL runs",
+                        self.names[j]
+                    ));
+                }
                 continue;
             }
             if world.connected(j).is_none() || world.connected(j) != leader_index {

@@ -120,3 +120,56 @@ fn an_undecodable_leader_key_makes_everyone_hold_until_it_is_fixed() {
         .expect_leader_other_than(30_000, "db1");
     run_each_seed(&script);
 }
+
+/// Retiring a member (`ctl remove`, #18): db3 is removed while its agent
+/// and PostgreSQL run; its agent stops PostgreSQL and stays out, no primary
+/// makes it synchronous again, and when db1 dies db2 — not db3 — takes over
+/// with every acknowledged write (invariants 3 and 8; liveness without
+/// db3).
+#[test]
+fn a_removed_member_stays_out_through_a_failover() {
+    let script = db1_leads()
+        .remove(11_000, "db3")
+        .expect_leader(15_000, Some("db1"))
+        .fault(15_000, "db1", Fault::HostCrash { down: 6_000 })
+        .expect_leader(21_000, Some("db2"));
+    run_each_seed(&script);
+}
+
+/// In quorum commit (and `FIRST 1`), with db3 streaming (and so possibly
+/// in the synchronous set) when it is removed: the primary drops it from the set in its safe order
+/// and never names it again; db2 takes over with every acknowledged write.
+#[test]
+fn a_removed_member_leaves_the_synchronous_set_and_stays_out() {
+    let script = db1_leads()
+        .remove(11_000, "db3")
+        .expect_leader(15_000, Some("db1"))
+        .fault(15_000, "db1", Fault::HostCrash { down: 6_000 })
+        .expect_leader(21_000, Some("db2"));
+    for mode in [
+        store::cluster::SynchronousMode::Quorum,
+        store::cluster::SynchronousMode::First,
+    ] {
+        let config = SimConfig {
+            synchronous_mode: mode,
+            ..SimConfig::default()
+        };
+        for seed in SEEDS {
+            if let Err(failure) = run_script(seed, config.clone(), &script, &Options::default()) {
+                panic!("{mode:?}: {failure}");
+            }
+        }
+    }
+}
+
+/// The same with db2 gone first: db3, removed, is the only other member
+/// with PostgreSQL, yet it never takes over; the cluster waits for db1.
+#[test]
+fn a_removed_member_never_takes_over_even_when_alone() {
+    let script = db1_leads()
+        .remove(11_000, "db3")
+        .fault(12_000, "db2", Fault::HostCrash { down: 20_000 })
+        .fault(14_000, "db1", Fault::HostCrash { down: 6_000 })
+        .expect_leader(19_000, None);
+    run_each_seed(&script);
+}

@@ -66,6 +66,19 @@ impl HaView for ClusterRecords {
                 members: f.value.members.keys().cloned().collect(),
             }),
             backups: self.backups(),
+            removed: self
+                .removed
+                .iter()
+                .map(|(name, r)| {
+                    let r = &r.value;
+                    let removed = ha::Removed {
+                        system_id: r.system_identifier,
+                        timeline: r.timeline,
+                        removed_ms: r.removed_ms,
+                    };
+                    (name.clone(), removed)
+                })
+                .collect(),
             latest_timeline: history_timeline.max(member_timeline),
             last_primary_lsn: self.primary_position.as_ref().map(|p| p.value.lsn),
             switchover: self.switchover.as_ref().map(|s| {
@@ -133,6 +146,7 @@ pub fn settings(config: &DynamicConfig) -> ha::Settings {
             interval_ms: config.backup_interval_ms,
             full_interval_ms: config.backup_full_interval_ms,
         },
+        slot_retention_ms: config.slot_retention_ms,
     }
 }
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use crate::cluster::{
     BackupAssignment, BackupRequest, ClusterKey, ClusterKeys, DynamicConfig, FailsafeList, History,
-    Initialize, LastBackup, Leader, MemberStatus, PrimaryPosition, Switchover, SyncSet,
+    Initialize, LastBackup, Leader, MemberStatus, PrimaryPosition, RemovedMember, Switchover,
+    SyncSet,
 };
 use crate::error::StoreError;
 use crate::typed::{decode_kv, Versioned};
@@ -28,6 +29,8 @@ pub struct ClusterRecords {
     pub backup_request: Option<Versioned<BackupRequest>>,
     pub backup_assignment: Option<Versioned<BackupAssignment>>,
     pub last_backup: Option<Versioned<LastBackup>>,
+    /// Members retired with `pgwarden ctl remove`, by name.
+    pub removed: BTreeMap<String, Versioned<RemovedMember>>,
     /// Keys holding something this build cannot read, each naming its key
     /// ([`StoreError::BadData`]). Each is left out of the fields above and
     /// the rest is read; the API and `ctl list` list them, the agent logs
@@ -78,6 +81,9 @@ impl ClusterRecords {
             Some(ClusterKey::BackupRequest) => self.backup_request = Some(decode_kv(kv)?),
             Some(ClusterKey::BackupAssignment) => self.backup_assignment = Some(decode_kv(kv)?),
             Some(ClusterKey::LastBackup) => self.last_backup = Some(decode_kv(kv)?),
+            Some(ClusterKey::Removed(name)) => {
+                self.removed.insert(name, decode_kv(kv)?);
+            }
             // Events and dumps are read by whoever shows them, when asked.
             Some(ClusterKey::Event(_)) | Some(ClusterKey::LastDumps) | None => {}
         }

@@ -77,6 +77,7 @@ impl Member {
                 ),
             ),
             Action::SkipBackup { reason } => ("backup_skipped", reason.clone()),
+            Action::Readmit => ("member_readmitted", plan.note.clone()),
             Action::EndBackup { outcome } => ("backup_failed", outcome.clone()),
             Action::ClaimInitialize
             | Action::CompleteInitialize { .. }
@@ -124,6 +125,10 @@ impl Member {
     pub(super) async fn execute(&mut self, action: &Action, now: Now) -> Result<(), ActionError> {
         match action {
             Action::ClaimInitialize => self.claim_initialize().await?,
+            Action::Readmit => {
+                let key = self.keys.removed(&self.spec.name)?;
+                key.delete(self.store.as_ref()).await?;
+            }
             Action::InitDb => self.pg.initdb().await?,
             Action::CompleteInitialize { system_id } => {
                 self.complete_initialize(*system_id).await?

@@ -108,6 +108,101 @@ impl Member {
         Ok(format!("restarted PostgreSQL on {}", self.spec.name))
     }
 
+    /// Retires this member on request (`ctl remove --force`): with the
+    /// core's rules for a removal ([`ha::retire`]), stops PostgreSQL, then
+    /// records the removal in the store (its status, a request to it
+    /// deleted), the history and the events. The rounds that follow keep
+    /// PostgreSQL stopped and publish nothing.
+    pub async fn retire(&mut self, now: Now) -> Result<String, String> {
+        let me = self.spec.name.clone();
+        let failed = |what: &str, err: &dyn std::fmt::Display| {
+            format!("retiring {me} failed while {what}: {err}; nothing was recorded, try again")
+        };
+        let records = self
+            .read()
+            .await
+            .map_err(|e| failed("reading the store", &e))?;
+        let ask = ha::retire::Ask {
+            member: me.clone(),
+            force: true,
+            has_slot: false,
+            by_itself: true,
+        };
+        ha::retire::admit_removal(&records.to_ha(), &ask, now.wall_ms).map_err(|r| r.message)?;
+        self.records = records;
+        self.run_steps(
+            "retirement",
+            &[Action::Stop {
+                mode: ha::StopMode::Fast,
+            }],
+            now,
+        )
+        .await?;
+        let local = self.observe().await;
+        let (system_identifier, timeline) = match &local {
+            Local::Stopped(s) => (Some(s.system_id), Some(s.timeline)),
+            _ => (None, None),
+        };
+        // Read again: the stop took a while, and the removal holds only
+        // against what is current.
+        let mut attempts = 0;
+        let (records, record) = loop {
+            attempts += 1;
+            let records = self
+                .read()
+                .await
+                .map_err(|e| failed("reading the store", &e))?;
+            let cluster = records.to_ha();
+            let removal = ha::retire::admit_removal(&cluster, &ask, now.wall_ms)
+                .map_err(|r| format!("{me} stopped its PostgreSQL, but {}", r.message))?;
+            let ha::retire::Removal::Record { clear_switchover } = removal else {
+                unreachable!("asked of itself, a removal is recorded");
+            };
+            let record = store::cluster::RemovedMember {
+                name: me.clone(),
+                system_identifier,
+                timeline,
+                removed_ms: api::time::now_ms(),
+                by: me.clone(),
+            };
+            let retirement = store::cluster::Retirement {
+                record: record.clone(),
+                leader_revision: records.leader.as_ref().map(|l| l.mod_revision),
+                status_revision: records.members.get(&me).map(|m| m.mod_revision),
+                switchover_revision: records
+                    .switchover
+                    .as_ref()
+                    .filter(|_| clear_switchover)
+                    .map(|s| s.mod_revision),
+            };
+            match self.keys.retire(self.store.as_ref(), &retirement).await {
+                Ok(()) => break (records, record),
+                Err(store::StoreError::Conflict { .. }) if attempts < 5 => continue,
+                Err(err) => return Err(failed("recording the removal", &err)),
+            }
+        };
+        self.last_status = None;
+        let cluster = records.to_ha();
+        let lsn = cluster.last_primary_lsn.unwrap_or(0);
+        if let Err(err) = self
+            .keys
+            .record_retirement(self.store.as_ref(), &record, cluster.latest_timeline, lsn)
+            .await
+        {
+            tracing::warn!("{me}: removed, but the history entry could not be written: {err}");
+        }
+        let details = format!(
+            "{me} removed from the cluster on request (`pgwarden ctl remove --force`): PostgreSQL stopped, \
+             its slot is dropped by the primary; it rejoins only once its data directory is re-cloned"
+        );
+        self.event("member_removed", details);
+        Ok(format!(
+            "stopped PostgreSQL and removed {me} from the cluster; to bring it back, empty its data \
+             directory{} and restart its agent (it clones afresh)",
+            self.pg.data_dir().map(|d| format!(" ({d})")).unwrap_or_default()
+        ))
+    }
+
     /// Whom a reinit would clone from, or why it is refused.
     pub fn reinit_source(&self) -> Result<String, String> {
         let leader = self.records.leader.as_ref().map(|l| l.value.member.clone());

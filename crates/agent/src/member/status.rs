@@ -2,7 +2,7 @@
 //! and the local state its REST API shows.
 
 use ha::{Local, Plan};
-use store::cluster::{MemberStatus, PgState, Role, Tags};
+use store::cluster::{MemberStatus, PgState, Role, SlotStatus, Tags};
 use store::HaView;
 
 use super::{archive_health, ActionError, Member, Now};
@@ -43,9 +43,18 @@ impl Member {
                     total_bytes: (total > 0).then_some(total),
                 }),
             archive: status.and_then(|s| s.archive.clone()),
+            slots: status.map(|s| s.slots.clone()).unwrap_or_default(),
             undecodable_keys: self.undecodable_keys(),
             updated_ms: now.wall_ms,
         }
+    }
+
+    /// Deletes this member's status key: it was removed from the cluster.
+    pub(super) async fn withdraw(&mut self) -> Result<(), ActionError> {
+        let key = self.keys.member(&self.spec.name)?;
+        key.delete(self.store.as_ref()).await?;
+        self.last_status = None;
+        Ok(())
     }
 
     /// This member's status key, bound to its lease.
@@ -154,6 +163,19 @@ impl Member {
                     .as_ref()
                     .map(archive_health::health),
                 _ => None,
+            },
+            slots: match role {
+                Role::Primary => self
+                    .pg
+                    .slots_report()
+                    .into_iter()
+                    .map(|s| SlotStatus {
+                        member: s.member,
+                        active: s.active,
+                        retained_bytes: s.retained_bytes,
+                    })
+                    .collect(),
+                _ => Vec::new(),
             },
         };
         if let Some(last) = &self.last_status {

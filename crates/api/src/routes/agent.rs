@@ -25,7 +25,7 @@ const AGENT_ANSWER: Duration = Duration::from_secs(120);
 
 /// A request is forwarded at most this often: to the member it names,
 /// which carries it out.
-const MAX_HOPS: u32 = 1;
+pub(super) const MAX_HOPS: u32 = 1;
 
 pub async fn restart(
     state: State<AppState>,
@@ -47,6 +47,7 @@ fn path(request: Request) -> &'static str {
     match request {
         Request::Restart => "/restart",
         Request::Reinit => "/reinit",
+        Request::Retire => "/remove",
     }
 }
 
@@ -97,7 +98,7 @@ async fn handle(
 }
 
 /// The hop count a forwarding member sent; 0 from a client.
-fn hops(headers: &HeaderMap) -> Result<u32, HttpError> {
+pub(super) fn hops(headers: &HeaderMap) -> Result<u32, HttpError> {
     let Some(value) = headers.get(HOPS_HEADER) else {
         return Ok(0);
     };
@@ -108,7 +109,7 @@ fn hops(headers: &HeaderMap) -> Result<u32, HttpError> {
         .ok_or_else(|| HttpError::bad_request(format!("{HOPS_HEADER} is not a whole number")))
 }
 
-async fn ask_agent(state: &AppState, request: Request) -> Result<Response, HttpError> {
+pub(super) async fn ask_agent(state: &AppState, request: Request) -> Result<Response, HttpError> {
     let (reply, answer) = oneshot::channel();
     let agent_gone = || {
         HttpError::unavailable(format!(
@@ -149,15 +150,28 @@ async fn forward(
     request: Request,
     hops: u32,
 ) -> Result<Response, HttpError> {
+    let body = json!({ "member": member });
+    forward_with(state, headers, api_url, member, request, &body, hops).await
+}
+
+/// [`forward`] with its own body.
+pub(super) async fn forward_with(
+    state: &AppState,
+    headers: &HeaderMap,
+    api_url: &str,
+    member: &str,
+    request: Request,
+    body: &serde_json::Value,
+    hops: u32,
+) -> Result<Response, HttpError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string)
         .or_else(|| state.api.token.as_ref().map(|t| t.expose().to_string()));
-    let body = json!({ "member": member });
     let call = Call {
-        body: Some(&body),
+        body: Some(body),
         token: token.as_deref(),
         hops: Some(hops),
         timeout: AGENT_ANSWER + Duration::from_secs(5),

@@ -23,6 +23,7 @@ mod backup;
 mod config;
 pub(crate) mod failsafe;
 mod read;
+mod remove;
 mod status;
 mod switchover;
 
@@ -73,6 +74,8 @@ pub fn router(state: AppState) -> Router {
         .route("/failover", post(switchover::failover))
         .route("/restart", post(agent::restart))
         .route("/reinit", post(agent::reinit))
+        .route("/remove", post(remove::remove))
+        .route("/readmit", post(remove::readmit))
         .route("/failsafe", post(failsafe::confirm))
         .route("/backup", get(backup::show).post(backup::run))
         .route("/backup/list", get(backup::list))

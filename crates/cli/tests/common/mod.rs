@@ -109,7 +109,13 @@ pub async fn last_promotion(cluster: &AgentCluster) -> store::cluster::HistoryEn
         .await
         .unwrap()
         .expect("a timeline history");
-    history.value.entries.last().cloned().expect("a promotion")
+    history
+        .value
+        .entries
+        .iter()
+        .rfind(|e| e.removed.is_none())
+        .cloned()
+        .expect("a promotion")
 }
 
 /// The pending switchover request, if any.

@@ -45,7 +45,17 @@ pub struct DynamicConfig {
     pub dump_databases: Vec<String>,
     /// Dumps kept per database (the newest).
     pub dump_keep: u32,
+    /// How long the primary keeps the replication slot of a member whose
+    /// agent is down (its status gone), e.g. for maintenance: back within
+    /// it, the member finds its WAL; meanwhile the slot holds that WAL on
+    /// the primary (`ctl list` shows how much).
+    pub slot_retention_ms: u64,
 }
+
+/// Bounds of `slot_retention_ms`: long enough for an agent restart, and
+/// at most 30 days (a slot holding a month of WAL is a full disk).
+pub const SLOT_RETENTION_MIN_MS: u64 = 10_000;
+pub const SLOT_RETENTION_MAX_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// How commits wait for standbys, as written in the configuration:
 /// `false` (asynchronous), `true` (`FIRST n`, every named standby
@@ -126,6 +136,7 @@ impl Default for DynamicConfig {
             backup_full_interval_ms: 0,
             dump_databases: Vec::new(),
             dump_keep: 7,
+            slot_retention_ms: 10 * 60 * 1000,
         }
     }
 }
@@ -175,6 +186,14 @@ impl DynamicConfig {
             }
         }
         problems.extend(self.dump_problems());
+        if !(SLOT_RETENTION_MIN_MS..=SLOT_RETENTION_MAX_MS).contains(&self.slot_retention_ms) {
+            problems.push(format!(
+                "slot_retention_ms = {} is out of bounds: give between {SLOT_RETENTION_MIN_MS} (10 s, an agent \
+                 restart) and {SLOT_RETENTION_MAX_MS} (30 days); the primary keeps a stopped member's slot, and \
+                 the WAL it holds, that long",
+                self.slot_retention_ms
+            ));
+        }
         if self.synchronous_count == 0 {
             problems.push("synchronous_count must be at least 1".to_string());
         }
@@ -275,6 +294,29 @@ mod tests {
             missing.is_empty(),
             "docs/configuration.md does not document {missing:?}"
         );
+    }
+
+    #[test]
+    fn a_slot_retention_out_of_bounds_is_refused() {
+        for bad in [0, SLOT_RETENTION_MIN_MS - 1, SLOT_RETENTION_MAX_MS + 1] {
+            let config = DynamicConfig {
+                slot_retention_ms: bad,
+                ..DynamicConfig::default()
+            };
+            let problems = config.problems();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(
+                problems[0].starts_with(&format!("slot_retention_ms = {bad} is out of bounds")),
+                "{problems:?}"
+            );
+        }
+        for good in [SLOT_RETENTION_MIN_MS, 3_600_000, SLOT_RETENTION_MAX_MS] {
+            let config = DynamicConfig {
+                slot_retention_ms: good,
+                ..DynamicConfig::default()
+            };
+            assert!(config.problems().is_empty());
+        }
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub struct HistoryEntry {
     /// primary silent, switchover asked) to the end of the promotion.
     #[serde(default)]
     pub duration_ms: Option<u64>,
+    /// Not a promotion: the member retired here (`pgwarden ctl remove`),
+    /// `timeline` and `switch_lsn` being the cluster's then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<String>,
 }
 
 /// The timeline history, oldest first.

@@ -4,7 +4,8 @@
 use super::names::check_name;
 use super::{
     BackupAssignment, BackupRequest, DynamicConfig, Event, FailsafeList, History, Initialize,
-    LastBackup, LastDumps, Leader, MemberStatus, PrimaryPosition, Switchover, SyncSet,
+    LastBackup, LastDumps, Leader, MemberStatus, PrimaryPosition, RemovedMember, Switchover,
+    SyncSet,
 };
 use crate::error::StoreError;
 use crate::typed::{TypedKey, TypedPrefix};
@@ -35,6 +36,8 @@ pub enum ClusterKey {
     BackupAssignment,
     LastBackup,
     LastDumps,
+    /// A member retired with `pgwarden ctl remove`.
+    Removed(String),
     Event(u64),
 }
 
@@ -122,6 +125,15 @@ impl ClusterKeys {
         TypedKey::new(format!("{}backup/dumps", self.root))
     }
 
+    pub fn removed_members(&self) -> TypedPrefix<RemovedMember> {
+        TypedPrefix::new(format!("{}removed/", self.root))
+    }
+
+    pub fn removed(&self, name: &str) -> Result<TypedKey<RemovedMember>, StoreError> {
+        check_name("member name", name)?;
+        Ok(self.removed_members().key(name))
+    }
+
     pub fn events(&self) -> TypedPrefix<Event> {
         TypedPrefix::new(format!("{}events/", self.root))
     }
@@ -151,6 +163,9 @@ impl ClusterKeys {
                 if let Some(name) = rest.strip_prefix("members/") {
                     check_name("member name", name).ok()?;
                     ClusterKey::Member(name.to_string())
+                } else if let Some(name) = rest.strip_prefix("removed/") {
+                    check_name("member name", name).ok()?;
+                    ClusterKey::Removed(name.to_string())
                 } else {
                     let seq = rest.strip_prefix("events/")?;
                     if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
@@ -207,6 +222,10 @@ mod tests {
         assert_eq!(
             keys.classify(keys.event(12).key()),
             Some(ClusterKey::Event(12))
+        );
+        assert_eq!(
+            keys.classify("/pgwarden/main/removed/db3"),
+            Some(ClusterKey::Removed("db3".to_string()))
         );
         assert_eq!(
             keys.classify("/pgwarden/main/history"),

@@ -109,6 +109,22 @@ pub struct MemberStatus {
     /// On a primary that archives WAL: how that goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveHealth>,
+    /// On a primary: the replication slots pgwarden keeps for the other
+    /// members, with the WAL each holds back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<SlotStatus>,
+}
+
+/// A replication slot on the primary, kept for a member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotStatus {
+    /// The member it is kept for.
+    pub member: String,
+    /// A standby streams through it now.
+    pub active: bool,
+    /// The WAL the primary keeps for it: its current WAL position minus
+    /// the slot's `restart_lsn` (`None`: the slot reserves none yet).
+    pub retained_bytes: Option<u64>,
 }
 
 /// A primary's WAL archiving, from `pg_stat_archiver` and the segments

@@ -10,6 +10,7 @@
 //! <namespace>/<cluster>/switchover        Switchover
 //! <namespace>/<cluster>/history           History
 //! <namespace>/<cluster>/primary_position  PrimaryPosition the leader's last WAL position, kept after it dies
+//! <namespace>/<cluster>/removed/<name>    RemovedMember   a member retired with `ctl remove`, until re-admitted
 //! <namespace>/<cluster>/events/<seq>      Event           bounded, oldest trimmed
 //! <namespace>/<cluster>/backup/request    BackupRequest   `ctl backup run`, until the leader assigns it
 //! <namespace>/<cluster>/backup/assignment BackupAssignment the member taking a backup now
@@ -40,18 +41,22 @@ mod leader;
 mod member;
 mod names;
 mod pg_url;
+mod removed;
 mod switchover;
 
 pub use backup::{
     BackupAssignment, BackupFailure, BackupKind, BackupRequest, LastBackup, LastDump, LastDumps,
 };
-pub use dynamic_config::{DynamicConfig, SynchronousMode};
+pub use dynamic_config::{
+    DynamicConfig, SynchronousMode, SLOT_RETENTION_MAX_MS, SLOT_RETENTION_MIN_MS,
+};
 pub use events::Event;
 pub use history::{History, HistoryEntry};
 pub use initialize::Initialize;
 pub use keys::{ClusterKey, ClusterKeys, DEFAULT_NAMESPACE};
 pub use leader::{FailsafeList, Leader, PrimaryPosition, SyncSet};
-pub use member::{ArchiveHealth, MemberStatus, PgState, Role, Tags};
+pub use member::{ArchiveHealth, MemberStatus, PgState, Role, SlotStatus, Tags};
 pub use names::check_name;
 pub use pg_url::{parse_pg_url, PgAddress};
+pub use removed::{RemovedMember, Retirement};
 pub use switchover::{Handoff, Switchover};

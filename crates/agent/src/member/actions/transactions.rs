@@ -286,6 +286,7 @@ impl Member {
             duration_ms: self
                 .failover_started_ms()
                 .map(|t| time_ms.saturating_sub(t)),
+            removed: None,
         });
         let record = History { entries };
         match history {

@@ -1,4 +1,5 @@
-//! `restart M`, `reinit M` (following the clone with a progress bar).
+//! `restart M`, `reinit M` (following the clone with a progress bar),
+//! `remove M`, `readmit M`.
 
 use std::time::Duration;
 
@@ -16,8 +17,18 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(130);
 
 async fn ask(target: &Target, output: Output, path: &str, member: &str) -> Result<(), CtlError> {
     let body = json!({ "member": member });
+    ask_with(target, output, path, member, &body).await
+}
+
+async fn ask_with(
+    target: &Target,
+    output: Output,
+    path: &str,
+    member: &str,
+    body: &Value,
+) -> Result<(), CtlError> {
     let reply = target
-        .send(Method::POST, path, Some(&body), None, CALL_TIMEOUT)
+        .send(Method::POST, path, Some(body), None, CALL_TIMEOUT)
         .await?;
     success(&reply)?;
     let answer: Value = reply.json().map_err(|e| CtlError::Refused(e.to_string()))?;
@@ -30,6 +41,54 @@ async fn ask(target: &Target, output: Output, path: &str, member: &str) -> Resul
 
 pub async fn restart(target: &Target, output: Output, member: &str) -> Result<(), CtlError> {
     ask(target, output, "/restart", member).await
+}
+
+/// `remove M [--force]`: then waits (a while) for the primary to have
+/// dropped M's slot, and says so.
+pub async fn remove(
+    target: &Target,
+    output: Output,
+    member: &str,
+    force: bool,
+) -> Result<(), CtlError> {
+    let body = json!({ "member": member, "force": force });
+    let reply = target
+        .send(Method::POST, "/remove", Some(&body), None, CALL_TIMEOUT)
+        .await?;
+    success(&reply)?;
+    let answer: Value = reply.json().map_err(|e| CtlError::Refused(e.to_string()))?;
+    if output == Output::Json {
+        println!("{answer}");
+        return Ok(());
+    }
+    println!(
+        "{member}: {}",
+        answer["result"].as_str().unwrap_or("removed")
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let view: ClusterView = target.get("/cluster").await?;
+        let primary = view.members.iter().find(|m| m.leader);
+        let holds = primary.is_some_and(|p| p.slots.iter().any(|s| s.member == member));
+        match primary {
+            Some(p) if !holds => {
+                println!("{member}: no slot left on the primary {}", p.name);
+                return Ok(());
+            }
+            _ if tokio::time::Instant::now() >= deadline => {
+                eprintln!(
+                    "{member} is removed, but the primary has not reported its slot dropped yet; \
+                     `pgwarden ctl list` shows the slots it keeps"
+                );
+                return Ok(());
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+pub async fn readmit(target: &Target, output: Output, member: &str) -> Result<(), CtlError> {
+    ask(target, output, "/readmit", member).await
 }
 
 pub async fn reinit(

@@ -101,6 +101,21 @@ pub enum CtlCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Retire a member for good: its slot on the primary is dropped, every
+    /// reference to it removed, and its agent refuses to rejoin until its
+    /// data directory is re-cloned.
+    ///
+    /// Refused for the leader (switch over first) and for a member whose
+    /// agent runs, unless --force.
+    Remove {
+        member: String,
+        /// Also when its agent runs: that agent stops PostgreSQL first,
+        /// then retires.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Let a removed member rejoin with its data directory as it is.
+    Readmit { member: String },
     /// Suspend automatic failover (maintenance).
     Pause,
     /// Resume automatic failover.
@@ -222,6 +237,10 @@ async fn dispatch(args: CtlArgs) -> Result<(), CtlError> {
         CtlCommand::Reinit { member, no_wait } => {
             members::reinit(&target, output, &member, !no_wait).await
         }
+        CtlCommand::Remove { member, force } => {
+            members::remove(&target, output, &member, force).await
+        }
+        CtlCommand::Readmit { member } => members::readmit(&target, output, &member).await,
         CtlCommand::Pause => config_cmd::pause(&target, output, true).await,
         CtlCommand::Resume => config_cmd::pause(&target, output, false).await,
         CtlCommand::History => list::history(&target, output).await,

@@ -77,8 +77,27 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Bytes as whole MiB, rounded (a few bytes show as 0).
+fn mib(bytes: u64) -> String {
+    format!("{}", (bytes + (1 << 19)) >> 20)
+}
+
 pub fn cluster(view: &ClusterView) -> String {
-    let rows: Vec<Vec<String>> = view
+    // The WAL the primary's slot for each member holds back; a column only
+    // when the primary reports its slots.
+    let slots = view
+        .members
+        .iter()
+        .find(|m| m.leader)
+        .map(|m| m.slots.as_slice())
+        .unwrap_or_default();
+    let held = |name: &str| -> String {
+        match slots.iter().find(|s| s.member == name) {
+            Some(slot) => slot.retained_bytes.map_or("0".to_string(), mib),
+            None => String::new(),
+        }
+    };
+    let mut rows: Vec<Vec<String>> = view
         .members
         .iter()
         .map(|m| {
@@ -89,19 +108,40 @@ pub fn cluster(view: &ClusterView) -> String {
                 state(m),
                 m.timeline.map_or(String::new(), |t| t.to_string()),
                 lag_mb(m),
+                held(&m.name),
             ]
         })
         .collect();
+    // Slots whose member has no status: its agent is down, and the slot
+    // (kept for `slot_retention_ms`) holds WAL meanwhile.
+    for slot in slots {
+        if !view.members.iter().any(|m| m.name == slot.member) {
+            rows.push(vec![
+                slot.member.clone(),
+                String::new(),
+                String::new(),
+                "down (slot kept)".to_string(),
+                String::new(),
+                String::new(),
+                held(&slot.member),
+            ]);
+        }
+    }
+    let mut headers = vec!["Member", "Host", "Role", "State", "TL", "Lag in MB"];
+    if slots.is_empty() {
+        for row in &mut rows {
+            row.pop();
+        }
+    } else {
+        headers.push("WAL held in MB");
+    }
     let mut out = format!(
         "Cluster: {} (leader {}, term {})\n",
         view.cluster,
         view.leader.as_deref().unwrap_or("none"),
         view.term.map_or("-".to_string(), |t| t.to_string())
     );
-    out += &table(
-        &["Member", "Host", "Role", "State", "TL", "Lag in MB"],
-        &rows,
-    );
+    out += &table(&headers, &rows);
     if view.paused {
         out += " Maintenance mode: automatic failover is paused (`pgwarden ctl resume` ends it)\n";
     }
@@ -155,6 +195,15 @@ pub fn cluster(view: &ClusterView) -> String {
         if let Some(archive) = &m.archive {
             out += &archive_line(&m.name, archive);
         }
+    }
+    for removed in &view.removed {
+        out += &format!(
+            " Removed: {} at {} (`pgwarden ctl remove`): its agent refuses to rejoin until its data \
+             directory is re-cloned (or `pgwarden ctl readmit {}`)\n",
+            removed.name,
+            api::time::format_rfc3339(removed.removed_ms),
+            removed.name
+        );
     }
     for problem in &view.problems {
         out += &format!(" Problem: {problem}\n");
@@ -253,6 +302,7 @@ mod tests {
             pending_restart: Vec::new(),
             config_errors: Vec::new(),
             archive: None,
+            slots: Vec::new(),
         }
     }
 
@@ -300,6 +350,7 @@ mod tests {
                 member("db3", Role::Replica, false, false, Some(3 << 20)),
             ],
             problems: vec![],
+            removed: vec![],
         };
         let text = cluster(&view);
         assert!(
@@ -364,6 +415,54 @@ mod tests {
     }
 
     #[test]
+    fn the_wal_each_slot_holds_and_the_removed_members() {
+        let slot = |member: &str, mb: u64| store::cluster::SlotStatus {
+            member: member.to_string(),
+            active: member == "db2",
+            retained_bytes: Some(mb << 20),
+        };
+        let mut leader = member("db1", Role::Primary, true, false, None);
+        leader.slots = vec![slot("db2", 0), slot("db3", 1500)];
+        let view = ClusterView {
+            cluster: "main".to_string(),
+            revision: 9,
+            leader: Some("db1".to_string()),
+            term: Some(7),
+            sync: vec![],
+            paused: false,
+            switchover: None,
+            members: vec![leader, member("db2", Role::Replica, false, false, Some(0))],
+            problems: vec![],
+            removed: vec![store::cluster::RemovedMember {
+                name: "db4".into(),
+                system_identifier: None,
+                timeline: Some(1),
+                removed_ms: 0,
+                by: "db1".into(),
+            }],
+        };
+        let text = cluster(&view);
+        assert!(
+            text.contains("| TL | Lag in MB | WAL held in MB |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| db2    | 10.0.0.1:5432 | Replica | streaming        | 2  | 0         | 0              |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| db3    |               |         | down (slot kept) |    |           | 1500           |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                " Removed: db4 at 1970-01-01T00:00:00Z (`pgwarden ctl remove`): its agent refuses"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn events_and_history_show_utc_times() {
         let at_ms = api::time::parse_rfc3339("2026-11-21T22:18:09.250+02:00").unwrap();
         let e = Event {
@@ -385,6 +484,7 @@ mod tests {
             from: Some("db1".to_string()),
             to: Some("db2".to_string()),
             duration_ms: Some(2500),
+            removed: None,
         };
         let text = history(&[entry]);
         assert!(text.contains("2026-11-21T20:18:09Z"), "{text}");
@@ -400,6 +500,7 @@ mod tests {
             from: Some("db2".to_string()),
             to: Some("db1".to_string()),
             duration_ms: Some(120),
+            removed: None,
         };
         let text = history(&[entry]);
         assert!(
