@@ -28,7 +28,7 @@ pub use candidates::{rank_candidates, Candidate, Exclusion};
 pub use decide::Ha;
 pub use observation::{
     Cluster, FailsafeList, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView,
-    Millis, Observation, Replica, Running, Settings, Stopped, StoreView, SwitchoverRequest,
+    Millis, Observation, Reach, Replica, Running, Settings, Stopped, StoreView, SwitchoverRequest,
     SyncMode, SyncSet,
 };
 pub use plan::{Action, LogRole, Plan, StopMode};

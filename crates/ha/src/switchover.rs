@@ -3,7 +3,9 @@
 //! same ones ([`crate::candidates::switchover_target`]), so what one admits
 //! the other does not refuse a moment later.
 
-use crate::candidates::{able_to_lead, switchover_target, switchover_targets, Exclusion};
+use crate::candidates::{
+    able_to_lead, reaches_clients, switchover_target, switchover_targets, Exclusion,
+};
 use crate::observation::{Cluster, Millis, SwitchoverRequest};
 
 /// How far in the past `at` may be (clock skew between the operator's
@@ -111,7 +113,7 @@ pub fn admit_switchover(
                     RefusalKind::Conflict,
                     format!(
                         "no member can take over: none is a running standby streaming from {leader} \
-                         without nofailover; fix a standby first"
+                         without nofailover whose reachability check passes; fix a standby first"
                     ),
                 ));
             }
@@ -156,7 +158,9 @@ pub fn admit_failover(
         ));
     }
     let view = cluster.members.get(to).ok_or_else(|| no_member(to))?;
-    able_to_lead(view).map_err(|why| refuse(RefusalKind::Conflict, explain(to, &why)))?;
+    able_to_lead(view)
+        .and_then(|()| reaches_clients(view))
+        .map_err(|why| refuse(RefusalKind::Conflict, explain(to, &why)))?;
     Ok(SwitchoverRequest {
         from: None,
         to: Some(to.to_string()),
