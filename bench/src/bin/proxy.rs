@@ -91,6 +91,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         pending_restart: Vec::new(),
         config_errors: Vec::new(),
         archive: None,
+        reachability: None,
     };
     keys.member("db1")?
         .put(store.as_ref(), &status, None)

@@ -41,6 +41,7 @@ pub fn member(name: &str, role: Role, streaming: bool) -> MemberStatus {
         pending_restart: Vec::new(),
         config_errors: Vec::new(),
         archive: None,
+        reachability: None,
     }
 }
 

@@ -470,7 +470,9 @@ mod tests {
             "its reachability check fails (0 of 1 targets answered)"
         );
         assert!(matches!(excluded["db2"], Exclusion::Unreachable { .. }));
-        assert!(excluded["db1"].remedy("db1").contains("[member] reachability"));
+        assert!(excluded["db1"]
+            .remedy("db1")
+            .contains("[member] reachability"));
         let mut primary = failing;
         primary.primary = true;
         let (ranked, _) = rank_candidates(&cluster(&[("db1", primary)]));

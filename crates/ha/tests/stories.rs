@@ -2598,7 +2598,11 @@ mod reachability {
         cluster.members.get_mut("db3").unwrap().reach = Reach::Passes;
         let plan = ha.decide(&leading(1_000, cluster.clone(), fails()));
         assert_eq!(asks(&plan), None);
-        assert!(plan.note.contains("once it has failed for"), "{}", plan.note);
+        assert!(
+            plan.note.contains("once it has failed for"),
+            "{}",
+            plan.note
+        );
         let plan = ha.decide(&leading(1_000 + grace - 1, cluster.clone(), fails()));
         assert_eq!(asks(&plan), None, "{plan:?}");
         let plan = ha.decide(&leading(1_000 + grace, cluster.clone(), fails()));
@@ -2607,7 +2611,11 @@ mod reachability {
             Some("db3"),
             "db2 is more advanced but fails its own check: {plan:?}"
         );
-        assert_eq!(plan.actions[0], Action::RenewLeader, "it keeps leading meanwhile");
+        assert_eq!(
+            plan.actions[0],
+            Action::RenewLeader,
+            "it keeps leading meanwhile"
+        );
         assert!(plan.note.contains("db3 passes its own"), "{}", plan.note);
 
         // The request in the store: the usual zero-loss switchover.

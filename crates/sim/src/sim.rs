@@ -641,6 +641,7 @@ impl Sim {
             at_ms: None,
             requested_ms: wall_ms,
             handoff: None,
+            reason: None,
         };
         let created = block_on(self.keys.switchover().create(&self.store, &request, None)).is_ok();
         if created {

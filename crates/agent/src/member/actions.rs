@@ -77,6 +77,7 @@ impl Member {
                 format!("stopped cleanly and handed over to {to}"),
             ),
             Action::ClearSwitchover { outcome } => ("switchover", outcome.clone()),
+            Action::AskSwitchover { reason, .. } => ("reachability", reason.clone()),
             Action::AssignBackup { member, kind } => (
                 "backup_assigned",
                 format!(
@@ -176,6 +177,9 @@ impl Member {
                 self.hand_off(to, final_lsn, timeline, now.wall_ms).await?;
             }
             Action::ClearSwitchover { .. } => self.clear_switchover().await?,
+            Action::AskSwitchover { to, reason } => {
+                self.ask_switchover(to, reason, now.wall_ms).await?
+            }
             Action::AssignBackup { member, kind } => {
                 self.assign_backup(member, *kind, now.wall_ms).await?
             }

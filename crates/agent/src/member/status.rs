@@ -155,6 +155,10 @@ impl Member {
                     .map(archive_health::health),
                 _ => None,
             },
+            reachability: store::cluster::Reachability::from_ha(
+                &self.reach,
+                *self.reach_since_ms.get_or_insert(now.wall_ms),
+            ),
         };
         if let Some(last) = &self.last_status {
             if (last.role, last.state) != (status.role, status.state) && plan.actions.is_empty() {

@@ -32,5 +32,6 @@ pub fn member_status(
         pending_restart: Vec::new(),
         config_errors: Vec::new(),
         archive: None,
+        reachability: None,
     }
 }

@@ -37,5 +37,6 @@ pub fn member() -> MemberStatus {
         pending_restart: Vec::new(),
         config_errors: Vec::new(),
         archive: None,
+        reachability: None,
     }
 }

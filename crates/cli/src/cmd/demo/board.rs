@@ -203,6 +203,7 @@ mod tests {
             pending_restart: Vec::new(),
             config_errors: Vec::new(),
             archive: None,
+            reachability: None,
         }
     }
 
