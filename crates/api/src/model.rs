@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use store::cluster::{
     ArchiveHealth, BackupAssignment, BackupRequest, DynamicConfig, Event, HistoryEntry, LastBackup,
-    PgState, Role, Switchover, Tags,
+    PgState, Reachability, Role, Switchover, Tags,
 };
 
 use store::ClusterRecords;
@@ -55,6 +55,9 @@ pub struct MemberView {
     /// On a primary that archives WAL: how that goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveHealth>,
+    /// Its reachability check; absent: it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<Reachability>,
 }
 
 impl ClusterView {
@@ -90,6 +93,7 @@ impl ClusterView {
                     pending_restart: m.pending_restart.clone(),
                     config_errors: m.config_errors.clone(),
                     archive: m.archive.clone(),
+                    reachability: m.reachability.clone(),
                 }
             })
             .collect();

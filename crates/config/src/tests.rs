@@ -1132,7 +1132,10 @@ fn reachability_targets_with_their_defaults() {
     assert_eq!(reach.timeout, Duration::from_secs(1));
     let shown = config.effective_toml();
     assert!(shown.contains("reachability_min = 1\n"), "{shown}");
-    assert!(shown.contains("reachability_interval = \"2s\"\n"), "{shown}");
+    assert!(
+        shown.contains("reachability_interval = \"2s\"\n"),
+        "{shown}"
+    );
     let none = fx.parse(MINIMAL).unwrap();
     assert!(none.member.reachability.targets.is_empty());
     assert!(!none.effective_toml().contains("reachability"));
