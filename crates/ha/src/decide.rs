@@ -564,6 +564,17 @@ impl Ha {
             Local::Running(running)
                 if cluster.leader.is_none()
                     && !running.primary
+                    && failover_to == Some(self.me.name.as_str())
+                    && !obs.reach.may_take_over() =>
+            {
+                Plan::new(
+                    LogRole::Replica,
+                    "paused, and a manual failover names me, but my reachability check does not pass: not taking over",
+                )
+            }
+            Local::Running(running)
+                if cluster.leader.is_none()
+                    && !running.primary
                     && failover_to == Some(self.me.name.as_str()) =>
             {
                 let plan = Plan::new(
