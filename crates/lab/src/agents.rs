@@ -52,6 +52,9 @@ pub struct ClusterOptions {
     /// `NetLab`) instead of on loopback here. The cluster keeps it alive
     /// until its processes are gone.
     pub network: Option<Arc<dyn Network>>,
+    /// Extra lines for each member's `[member]` table (e.g. its
+    /// `reachability` targets), by member index; none past the end.
+    pub member_lines: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -66,6 +69,7 @@ impl Default for ClusterOptions {
             detachable: false,
             backup: None,
             network: None,
+            member_lines: Vec::new(),
         }
     }
 }
@@ -264,7 +268,7 @@ bin_dir = "{bin}"
 listen_address = "{address}"
 port = {port}
 socket_dir = "{sockets}"
-
+{member_lines}
 [postgresql]
 hba_networks = ["{network}"]
 parameters = {{ shared_buffers = "16MB", fsync = {fsync}, max_connections = 50 }}
@@ -292,6 +296,11 @@ password_file = "{repl}"
             data = data_dir.display(),
             bin = bin_dir()?.display(),
             sockets = self.dir.path().display(),
+            member_lines = options
+                .member_lines
+                .get(index)
+                .map(String::as_str)
+                .unwrap_or_default(),
             fsync = options.fsync,
             endpoints = self.etcd.network_endpoints(),
             cluster = options.name,
