@@ -708,7 +708,10 @@ impl Sim {
         let created = block_on(self.keys.switchover().create(&self.store, &request, None)).is_ok();
         if created {
             self.fault_count += 1;
+            // A client network fault that flaps changes a target's check
+            // with no new fault: not quiet either.
             let quiet = self.faults.iter().all(Option::is_none)
+                && self.reach_faults.iter().all(Option::is_none)
                 && self.outage_until.is_none()
                 && self.agents.iter().all(|a| a.crash_after_round.is_none());
             self.admitted_quietly = (quiet && admitted.from.is_some()).then_some(self.fault_count);
