@@ -52,9 +52,7 @@ async fn a_primary_cut_from_its_clients_hands_over_to_a_standby_they_reach_losin
     let lab = Arc::new(NetLab::with_clients(ALL.len()).expect("the lab network"));
     // The clients' side: a TCP service every member's check connects to.
     let port = free_port();
-    let service: std::net::SocketAddr = format!("{}:{port}", lab.client_gateway())
-        .parse()
-        .unwrap();
+    let service: std::net::SocketAddr = format!("{}:{port}", lab.client_gateway()).parse().unwrap();
     let listening = lab.run_on_clients(async move {
         let listener = tokio::net::TcpListener::bind(service).await?;
         tokio::spawn(async move {
@@ -64,7 +62,10 @@ async fn a_primary_cut_from_its_clients_hands_over_to_a_standby_they_reach_losin
         });
         Ok::<_, std::io::Error>(())
     });
-    listening.await.unwrap().expect("the client-side service listens");
+    listening
+        .await
+        .unwrap()
+        .expect("the client-side service listens");
     let target = format!(
         "reachability = [\"{service}\"]\nreachability_interval = \"500ms\"\nreachability_timeout = \"400ms\"\n"
     );
@@ -81,24 +82,28 @@ async fn a_primary_cut_from_its_clients_hands_over_to_a_standby_they_reach_losin
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     // Every member's check passes before the cut.
-    wait_for("every member to publish a passing check", DEADLINE, || async {
-        let records = store::ClusterRecords::read(cluster.store.as_ref(), &cluster.keys)
-            .await
-            .map_err(|e| e.to_string())?;
-        let states: Vec<String> = records
-            .members
-            .values()
-            .map(|m| format!("{}: {:?}", m.value.name, m.value.reachability))
-            .collect();
-        let all_pass = records.members.len() == ALL.len()
-            && records.members.values().all(|m| {
-                m.value
-                    .reachability
-                    .as_ref()
-                    .is_some_and(|r| r.state == store::cluster::ReachState::Passes)
-            });
-        all_pass.then_some(()).ok_or(states.join("; "))
-    })
+    wait_for(
+        "every member to publish a passing check",
+        DEADLINE,
+        || async {
+            let records = store::ClusterRecords::read(cluster.store.as_ref(), &cluster.keys)
+                .await
+                .map_err(|e| e.to_string())?;
+            let states: Vec<String> = records
+                .members
+                .values()
+                .map(|m| format!("{}: {:?}", m.value.name, m.value.reachability))
+                .collect();
+            let all_pass = records.members.len() == ALL.len()
+                && records.members.values().all(|m| {
+                    m.value
+                        .reachability
+                        .as_ref()
+                        .is_some_and(|r| r.state == store::cluster::ReachState::Passes)
+                });
+            all_pass.then_some(()).ok_or(states.join("; "))
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
 
@@ -123,11 +128,15 @@ async fn a_primary_cut_from_its_clients_hands_over_to_a_standby_they_reach_losin
         took >= Duration::from_millis(GRACE_MS),
         "{new} took over {took:?} after the cut, within the grace of {GRACE_MS} ms"
     );
-    wait_for("a write acknowledged by the new primary", DEADLINE, || async {
-        writer
-            .first_ack_reconnected_after(cut_at, Some(&old))
-            .ok_or(writer.acked())
-    })
+    wait_for(
+        "a write acknowledged by the new primary",
+        DEADLINE,
+        || async {
+            writer
+                .first_ack_reconnected_after(cut_at, Some(&old))
+                .ok_or(writer.acked())
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     // The old primary follows the new one while still cut from its clients.
@@ -136,8 +145,9 @@ async fn a_primary_cut_from_its_clients_hands_over_to_a_standby_they_reach_losin
 
     let events = events(&cluster).await;
     let asked = events.iter().find(|e| {
-        e.starts_with(&format!("{old} reachability: my reachability check has failed"))
-            && e.ends_with(&format!("asking for a switchover to {new}"))
+        e.starts_with(&format!(
+            "{old} reachability: my reachability check has failed"
+        )) && e.ends_with(&format!("asking for a switchover to {new}"))
     });
     assert!(
         asked.is_some(),
@@ -152,7 +162,14 @@ async fn a_primary_cut_from_its_clients_hands_over_to_a_standby_they_reach_losin
         events.join("\n")
     );
     let history = cluster.keys.history().get(cluster.store.as_ref()).await;
-    let last = history.unwrap().unwrap().value.entries.last().cloned().unwrap();
+    let last = history
+        .unwrap()
+        .unwrap()
+        .value
+        .entries
+        .last()
+        .cloned()
+        .unwrap();
     assert_eq!(last.reason, format!("switchover from {old}"));
 
     let report = writer.stop().await;
