@@ -293,6 +293,45 @@ mod tests {
     }
 
     #[test]
+    fn a_target_whose_reachability_check_fails_is_refused_saying_what_to_do() {
+        use crate::observation::Reach;
+        let mut c = cluster();
+        c.members.get_mut("db2").unwrap().reach = Reach::Fails {
+            detail: "0 of 1 targets answered, 1 needed; 10.1.0.1:80: refused".into(),
+        };
+        let refusal = admit_switchover(&c, &ask(None, Some("db2")), 0).unwrap_err();
+        assert_eq!(refusal.kind, RefusalKind::Conflict);
+        assert!(
+            refusal
+                .message
+                .starts_with("db2 may not take over: its reachability check fails (0 of 1 targets"),
+            "{}",
+            refusal.message
+        );
+        assert!(
+            refusal.message.contains("[member] reachability"),
+            "{}",
+            refusal.message
+        );
+        let refusal = admit_switchover(&c, &ask(None, None), 0).unwrap_err();
+        assert!(
+            refusal.message.contains("whose reachability check passes"),
+            "{}",
+            refusal.message
+        );
+        c.members.get_mut("db1").unwrap().running = false;
+        c.members.get_mut("db3").unwrap().reach = Reach::Pending;
+        for to in ["db2", "db3"] {
+            let refusal = admit_failover(&c, to, 0).unwrap_err();
+            assert!(
+                refusal.message.contains("reachability check"),
+                "{}",
+                refusal.message
+            );
+        }
+    }
+
+    #[test]
     fn no_switchover_while_paused() {
         let mut c = cluster();
         c.settings.paused = true;
