@@ -42,6 +42,9 @@ pub struct LocalState {
     /// On a primary that archives WAL: how that goes.
     #[serde(default)]
     pub archive: Option<store::cluster::ArchiveHealth>,
+    /// Its reachability check (`[member] reachability`); `None`: no targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<store::cluster::Reachability>,
     /// Store keys that did not decode in the last round (left out of the
     /// agent's view; docs/store.md says what each costs).
     #[serde(default)]

@@ -43,6 +43,7 @@ impl Member {
                     total_bytes: (total > 0).then_some(total),
                 }),
             archive: status.and_then(|s| s.archive.clone()),
+            reachability: status.and_then(|s| s.reachability.clone()),
             undecodable_keys: self.undecodable_keys(),
             updated_ms: now.wall_ms,
         }
