@@ -2765,6 +2765,18 @@ mod reachability {
     }
 
     #[test]
+    fn paused_a_manual_failover_to_a_member_whose_check_fails_is_not_carried_out() {
+        let mut cluster = leaderless();
+        cluster.settings.paused = true;
+        cluster.switchover = Some(manual_failover("db2"));
+        let mut obs = observe(0, standby(1_000, None), cluster);
+        obs.reach = fails();
+        let plan = me("db2").decide(&obs);
+        assert!(plan.is_idle(), "{plan:?}");
+        assert!(plan.note.contains("reachability check"), "{}", plan.note);
+    }
+
+    #[test]
     fn a_standby_holding_the_key_whose_check_fails_gives_it_up_instead_of_promoting() {
         let mut cluster = streaming();
         cluster.leader = Some(Leader {
