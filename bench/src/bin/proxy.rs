@@ -92,6 +92,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         config_errors: Vec::new(),
         archive: None,
         slots: Vec::new(),
+        reachability: None,
     };
     keys.member("db1")?
         .put(store.as_ref(), &status, None)

@@ -10,5 +10,6 @@ pub mod failsafe;
 pub mod hooks;
 pub mod member;
 pub mod postgres;
+pub mod reachability;
 pub mod runtime;
 pub mod standby_from_backup;

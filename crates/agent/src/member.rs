@@ -131,6 +131,10 @@ pub struct Member {
     /// The dynamic configuration's parameters left out of PostgreSQL's
     /// configuration, with why: each is said once.
     refused_parameters: BTreeMap<String, String>,
+    /// This member's reachability check as last told
+    /// ([`Member::set_reach`]), and since when (unix ms) it has stood so.
+    reach: ha::Reach,
+    reach_since_ms: Option<u64>,
 }
 
 impl Member {
@@ -169,7 +173,33 @@ impl Member {
             failsafe_promise: None,
             undecodable: BTreeMap::new(),
             refused_parameters: BTreeMap::new(),
+            reach: ha::Reach::Unchecked,
+            reach_since_ms: None,
         }
+    }
+
+    /// The latest result of this member's reachability check, for the
+    /// next rounds (the runtime's checker runs off the rounds; the
+    /// simulation sets it from its faults). A change of state is an event.
+    pub fn set_reach(&mut self, reach: ha::Reach) {
+        let changed = std::mem::discriminant(&reach) != std::mem::discriminant(&self.reach);
+        if changed {
+            self.reach_since_ms = None;
+            match &reach {
+                ha::Reach::Fails { detail } => self.event(
+                    "reachability",
+                    format!(
+                        "reachability check fails: {detail}; this member is no failover candidate nor switchover \
+                         target while it fails"
+                    ),
+                ),
+                ha::Reach::Passes if matches!(self.reach, ha::Reach::Fails { .. }) => {
+                    self.event("reachability", "reachability check passes again")
+                }
+                _ => {}
+            }
+        }
+        self.reach = reach;
     }
 
     pub fn name(&self) -> &str {
@@ -382,6 +412,7 @@ impl Member {
             lease_ttl_ms: self.lease.map(|l| l.ttl.as_millis() as Millis),
             failsafe_confirmed,
             failsafe_promise: self.failsafe_promise.clone(),
+            reach: self.reach.clone(),
         };
         let mut plan = self.ha.decide(&observation);
         if plan.role == LogRole::Removed {

@@ -63,6 +63,8 @@ pub struct Agent {
     /// With a backup repository: what each round tells the backup taker,
     /// and the progress of the backup it runs.
     taker: Option<(watch::Sender<TakerView>, ProgressSlot)>,
+    /// The reachability checker's latest result (`None`: no targets).
+    reach: Option<watch::Receiver<ha::Reach>>,
 }
 
 type Fence = tokio::sync::watch::Sender<Option<tokio::time::Instant>>;
@@ -252,6 +254,7 @@ impl Agent {
             fence,
             hold_policy: watch::channel(None).0,
             taker,
+            reach: crate::reachability::spawn(&member.reachability),
         })
     }
 
@@ -331,6 +334,10 @@ impl Agent {
             let started_at = self.started;
             let promise = self.promise_given();
             self.member.keep_failsafe_promise(promise);
+            if let Some(reach) = &self.reach {
+                let latest = reach.borrow().clone();
+                self.member.set_reach(latest);
+            }
             let round = self.member.round(&move || now_since(started_at)).await;
             // The backstop: stop PostgreSQL if no later round renews the
             // leader lease in time, even if that round hangs.

@@ -69,6 +69,7 @@ fn record(request: ha::SwitchoverRequest) -> Switchover {
         requested_ms: request.requested_ms,
         // Only the old primary's agent hands over, later.
         handoff: None,
+        reason: None,
     }
 }
 

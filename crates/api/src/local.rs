@@ -46,6 +46,9 @@ pub struct LocalState {
     /// holds back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slots: Vec<store::cluster::SlotStatus>,
+    /// Its reachability check (`[member] reachability`); `None`: no targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<store::cluster::Reachability>,
     /// Store keys that did not decode in the last round (left out of the
     /// agent's view; docs/store.md says what each costs).
     #[serde(default)]

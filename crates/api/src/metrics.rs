@@ -147,6 +147,16 @@ pub fn render(
         )
         .sample(&[member], seconds(ms));
     }
+    if let Some(reach) = &local.reachability {
+        out.gauge(
+            "pgwarden_reachability_passes",
+            "1 while this member's reachability check passes ([member] reachability); 0 while it fails or has not finished.",
+        )
+        .sample(
+            &[member],
+            reach.state == store::cluster::ReachState::Passes,
+        );
+    }
     if let Some(archive) = &local.archive {
         archive_metrics(&mut out, member, archive);
     }
@@ -535,6 +545,25 @@ mod tests {
                 ("pgwarden_api_requests_total", "counter"),
                 ("pgwarden_api_refused_total", "counter"),
             ]
+        );
+    }
+
+    #[test]
+    fn the_reachability_check_is_a_gauge_only_with_targets() {
+        let mut local = LocalState {
+            member: "db2".to_string(),
+            ..LocalState::default()
+        };
+        let text = render(&local, None, &BTreeMap::new(), &Refused::default());
+        assert!(!text.contains("pgwarden_reachability_passes"), "{text}");
+        local.reachability = Some(store::cluster::Reachability {
+            state: store::cluster::ReachState::Fails,
+            ..Default::default()
+        });
+        let text = render(&local, None, &BTreeMap::new(), &Refused::default());
+        assert!(
+            text.contains("pgwarden_reachability_passes{member=\"db2\"} 0\n"),
+            "{text}"
         );
     }
 

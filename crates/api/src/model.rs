@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use store::cluster::{
     ArchiveHealth, BackupAssignment, BackupRequest, DynamicConfig, Event, HistoryEntry, LastBackup,
-    PgState, RemovedMember, Role, SlotStatus, Switchover, Tags,
+    PgState, Reachability, RemovedMember, Role, SlotStatus, Switchover, Tags,
 };
 
 use store::ClusterRecords;
@@ -62,6 +62,9 @@ pub struct MemberView {
     /// with the WAL each holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slots: Vec<SlotStatus>,
+    /// Its reachability check; absent: it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<Reachability>,
 }
 
 impl ClusterView {
@@ -98,6 +101,7 @@ impl ClusterView {
                     config_errors: m.config_errors.clone(),
                     archive: m.archive.clone(),
                     slots: m.slots.clone(),
+                    reachability: m.reachability.clone(),
                 }
             })
             .collect();

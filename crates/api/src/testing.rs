@@ -42,6 +42,7 @@ pub fn member(name: &str, role: Role, streaming: bool) -> MemberStatus {
         config_errors: Vec::new(),
         archive: None,
         slots: Vec::new(),
+        reachability: None,
     }
 }
 

@@ -1049,6 +1049,7 @@ async fn a_removal_is_checked_recorded_and_undone_by_readmit() {
         at_ms: Some(later),
         requested_ms: api::time::now_ms(),
         handoff: None,
+        reason: None,
     };
     fx.keys
         .switchover()

@@ -31,8 +31,8 @@ pub use net::IpNet;
 pub use parameters::{bad_parameter_name, bad_parameter_value, managed_parameter, runs_code};
 pub use schema::{
     Api, Backend, Backup, Bootstrap, Config, Credential, Credentials, Hooks, Member, ParamValue,
-    PasswordSource, Peer, Postgresql, ReplicaMethod, Repository, Retention, Store, Tags, Timing,
-    S3,
+    PasswordSource, Peer, Postgresql, ReachTarget, Reachability, ReplicaMethod, Repository,
+    Retention, Store, Tags, Timing, S3,
 };
 pub use secret::Secret;
 pub use validate::{heartbeat_fits, MAX_LEASE_TTL, MIN_LEASE_TTL};

@@ -47,6 +47,10 @@ pub(crate) struct RawMember {
     pub log_file: Option<PathBuf>,
     #[serde(default)]
     pub tags: RawTags,
+    pub reachability: Option<Vec<String>>,
+    pub reachability_min: Option<i64>,
+    pub reachability_interval: Option<String>,
+    pub reachability_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -96,7 +96,68 @@ pub struct Member {
     /// Empty means no unix socket; see [`Member::unix_socket_dir`].
     pub socket_dir: PathBuf,
     pub log_file: Option<PathBuf>,
+    /// `reachability` and its `reachability_*` keys.
+    #[serde(flatten)]
+    pub reachability: Reachability,
     pub tags: Tags,
+}
+
+/// `[member] reachability`: whether the network this member's clients live
+/// on reaches it, checked by the agent off its rounds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reachability {
+    /// Targets that stand for "the clients can reach me"; empty: no check.
+    pub targets: Vec<ReachTarget>,
+    /// How many targets must answer for the check to pass.
+    pub min: u32,
+    /// From the start of one check to the start of the next.
+    pub interval: Duration,
+    /// How long each target may take to answer.
+    pub timeout: Duration,
+}
+
+/// The keys as written, none when there are no targets.
+impl Serialize for Reachability {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        if !self.targets.is_empty() {
+            map.serialize_entry("reachability", &self.targets)?;
+            map.serialize_entry("reachability_min", &self.min)?;
+            map.serialize_entry(
+                "reachability_interval",
+                &crate::format_duration(self.interval),
+            )?;
+            map.serialize_entry(
+                "reachability_timeout",
+                &crate::format_duration(self.timeout),
+            )?;
+        }
+        map.end()
+    }
+}
+
+/// One target of `[member] reachability`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReachTarget {
+    /// A TCP connection to `host:port` is accepted.
+    Tcp(String),
+    /// A GET of the URL answers 2xx or 3xx.
+    Http(String),
+}
+
+impl fmt::Display for ReachTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReachTarget::Tcp(text) | ReachTarget::Http(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Serialize for ReachTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl Member {

@@ -1105,3 +1105,95 @@ fn every_key_is_documented_in_configuration_md() {
         "docs/configuration.md does not document: {missing:?}"
     );
 }
+
+/// `MINIMAL` with `lines` added to `[member]`.
+fn with_member_lines(lines: &str) -> String {
+    MINIMAL.replace("name = \"db1\"\n", &format!("name = \"db1\"\n{lines}"))
+}
+
+#[test]
+fn reachability_targets_with_their_defaults() {
+    let fx = Fixture::new();
+    let config = fx
+        .parse(&with_member_lines(
+            "reachability = [\"10.1.0.1:443\", \"http://gw.example.com/health\", \"https://[fd00::1]:8443/\"]\n",
+        ))
+        .unwrap();
+    let reach = &config.member.reachability;
+    assert_eq!(
+        reach.targets,
+        [
+            ReachTarget::Tcp("10.1.0.1:443".into()),
+            ReachTarget::Http("http://gw.example.com/health".into()),
+            ReachTarget::Http("https://[fd00::1]:8443/".into()),
+        ]
+    );
+    assert_eq!(reach.min, 1, "any one target answering is the default");
+    assert_eq!(reach.interval, Duration::from_secs(2));
+    assert_eq!(reach.timeout, Duration::from_secs(1));
+    let shown = config.effective_toml();
+    assert!(shown.contains("reachability_min = 1\n"), "{shown}");
+    assert!(
+        shown.contains("reachability_interval = \"2s\"\n"),
+        "{shown}"
+    );
+    let none = fx.parse(MINIMAL).unwrap();
+    assert!(none.member.reachability.targets.is_empty());
+    assert!(!none.effective_toml().contains("reachability"));
+}
+
+#[test]
+fn bad_reachability_values_are_refused_saying_what_to_write() {
+    let fx = Fixture::new();
+    let cases = [
+        (
+            "reachability = []\n",
+            "`member.reachability` is an empty list",
+        ),
+        (
+            "reachability = [\"10.1.0.1\"]\n",
+            "invalid reachability target \"10.1.0.1\": \"10.1.0.1\" has no :port",
+        ),
+        (
+            "reachability = [\"ftp://10.1.0.1:21\"]\n",
+            "has a scheme pgwarden does not check",
+        ),
+        (
+            "reachability = [\"http:///health\"]\n",
+            "invalid reachability URL",
+        ),
+        (
+            "reachability = [\"10.1.0.1:80\", \"10.1.0.1:80\"]\n",
+            "lists \"10.1.0.1:80\" twice",
+        ),
+        (
+            "reachability = [\"10.1.0.1:80\"]\nreachability_min = 2\n",
+            "`member.reachability_min` must be between 1 and 1, found 2",
+        ),
+        (
+            "reachability = [\"10.1.0.1:80\"]\nreachability_min = 0\n",
+            "must be between 1 and 1, found 0",
+        ),
+        (
+            "reachability_min = 1\n",
+            "`member.reachability_min` is set without `member.reachability`",
+        ),
+        (
+            "reachability = [\"10.1.0.1:80\"]\nreachability_interval = \"2m\"\n",
+            "`member.reachability_interval` (2m) is above 1m",
+        ),
+        (
+            "reachability = [\"10.1.0.1:80\"]\nreachability_interval = \"0s\"\n",
+            "must be greater than zero",
+        ),
+        (
+            "reachability = [\"10.1.0.1:80\"]\nreachability_timeout = \"3s\"\n",
+            "`member.reachability_timeout` (3s) is longer than the default `member.reachability_interval` (2s)",
+        ),
+    ];
+    for (lines, expected) in cases {
+        let error = fx.error(&with_member_lines(lines));
+        assert!(error.contains(expected), "{lines}: {error}");
+        assert!(error.contains("hint: "), "{error}");
+    }
+}

@@ -16,7 +16,7 @@ use crate::raw::{
 };
 use crate::schema::{
     Api, Backend, Backup, Config, Credential, Credentials, Hooks, Member, ParamValue,
-    PasswordSource, Peer, Postgresql, Store, Tags, Timing,
+    PasswordSource, Peer, Postgresql, ReachTarget, Reachability, Store, Tags, Timing,
 };
 use crate::secret::{self, Secret};
 
@@ -62,6 +62,11 @@ const MAX_PG_CTL_TIMEOUT: Duration = Duration::from_secs(3600);
 const MAX_CLONE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_HOOK_TIMEOUT: Duration = Duration::from_secs(600);
+/// A reachability check longer apart than this could not tell a primary
+/// within the dynamic configuration's longest grace that its clients
+/// lost it; targets beyond this many are a list of hosts, not of networks.
+const MAX_REACHABILITY_INTERVAL: Duration = Duration::from_secs(60);
+const MAX_REACHABILITY_TARGETS: usize = 32;
 
 /// A healthy leader renews its lease at least twice per TTL. The file and
 /// the store's dynamic configuration both hold to it.
@@ -285,6 +290,7 @@ impl Validator<'_> {
                 "add a [member] table with at least name and data_dir",
             )
         })?;
+        let reach = self.reachability(&table, &m)?;
         let name = self.required(&table, "name", m.name, "\"db1\"")?;
         self.name(&table.key("name"), "member name", &name, false)?;
 
@@ -339,6 +345,144 @@ impl Validator<'_> {
                 noloadbalance: m.tags.noloadbalance.unwrap_or(false),
                 priority: u32::try_from(priority).expect("checked range"),
             },
+            reachability: reach,
+        })
+    }
+
+    /// `reachability` and its `reachability_*` keys: the targets, how many
+    /// must answer (default 1), how often (default 2 s) and how long each
+    /// may take (default 1 s, at most the interval).
+    fn reachability(&self, table: &KeyPath, m: &RawMember) -> Result<Reachability> {
+        let list = m.reachability.clone().unwrap_or_default();
+        let path = table.key("reachability");
+        if list.is_empty() {
+            if m.reachability.is_some() {
+                return Err(self.err(
+                    &path,
+                    Target::Value,
+                    "`member.reachability` is an empty list",
+                    "list the targets that stand for \"the clients can reach me\", e.g. \
+                     [\"10.1.0.1:443\", \"http://10.1.0.2/health\"], or remove the key for no check",
+                ));
+            }
+            for key in [
+                "reachability_min",
+                "reachability_interval",
+                "reachability_timeout",
+            ] {
+                if self.loc.is_set(&table.key(key)) {
+                    return Err(self.err(
+                        &table.key(key),
+                        Target::Key,
+                        format!("`member.{key}` is set without `member.reachability`"),
+                        "list the targets in `reachability` too, or remove this key",
+                    ));
+                }
+            }
+        }
+        if list.len() > MAX_REACHABILITY_TARGETS {
+            return Err(self.err(
+                &path,
+                Target::Value,
+                format!(
+                    "`member.reachability` lists {} targets, more than {MAX_REACHABILITY_TARGETS}",
+                    list.len()
+                ),
+                "list a few targets per client network (a gateway, a load balancer, an application host)",
+            ));
+        }
+        let mut targets: Vec<ReachTarget> = Vec::with_capacity(list.len());
+        for (i, text) in list.iter().enumerate() {
+            let entry = path.index(i);
+            let target = if text.starts_with("http://") || text.starts_with("https://") {
+                let rest = text.split_once("://").map_or("", |(_, r)| r);
+                let authority = rest.split('/').next().unwrap_or("");
+                let with_port = if authority.starts_with('[') {
+                    if authority.contains("]:") {
+                        authority.to_string()
+                    } else {
+                        format!("{authority}:80")
+                    }
+                } else if authority.contains(':') {
+                    authority.to_string()
+                } else {
+                    format!("{authority}:80")
+                };
+                check_host_port(&with_port).map_err(|e| {
+                    self.err(
+                        &entry,
+                        Target::Value,
+                        format!("invalid reachability URL \"{text}\": {e}"),
+                        "write an http:// or https:// URL with a host, e.g. \"http://10.1.0.2:8080/health\"",
+                    )
+                })?;
+                ReachTarget::Http(text.clone())
+            } else if text.contains("://") {
+                return Err(self.err(
+                    &entry,
+                    Target::Value,
+                    format!("reachability target \"{text}\" has a scheme pgwarden does not check"),
+                    "write host:port for a TCP connect, or an http:// or https:// URL for a GET",
+                ));
+            } else {
+                check_host_port(text).map_err(|e| {
+                    self.err(
+                        &entry,
+                        Target::Value,
+                        format!("invalid reachability target \"{text}\": {e}"),
+                        "write host:port for a TCP connect (e.g. \"10.1.0.1:443\"), or an http:// URL for a GET",
+                    )
+                })?;
+                ReachTarget::Tcp(text.clone())
+            };
+            if targets.contains(&target) {
+                return Err(self.err(
+                    &entry,
+                    Target::Value,
+                    format!("`member.reachability` lists \"{text}\" twice"),
+                    "list each target once",
+                ));
+            }
+            targets.push(target);
+        }
+        let min = match m.reachability_min {
+            None => 1.min(targets.len() as i64),
+            Some(n) => self.int_in(
+                &table.key("reachability_min"),
+                n,
+                1,
+                targets.len().max(1) as i64,
+                "how many of the reachability targets must answer; 1 (the default): any one proves the client network works",
+            )?,
+        };
+        let interval_path = table.key("reachability_interval");
+        let interval = self.at_most(
+            &interval_path,
+            self.duration(&interval_path, m.reachability_interval.clone(), "2s")?,
+            MAX_REACHABILITY_INTERVAL,
+            "a primary learns that its clients lost it one interval late at most",
+        )?;
+        let timeout_path = table.key("reachability_timeout");
+        let timeout = self.duration(&timeout_path, m.reachability_timeout.clone(), "1s")?;
+        let interval_given = m.reachability_interval.is_some();
+        if timeout > interval {
+            return Err(self.err(
+                &timeout_path,
+                Target::Value,
+                format!(
+                    "`member.reachability_timeout` ({}) is longer than {}`member.reachability_interval` ({})",
+                    crate::format_duration(timeout),
+                    if interval_given { "" } else { "the default " },
+                    crate::format_duration(interval)
+                ),
+                "a check must end before the next begins: lower the timeout or raise the interval",
+            ));
+        }
+        Ok(Reachability {
+            targets,
+            min: min as u32,
+            interval,
+            timeout,
         })
     }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::observation::{Cluster, MemberView, SyncSet};
+use crate::observation::{Cluster, MemberView, Reach, SyncSet};
 
 /// A member that may take over.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +54,11 @@ pub enum Exclusion {
         timeline: Option<u32>,
         leader: u32,
     },
+    /// Its reachability check fails (or has not finished yet): the
+    /// network its clients live on may not reach it.
+    Unreachable {
+        detail: String,
+    },
 }
 
 impl Exclusion {
@@ -78,6 +83,10 @@ impl Exclusion {
                 "wait until the other members of the synchronous set run and report, or start them"
                     .to_string()
             }
+            Exclusion::Unreachable { .. } => format!(
+                "pick another member, or repair the network between {member} and its clients \
+                 (the targets of its [member] reachability) and wait until its check passes"
+            ),
         }
     }
 }
@@ -117,6 +126,9 @@ impl fmt::Display for Exclusion {
                 Some(timeline) => write!(f, "on timeline {timeline}, the leader on {leader}"),
                 None => write!(f, "it has published no timeline, the leader is on {leader}"),
             },
+            Exclusion::Unreachable { detail } => {
+                write!(f, "its reachability check fails ({detail})")
+            }
         }
     }
 }
@@ -162,6 +174,21 @@ pub fn able_to_lead(member: &MemberView) -> Result<(), Exclusion> {
     Ok(())
 }
 
+/// Whether the network its clients live on reaches `member`: its
+/// reachability check passes, or it has none. A member whose check has
+/// not finished yet is not trusted with the clients either.
+pub fn reaches_clients(member: &MemberView) -> Result<(), Exclusion> {
+    match &member.reach {
+        Reach::Unchecked | Reach::Passes => Ok(()),
+        Reach::Pending => Err(Exclusion::Unreachable {
+            detail: "no check has finished yet".to_string(),
+        }),
+        Reach::Fails { detail } => Err(Exclusion::Unreachable {
+            detail: detail.clone(),
+        }),
+    }
+}
+
 /// Whether `name` may take over with no leader (a failover), and from
 /// which WAL position.
 pub fn failover_candidate(
@@ -179,10 +206,13 @@ pub fn failover_candidate(
             latest: cluster.latest_timeline,
         });
     }
-    // A primary that lost its key still has everything it acknowledged.
+    // A primary that lost its key still has everything it acknowledged;
+    // blind to its clients or not, it beats no primary (a standby that
+    // passes takes over from it later, by a switchover).
     if member.primary {
         return Ok(lsn);
     }
+    reaches_clients(member)?;
     if let Some(last) = cluster.last_primary_lsn {
         let lag = last.saturating_sub(lsn);
         if lag > settings.maximum_lag_on_failover {
@@ -260,6 +290,7 @@ pub fn switchover_target(
     if member.primary {
         return Err(Exclusion::NotStandby);
     }
+    reaches_clients(member)?;
     if !member.streaming || member.upstream.as_deref() != Some(leader) {
         return Err(Exclusion::NotStreamingFrom {
             leader: leader.to_string(),
@@ -409,6 +440,43 @@ mod tests {
                 latest: 2
             }
         );
+    }
+
+    #[test]
+    fn a_standby_whose_reachability_check_fails_or_is_pending_is_excluded() {
+        let failing = MemberView {
+            reach: Reach::Fails {
+                detail: "0 of 1 targets answered".into(),
+            },
+            ..standby(1_000, 100)
+        };
+        let pending = MemberView {
+            reach: Reach::Pending,
+            ..standby(1_000, 100)
+        };
+        let passing = MemberView {
+            reach: Reach::Passes,
+            ..standby(900, 1)
+        };
+        let (ranked, excluded) = rank_candidates(&cluster(&[
+            ("db1", failing.clone()),
+            ("db2", pending),
+            ("db3", passing),
+            ("db4", standby(950, 1)),
+        ]));
+        assert_eq!(names(&ranked), ["db4", "db3"], "no check counts as passing");
+        assert_eq!(
+            excluded["db1"].to_string(),
+            "its reachability check fails (0 of 1 targets answered)"
+        );
+        assert!(matches!(excluded["db2"], Exclusion::Unreachable { .. }));
+        assert!(excluded["db1"]
+            .remedy("db1")
+            .contains("[member] reachability"));
+        let mut primary = failing;
+        primary.primary = true;
+        let (ranked, _) = rank_candidates(&cluster(&[("db1", primary)]));
+        assert_eq!(names(&ranked), ["db1"], "a blind primary beats none");
     }
 
     #[test]

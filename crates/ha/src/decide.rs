@@ -75,6 +75,15 @@ pub struct Ha {
     backup_taker_missing_since: Option<Millis>,
     /// The action that keeps failing, backed off ([`crate::retry`]).
     failing: Option<Failing>,
+    /// Since when this member's own reachability check has failed, without
+    /// a pause.
+    reach_failing_since: Option<Millis>,
+    /// Since when this member has led with its PostgreSQL running as
+    /// primary: a reachability grace counts from then at the earliest.
+    leading_since: Option<Millis>,
+    /// When this leader last asked for a switchover because its check
+    /// failed: it asks again no sooner than a grace later.
+    reach_asked_at: Option<Millis>,
 }
 
 impl Ha {
@@ -100,6 +109,9 @@ impl Ha {
             switchover_due_seen: None,
             backup_taker_missing_since: None,
             failing: None,
+            reach_failing_since: None,
+            leading_since: None,
+            reach_asked_at: None,
         }
     }
 
@@ -115,6 +127,7 @@ impl Ha {
         match (action, result) {
             (Action::ReleaseLeader, Ok(())) => self.released_at = Some(now),
             (Action::HandOff { to }, Ok(())) => self.handed_off = Some(to.clone()),
+            (Action::AskSwitchover { .. }, Ok(())) => self.reach_asked_at = Some(now),
             // The failure was about the request just deleted, not a next one.
             (Action::ClearSwitchover { .. }, Ok(())) => self.handoff_failed = None,
             (Action::HandOff { .. }, Err(error)) => {
@@ -284,6 +297,12 @@ impl Ha {
         if matches!(obs.local, Local::Running(_)) {
             self.pg_down_since = None;
         }
+        match obs.reach.fails() {
+            Some(_) => {
+                self.reach_failing_since.get_or_insert(obs.now);
+            }
+            None => self.reach_failing_since = None,
+        }
         if let StoreView::Reachable(cluster) = &obs.store {
             let handoff = live_handoff(obs, cluster);
             match (handoff, &self.handoff_seen) {
@@ -331,6 +350,12 @@ impl Ha {
             .leader
             .as_ref()
             .is_some_and(|l| l.member == self.me.name);
+        match &obs.local {
+            Local::Running(running) if leads && running.primary => {
+                self.leading_since.get_or_insert(obs.now);
+            }
+            _ => self.leading_since = None,
+        }
         match &obs.local {
             Local::Running(running) if leads && running.primary && !cluster.settings.paused => {
                 sync::observe_floor(cluster, running, &mut self.sync_floor);
@@ -597,6 +622,17 @@ impl Ha {
             Local::Running(running)
                 if cluster.leader.is_none()
                     && !running.primary
+                    && failover_to == Some(self.me.name.as_str())
+                    && !obs.reach.may_take_over() =>
+            {
+                Plan::new(
+                    LogRole::Replica,
+                    "paused, and a manual failover names me, but my reachability check does not pass: not taking over",
+                )
+            }
+            Local::Running(running)
+                if cluster.leader.is_none()
+                    && !running.primary
                     && failover_to == Some(self.me.name.as_str()) =>
             {
                 let plan = Plan::new(
@@ -673,6 +709,17 @@ impl Ha {
                 if let Some(outcome) = clear {
                     plan.note = format!("{}; {outcome}", plan.note);
                     plan = plan.then(Action::ClearSwitchover { outcome });
+                } else if cluster.switchover.is_none() {
+                    match self.reach_handover(obs, cluster, running) {
+                        Some(Ok(action)) => {
+                            if let Action::AskSwitchover { reason, .. } = &action {
+                                plan.note = format!("{}; {reason}", plan.note);
+                            }
+                            plan = plan.then(action);
+                        }
+                        Some(Err(note)) => plan.note = format!("{}; {note}", plan.note),
+                        None => {}
+                    }
                 }
                 let taker_missing_for = self
                     .backup_taker_missing_since
@@ -690,6 +737,15 @@ impl Ha {
                 plan.actions.extend(backup);
                 plan
             }
+            Local::Running(_) if !obs.reach.may_take_over() => Plan::new(
+                LogRole::Replica,
+                format!(
+                    "holding the leader key (term {}) as a standby, but my reachability check does not pass: \
+                     giving it up, so that a member the clients reach takes over",
+                    leader.term
+                ),
+            )
+            .then(Action::ReleaseLeader),
             Local::Running(_) => self.promote_plan(
                 cluster,
                 Plan::new(
@@ -785,7 +841,7 @@ impl Ha {
         if !sync.members.contains(&self.me.name) {
             return None;
         }
-        let mut view = self.with_fresh_self(cluster, running);
+        let mut view = self.with_fresh_self(obs, cluster, running);
         view.members.remove(name);
         let (ranked, _) = rank_candidates(&view);
         if ranked.first().map(|c| c.name.as_str()) != Some(self.me.name.as_str()) {
@@ -1179,7 +1235,7 @@ impl Ha {
             )
             .then(Action::Follow { upstream: None });
         }
-        let view = self.with_fresh_self(cluster, running);
+        let view = self.with_fresh_self(obs, cluster, running);
         let (ranked, excluded) = rank_candidates(&view);
         if let Some(plan) = self.leaderless_by_request(obs, cluster, running, &ranked) {
             return match plan {
@@ -1314,6 +1370,68 @@ impl Ha {
         ))
     }
 
+    /// A leader whose reachability check fails: once it has failed for
+    /// the grace (counted from when this member began to lead at the
+    /// earliest, and a grace after its last such request), it asks for a
+    /// switchover to the best standby that streams from it, is caught up
+    /// (within `maximum_lag_on_failover`) and passes its own check. With
+    /// none, it stays: a primary its clients may not reach beats none.
+    /// `None`: its check does not fail; `Err`: waiting, saying why.
+    fn reach_handover(
+        &self,
+        obs: &Observation,
+        cluster: &Cluster,
+        running: &Running,
+    ) -> Option<Result<Action, String>> {
+        let detail = obs.reach.fails()?;
+        let settings = &cluster.settings;
+        let grace = settings.reachability_grace_ms;
+        let since = self
+            .reach_failing_since
+            .unwrap_or(obs.now)
+            .max(self.leading_since.unwrap_or(obs.now));
+        let failing_for = obs.now.saturating_sub(since);
+        let me = self.me.name.as_str();
+        if failing_for < grace {
+            return Some(Err(format!(
+                "my reachability check fails ({detail}) for {failing_for} ms: handing over to a standby \
+                 that passes once it has failed for {grace} ms"
+            )));
+        }
+        if let Some(asked) = self
+            .reach_asked_at
+            .filter(|asked| obs.now.saturating_sub(*asked) < grace)
+        {
+            return Some(Err(format!(
+                "my reachability check fails ({detail}); a switchover asked {} ms ago did not happen, \
+                 asking again once {grace} ms have passed",
+                obs.now - asked
+            )));
+        }
+        let caught_up = |name: &String| {
+            cluster.members.get(name).is_some_and(|m| {
+                m.lsn.is_some_and(|lsn| {
+                    running.lsn.saturating_sub(lsn) <= settings.maximum_lag_on_failover
+                })
+            })
+        };
+        let target = switchover_targets(me, running.timeline, &cluster.members)
+            .into_iter()
+            .find(|(name, readiness)| *readiness == Readiness::Ready && caught_up(name));
+        let Some((to, _)) = target else {
+            return Some(Err(format!(
+                "my reachability check fails ({detail}) for {failing_for} ms, but no standby that streams \
+                 from me and is caught up passes its own: staying primary (a primary the clients may not \
+                 reach beats none)"
+            )));
+        };
+        let reason = format!(
+            "my reachability check has failed for {failing_for} ms ({detail}) and {to} passes its own: \
+             asking for a switchover to {to}"
+        );
+        Some(Ok(Action::AskSwitchover { to, reason }))
+    }
+
     /// Who takes over in a switchover: `to` if it may, else the best
     /// standby streaming from this primary. `Ok(None)`: a target streams
     /// from me but is still catching up to my timeline, so wait for it.
@@ -1381,6 +1499,13 @@ impl Ha {
                     handoff.from, handoff.to
                 )));
             }
+            if !obs.reach.may_take_over() {
+                return Some(Err(format!(
+                    "switchover from {} to me under way, but my reachability check does not pass: \
+                     not taking over (past a TTL a member that passes does)",
+                    handoff.from
+                )));
+            }
             if running.lsn <= handoff.final_lsn {
                 return Some(Err(format!(
                     "switchover from {}: waiting to receive its WAL up to {} (at {})",
@@ -1422,7 +1547,8 @@ impl Ha {
 
     /// The cluster view with this member's own entry from its fresh local
     /// observation rather than its last published status.
-    fn with_fresh_self(&self, cluster: &Cluster, running: &Running) -> Cluster {
+    fn with_fresh_self(&self, obs: &Observation, cluster: &Cluster, running: &Running) -> Cluster {
+        let obs_reach = &obs.reach;
         let mut view = cluster.clone();
         let published = cluster.members.get(&self.me.name);
         view.members.insert(
@@ -1439,6 +1565,7 @@ impl Ha {
                 upstream: running.upstream.clone(),
                 streaming: running.streaming,
                 can_backup: published.is_some_and(|m| m.can_backup),
+                reach: obs_reach.clone(),
                 revision: published.map_or(0, |m| m.revision),
             },
         );

@@ -30,7 +30,7 @@ pub use candidates::{rank_candidates, Candidate, Exclusion};
 pub use decide::Ha;
 pub use observation::{
     Cluster, FailsafeList, FailsafePromise, Handoff, Initialize, Leader, Local, Me, MemberView,
-    Millis, Observation, Removed, Replica, Running, Settings, Stopped, StoreView,
+    Millis, Observation, Reach, Removed, Replica, Running, Settings, Stopped, StoreView,
     SwitchoverRequest, SyncMode, SyncSet,
 };
 pub use plan::{Action, LogRole, Plan, StopMode};

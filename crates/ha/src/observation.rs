@@ -42,6 +42,40 @@ pub struct Observation {
     /// follows it, and so takes no leadership and deposes nobody before
     /// `until`.
     pub failsafe_promise: Option<FailsafePromise>,
+    /// This member's own reachability check, as of this round (fresher
+    /// than the status it last published).
+    pub reach: Reach,
+}
+
+/// A member's reachability check (`[member] reachability`): whether the
+/// network its clients live on answers it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Reach {
+    /// No targets configured, or an agent too old to check: it behaves as
+    /// if the check passed (as before the check existed).
+    #[default]
+    Unchecked,
+    /// Targets configured, no check finished yet.
+    Pending,
+    /// Enough targets answered.
+    Passes,
+    /// Too few targets answered; `detail` says which did not and why.
+    Fails { detail: String },
+}
+
+impl Reach {
+    /// It may take over: its check passes, or it has none.
+    pub fn may_take_over(&self) -> bool {
+        matches!(self, Reach::Unchecked | Reach::Passes)
+    }
+
+    /// Its check finished and failed (not merely pending).
+    pub fn fails(&self) -> Option<&str> {
+        match self {
+            Reach::Fails { detail } => Some(detail),
+            _ => None,
+        }
+    }
 }
 
 /// A member's word to a primary in failsafe mode.
@@ -323,6 +357,8 @@ pub struct MemberView {
     pub streaming: bool,
     /// It has a backup repository configured, so it can take backups.
     pub can_backup: bool,
+    /// Its reachability check, as it last published it.
+    pub reach: Reach,
     /// The store revision of its status: it changes every time the member's
     /// agent publishes, so an unchanged one means a silent agent.
     pub revision: u64,
@@ -353,6 +389,9 @@ pub struct Settings {
     /// back within it, the member finds its WAL; the slot holds that WAL on
     /// the primary meanwhile.
     pub slot_retention_ms: Millis,
+    /// How long a primary's reachability check must have failed, without
+    /// a pause, before it hands over to a standby whose check passes.
+    pub reachability_grace_ms: Millis,
 }
 
 impl Default for Settings {
@@ -369,6 +408,7 @@ impl Default for Settings {
             restart_grace_ms: 2_000,
             backup: Schedule::default(),
             slot_retention_ms: 10 * 60 * 1000,
+            reachability_grace_ms: 10_000,
         }
     }
 }

@@ -96,6 +96,14 @@ pub enum Action {
     HandOff {
         to: String,
     },
+    /// Ask for a switchover from this leader to `to` (create the
+    /// switchover key, only if there is none), and say `reason` in an
+    /// event: the leader's reachability check has failed for the grace and
+    /// `to`'s passes. The next rounds carry it out as any switchover.
+    AskSwitchover {
+        to: String,
+        reason: String,
+    },
     /// Delete the switchover key and say how it ended (an event).
     ClearSwitchover {
         outcome: String,

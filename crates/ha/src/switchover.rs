@@ -3,7 +3,9 @@
 //! same ones ([`crate::candidates::switchover_target`]), so what one admits
 //! the other does not refuse a moment later.
 
-use crate::candidates::{able_to_lead, switchover_target, switchover_targets, Exclusion};
+use crate::candidates::{
+    able_to_lead, reaches_clients, switchover_target, switchover_targets, Exclusion,
+};
 use crate::observation::{Cluster, Millis, SwitchoverRequest};
 
 /// How far in the past `at` may be (clock skew between the operator's
@@ -112,7 +114,7 @@ pub fn admit_switchover(
                     RefusalKind::Conflict,
                     format!(
                         "no member can take over: none is a running standby streaming from {leader} \
-                         without nofailover; fix a standby first"
+                         without nofailover whose reachability check passes; fix a standby first"
                     ),
                 ));
             }
@@ -158,7 +160,9 @@ pub fn admit_failover(
         ));
     }
     let view = cluster.members.get(to).ok_or_else(|| no_member(to))?;
-    able_to_lead(view).map_err(|why| refuse(RefusalKind::Conflict, explain(to, &why)))?;
+    able_to_lead(view)
+        .and_then(|()| reaches_clients(view))
+        .map_err(|why| refuse(RefusalKind::Conflict, explain(to, &why)))?;
     Ok(SwitchoverRequest {
         from: None,
         to: Some(to.to_string()),
@@ -288,6 +292,45 @@ mod tests {
         leaderless.leader = None;
         let refusal = admit_switchover(&leaderless, &ask(None, None), 0).unwrap_err();
         assert!(refusal.message.contains("failover"));
+    }
+
+    #[test]
+    fn a_target_whose_reachability_check_fails_is_refused_saying_what_to_do() {
+        use crate::observation::Reach;
+        let mut c = cluster();
+        c.members.get_mut("db2").unwrap().reach = Reach::Fails {
+            detail: "0 of 1 targets answered, 1 needed; 10.1.0.1:80: refused".into(),
+        };
+        let refusal = admit_switchover(&c, &ask(None, Some("db2")), 0).unwrap_err();
+        assert_eq!(refusal.kind, RefusalKind::Conflict);
+        assert!(
+            refusal
+                .message
+                .starts_with("db2 may not take over: its reachability check fails (0 of 1 targets"),
+            "{}",
+            refusal.message
+        );
+        assert!(
+            refusal.message.contains("[member] reachability"),
+            "{}",
+            refusal.message
+        );
+        let refusal = admit_switchover(&c, &ask(None, None), 0).unwrap_err();
+        assert!(
+            refusal.message.contains("whose reachability check passes"),
+            "{}",
+            refusal.message
+        );
+        c.members.get_mut("db1").unwrap().running = false;
+        c.members.get_mut("db3").unwrap().reach = Reach::Pending;
+        for to in ["db2", "db3"] {
+            let refusal = admit_failover(&c, to, 0).unwrap_err();
+            assert!(
+                refusal.message.contains("reachability check"),
+                "{}",
+                refusal.message
+            );
+        }
     }
 
     #[test]

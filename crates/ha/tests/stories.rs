@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ha::{
     Action, Cluster, FailsafeList, FailsafePromise, Ha, Handoff, Initialize, Leader, Local, Me,
-    MemberView, Observation, Removed, Replica, Running, Settings, StopMode, Stopped, StoreView,
-    SwitchoverRequest, SyncMode, SyncSet,
+    MemberView, Observation, Reach, Removed, Replica, Running, Settings, StopMode, Stopped,
+    StoreView, SwitchoverRequest, SyncMode, SyncSet,
 };
 
 const SYSID: u64 = 7_300_000_000_000_000_001;
@@ -123,6 +123,7 @@ fn observe(now: u64, local: Local, cluster: Cluster) -> Observation {
         lease_ttl_ms: None,
         failsafe_confirmed: BTreeMap::new(),
         failsafe_promise: None,
+        reach: Reach::Unchecked,
     }
 }
 
@@ -1092,6 +1093,7 @@ mod store_outage {
             lease_ttl_ms: None,
             failsafe_confirmed: BTreeMap::new(),
             failsafe_promise: None,
+            reach: Reach::Unchecked,
         }
     }
 
@@ -2944,5 +2946,298 @@ mod retiring {
         };
         let err = ha::switchover::admit_switchover(&cluster, &ask, 0).unwrap_err();
         assert!(err.message.contains("db3"), "{}", err.message);
+    }
+}
+
+mod reachability {
+    //! `[member] reachability`: a member whose check fails is no
+    //! candidate; a leader whose check fails hands over, after a grace, to
+    //! a standby whose check passes — and to nobody if none does.
+
+    use super::*;
+
+    fn fails() -> Reach {
+        Reach::Fails {
+            detail: "0 of 1 targets answered (10.1.0.1:80: connection refused)".into(),
+        }
+    }
+
+    /// db1 leads at 1000; db2 (at 1000) and db3 (at 900) stream from it.
+    fn streaming() -> Cluster {
+        let mut cluster = cluster();
+        for name in ["db2", "db3"] {
+            cluster.members.get_mut(name).unwrap().upstream = Some("db1".into());
+        }
+        cluster
+    }
+
+    fn leading(now: u64, cluster: Cluster, reach: Reach) -> Observation {
+        let mut obs = observe(now, Local::Running(primary(1_000)), cluster);
+        obs.lease_valid_until = Some(now + 2_900);
+        obs.reach = reach;
+        obs
+    }
+
+    fn asks(plan: &ha::Plan) -> Option<&str> {
+        plan.actions.iter().find_map(|a| match a {
+            Action::AskSwitchover { to, .. } => Some(to.as_str()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_standby_whose_check_fails_does_not_take_over_and_says_why() {
+        let mut cluster = leaderless();
+        cluster.members.get_mut("db2").unwrap().reach = fails();
+        let mut obs = observe(0, standby(1_000, None), cluster.clone());
+        obs.reach = fails();
+        let plan = me("db2").decide(&obs);
+        assert!(!plan.actions.contains(&Action::AcquireLeader), "{plan:?}");
+        assert!(
+            plan.note.contains("its reachability check fails"),
+            "{}",
+            plan.note
+        );
+        // db3, further behind but reaching its clients, takes over.
+        let plan = me("db3").decide(&observe(0, standby(900, None), cluster));
+        assert_eq!(plan.actions, promotion(&["db2"]));
+    }
+
+    #[test]
+    fn my_own_fresh_check_counts_not_my_last_published_status() {
+        // Published as passing a moment ago, failing now: no race.
+        let mut obs = observe(0, standby(1_000, None), leaderless());
+        obs.reach = fails();
+        let plan = me("db2").decide(&obs);
+        assert!(!plan.actions.contains(&Action::AcquireLeader), "{plan:?}");
+        // A check still pending is not trusted either.
+        let mut obs = observe(0, standby(1_000, None), leaderless());
+        obs.reach = Reach::Pending;
+        let plan = me("db2").decide(&obs);
+        assert!(!plan.actions.contains(&Action::AcquireLeader), "{plan:?}");
+    }
+
+    #[test]
+    fn a_standby_whose_check_fails_is_no_switchover_target() {
+        let mut cluster = streaming();
+        cluster.members.get_mut("db3").unwrap().reach = fails();
+        cluster.switchover = Some(SwitchoverRequest {
+            from: Some("db1".into()),
+            to: Some("db3".into()),
+            requested_ms: 0,
+            at_ms: None,
+            handoff: None,
+        });
+        let plan = me("db1").decide(&leading(0, cluster, Reach::Passes));
+        let outcome = plan.actions.iter().find_map(|a| match a {
+            Action::ClearSwitchover { outcome } => Some(outcome.clone()),
+            _ => None,
+        });
+        assert!(
+            outcome
+                .as_deref()
+                .is_some_and(|o| o.contains("db3 may not take over: its reachability check fails")),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn a_leader_whose_check_fails_hands_over_after_the_grace_to_a_standby_that_passes() {
+        let mut ha = me("db1");
+        let grace = Settings::default().reachability_grace_ms;
+        let mut cluster = streaming();
+        cluster.members.get_mut("db2").unwrap().reach = fails();
+        cluster.members.get_mut("db3").unwrap().reach = Reach::Passes;
+        let plan = ha.decide(&leading(1_000, cluster.clone(), fails()));
+        assert_eq!(asks(&plan), None);
+        assert!(
+            plan.note.contains("once it has failed for"),
+            "{}",
+            plan.note
+        );
+        let plan = ha.decide(&leading(1_000 + grace - 1, cluster.clone(), fails()));
+        assert_eq!(asks(&plan), None, "{plan:?}");
+        let plan = ha.decide(&leading(1_000 + grace, cluster.clone(), fails()));
+        assert_eq!(
+            asks(&plan),
+            Some("db3"),
+            "db2 is more advanced but fails its own check: {plan:?}"
+        );
+        assert_eq!(
+            plan.actions[0],
+            Action::RenewLeader,
+            "it keeps leading meanwhile"
+        );
+        assert!(plan.note.contains("db3 passes its own"), "{}", plan.note);
+
+        // The request in the store: the usual zero-loss switchover.
+        succeeded(&mut ha, 1_000 + grace, &plan);
+        cluster.switchover = Some(SwitchoverRequest {
+            from: Some("db1".into()),
+            to: Some("db3".into()),
+            requested_ms: 1_000 + grace,
+            at_ms: None,
+            handoff: None,
+        });
+        let plan = ha.decide(&leading(1_000 + grace + 500, cluster, fails()));
+        assert_eq!(
+            plan.actions,
+            [
+                Action::Stop {
+                    mode: StopMode::Fast
+                },
+                Action::HandOff { to: "db3".into() }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_check_that_recovers_within_the_grace_starts_the_count_afresh() {
+        let mut ha = me("db1");
+        let grace = Settings::default().reachability_grace_ms;
+        let cluster = streaming();
+        let mut now = 0;
+        // Fails for most of a grace, passes once, again and again.
+        for _ in 0..5 {
+            for _ in 0..9 {
+                let plan = ha.decide(&leading(now, cluster.clone(), fails()));
+                assert_eq!(asks(&plan), None, "at {now}: {plan:?}");
+                now += grace / 10;
+            }
+            let plan = ha.decide(&leading(now, cluster.clone(), Reach::Passes));
+            assert_eq!(asks(&plan), None);
+            now += grace / 10;
+        }
+    }
+
+    #[test]
+    fn a_leader_blind_to_its_clients_stays_when_no_standby_passes() {
+        let mut ha = me("db1");
+        let mut cluster = streaming();
+        for name in ["db2", "db3"] {
+            cluster.members.get_mut(name).unwrap().reach = fails();
+        }
+        ha.decide(&leading(0, cluster.clone(), fails()));
+        let plan = ha.decide(&leading(60_000, cluster, fails()));
+        assert_eq!(asks(&plan), None);
+        assert_eq!(plan.actions[0], Action::RenewLeader);
+        assert!(plan.note.contains("beats none"), "{}", plan.note);
+    }
+
+    #[test]
+    fn a_standby_far_behind_or_not_streaming_is_not_handed_over_to() {
+        let mut ha = me("db1");
+        let mut cluster = streaming();
+        cluster.settings.maximum_lag_on_failover = 50;
+        // db2 does not stream; db3 is 100 behind.
+        cluster.members.get_mut("db2").unwrap().streaming = false;
+        ha.decide(&leading(0, cluster.clone(), fails()));
+        let plan = ha.decide(&leading(60_000, cluster.clone(), fails()));
+        assert_eq!(asks(&plan), None, "{plan:?}");
+        cluster.members.get_mut("db3").unwrap().lsn = Some(990);
+        let plan = ha.decide(&leading(60_500, cluster, fails()));
+        assert_eq!(asks(&plan), Some("db3"));
+    }
+
+    #[test]
+    fn after_asking_it_asks_again_no_sooner_than_a_grace_later() {
+        let mut ha = me("db1");
+        let grace = Settings::default().reachability_grace_ms;
+        let cluster = streaming();
+        ha.decide(&leading(0, cluster.clone(), fails()));
+        let plan = ha.decide(&leading(grace, cluster.clone(), fails()));
+        assert_eq!(asks(&plan), Some("db2"));
+        succeeded(&mut ha, grace, &plan);
+        // The request was cancelled (db2 fell behind, say): no key now.
+        let plan = ha.decide(&leading(grace + 1_000, cluster.clone(), fails()));
+        assert_eq!(asks(&plan), None, "{plan:?}");
+        assert!(plan.note.contains("asking again"), "{}", plan.note);
+        let plan = ha.decide(&leading(2 * grace, cluster, fails()));
+        assert_eq!(asks(&plan), Some("db2"));
+    }
+
+    #[test]
+    fn the_grace_counts_from_when_i_began_to_lead() {
+        // db2's check began failing while it was a standby; it then led.
+        let mut ha = me("db2");
+        let grace = Settings::default().reachability_grace_ms;
+        let mut obs = observe(0, standby(1_000, Some("db1")), streaming());
+        obs.reach = fails();
+        ha.decide(&obs);
+        let mut cluster = streaming();
+        cluster.leader = Some(Leader {
+            member: "db2".into(),
+            term: 4,
+        });
+        let db1 = cluster.members.get_mut("db1").unwrap();
+        (db1.primary, db1.streaming, db1.upstream) = (false, true, Some("db2".into()));
+        cluster.members.get_mut("db3").unwrap().upstream = Some("db2".into());
+        let leads = |now| leading(now, cluster.clone(), fails());
+        let plan = ha.decide(&leads(grace));
+        assert_eq!(asks(&plan), None, "{plan:?}");
+        let plan = ha.decide(&leads(2 * grace - 1));
+        assert_eq!(asks(&plan), None, "{plan:?}");
+        let plan = ha.decide(&leads(2 * grace));
+        assert_eq!(asks(&plan), Some("db1"));
+    }
+
+    #[test]
+    fn a_member_without_targets_behaves_as_before() {
+        let mut ha = me("db1");
+        let cluster = streaming();
+        ha.decide(&leading(0, cluster.clone(), Reach::Unchecked));
+        let plan = ha.decide(&leading(600_000, cluster, Reach::Unchecked));
+        assert_eq!(asks(&plan), None);
+        assert_eq!(plan.note, "leading (term 3)");
+    }
+
+    #[test]
+    fn a_handover_target_whose_check_fails_does_not_take_the_key() {
+        let mut cluster = streaming();
+        cluster.leader = None;
+        cluster.members.get_mut("db1").unwrap().running = false;
+        cluster.switchover = Some(SwitchoverRequest {
+            from: Some("db1".into()),
+            to: Some("db2".into()),
+            requested_ms: 0,
+            at_ms: None,
+            handoff: Some(Handoff {
+                from: "db1".into(),
+                to: "db2".into(),
+                final_lsn: 1_000,
+                timeline: 1,
+                released_ms: 0,
+            }),
+        });
+        let mut obs = observe(0, standby(1_040, Some("db1")), cluster);
+        obs.reach = fails();
+        let plan = me("db2").decide(&obs);
+        assert!(plan.is_idle(), "{plan:?}");
+        assert!(plan.note.contains("not taking over"), "{}", plan.note);
+    }
+
+    #[test]
+    fn paused_a_manual_failover_to_a_member_whose_check_fails_is_not_carried_out() {
+        let mut cluster = leaderless();
+        cluster.settings.paused = true;
+        cluster.switchover = Some(manual_failover("db2"));
+        let mut obs = observe(0, standby(1_000, None), cluster);
+        obs.reach = fails();
+        let plan = me("db2").decide(&obs);
+        assert!(plan.is_idle(), "{plan:?}");
+        assert!(plan.note.contains("reachability check"), "{}", plan.note);
+    }
+
+    #[test]
+    fn a_standby_holding_the_key_whose_check_fails_gives_it_up_instead_of_promoting() {
+        let mut cluster = streaming();
+        cluster.leader = Some(Leader {
+            member: "db2".into(),
+            term: 4,
+        });
+        let mut obs = observe(0, standby(1_000, Some("db1")), cluster);
+        obs.reach = fails();
+        let plan = me("db2").decide(&obs);
+        assert_eq!(plan.actions, [Action::ReleaseLeader]);
     }
 }

@@ -56,6 +56,9 @@ pub struct ClusterOptions {
     /// The agents reach etcd through a relay whose delay
     /// [`AgentCluster::set_store_delay`] sets (loopback clusters only).
     pub slow_store: bool,
+    /// Extra lines for each member's `[member]` table (e.g. its
+    /// `reachability` targets), by member index; none past the end.
+    pub member_lines: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -71,6 +74,7 @@ impl Default for ClusterOptions {
             backup: None,
             network: None,
             slow_store: false,
+            member_lines: Vec::new(),
         }
     }
 }
@@ -282,7 +286,7 @@ bin_dir = "{bin}"
 listen_address = "{address}"
 port = {port}
 socket_dir = "{sockets}"
-
+{member_lines}
 [postgresql]
 hba_networks = ["{network}"]
 parameters = {{ shared_buffers = "16MB", fsync = {fsync}, max_connections = 50 }}
@@ -310,6 +314,11 @@ password_file = "{repl}"
             data = data_dir.display(),
             bin = bin_dir()?.display(),
             sockets = self.dir.path().display(),
+            member_lines = options
+                .member_lines
+                .get(index)
+                .map(String::as_str)
+                .unwrap_or_default(),
             fsync = options.fsync,
             endpoints = if self.store_links.is_empty() {
                 self.etcd.network_endpoints()

@@ -66,6 +66,10 @@ struct Figures {
     windows: Vec<u64>,
     /// The seed with the longest loss window.
     longest: Option<(u64, u64)>,
+    /// Switchovers asked because a leader's reachability check failed, and
+    /// the seeds with any.
+    reach_switchovers: u64,
+    reach_seeds: u64,
 }
 
 impl Figures {
@@ -76,6 +80,8 @@ impl Figures {
         self.two_writer_ticks += report.two_writer_ticks;
         self.takeovers += report.async_cut_takeovers;
         self.windows.extend(report.async_loss_window_ms);
+        self.reach_switchovers += report.reach_switchovers;
+        self.reach_seeds += u64::from(report.reach_switchovers > 0);
         if let Some(window) = report.async_loss_window_ms {
             if self.longest.is_none_or(|(w, _)| window > w) {
                 self.longest = Some((window, report.seed));
@@ -87,6 +93,10 @@ impl Figures {
         println!(
             "asynchronous: {} writes acknowledged after a later timeline's ({} without a lease guard; {} seeds with one under a guard); {} ticks with two writers",
             self.stale, self.unguarded, self.stale_seeds, self.two_writer_ticks
+        );
+        println!(
+            "reachability: {} switchovers asked because the leader's check failed, in {} seeds",
+            self.reach_switchovers, self.reach_seeds
         );
         self.windows.sort_unstable();
         if let (Some(max), false) = (self.windows.last(), self.windows.is_empty()) {

@@ -38,6 +38,10 @@ pub enum Fault {
     /// Each round's store requests arrive `delay` late, and replication to
     /// and from the host crawls.
     Delay { delay: Millis, lasts: Millis },
+    /// The member's reachability check fails (its client network is cut
+    /// off, its cluster network not) for `lasts`; with `flap` set it fails
+    /// and passes by turns, `flap` each. Independent of the other faults.
+    Unreachable { lasts: Millis, flap: Option<Millis> },
 }
 
 /// One entry of a script.

@@ -57,6 +57,10 @@ pub struct SimConfig {
     /// Failsafe mode: a primary cut off from the store serves on while
     /// every other member confirms it follows it.
     pub failsafe: bool,
+    /// Members check their reachability (`[member] reachability`), and
+    /// their client networks fail; off, no member has targets.
+    pub reachability: bool,
+    pub reachability_grace_ms: u64,
 }
 
 impl SimConfig {
@@ -111,6 +115,8 @@ impl SimConfig {
             // (found agent bug 2, fixed).
             cut_after_grant: true,
             failsafe: false,
+            reachability: false,
+            reachability_grace_ms: 10_000,
         };
         // Drawn last, so the earlier draws (and the seeds docs/simulation.md
         // names) keep their configurations.
@@ -122,6 +128,9 @@ impl SimConfig {
             (true, false) => SynchronousMode::First,
             (true, true) => SynchronousMode::Quorum,
         };
+        // Later still: a quarter of the seeds check reachability.
+        config.reachability = rng.chance(1, 4);
+        config.reachability_grace_ms = rng.range(3, 12) * 1_000;
         config
     }
 
@@ -135,6 +144,7 @@ impl SimConfig {
             synchronous_strict: self.synchronous_strict,
             restart_grace_ms: self.restart_grace_ms,
             failsafe: self.failsafe,
+            reachability_grace_ms: self.reachability_grace_ms,
             ..DynamicConfig::default()
         }
     }
@@ -166,6 +176,8 @@ impl Default for SimConfig {
             min_restart_ms: 0,
             cut_after_grant: true,
             failsafe: false,
+            reachability: false,
+            reachability_grace_ms: 10_000,
         }
     }
 }
@@ -219,6 +231,13 @@ impl SimConfig {
         }
         if self.failsafe {
             write!(f, ", failsafe")?;
+        }
+        if self.reachability {
+            write!(
+                f,
+                ", reachability checked (grace {} ms)",
+                self.reachability_grace_ms
+            )?;
         }
         write!(
             f,
@@ -307,6 +326,9 @@ pub struct Report {
     /// primary's last acknowledged write (the loss window).
     pub async_cut_takeovers: u64,
     pub async_loss_window_ms: Option<Millis>,
+    /// Switchovers leaders asked for because their reachability check
+    /// failed.
+    pub reach_switchovers: u64,
     /// A hash of the whole history: equal for two runs of one seed.
     pub fingerprint: u64,
 }
@@ -329,6 +351,13 @@ impl fmt::Display for Report {
             self.unguarded_stale_acks,
             self.two_writer_ticks,
         )?;
+        if self.reach_switchovers > 0 {
+            write!(
+                f,
+                ", {} reachability switchovers asked",
+                self.reach_switchovers
+            )?;
+        }
         if let Some(window) = self.async_loss_window_ms {
             write!(
                 f,
@@ -473,6 +502,34 @@ struct Sim {
     /// Leaders replaced while cut off from the store: (member, cut off
     /// since, replaced when seen).
     cut_takeovers: Vec<(usize, Millis, Millis)>,
+    /// Each member's client network fault (its reachability check fails).
+    reach_faults: Vec<Option<ReachFault>>,
+    /// When a leader last asked for a switchover because its reachability
+    /// check failed (invariant 10).
+    last_reach_ask: Option<(usize, Millis)>,
+    /// Reachability switchovers asked for (the report).
+    reach_asks: u64,
+    /// Invariants 8 and 9 broken in a round, for the next check to report.
+    disagreement_8: Option<String>,
+    disagreement_9: Option<String>,
+}
+
+/// A member's client network down from `since` until `until`; with
+/// `flap`, down and up by turns, `flap` each.
+#[derive(Clone, Copy, Debug)]
+struct ReachFault {
+    since: Millis,
+    until: Millis,
+    flap: Option<Millis>,
+}
+
+impl ReachFault {
+    fn fails_at(&self, now: Millis) -> bool {
+        now < self.until
+            && self
+                .flap
+                .is_none_or(|period| (now.saturating_sub(self.since) / period.max(1)) % 2 == 0)
+    }
 }
 
 impl Sim {
@@ -529,6 +586,11 @@ impl Sim {
             no_guard: std::env::var_os("SIM_NO_GUARD").is_some(),
             last_holder: None,
             cut_takeovers: Vec::new(),
+            reach_faults: vec![None; config.members],
+            last_reach_ask: None,
+            reach_asks: 0,
+            disagreement_8: None,
+            disagreement_9: None,
             script: script.map(|s| s.steps.iter().cloned().collect()),
             config,
         };
@@ -644,11 +706,15 @@ impl Sim {
             at_ms: None,
             requested_ms: wall_ms,
             handoff: None,
+            reason: None,
         };
         let created = block_on(self.keys.switchover().create(&self.store, &request, None)).is_ok();
         if created {
             self.fault_count += 1;
+            // A client network fault that flaps changes a target's check
+            // with no new fault: not quiet either.
             let quiet = self.faults.iter().all(Option::is_none)
+                && self.reach_faults.iter().all(Option::is_none)
                 && self.outage_until.is_none()
                 && self.agents.iter().all(|a| a.crash_after_round.is_none());
             self.admitted_quietly = (quiet && admitted.from.is_some()).then_some(self.fault_count);
@@ -700,6 +766,7 @@ impl Sim {
                 Some(_) => {}
                 None => {
                     let quiet = self.faults.iter().all(Option::is_none)
+                        && self.reach_faults.iter().all(Option::is_none)
                         && self.outage_until.is_none()
                         && self.agents.iter().all(|a| a.crash_after_round.is_none());
                     let over = match &self.script {
@@ -755,6 +822,7 @@ impl Sim {
                 None => 0,
             },
             async_loss_window_ms,
+            reach_switchovers: self.reach_asks,
             fingerprint: self.history.fingerprint,
         }
     }
@@ -775,12 +843,34 @@ impl Sim {
             self.world().store_down = false;
             self.event("FAULT over: the store is back".into());
         }
+        for i in 0..self.reach_faults.len() {
+            if self.reach_faults[i].is_some_and(|f| f.until <= self.now) {
+                self.reach_faults[i] = None;
+                self.member_event(i, "FAULT over: the client network reaches it again".into());
+            }
+        }
         if self.script.is_some() {
             return self.play_script();
         }
         let in_phase = self.now >= FAULTS_FROM_MS && self.now < self.config.faults_until_ms;
         if in_phase && self.rng.below(self.config.mean_fault_interval_ms / STEP_MS) == 0 {
             self.inject();
+        }
+        // Only seeds that check reachability draw these, so the others run
+        // as before.
+        if self.config.reachability
+            && in_phase
+            && self.rng.below(self.config.mean_fault_interval_ms / STEP_MS) == 0
+        {
+            let i = self.rng.below(self.reach_faults.len() as u64) as usize;
+            if self.reach_faults[i].is_none() {
+                let lasts = self.rng.range(20, 600) * STEP_MS;
+                let flap = self
+                    .rng
+                    .chance(1, 3)
+                    .then(|| self.rng.range(4, 60) * STEP_MS);
+                self.apply(i, Fault::Unreachable { lasts, flap });
+            }
         }
         Ok(())
     }
@@ -801,8 +891,14 @@ impl Sim {
                     let Some(i) = self.names.iter().position(|n| n == member) else {
                         return Err(self.fail("the script", broken("no such member".into())));
                     };
-                    if let Some(active) = self.faults[i] {
-                        let detail = format!("{member} still has a {:?} fault", active.kind);
+                    let busy = match fault {
+                        Fault::Unreachable { .. } => {
+                            self.reach_faults[i].map(|_| "client network".to_string())
+                        }
+                        _ => self.faults[i].map(|active| format!("{:?}", active.kind)),
+                    };
+                    if let Some(kind) = busy {
+                        let detail = format!("{member} still has a {kind} fault");
                         return Err(self.fail("the script", broken(detail)));
                     }
                     self.apply(i, *fault);
@@ -1010,6 +1106,25 @@ impl Sim {
     /// `fault` strikes member `i`, which has none running.
     fn apply(&mut self, i: usize, fault: Fault) {
         self.fault_count += 1;
+        if let Fault::Unreachable { lasts, flap } = fault {
+            self.reach_faults[i] = Some(ReachFault {
+                since: self.now,
+                until: self.now + lasts,
+                flap,
+            });
+            let how = match flap {
+                Some(period) => format!(", down and up by turns every {}", secs(period)),
+                None => String::new(),
+            };
+            self.member_event(
+                i,
+                format!(
+                    "FAULT its client network is cut off (its reachability check fails) for {}{how}",
+                    secs(lasts)
+                ),
+            );
+            return;
+        }
         let kind = match fault {
             Fault::HostCrash { .. } | Fault::HostCrashAfterCalls { .. } => FaultKind::HostCrash,
             Fault::AgentCrash { .. } => FaultKind::AgentCrash,
@@ -1020,6 +1135,7 @@ impl Sim {
             | Fault::CutOffAfterGrant { .. }
             | Fault::Partition { .. } => FaultKind::CutOff,
             Fault::Delay { .. } => FaultKind::Delay,
+            Fault::Unreachable { .. } => unreachable!("handled above"),
         };
         let lasting = |sim: &mut Sim, lasts: Millis| {
             sim.faults[i] = Some(Active {
@@ -1142,6 +1258,7 @@ impl Sim {
                     ),
                 );
             }
+            Fault::Unreachable { .. } => unreachable!("handled above"),
         }
     }
 
@@ -1293,6 +1410,17 @@ impl Sim {
             return;
         };
         member.keep_failsafe_promise(promise);
+        let reach_fails = self.reach_faults[i].is_some_and(|f| f.fails_at(started));
+        if self.config.reachability {
+            member.set_reach(if reach_fails {
+                ha::Reach::Fails {
+                    detail: "0 of 1 targets answered, 1 needed; the client network is cut off"
+                        .into(),
+                }
+            } else {
+                ha::Reach::Passes
+            });
+        }
         let now = Now {
             mono: started,
             wall_ms: WALL_EPOCH_MS + started,
@@ -1321,6 +1449,7 @@ impl Sim {
         self.check_switchover_carried_out(i, &plan);
         self.check_no_takeover_on_unreadable_records(i, &plan);
         self.check_removed_stay_out(i, &plan);
+        self.check_reachability(i, started, reach_fails, &plan, failed.is_none());
         let agent = &mut self.agents[i];
         agent.delayed = None;
         agent.next_round = self.now + self.config.heartbeat_ms + self.rng.below(3) * STEP_MS;
@@ -1473,6 +1602,46 @@ impl Sim {
         }
     }
 
+    /// Invariants 8 and 9: a member whose reachability check fails is
+    /// never promoted; a leader asks for a switchover because its own
+    /// fails at most once per grace, however the check flaps, cluster-wide.
+    fn check_reachability(
+        &mut self,
+        i: usize,
+        started: Millis,
+        reach_fails: bool,
+        plan: &ha::Plan,
+        all_ran: bool,
+    ) {
+        if reach_fails && plan.actions.contains(&Action::Promote) {
+            self.disagreement_8 = Some(format!(
+                "{} planned a promotion while its reachability check failed: {}",
+                self.names[i], plan.note
+            ));
+        }
+        let asked = all_ran
+            && plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::AskSwitchover { .. }));
+        if !asked {
+            return;
+        }
+        self.reach_asks += 1;
+        let grace = self.config.reachability_grace_ms;
+        if let Some((before, at)) = self.last_reach_ask {
+            if started < at + grace {
+                self.disagreement_9 = Some(format!(
+                    "{} asked for a reachability switchover {} after {} did, within the grace ({grace} ms)",
+                    self.names[i],
+                    secs(started - at),
+                    self.names[before]
+                ));
+            }
+        }
+        self.last_reach_ask = Some((i, started));
+    }
+
     fn fail(&self, invariant: &str, detail: String) -> Box<Failure> {
         Box::new(Failure {
             seed: self.seed,
@@ -1505,6 +1674,15 @@ impl Sim {
         }
         if let Some(detail) = self.disagreement.take() {
             return Err(self.fail("6. an admitted switchover is carried out", detail));
+        }
+        if let Some(detail) = self.disagreement_8.take() {
+            return Err(self.fail(
+                "9. no promotion of a member whose reachability check fails",
+                detail,
+            ));
+        }
+        if let Some(detail) = self.disagreement_9.take() {
+            return Err(self.fail("10. at most one reachability switchover per grace", detail));
         }
         // 1. Never two writers.
         let writers: Vec<String> = {

@@ -173,3 +173,135 @@ fn a_removed_member_never_takes_over_even_when_alone() {
         .expect_leader(19_000, None);
     run_each_seed(&script);
 }
+
+/// `[member] reachability` on, with a 5 s grace.
+fn reachability() -> SimConfig {
+    SimConfig {
+        reachability: true,
+        reachability_grace_ms: 5_000,
+        ..SimConfig::default()
+    }
+}
+
+fn run_each_seed_with(config: &SimConfig, script: &Script) {
+    for seed in SEEDS {
+        if let Err(failure) = run_script(seed, config.clone(), script, &Options::default()) {
+            panic!("{failure}");
+        }
+    }
+}
+
+/// The primary's client network fails for longer than the grace: it hands
+/// over, by a switchover, to the one standby whose check passes (db2's
+/// fails too, though it is as advanced).
+#[test]
+fn a_primary_its_clients_lost_hands_over_to_a_standby_they_reach() {
+    let script = db1_leads()
+        .fault(
+            11_000,
+            "db2",
+            Fault::Unreachable {
+                lasts: 40_000,
+                flap: None,
+            },
+        )
+        .fault(
+            12_000,
+            "db1",
+            Fault::Unreachable {
+                lasts: 30_000,
+                flap: None,
+            },
+        )
+        // Within the grace: db1 still leads.
+        .expect_leader(16_000, Some("db1"))
+        // 5 s of grace, a round, the hand-over.
+        .expect_leader(22_000, Some("db3"));
+    run_each_seed_with(&reachability(), &script);
+}
+
+/// A failover skips the standby whose check fails.
+#[test]
+fn a_failover_passes_over_a_standby_its_clients_cannot_reach() {
+    let script = db1_leads()
+        .fault(
+            11_000,
+            "db2",
+            Fault::Unreachable {
+                lasts: 30_000,
+                flap: None,
+            },
+        )
+        .fault(12_000, "db1", Fault::HostCrash { down: 20_000 })
+        .expect_leader(20_000, Some("db3"));
+    run_each_seed_with(&reachability(), &script);
+}
+
+/// A blind primary beats none: with every member's check failing, db1
+/// keeps leading.
+#[test]
+fn a_primary_stays_when_no_member_passes() {
+    let script = db1_leads()
+        .fault(
+            11_000,
+            "db1",
+            Fault::Unreachable {
+                lasts: 30_000,
+                flap: None,
+            },
+        )
+        .fault(
+            11_000,
+            "db2",
+            Fault::Unreachable {
+                lasts: 30_000,
+                flap: None,
+            },
+        )
+        .fault(
+            11_000,
+            "db3",
+            Fault::Unreachable {
+                lasts: 30_000,
+                flap: None,
+            },
+        )
+        .expect_leader(30_000, Some("db1"));
+    run_each_seed_with(&reachability(), &script);
+}
+
+/// A check that fails and recovers faster than the grace moves nothing;
+/// one that flaps slower hands over at most once per grace (invariant 10).
+#[test]
+fn a_flapping_check_does_not_flap_the_primary() {
+    let fast = db1_leads()
+        .fault(
+            11_000,
+            "db1",
+            Fault::Unreachable {
+                lasts: 40_000,
+                flap: Some(2_000),
+            },
+        )
+        .expect_leader(50_000, Some("db1"));
+    run_each_seed_with(&reachability(), &fast);
+    let slow = db1_leads()
+        .fault(
+            11_000,
+            "db1",
+            Fault::Unreachable {
+                lasts: 40_000,
+                flap: Some(6_000),
+            },
+        )
+        .fault(
+            11_000,
+            "db2",
+            Fault::Unreachable {
+                lasts: 40_000,
+                flap: Some(7_000),
+            },
+        )
+        .expect_leader_other_than(20_000, "db1");
+    run_each_seed_with(&reachability(), &slow);
+}

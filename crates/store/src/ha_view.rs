@@ -142,6 +142,7 @@ pub fn settings(config: &DynamicConfig) -> ha::Settings {
         failsafe: config.failsafe,
         paused: config.paused,
         restart_grace_ms: config.restart_grace_ms,
+        reachability_grace_ms: config.reachability_grace_ms,
         backup: ha::backups::Schedule {
             interval_ms: config.backup_interval_ms,
             full_interval_ms: config.backup_full_interval_ms,
@@ -166,6 +167,10 @@ fn member_view(status: &MemberStatus) -> ha::MemberView {
         upstream: status.upstream.clone(),
         streaming: status.streaming,
         can_backup: status.can_backup,
+        reach: status
+            .reachability
+            .as_ref()
+            .map_or(ha::Reach::Unchecked, |r| r.to_ha()),
         revision: 0,
     }
 }

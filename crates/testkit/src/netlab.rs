@@ -43,6 +43,10 @@ use tokio::sync::oneshot;
 
 /// The lab's network; every lab has its own namespaces, so they all use it.
 const SUBNET: &str = "10.77.0";
+/// The client network of [`NetLab::with_clients`]: a second bridge in the
+/// switch's namespace (`.254`, where the clients' services run) and a
+/// second link per member (`.<i+1>`).
+const CLIENT_SUBNET: &str = "10.78.0";
 const PREFIX_LEN: u8 = 24;
 const SWITCH: u8 = 254;
 const ETCD: u8 = 100;
@@ -65,6 +69,8 @@ pub enum NetLabError {
 pub struct NetLab {
     id: String,
     members: usize,
+    /// Each member also has a client link ([`NetLab::with_clients`]).
+    clients: bool,
     /// Switch, etcd, then the members, as far as they were made; deleted in
     /// reverse order on drop.
     namespaces: Vec<Namespace>,
@@ -74,6 +80,20 @@ impl NetLab {
     /// Builds the switch, the etcd host and `members` member hosts, each
     /// linked to the switch and up.
     pub fn new(members: usize) -> Result<NetLab, NetLabError> {
+        NetLab::build(members, false)
+    }
+
+    /// As [`NetLab::new`], and a client network beside the cluster one:
+    /// a second bridge in the switch's namespace at
+    /// [`NetLab::client_gateway`], where the clients' services run
+    /// ([`NetLab::run_on_clients`]), and a second link for each member, at
+    /// [`NetLab::client_address`]. [`NetLab::cut_clients`] takes one down
+    /// while the member's cluster link stays up.
+    pub fn with_clients(members: usize) -> Result<NetLab, NetLabError> {
+        NetLab::build(members, true)
+    }
+
+    fn build(members: usize, clients: bool) -> Result<NetLab, NetLabError> {
         assert!(members < 99, "at most 98 members fit the interface names");
         sweep_dead_labs();
         let id = format!(
@@ -84,6 +104,7 @@ impl NetLab {
         let mut lab = NetLab {
             id,
             members,
+            clients,
             namespaces: Vec::new(),
         };
         // On an error, `lab` drops and removes what was made so far.
@@ -99,11 +120,77 @@ impl NetLab {
             "br0",
         ])?;
         ip(&["-n", &switch, "link", "set", "br0", "up"])?;
+        if clients {
+            ip(&["-n", &switch, "link", "add", "br1", "type", "bridge"])?;
+            ip(&[
+                "-n",
+                &switch,
+                "addr",
+                "add",
+                &format!("{}/{PREFIX_LEN}", lab.client_gateway()),
+                "dev",
+                "br1",
+            ])?;
+            ip(&["-n", &switch, "link", "set", "br1", "up"])?;
+        }
         lab.add_host(Host::Etcd)?;
         for i in 0..members {
             lab.add_host(Host::Member(i))?;
         }
         Ok(lab)
+    }
+
+    /// Where the clients' services run, on the client network (in the
+    /// switch's namespace): what a member's reachability targets name.
+    pub fn client_gateway(&self) -> String {
+        format!("{CLIENT_SUBNET}.{SWITCH}")
+    }
+
+    /// Member `host`'s address on the client network.
+    pub fn client_address(&self, host: Host) -> String {
+        match host {
+            Host::Member(i) => format!("{CLIENT_SUBNET}.{}", i + 1),
+            Host::Etcd => panic!("etcd has no client link"),
+        }
+    }
+
+    /// Runs `future` on the client network's side (the switch's
+    /// namespace): a service the members reach through their client links,
+    /// bound at [`NetLab::client_gateway`].
+    pub fn run_on_clients<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.namespaces[0].runtime.handle.spawn(future)
+    }
+
+    /// Takes member `host`'s client link down at the switch: the member no
+    /// longer reaches the client network; its cluster link stays up.
+    pub fn cut_clients(&self, host: Host) -> Result<(), NetLabError> {
+        self.set_client_link(host, "down")
+    }
+
+    /// Brings member `host`'s client link back up.
+    pub fn heal_clients(&self, host: Host) -> Result<(), NetLabError> {
+        self.set_client_link(host, "up")
+    }
+
+    fn set_client_link(&self, host: Host, state: &str) -> Result<(), NetLabError> {
+        assert!(
+            self.clients,
+            "built without client links: NetLab::with_clients"
+        );
+        let Host::Member(i) = host else {
+            panic!("etcd has no client link");
+        };
+        let (_, port) = self.client_link_names(&(i + 1).to_string());
+        ip(&["-n", &self.namespaces[0].name, "link", "set", &port, state])
+    }
+
+    /// The host's end of a client link and the switch's.
+    fn client_link_names(&self, tag: &str) -> (String, String) {
+        (format!("{}c{tag}", self.id), format!("{}k{tag}", self.id))
     }
 
     /// Takes `host`'s cluster link down at the switch: no other host, nor
@@ -203,6 +290,24 @@ impl NetLab {
             &inside,
         ])?;
         ip(&["-n", &name, "link", "set", &inside, "up"])?;
+        if let (true, Host::Member(_)) = (self.clients, host) {
+            let (inside, port) = self.client_link_names(&tag);
+            ip(&[
+                "link", "add", &inside, "netns", &name, "type", "veth", "peer", "name", &port,
+                "netns", &switch,
+            ])?;
+            ip(&["-n", &switch, "link", "set", &port, "master", "br1", "up"])?;
+            ip(&[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{}/{PREFIX_LEN}", self.client_address(host)),
+                "dev",
+                &inside,
+            ])?;
+            ip(&["-n", &name, "link", "set", &inside, "up"])?;
+        }
         Ok(())
     }
 
@@ -565,6 +670,59 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
 
+        drop(lab);
+        assert_eq!(lab_namespaces(&id), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_member_cut_from_its_clients_still_reaches_the_cluster() {
+        let lab = NetLab::with_clients(2).unwrap();
+        let id = lab.id().to_string();
+        let port = free_port();
+        let gateway: SocketAddr = format!("{}:{port}", lab.client_gateway()).parse().unwrap();
+        let service = lab.run_on_clients(async move {
+            let listener = TcpListener::bind(gateway).await.unwrap();
+            loop {
+                let _ = listener.accept().await;
+            }
+        });
+        let cluster_port = free_port();
+        let peer = lab.socket_address(Host::Member(1), cluster_port);
+        let peer_server = lab.run(Host::Member(1), async move {
+            let listener = TcpListener::bind(peer).await.unwrap();
+            loop {
+                let _ = listener.accept().await;
+            }
+        });
+        // From member 0's namespace: the client service and member 1.
+        let probe = |target: SocketAddr| {
+            lab.run(Host::Member(0), async move {
+                tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(target))
+                    .await
+                    .is_ok_and(|c| c.is_ok())
+            })
+        };
+        let reached = crate::wait_for("the client service", Duration::from_secs(5), || async {
+            probe(gateway).await.unwrap().then_some(()).ok_or("not yet")
+        })
+        .await;
+        assert!(reached.is_ok());
+        assert!(probe(peer).await.unwrap(), "member 1 over the cluster link");
+
+        lab.cut_clients(Host::Member(0)).unwrap();
+        assert!(
+            !probe(gateway).await.unwrap(),
+            "a cut client link still reached the clients"
+        );
+        assert!(probe(peer).await.unwrap(), "the cluster link must stay up");
+        lab.heal_clients(Host::Member(0)).unwrap();
+        let healed = crate::wait_for("the healed client link", Duration::from_secs(5), || async {
+            probe(gateway).await.unwrap().then_some(()).ok_or("not yet")
+        })
+        .await;
+        assert!(healed.is_ok());
+        service.abort();
+        peer_server.abort();
         drop(lab);
         assert_eq!(lab_namespaces(&id), Vec::<String>::new());
     }

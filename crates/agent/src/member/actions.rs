@@ -69,6 +69,7 @@ impl Member {
                 format!("stopped cleanly and handed over to {to}"),
             ),
             Action::ClearSwitchover { outcome } => ("switchover", outcome.clone()),
+            Action::AskSwitchover { reason, .. } => ("reachability", reason.clone()),
             Action::AssignBackup { member, kind } => (
                 "backup_assigned",
                 format!(
@@ -173,6 +174,9 @@ impl Member {
                 self.hand_off(to, final_lsn, timeline, now.wall_ms).await?;
             }
             Action::ClearSwitchover { .. } => self.clear_switchover().await?,
+            Action::AskSwitchover { to, reason } => {
+                self.ask_switchover(to, reason, now.wall_ms).await?
+            }
             Action::AssignBackup { member, kind } => {
                 self.assign_backup(member, *kind, now.wall_ms).await?
             }

@@ -44,6 +44,7 @@ impl Member {
                 }),
             archive: status.and_then(|s| s.archive.clone()),
             slots: status.map(|s| s.slots.clone()).unwrap_or_default(),
+            reachability: status.and_then(|s| s.reachability.clone()),
             undecodable_keys: self.undecodable_keys(),
             updated_ms: now.wall_ms,
         }
@@ -177,6 +178,10 @@ impl Member {
                     .collect(),
                 _ => Vec::new(),
             },
+            reachability: store::cluster::Reachability::from_ha(
+                &self.reach,
+                *self.reach_since_ms.get_or_insert(now.wall_ms),
+            ),
         };
         if let Some(last) = &self.last_status {
             if (last.role, last.state) != (status.role, status.state) && plan.actions.is_empty() {

@@ -33,5 +33,6 @@ pub fn member_status(
         config_errors: Vec::new(),
         archive: None,
         slots: Vec::new(),
+        reachability: None,
     }
 }

@@ -30,6 +30,10 @@ pub struct DynamicConfig {
     /// How long a crashed primary may take to restart in place before its
     /// agent releases the leader key.
     pub restart_grace_ms: u64,
+    /// How long a primary's reachability check (`[member] reachability`)
+    /// must fail, without a pause, before it hands over to a standby whose
+    /// check passes.
+    pub reachability_grace_ms: u64,
     /// Automatic failover suspended (maintenance).
     pub paused: bool,
     /// PostgreSQL parameters applied on every member.
@@ -112,6 +116,16 @@ impl<'de> Deserialize<'de> for SynchronousMode {
     }
 }
 
+/// `reachability_grace_ms`: by default long enough that a switch port
+/// flapping or an application host rebooting moves no primary, short
+/// enough that clients cut off get a reachable primary within a minute.
+const REACHABILITY_GRACE_DEFAULT_MS: u64 = 10_000;
+/// At least a few checks (each up to its timeout, a second by default)
+/// must agree before a primary moves; beyond an hour the rule is off in
+/// all but name.
+const REACHABILITY_GRACE_MIN_MS: u64 = 3_000;
+const REACHABILITY_GRACE_MAX_MS: u64 = 3_600_000;
+
 /// Bounds of `dump_keep`: at least the newest dump, and a number a
 /// repository listing stays quick with.
 const DUMP_KEEP_MAX: u32 = 1000;
@@ -130,6 +144,7 @@ impl Default for DynamicConfig {
             synchronous_strict: false,
             failsafe: false,
             restart_grace_ms: 2_000,
+            reachability_grace_ms: REACHABILITY_GRACE_DEFAULT_MS,
             paused: false,
             parameters: BTreeMap::new(),
             backup_interval_ms: 0,
@@ -184,6 +199,15 @@ impl DynamicConfig {
                     "{key} = {value} is more than a year ({YEAR_MS}); give a shorter interval, or 0 for none"
                 ));
             }
+        }
+        if !(REACHABILITY_GRACE_MIN_MS..=REACHABILITY_GRACE_MAX_MS)
+            .contains(&self.reachability_grace_ms)
+        {
+            problems.push(format!(
+                "reachability_grace_ms = {} must be between {REACHABILITY_GRACE_MIN_MS} and {REACHABILITY_GRACE_MAX_MS} \
+                 (3 s to 1 h): several checks must agree before a primary hands over, and an hour is the rule turned off",
+                self.reachability_grace_ms
+            ));
         }
         problems.extend(self.dump_problems());
         if !(SLOT_RETENTION_MIN_MS..=SLOT_RETENTION_MAX_MS).contains(&self.slot_retention_ms) {
@@ -389,6 +413,32 @@ mod tests {
             ..DynamicConfig::default()
         };
         assert!(longest.problems().is_empty(), "{:?}", longest.problems());
+    }
+
+    #[test]
+    fn a_reachability_grace_out_of_bounds_is_refused() {
+        for (grace, ok) in [
+            (0, false),
+            (2_999, false),
+            (3_000, true),
+            (3_600_000, true),
+            (3_600_001, false),
+        ] {
+            let config = DynamicConfig {
+                reachability_grace_ms: grace,
+                ..DynamicConfig::default()
+            };
+            let problems = config.problems();
+            assert_eq!(problems.is_empty(), ok, "{grace}: {problems:?}");
+            if !ok {
+                assert!(
+                    problems[0].starts_with(&format!(
+                        "reachability_grace_ms = {grace} must be between 3000 and 3600000"
+                    )),
+                    "{problems:?}"
+                );
+            }
+        }
     }
 
     #[test]

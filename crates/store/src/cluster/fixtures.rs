@@ -38,5 +38,6 @@ pub fn member() -> MemberStatus {
         config_errors: Vec::new(),
         archive: None,
         slots: Vec::new(),
+        reachability: None,
     }
 }

@@ -113,6 +113,11 @@ pub struct MemberStatus {
     /// members, with the WAL each holds back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slots: Vec<SlotStatus>,
+    /// Its reachability check (`[member] reachability`); absent when it
+    /// has no targets (or its agent predates the check): it counts as
+    /// passing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<Reachability>,
 }
 
 /// A replication slot on the primary, kept for a member.
@@ -125,6 +130,56 @@ pub struct SlotStatus {
     /// The WAL the primary keeps for it: its current WAL position minus
     /// the slot's `restart_lsn` (`None`: the slot reserves none yet).
     pub retained_bytes: Option<u64>,
+}
+
+/// How a member's reachability check stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReachState {
+    /// No check has finished yet.
+    #[default]
+    Pending,
+    Passes,
+    Fails,
+}
+
+/// A member's reachability check as it publishes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Reachability {
+    pub state: ReachState,
+    /// How many targets answered of how many, and why the others did not.
+    pub detail: String,
+    /// When the state last changed (unix ms).
+    pub since_ms: u64,
+}
+
+impl Reachability {
+    /// What the decision core sees of it.
+    pub fn to_ha(&self) -> ha::Reach {
+        match self.state {
+            ReachState::Pending => ha::Reach::Pending,
+            ReachState::Passes => ha::Reach::Passes,
+            ReachState::Fails => ha::Reach::Fails {
+                detail: self.detail.clone(),
+            },
+        }
+    }
+
+    /// The record for what the core sees; `None` for no check.
+    pub fn from_ha(reach: &ha::Reach, since_ms: u64) -> Option<Reachability> {
+        let (state, detail) = match reach {
+            ha::Reach::Unchecked => return None,
+            ha::Reach::Pending => (ReachState::Pending, String::new()),
+            ha::Reach::Passes => (ReachState::Passes, String::new()),
+            ha::Reach::Fails { detail } => (ReachState::Fails, detail.clone()),
+        };
+        Some(Reachability {
+            state,
+            detail,
+            since_ms,
+        })
+    }
 }
 
 /// A primary's WAL archiving, from `pg_stat_archiver` and the segments

@@ -55,7 +55,9 @@ pub use history::{History, HistoryEntry};
 pub use initialize::Initialize;
 pub use keys::{ClusterKey, ClusterKeys, DEFAULT_NAMESPACE};
 pub use leader::{FailsafeList, Leader, PrimaryPosition, SyncSet};
-pub use member::{ArchiveHealth, MemberStatus, PgState, Role, SlotStatus, Tags};
+pub use member::{
+    ArchiveHealth, MemberStatus, PgState, ReachState, Reachability, Role, SlotStatus, Tags,
+};
 pub use names::check_name;
 pub use pg_url::{parse_pg_url, PgAddress};
 pub use removed::{RemovedMember, Retirement};

@@ -25,6 +25,10 @@ pub struct Switchover {
     /// Written by the old primary once it has shut down cleanly.
     #[serde(default)]
     pub handoff: Option<Handoff>,
+    /// Why it was asked for, when an agent asked (a leader whose
+    /// reachability check failed); `None`: an operator asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The old primary's half of a switchover: it has stopped, and `to` may

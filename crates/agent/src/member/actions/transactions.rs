@@ -5,7 +5,8 @@
 
 use ha::Local;
 use store::cluster::{
-    FailsafeList, Handoff, History, HistoryEntry, Initialize, Leader, PrimaryPosition, SyncSet,
+    FailsafeList, Handoff, History, HistoryEntry, Initialize, Leader, PrimaryPosition, Switchover,
+    SyncSet,
 };
 use store::{Condition, Expect, StoreError, Write};
 
@@ -239,6 +240,38 @@ impl Member {
 
     /// Deletes the switchover request this round read. One changed since
     /// (a new request, or another member cleared it) is left alone.
+    /// A switchover from this leader to `to`, asked by the agent itself:
+    /// the switchover key created only if there is none (an operator's
+    /// request, or another, wins).
+    pub(super) async fn ask_switchover(
+        &self,
+        to: &str,
+        reason: &str,
+        wall_ms: u64,
+    ) -> Result<(), ActionError> {
+        self.own_leader("ask for a switchover")?;
+        let request = Switchover {
+            from: Some(self.spec.name.clone()),
+            to: Some(to.to_string()),
+            at_ms: None,
+            requested_ms: wall_ms,
+            handoff: None,
+            reason: Some(reason.to_string()),
+        };
+        match self
+            .keys
+            .switchover()
+            .create(self.store.as_ref(), &request, None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict { .. }) => Err(ActionError::Impossible(
+                "another switchover was asked for meanwhile".into(),
+            )),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     pub(super) async fn clear_switchover(&self) -> Result<(), ActionError> {
         if let Some(request) = &self.records.switchover {
             match self

@@ -2,7 +2,7 @@
 //! what the API answered.
 
 use api::model::{ClusterView, MemberView};
-use store::cluster::{ArchiveHealth, Event, HistoryEntry, PgState, Role};
+use store::cluster::{ArchiveHealth, Event, HistoryEntry, PgState, ReachState, Role};
 
 fn role(m: &MemberView) -> &'static str {
     match (m.leader, m.role) {
@@ -164,6 +164,17 @@ pub fn cluster(view: &ClusterView) -> String {
                 ""
             }
         );
+        if let Some(reason) = &s.reason {
+            out += &format!(
+                "   asked by {}: {reason}\n",
+                s.from.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    for m in &view.members {
+        if let Some(line) = reach_line(m, view.leader.as_deref()) {
+            out += &line;
+        }
     }
     for m in view
         .members
@@ -209,6 +220,37 @@ pub fn cluster(view: &ClusterView) -> String {
         out += &format!(" Problem: {problem}\n");
     }
     out
+}
+
+/// A member whose reachability check does not pass, one line under the
+/// table saying what it means for it.
+fn reach_line(m: &MemberView, leader: Option<&str>) -> Option<String> {
+    let reach = m.reachability.as_ref()?;
+    let since = api::time::format_rfc3339(reach.since_ms);
+    let leads = leader == Some(m.name.as_str());
+    match reach.state {
+        ReachState::Passes => None,
+        ReachState::Pending => Some(format!(
+            " Reachability of {}: no check has finished yet; {}\n",
+            m.name,
+            if leads {
+                "it keeps leading"
+            } else {
+                "it is no failover candidate nor switchover target until one passes"
+            }
+        )),
+        ReachState::Fails => Some(format!(
+            " Reachability of {}: FAILING since {since}: {}; {}\n",
+            m.name,
+            reach.detail,
+            if leads {
+                "it hands over to a caught-up standby whose check passes once it has failed for \
+                 reachability_grace_ms, and stays if none passes"
+            } else {
+                "it is no failover candidate nor switchover target while it fails"
+            }
+        )),
+    }
 }
 
 /// A primary's WAL archiving, one line under the table.
@@ -276,7 +318,7 @@ pub fn event(e: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use api::model::ClusterView;
-    use store::cluster::Tags;
+    use store::cluster::{Reachability, Tags};
 
     use super::*;
 
@@ -303,6 +345,7 @@ mod tests {
             config_errors: Vec::new(),
             archive: None,
             slots: Vec::new(),
+            reachability: None,
         }
     }
 
@@ -460,6 +503,51 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn members_whose_reachability_check_does_not_pass_are_named_with_what_it_means() {
+        let mut view = ClusterView {
+            cluster: "main".to_string(),
+            revision: 9,
+            leader: Some("db1".to_string()),
+            term: Some(7),
+            sync: vec![],
+            paused: false,
+            switchover: None,
+            members: vec![
+                member("db1", Role::Primary, true, false, None),
+                member("db2", Role::Replica, false, false, Some(0)),
+                member("db3", Role::Replica, false, false, Some(0)),
+            ],
+            problems: vec![],
+            removed: vec![],
+        };
+        let failing = |detail: &str| {
+            Some(Reachability {
+                state: ReachState::Fails,
+                detail: detail.into(),
+                since_ms: 0,
+            })
+        };
+        view.members[0].reachability =
+            failing("0 of 1 targets answered, 1 needed; 10.1.0.1:80: timed out");
+        view.members[1].reachability =
+            failing("0 of 1 targets answered, 1 needed; 10.1.0.1:80: refused");
+        view.members[2].reachability = Some(Reachability {
+            state: ReachState::Passes,
+            ..Reachability::default()
+        });
+        let text = cluster(&view);
+        assert!(
+            text.contains(" Reachability of db1: FAILING since 1970-01-01T00:00:00Z: 0 of 1 targets answered, 1 needed; 10.1.0.1:80: timed out; it hands over"),
+            "{text}"
+        );
+        assert!(
+            text.contains("; it is no failover candidate nor switchover target while it fails\n"),
+            "{text}"
+        );
+        assert!(!text.contains("Reachability of db3"), "{text}");
     }
 
     #[test]

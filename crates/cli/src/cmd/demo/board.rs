@@ -204,6 +204,7 @@ mod tests {
             config_errors: Vec::new(),
             archive: None,
             slots: Vec::new(),
+            reachability: None,
         }
     }
 
