@@ -13,7 +13,7 @@ use testkit::{wait_for, Ack, AgentCluster, ClusterOptions, NetLab, WorkloadRepor
 
 mod common;
 
-use common::{binary, healthy, ALL, DEADLINE};
+use common::{api_primary, binary, healthy, ALL, DEADLINE};
 
 /// The writer on the leader writes ids from here; the one on the primary's
 /// host from 1.
@@ -111,23 +111,6 @@ async fn start(mode: SynchronousMode) -> (Arc<NetLab>, AgentCluster, String) {
             .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     }
     (lab, cluster, primary)
-}
-
-/// Which member other than `old` says over its REST API (reached from
-/// inside the lab network) that it is the primary.
-async fn api_primary(cluster: &AgentCluster, old: &str) -> Result<String, String> {
-    let client = api::ApiClient::new(None).map_err(|e| e.to_string())?;
-    let mut seen = Vec::new();
-    for member in cluster.members.iter().filter(|m| m.name != old) {
-        let mut call = api::Call::new(hyper::Method::GET, &member.api_url, "/primary");
-        call.timeout = Duration::from_secs(1);
-        match client.send(call).await {
-            Ok(reply) if reply.status.is_success() => return Ok(member.name.clone()),
-            Ok(reply) => seen.push(format!("{}: {}", member.name, reply.status)),
-            Err(e) => seen.push(format!("{}: {e}", member.name)),
-        }
-    }
-    Err(seen.join("; "))
 }
 
 /// Whether the PostgreSQL behind `endpoint` still takes writes as a

@@ -12,27 +12,10 @@ use testkit::{free_port, wait_for, AgentCluster, ClusterOptions, NetLab};
 
 mod common;
 
-use common::{binary, healthy, ALL, DEADLINE};
+use common::{api_primary, binary, healthy, ALL, DEADLINE};
 
 /// How long the primary's check must fail before it hands over.
 const GRACE_MS: u64 = 3_000;
-
-/// Which member other than `old` says over its REST API that it is the
-/// primary.
-async fn api_primary(cluster: &AgentCluster, old: &str) -> Result<String, String> {
-    let client = api::ApiClient::new(None).map_err(|e| e.to_string())?;
-    let mut seen = Vec::new();
-    for member in cluster.members.iter().filter(|m| m.name != old) {
-        let mut call = api::Call::new(hyper::Method::GET, &member.api_url, "/primary");
-        call.timeout = Duration::from_secs(1);
-        match client.send(call).await {
-            Ok(reply) if reply.status.is_success() => return Ok(member.name.clone()),
-            Ok(reply) => seen.push(format!("{}: {}", member.name, reply.status)),
-            Err(e) => seen.push(format!("{}: {e}", member.name)),
-        }
-    }
-    Err(seen.join("; "))
-}
 
 /// The events of the cluster so far, as `member kind: details` lines.
 async fn events(cluster: &AgentCluster) -> Vec<String> {

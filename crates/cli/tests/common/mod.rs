@@ -128,3 +128,20 @@ pub async fn switchover_request(cluster: &AgentCluster) -> Option<store::cluster
         .unwrap();
     request.map(|r| r.value)
 }
+
+/// Which member other than `old` says over its REST API that it is the
+/// primary (an error lists what each answered).
+pub async fn api_primary(cluster: &AgentCluster, old: &str) -> Result<String, String> {
+    let client = api::ApiClient::new(None).map_err(|e| e.to_string())?;
+    let mut seen = Vec::new();
+    for member in cluster.members.iter().filter(|m| m.name != old) {
+        let mut call = api::Call::new(hyper::Method::GET, &member.api_url, "/primary");
+        call.timeout = Duration::from_secs(1);
+        match client.send(call).await {
+            Ok(reply) if reply.status.is_success() => return Ok(member.name.clone()),
+            Ok(reply) => seen.push(format!("{}: {}", member.name, reply.status)),
+            Err(e) => seen.push(format!("{}: {e}", member.name)),
+        }
+    }
+    Err(seen.join("; "))
+}
