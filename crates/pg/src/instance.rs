@@ -363,10 +363,13 @@ impl Instance {
         }
         self.clear_stale_lock_file()?;
         if let Some(log_dir) = self.spec.log_file.parent() {
-            // An existing directory is left as it is: e.g. Debian's
-            // /var/log/postgresql, root's, which PostgreSQL's user may
-            // write in but not chmod.
-            if !log_dir.is_dir() {
+            // An existing directory outside the data directory is left as
+            // it is: e.g. Debian's /var/log/postgresql, root's, which
+            // PostgreSQL's user may write in but not chmod. Inside, the
+            // directory is PostgreSQL's own and made so; a symbolic link is
+            // never a directory here (create_dir refuses it).
+            let is_real_dir = log_dir.symlink_metadata().is_ok_and(|m| m.is_dir());
+            if !is_real_dir || log_dir.starts_with(self.data_dir()) {
                 create_dir(&self.spec.run_as, log_dir, 0o700)?;
             }
         }
