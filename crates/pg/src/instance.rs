@@ -361,6 +361,7 @@ impl Instance {
         if self.postmaster_pid().is_some() {
             return Ok(());
         }
+        self.wait_for_orphans().await;
         self.clear_stale_lock_file()?;
         if let Some(log_dir) = self.spec.log_file.parent() {
             // An existing directory outside the data directory is left as
@@ -407,6 +408,31 @@ impl Instance {
         Ok(())
     }
 
+    /// When postmaster.pid names a dead postmaster whose children still
+    /// hold its shared memory, waits for them to go (see [`crate::orphans`]).
+    async fn wait_for_orphans(&self) {
+        let path = self.spec.data_dir.join("postmaster.pid");
+        let Ok(Some(text)) = read_postgres_file(&path, "read postmaster.pid") else {
+            return;
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        let Some(pid) = lines.first().and_then(|l| l.trim().parse::<i32>().ok()) else {
+            return;
+        };
+        let Some(segment) = lines.get(6).and_then(|l| crate::orphans::Segment::parse(l)) else {
+            return;
+        };
+        if crate::pid::is_alive(pid) || !segment.in_use() {
+            return;
+        }
+        let uid = self
+            .spec
+            .run_as
+            .owner_uid()
+            .unwrap_or_else(|| nix::unistd::getuid().as_raw());
+        crate::orphans::wait_gone(segment, uid).await;
+    }
+
     /// Removes postmaster.pid when its postmaster is dead and no process is
     /// attached to its shared memory any more. PostgreSQL does the same
     /// check itself, except that it takes a zombie (a killed postmaster its
@@ -426,10 +452,10 @@ impl Instance {
         if crate::pid::is_alive(pid) {
             return Ok(());
         }
-        let shmid = field(7)
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|id| id.parse().ok());
-        if shmid.is_some_and(shared_memory_in_use) {
+        if field(7)
+            .and_then(crate::orphans::Segment::parse)
+            .is_some_and(|segment| segment.in_use())
+        {
             // Orphaned backends still attached: PostgreSQL will refuse, rightly.
             return Ok(());
         }
@@ -927,16 +953,6 @@ fn parse_basebackup_progress(line: &str) -> Option<CloneProgress> {
         done_kb: done.trim().parse().ok()?,
         total_kb: total.trim().parse().ok()?,
     })
-}
-
-/// Whether a System V shared memory segment exists and a process is
-/// attached to it.
-fn shared_memory_in_use(shmid: i32) -> bool {
-    let mut info = std::mem::MaybeUninit::<nix::libc::shmid_ds>::zeroed();
-    // SAFETY: IPC_STAT only writes a shmid_ds into the buffer we own.
-    let found = unsafe { nix::libc::shmctl(shmid, nix::libc::IPC_STAT, info.as_mut_ptr()) } == 0;
-    // SAFETY: initialised (zeroed, then filled by a successful IPC_STAT).
-    found && unsafe { info.assume_init() }.shm_nattch > 0
 }
 
 fn quote_ident(name: &str) -> String {

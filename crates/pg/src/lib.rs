@@ -13,6 +13,7 @@ mod files;
 mod hba;
 mod instance;
 mod lsn;
+mod orphans;
 pub mod pid;
 mod probe;
 mod run_as;

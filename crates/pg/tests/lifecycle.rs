@@ -575,3 +575,37 @@ async fn a_standby_past_the_fork_point_stays_on_its_old_timeline() {
     cluster.nodes[2].wait_streaming(DEADLINE).await.unwrap();
     assert_eq!(up(&cluster.nodes[2]).await.timeline, 2);
 }
+
+#[tokio::test]
+async fn a_killed_postmaster_starts_again_at_once_though_a_backend_still_runs_a_query() {
+    let cluster = PgCluster::start(0).await.unwrap();
+    let node = &cluster.nodes[0];
+    // A backend busy computing does not notice that its postmaster died, and
+    // keeps the old shared memory attached: PostgreSQL refuses to start
+    // ("pre-existing shared memory block … is still in use") until it is gone.
+    let client = node.instance.connect().await.unwrap();
+    let busy = tokio::spawn(async move {
+        client
+            .simple_query("SELECT count(*) FROM generate_series(1, 100000000000)")
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!busy.is_finished(), "the query should still run");
+    node.kill();
+
+    let started = Instant::now();
+    node.instance.start().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        node.query_text("SELECT 'up'").await.unwrap().as_deref(),
+        Some("up")
+    );
+    assert!(
+        busy.await.unwrap().is_err(),
+        "the orphaned backend was ended"
+    );
+}
