@@ -283,6 +283,13 @@ impl Member {
         });
     }
 
+    /// When the fast path's silence timers run out ([`Ha::fast_path_due`]),
+    /// in ms of the agent's monotonic clock.
+    pub fn fast_path_due(&self) -> Option<u64> {
+        self.ha
+            .fast_path_due(self.records().settings().heartbeat_ms)
+    }
+
     /// Whether another member's new status is worth a round now
     /// ([`Ha::awaits_member_news`]).
     pub fn awaits_member_news(&self) -> bool {

@@ -403,6 +403,17 @@ impl Agent {
             // heartbeat (with 400 ms per request, the lease ran out).
             next_round = (tokio::time::Instant::from_std(started) + heartbeat)
                 .max(last_round + MEMBER_NEWS_SPACING);
+            // A silent leader's timers run out between heartbeats: look
+            // again right then (a host death is replaced up to a
+            // heartbeat sooner).
+            if let Some(due) = self.member.fast_path_due() {
+                // A few ms past the deadline: the clock is read in whole ms.
+                let due =
+                    tokio::time::Instant::from_std(self.started) + Duration::from_millis(due + 5);
+                if due > last_round {
+                    next_round = next_round.min(due.max(last_round + MEMBER_NEWS_SPACING));
+                }
+            }
         }
         guard.abort();
         commit_hold.abort();

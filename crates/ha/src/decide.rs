@@ -819,6 +819,17 @@ impl Ha {
         self.not_streaming_since.is_some() || self.leaderless_since.is_some()
     }
 
+    /// When the silence timers of the fast path ([`Self::quiet_leader`])
+    /// next run out, on the observation clock: a standby that receives
+    /// nothing from a leader that has fallen silent decides then, not up to
+    /// a heartbeat later. `None` when no such timer runs. Only when to look
+    /// again: the decision itself is the round's, as always.
+    pub fn fast_path_due(&self, heartbeat_ms: Millis) -> Option<Millis> {
+        let (_, _, silent_since) = self.leader_silent.as_ref()?;
+        let (_, not_streaming_since) = self.not_streaming_since.as_ref()?;
+        Some((silent_since + 2 * heartbeat_ms).max(not_streaming_since + heartbeat_ms))
+    }
+
     /// The fast path of synchronous mode. A primary acknowledges a commit
     /// only after a synchronous standby has it; once no synchronous standby
     /// (and no standby at all) receives from it and its agent has fallen

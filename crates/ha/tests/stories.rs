@@ -1789,6 +1789,50 @@ mod fast_failover {
         );
     }
 
+    /// A standby that receives nothing asks to look again exactly when the
+    /// silent leader's two heartbeats are up (and its own heartbeat of not
+    /// receiving), not at its next regular round up to a heartbeat later;
+    /// at that look it deposes.
+    #[test]
+    fn given_the_leader_fell_silent_i_know_when_to_look_again() {
+        let heartbeat = Settings::default().heartbeat_ms;
+        let mut ha = me("db2");
+        ha.decide(&observe(
+            10_000,
+            standby(1_000, Some("db1")),
+            primary_gone_silent(),
+        ));
+        assert_eq!(
+            ha.fast_path_due(heartbeat),
+            None,
+            "still streaming: no timer"
+        );
+        ha.decide(&observe(
+            10_100,
+            not_streaming(1_000),
+            primary_gone_silent(),
+        ));
+        let due = ha.fast_path_due(heartbeat).unwrap();
+        assert_eq!(due, 10_000 + 2 * heartbeat);
+        let early = ha.decide(&observe(
+            due - 1,
+            not_streaming(1_000),
+            primary_gone_silent(),
+        ));
+        assert!(
+            !early
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::DeposeLeader { .. })),
+            "{early:?}"
+        );
+        let plan = ha.decide(&observe(due, not_streaming(1_000), primary_gone_silent()));
+        assert!(
+            matches!(plan.actions.first(), Some(Action::DeposeLeader { .. })),
+            "{plan:?}"
+        );
+    }
+
     /// A receiver that gave up on the silent primary and starts again has
     /// heard nothing yet; the standby remembers when the last one did.
     #[test]

@@ -22,6 +22,8 @@ use crate::settings::Settings;
 /// postmaster.pid (it does so first thing).
 /// How much of the server log's end a failed start shows.
 const LOG_TAIL_BYTES: u64 = 16 * 1024;
+/// How often a promotion is checked for its end.
+const PROMOTE_POLL: Duration = Duration::from_millis(5);
 const POSTMASTER_PID_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long an immediate shutdown may take before pg_ctl is tried instead
 /// (PostgreSQL itself kills children that ignore SIGQUIT after 5 s).
@@ -632,14 +634,33 @@ impl Instance {
 
     /// Promotes a standby and waits until it accepts writes.
     pub async fn promote(&self) -> Result<(), PgError> {
+        // pg_ctl's own wait (-w) looks every 100 ms, and a failover waits
+        // on it: ask, then watch the server leave recovery from here.
         self.pg_ctl("promote PostgreSQL")
             .arg("promote")
-            .arg("-w")
-            .arg("-t")
-            .arg(self.wait_secs())
+            .arg("-W")
             .run(&self.spec.run_as)
             .await?;
-        Ok(())
+        let client = self.connect().await?;
+        let deadline = std::time::Instant::now() + self.spec.timeouts.pg_ctl;
+        loop {
+            let row = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .map_err(|e| PgError::sql("check that the promotion ended", e))?;
+            if !row.get::<_, bool>(0) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(self.with_log_tail(PgError::Failed {
+                    what: "promote PostgreSQL".into(),
+                    program: "postgres".into(),
+                    status: format!("still in recovery after {:?}", self.spec.timeouts.pg_ctl),
+                    stderr: "the server log says why".into(),
+                }));
+            }
+            tokio::time::sleep(PROMOTE_POLL).await;
+        }
     }
 
     /// pg_controldata of this data directory.

@@ -10,7 +10,7 @@
 mod silent;
 mod tps;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lab::{AgentCluster, Workload};
 use pgwarden_bench::{
@@ -23,6 +23,8 @@ use store::cluster::SynchronousMode;
 const BENCH: &str = "bench/failover";
 /// Every round runs on [`synchronous_cluster_under_load`].
 const SYNCHRONOUS: bool = true;
+/// Two heartbeats: an agent's next round after its PostgreSQL came back.
+const SETTLE: Duration = Duration::from_secs(1);
 
 #[tokio::main]
 async fn main() {
@@ -83,7 +85,19 @@ async fn deaths_and_crashes(args: &Args) -> Result<Result<(), String>, String> {
             "{:<16} {:>5} {:>8} {:>10.2} {:>12}",
             "postgres crash", round, old, took, new
         );
+        if new != old {
+            // Not restarted in place: what each agent decided, for the record.
+            eprintln!(
+                "postgres crash {round} moved the primary:\n{}",
+                cluster.logs()
+            );
+        }
         crash.push(took);
+        // The statuses in the store may still be the ones from before the
+        // crash: let the agent see its PostgreSQL up again first. Crashes
+        // closer together than that add up to one outage of restart_grace
+        // and rightly hand over to a standby.
+        tokio::time::sleep(SETTLE).await;
         losses.push(loss(&cluster, &load, format!("postgres crash {round}")).await?);
     }
     let report = load.stop().await;
