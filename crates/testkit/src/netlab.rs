@@ -402,14 +402,14 @@ struct Namespace {
 /// A thread inside a namespace running a current-thread tokio runtime: what
 /// is spawned on it opens its sockets there.
 #[derive(Debug)]
-struct NsRuntime {
-    handle: Handle,
+pub(crate) struct NsRuntime {
+    pub(crate) handle: Handle,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl NsRuntime {
-    fn start(name: &str, namespace: &File) -> io::Result<NsRuntime> {
+    pub(crate) fn start(name: &str, namespace: &File) -> io::Result<NsRuntime> {
         let namespace = namespace.try_clone()?;
         let (ready, handle) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -558,7 +558,7 @@ fn lab_pid(name: &str) -> Option<usize> {
 }
 
 /// `ip ARGS`, with its error output in the error.
-fn ip(args: &[&str]) -> Result<(), NetLabError> {
+pub(crate) fn ip(args: &[&str]) -> Result<(), NetLabError> {
     let failed = |detail: String| NetLabError::Ip {
         command: args.join(" "),
         detail,
@@ -577,7 +577,7 @@ fn ip(args: &[&str]) -> Result<(), NetLabError> {
     }
 }
 
-fn base36(mut n: usize) -> String {
+pub(crate) fn base36(mut n: usize) -> String {
     let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
     loop {
