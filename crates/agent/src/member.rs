@@ -125,6 +125,8 @@ pub struct Member {
     failsafe_confirmed_by: BTreeSet<String>,
     failsafe_valid_until: Option<Millis>,
     failsafe_promise: Option<FailsafePromise>,
+    /// [`Observation::statuses_seen`], from the runtime's store watch.
+    statuses_seen: std::collections::BTreeMap<String, (u64, Millis)>,
     /// The store keys that did not decode in the last read, with why: each
     /// is said once (error log, event) when it appears or changes.
     undecodable: BTreeMap<String, String>,
@@ -171,6 +173,7 @@ impl Member {
             failsafe_confirmed_by: BTreeSet::new(),
             failsafe_valid_until: None,
             failsafe_promise: None,
+            statuses_seen: Default::default(),
             undecodable: BTreeMap::new(),
             refused_parameters: BTreeMap::new(),
             reach: ha::Reach::Unchecked,
@@ -281,6 +284,20 @@ impl Member {
             kind,
             details: details.into(),
         });
+    }
+
+    /// The store watch delivered `member`'s status at `revision` at `at`
+    /// (ms of the agent's monotonic clock); `None` when it was deleted.
+    pub fn note_status_seen(&mut self, member: &str, revision: Option<u64>, at: Millis) {
+        match revision {
+            Some(revision) => {
+                self.statuses_seen
+                    .insert(member.to_string(), (revision, at));
+            }
+            None => {
+                self.statuses_seen.remove(member);
+            }
+        }
     }
 
     /// When the fast path's silence timers run out ([`Ha::fast_path_due`]),
@@ -419,6 +436,7 @@ impl Member {
             lease_ttl_ms: self.lease.map(|l| l.ttl.as_millis() as Millis),
             failsafe_confirmed,
             failsafe_promise: self.failsafe_promise.clone(),
+            statuses_seen: self.statuses_seen.clone(),
             reach: self.reach.clone(),
         };
         let mut plan = self.ha.decide(&observation);

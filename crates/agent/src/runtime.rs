@@ -294,6 +294,14 @@ impl Agent {
                     }
                 }
                 event = watch.next() => {
+                    if let Some(Ok(event)) = &event {
+                        if let Some(ClusterKey::Member(name)) = self.keys.classify(&event.kv.key) {
+                            let revision = (event.kind == store::EventKind::Put)
+                                .then_some(event.kv.mod_revision as u64);
+                            let at = now_since(self.started).mono;
+                            self.member.note_status_seen(&name, revision, at);
+                        }
+                    }
                     match event {
                         Some(Ok(event)) if wakes(&self.keys, &event.kv.key) => {}
                         Some(Ok(event))

@@ -243,7 +243,14 @@ impl Ha {
             match (status, &self.leader_silent) {
                 (Some((name, revision)), Some((seen, seen_revision, _)))
                     if name == *seen && revision == *seen_revision => {}
-                (Some((name, revision)), _) => self.leader_silent = Some((name, revision, obs.now)),
+                (Some((name, revision)), _) => {
+                    let seen = obs
+                        .statuses_seen
+                        .get(&name)
+                        .filter(|(seen_revision, at)| *seen_revision == revision && *at <= obs.now)
+                        .map_or(obs.now, |(_, at)| *at);
+                    self.leader_silent = Some((name, revision, seen));
+                }
                 (None, _) => self.leader_silent = None,
             }
         }

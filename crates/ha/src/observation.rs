@@ -45,6 +45,11 @@ pub struct Observation {
     /// This member's own reachability check, as of this round (fresher
     /// than the status it last published).
     pub reach: Reach,
+    /// When this agent's store watch delivered each member's latest status:
+    /// its store revision and the time, sooner than a round reads it. A
+    /// silent leader counts as silent from there ([`crate::Ha`] falls back
+    /// to the round's time for a status the watch has not delivered).
+    pub statuses_seen: BTreeMap<String, (u64, Millis)>,
 }
 
 /// A member's reachability check (`[member] reachability`): whether the

@@ -123,6 +123,7 @@ fn observe(now: u64, local: Local, cluster: Cluster) -> Observation {
         lease_ttl_ms: None,
         failsafe_confirmed: BTreeMap::new(),
         failsafe_promise: None,
+        statuses_seen: BTreeMap::new(),
         reach: Reach::Unchecked,
     }
 }
@@ -1093,6 +1094,7 @@ mod store_outage {
             lease_ttl_ms: None,
             failsafe_confirmed: BTreeMap::new(),
             failsafe_promise: None,
+            statuses_seen: BTreeMap::new(),
             reach: Reach::Unchecked,
         }
     }
@@ -1831,6 +1833,48 @@ mod fast_failover {
             matches!(plan.actions.first(), Some(Action::DeposeLeader { .. })),
             "{plan:?}"
         );
+    }
+
+    /// The store watch delivered the leader's last status 400 ms before
+    /// the round that read it: the leader is silent since then, and the
+    /// standby deposes it 400 ms sooner. A time the watch reports for
+    /// another revision, or from the future, counts for nothing.
+    #[test]
+    fn given_my_watch_heard_the_leader_last_before_my_round_i_count_from_the_watch() {
+        let heartbeat = Settings::default().heartbeat_ms;
+        let seen = |revision: u64, at: u64| BTreeMap::from([("db1".to_string(), (revision, at))]);
+        let observed = |now: u64, local: Local, statuses_seen| Observation {
+            statuses_seen,
+            ..observe(now, local, primary_gone_silent())
+        };
+        let mut ha = me("db2");
+        ha.decide(&observed(
+            10_400,
+            standby(1_000, Some("db1")),
+            seen(40, 10_000),
+        ));
+        ha.decide(&observed(10_500, not_streaming(1_000), seen(40, 10_000)));
+        assert_eq!(ha.fast_path_due(heartbeat), Some(10_000 + 2 * heartbeat));
+        let plan = ha.decide(&observed(
+            10_000 + 2 * heartbeat,
+            not_streaming(1_000),
+            seen(40, 10_000),
+        ));
+        assert!(
+            matches!(plan.actions.first(), Some(Action::DeposeLeader { .. })),
+            "{plan:?}"
+        );
+
+        for stale in [seen(39, 10_000), seen(40, 10_401)] {
+            let mut ha = me("db2");
+            ha.decide(&observed(
+                10_400,
+                standby(1_000, Some("db1")),
+                stale.clone(),
+            ));
+            ha.decide(&observed(10_500, not_streaming(1_000), stale));
+            assert_eq!(ha.fast_path_due(heartbeat), Some(10_400 + 2 * heartbeat));
+        }
     }
 
     /// A receiver that gave up on the silent primary and starts again has

@@ -1445,14 +1445,20 @@ impl Sim {
         drop(board);
         // Events go to the store in the real agent; here the log says it all.
         member.take_events();
+        let due = member.fast_path_due();
         self.rounds += 1;
         self.check_switchover_carried_out(i, &plan);
         self.check_no_takeover_on_unreadable_records(i, &plan);
         self.check_removed_stay_out(i, &plan);
         self.check_reachability(i, started, reach_fails, &plan, failed.is_none());
+        self.watch_status_of(i);
         let agent = &mut self.agents[i];
         agent.delayed = None;
         agent.next_round = self.now + self.config.heartbeat_ms + self.rng.below(3) * STEP_MS;
+        // The runtime looks again when the fast path's timers run out.
+        if let Some(due) = due.filter(|&due| due > self.now) {
+            agent.next_round = agent.next_round.min(due + STEP_MS);
+        }
         let changed = plan.note != agent.last_note;
         if changed {
             agent.last_note = plan.note.clone();
@@ -1474,6 +1480,36 @@ impl Sim {
                 line.push_str(&format!(" !! {} failed: {error}", short(&action)));
             }
             self.member_event(i, line);
+        }
+    }
+
+    /// Agents watch the store: the others' watches deliver member `i`'s
+    /// status as of now, where their hosts run and reach the store (the
+    /// real watch may deliver it later; the rounds read it then).
+    fn watch_status_of(&mut self, i: usize) {
+        let name = &self.names[i];
+        let Ok(key) = self.keys.member(name) else {
+            return;
+        };
+        // An undecodable status (a fault of its own) changes nothing here.
+        let Ok(status) = block_on(key.get(&self.store)) else {
+            return;
+        };
+        let revision = status.map(|status| status.mod_revision as u64);
+        let world = lock(&self.world);
+        let hears: Vec<bool> = world
+            .nodes
+            .iter()
+            .map(|n| n.host_up && !n.frozen && n.cut_since.is_none())
+            .collect();
+        drop(world);
+        for (j, agent) in self.agents.iter_mut().enumerate() {
+            if j == i || !hears[j] {
+                continue;
+            }
+            if let Some(member) = agent.member.as_mut() {
+                member.note_status_seen(name, revision, self.now);
+            }
         }
     }
 
