@@ -534,7 +534,7 @@ async fn an_answer_that_straddles_the_hand_over_arrives_whole(kernel: bool) {
             let command = 127 + units;
             let mut s = TcpStream::connect(t.proxy.read_write).await.unwrap();
             s.set_nodelay(true).unwrap();
-            let mut echo = async |s: &mut TcpStream, byte: u8| {
+            let echo = async |s: &mut TcpStream, byte: u8| {
                 s.write_all(&[byte]).await.unwrap();
                 let mut b = [0u8; 1];
                 tokio::time::timeout(DEADLINE, s.read_exact(&mut b))
