@@ -242,10 +242,22 @@ pub enum Reads {
     Fewest,
 }
 
+/// Buffer of the opening's reads: a read that fills it may have left part
+/// of a packet queued (below).
+const OPENING_BUFFER: usize = 64 * 1024;
+
 /// Copies reads either way, at least `least` of them and until the session's
 /// key is known (`key`, which sees the backend's bytes before the client
 /// does), counting the bytes read from each side (kernel forwarding needs
 /// them to know when it is done).
+///
+/// It also goes on until the last read from each side emptied that side's
+/// receive queue. The kernel's forwarding program runs over whole queued
+/// packets (skbs): one that user space has read part of would be sent on
+/// again from its start (Linux 6.18), duplicating bytes in the stream (a
+/// query answer larger than the opening's reads then never parses, and the
+/// client waits for good). A read that returns less than it asked for
+/// took everything queued, so whatever arrives after it is whole packets.
 pub async fn opening(
     client: &mut TcpStream,
     server: &mut TcpStream,
@@ -254,13 +266,16 @@ pub async fn opening(
     key: &mut SessionKey,
     least: Reads,
 ) -> Opening {
-    let mut buf = [0u8; 8192];
+    let mut buf = vec![0u8; OPENING_BUFFER];
     let mut reads = 0;
     let least = match least {
         Reads::Some => OPENING_READS,
         Reads::Fewest => 0,
     };
-    while reads < least || !key.settled() {
+    // Whether the last read from each side (server, client) filled the
+    // buffer, so that part of a packet may still be queued.
+    let mut partial = [false, false];
+    while reads < least || !key.settled() || partial.contains(&true) {
         let (ready, from_server, count) = tokio::select! {
             biased;
             ready = server.readable() => (ready.map(|_| ()), true, &mut *server_read),
@@ -269,6 +284,7 @@ pub async fn opening(
         if ready.is_err() {
             return Opening::Ending;
         }
+        let side = usize::from(!from_server);
         let (src, dst) = if from_server {
             (&mut *server, &mut *client)
         } else {
@@ -277,9 +293,13 @@ pub async fn opening(
         let n = match src.try_read(&mut buf) {
             Ok(0) => return Opening::Ending,
             Ok(n) => n,
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                partial[side] = false;
+                continue;
+            }
             Err(_) => return Opening::Ending,
         };
+        partial[side] = n == buf.len();
         reads += 1;
         *count += n as u64;
         if from_server {

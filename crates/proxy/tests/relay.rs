@@ -40,6 +40,16 @@ enum Script {
     /// Echoes the first 16 bytes, then sends `pattern(SLOW_SEED,
     /// SLOW_LEN)`, counting what its writes took, and ends.
     Flood(&'static AtomicU64),
+    /// Answers each byte the client sends: echoes one under 128, and
+    /// answers a higher one `c` with `pattern(BURST_SEED, burst_len(c))`
+    /// in one write (rows in answer to a query).
+    Burst,
+}
+
+const BURST_SEED: u64 = 13;
+
+fn burst_len(command: u8) -> usize {
+    (command as usize - 127) * 4099
 }
 
 const SLOW_SEED: u64 = 11;
@@ -72,6 +82,19 @@ async fn backend(script: Script) -> (SocketAddr, tokio::task::JoinHandle<()>) {
                             return;
                         }
                         written.fetch_add(chunk.len() as u64, Relaxed);
+                    }
+                    return;
+                }
+                if let Script::Burst = script {
+                    let mut command = [0u8; 1];
+                    while s.read_exact(&mut command).await.is_ok() {
+                        let answer = match command[0] {
+                            c @ 0..=127 => vec![c],
+                            c => pattern(BURST_SEED, burst_len(c)),
+                        };
+                        if s.write_all(&answer).await.is_err() {
+                            return;
+                        }
                     }
                     return;
                 }
@@ -496,4 +519,70 @@ async fn a_client_that_does_not_read_stops_the_backend_in_the_kernel() {
 async fn a_client_that_does_not_read_stops_the_backend_in_user_space() {
     static WRITTEN: AtomicU64 = AtomicU64::new(0);
     a_client_that_does_not_read_stops_the_backend(false, &WRITTEN).await;
+}
+
+/// An answer larger than one read of the proxy's opening copy (a query's
+/// rows right after the login): the hand-over to the kernel comes while
+/// the rest of it is queued, perhaps part of a packet user space has read
+/// some of, and every byte must still arrive once, in order.
+async fn an_answer_that_straddles_the_hand_over_arrives_whole(kernel: bool) {
+    let t = setup(Script::Burst, kernel).await;
+    // Echoes before the answer: the hand-over comes at a different read
+    // into it each time.
+    for echoes in 0..=3u8 {
+        for units in [1, 2, 3, 5, 8, 13, 15, 16, 21, 34, 55, 100] {
+            let command = 127 + units;
+            let mut s = TcpStream::connect(t.proxy.read_write).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let echo = async |s: &mut TcpStream, byte: u8| {
+                s.write_all(&[byte]).await.unwrap();
+                let mut b = [0u8; 1];
+                tokio::time::timeout(DEADLINE, s.read_exact(&mut b))
+                    .await
+                    .unwrap_or_else(|_| panic!("the echo of {byte} stalled"))
+                    .unwrap();
+                assert_eq!(b[0], byte);
+            };
+            s.write_all(&[1]).await.unwrap();
+            let mut hello = [0u8; 7];
+            s.read_exact(&mut hello).await.unwrap();
+            assert_eq!(&hello, b"hello\n\x01");
+            for i in 0..echoes {
+                echo(&mut s, 2 + i).await;
+            }
+            s.write_all(&[command]).await.unwrap();
+            let len = burst_len(command);
+            let mut got = vec![0u8; len];
+            tokio::time::timeout(DEADLINE, s.read_exact(&mut got))
+                .await
+                .unwrap_or_else(|_| panic!("an answer of {len} bytes stalled"))
+                .unwrap();
+            let want = pattern(BURST_SEED, len);
+            if let Some(at) = got.iter().zip(&want).position(|(a, b)| a != b) {
+                let from =
+                    (0..at).find(|&o| want[o..(o + 16).min(len)] == got[at..(at + 16).min(len)]);
+                panic!(
+                    "an answer of {len} bytes after {echoes} echoes differs from byte {at} on \
+                     (those are the bytes from {from:?} again?)"
+                );
+            }
+            // The session goes on, in the kernel.
+            for i in 0..8 {
+                echo(&mut s, 10 + i).await;
+            }
+            kernel_holds(&t.proxy, 2).await;
+            drop(s);
+            kernel_holds(&t.proxy, 0).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_answer_that_straddles_the_hand_over_arrives_whole_in_the_kernel() {
+    an_answer_that_straddles_the_hand_over_arrives_whole(true).await;
+}
+
+#[tokio::test]
+async fn an_answer_that_straddles_the_hand_over_arrives_whole_in_user_space() {
+    an_answer_that_straddles_the_hand_over_arrives_whole(false).await;
 }
