@@ -245,14 +245,7 @@ fn net_pid(name: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn namespaces(id: &str) -> Vec<String> {
-        let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with(id))
-            .map(str::to_string)
-            .collect()
-    }
+    use crate::netlab::tests::lab_namespaces as namespaces;
 
     #[tokio::test]
     async fn hosts_reach_each_other_and_what_runs_inside_is_stopped_on_drop() {

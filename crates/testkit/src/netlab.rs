@@ -592,7 +592,7 @@ pub(crate) fn base36(mut n: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -614,7 +614,8 @@ mod tests {
             .map_err(|_| io::Error::other("timed out"))?
     }
 
-    fn lab_namespaces(id: &str) -> Vec<String> {
+    /// The namespaces whose names start with `id` (a lab's or a HostNet's).
+    pub(crate) fn lab_namespaces(id: &str) -> Vec<String> {
         let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout)
             .lines()
