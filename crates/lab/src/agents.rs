@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pg::{Endpoint, Instance, InstanceSpec, PgError, Probe, Role, RunAs, Timeouts};
-use store::cluster::{ClusterKeys, DynamicConfig, SynchronousMode};
+use store::cluster::{ClusterKeys, DynamicConfig, PgState, SynchronousMode};
 use store::Store;
 
 use crate::dir::ScratchDir;
@@ -558,6 +558,50 @@ password_file = "{repl}"
                     Ok(leader)
                 } else {
                     Err(format!("leader {leader}; {}", seen.join("; ")))
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until `name`'s agent publishes, in a status written after
+    /// this call, that its PostgreSQL runs: proof that the agent itself has
+    /// seen it up again (the store may still hold a status from before a
+    /// crash, and PostgreSQL may answer before the agent's next round).
+    pub async fn wait_published_running(
+        &self,
+        name: &str,
+        deadline: Duration,
+    ) -> Result<(), WaitError> {
+        let what = format!("{name}'s agent to publish its PostgreSQL running");
+        let key = self.keys.member(name).map_err(|e| WaitError {
+            what: what.clone(),
+            waited: Duration::ZERO,
+            last_seen: e.to_string(),
+        })?;
+        let before = key
+            .get(self.store.as_ref())
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |status| status.mod_revision);
+        wait_for(
+            &what,
+            deadline,
+            || async {
+                match key.get(self.store.as_ref()).await {
+                    Ok(Some(status))
+                        if status.mod_revision > before
+                            && status.value.state == PgState::Running =>
+                    {
+                        Ok(())
+                    }
+                    Ok(Some(status)) => Err(format!(
+                        "revision {} (before: {before}), state {:?}",
+                        status.mod_revision, status.value.state
+                    )),
+                    Ok(None) => Err("no status".to_string()),
+                    Err(e) => Err(e.to_string()),
                 }
             },
         )

@@ -10,7 +10,7 @@
 mod silent;
 mod tps;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use lab::{AgentCluster, Workload};
 use pgwarden_bench::{
@@ -23,8 +23,6 @@ use store::cluster::SynchronousMode;
 const BENCH: &str = "bench/failover";
 /// Every round runs on [`synchronous_cluster_under_load`].
 const SYNCHRONOUS: bool = true;
-/// Two heartbeats: an agent's next round after its PostgreSQL came back.
-const SETTLE: Duration = Duration::from_secs(1);
 
 #[tokio::main]
 async fn main() {
@@ -97,7 +95,10 @@ async fn deaths_and_crashes(args: &Args) -> Result<Result<(), String>, String> {
         // crash: let the agent see its PostgreSQL up again first. Crashes
         // closer together than that add up to one outage of restart_grace
         // and rightly hand over to a standby.
-        tokio::time::sleep(SETTLE).await;
+        cluster
+            .wait_published_running(&new, DEADLINE)
+            .await
+            .map_err(|e| format!("{e}\n{}", cluster.logs()))?;
         losses.push(loss(&cluster, &load, format!("postgres crash {round}")).await?);
     }
     let report = load.stop().await;
