@@ -585,26 +585,21 @@ password_file = "{repl}"
             .ok()
             .flatten()
             .map_or(0, |status| status.mod_revision);
-        wait_for(
-            &what,
-            deadline,
-            || async {
-                match key.get(self.store.as_ref()).await {
-                    Ok(Some(status))
-                        if status.mod_revision > before
-                            && status.value.state == PgState::Running =>
-                    {
-                        Ok(())
-                    }
-                    Ok(Some(status)) => Err(format!(
-                        "revision {} (before: {before}), state {:?}",
-                        status.mod_revision, status.value.state
-                    )),
-                    Ok(None) => Err("no status".to_string()),
-                    Err(e) => Err(e.to_string()),
+        wait_for(&what, deadline, || async {
+            match key.get(self.store.as_ref()).await {
+                Ok(Some(status))
+                    if status.mod_revision > before && status.value.state == PgState::Running =>
+                {
+                    Ok(())
                 }
-            },
-        )
+                Ok(Some(status)) => Err(format!(
+                    "revision {} (before: {before}), state {:?}",
+                    status.mod_revision, status.value.state
+                )),
+                Ok(None) => Err("no status".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
         .await
     }
 

@@ -363,8 +363,7 @@ impl Instance {
         if self.postmaster_pid().is_some() {
             return Ok(());
         }
-        self.wait_for_orphans().await;
-        self.clear_stale_lock_file()?;
+        self.clear_stale_lock_file().await?;
         if let Some(log_dir) = self.spec.log_file.parent() {
             // An existing directory outside the data directory is left as
             // it is: e.g. Debian's /var/log/postgresql, root's, which
@@ -410,37 +409,14 @@ impl Instance {
         Ok(())
     }
 
-    /// When postmaster.pid names a dead postmaster whose children still
-    /// hold its shared memory, waits for them to go (see [`crate::orphans`]).
-    async fn wait_for_orphans(&self) {
-        let path = self.spec.data_dir.join("postmaster.pid");
-        let Ok(Some(text)) = read_postgres_file(&path, "read postmaster.pid") else {
-            return;
-        };
-        let lines: Vec<&str> = text.lines().collect();
-        let Some(pid) = lines.first().and_then(|l| l.trim().parse::<i32>().ok()) else {
-            return;
-        };
-        let Some(segment) = lines.get(6).and_then(|l| crate::orphans::Segment::parse(l)) else {
-            return;
-        };
-        if crate::pid::is_alive(pid) || !segment.in_use() {
-            return;
-        }
-        let uid = self
-            .spec
-            .run_as
-            .owner_uid()
-            .unwrap_or_else(|| nix::unistd::getuid().as_raw());
-        crate::orphans::wait_gone(segment, uid).await;
-    }
-
     /// Removes postmaster.pid when its postmaster is dead and no process is
     /// attached to its shared memory any more. PostgreSQL does the same
     /// check itself, except that it takes a zombie (a killed postmaster its
     /// parent has not reaped yet) for a live server and refuses to start:
     /// a crash restart would wait for an unrelated process to call wait().
-    fn clear_stale_lock_file(&self) -> Result<(), PgError> {
+    /// While the dead postmaster's children still hold its shared memory,
+    /// waits for them to go first (see [`crate::orphans`]).
+    async fn clear_stale_lock_file(&self) -> Result<(), PgError> {
         let path = self.spec.data_dir.join("postmaster.pid");
         let Some(text) = read_postgres_file(&path, "read postmaster.pid")? else {
             return Ok(());
@@ -454,12 +430,26 @@ impl Instance {
         if crate::pid::is_alive(pid) {
             return Ok(());
         }
-        if field(7)
+        if let Some(segment) = field(7)
             .and_then(crate::orphans::Segment::parse)
-            .is_some_and(|segment| segment.in_use())
+            .filter(|segment| segment.in_use())
         {
-            // Orphaned backends still attached: PostgreSQL will refuse, rightly.
-            return Ok(());
+            let uid = self
+                .spec
+                .run_as
+                .owner_uid()
+                .unwrap_or_else(|| nix::unistd::getuid().as_raw());
+            if !crate::orphans::wait_gone(segment, uid).await {
+                // PostgreSQL will refuse, rightly; its error goes with the
+                // failed start, and this says what to do about it.
+                tracing::warn!(
+                    "processes of dead postmaster {pid} still hold its shared memory (key {}, id {}), and this \
+                     agent could not end them: find them with `ipcs -m -i {}` (cpid/lpid) or `grep -l SYSV{:08x} \
+                     /proc/*/maps`, end them, and the agent starts PostgreSQL at its next try",
+                    segment.key, segment.id, segment.id, segment.key
+                );
+                return Ok(());
+            }
         }
         tracing::info!(
             "removing the stale {} of dead postmaster {pid}: nothing is attached to its shared memory",

@@ -53,6 +53,9 @@ pub(crate) async fn wait_gone(segment: Segment, uid: u32) -> bool {
         return true;
     }
     let orphans = attached(segment, uid);
+    if orphans.is_empty() {
+        return false;
+    }
     tracing::warn!(
         "processes of the dead postmaster still hold its shared memory after {NOTICE_WAIT:?}: \
          ending {orphans:?} (SIGKILL) so PostgreSQL can start again"

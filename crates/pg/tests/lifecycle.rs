@@ -589,14 +589,28 @@ async fn a_killed_postmaster_starts_again_at_once_though_a_backend_still_runs_a_
             .simple_query("SELECT count(*) FROM generate_series(1, 100000000000)")
             .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("the query to run", DEADLINE, || async {
+        let running = node
+            .query_text(
+                "SELECT count(*)::text FROM pg_stat_activity WHERE state = 'active' \
+                 AND query LIKE '%generate_series(1, 100000000000)%' AND pid <> pg_backend_pid()",
+            )
+            .await;
+        match running {
+            Ok(Some(n)) if n == "1" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
     assert!(!busy.is_finished(), "the query should still run");
     node.kill();
 
     let started = Instant::now();
     node.instance.start().await.unwrap();
+    // Not before the busy backend had its second to notice, then was ended.
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() >= Duration::from_secs(1) && started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
