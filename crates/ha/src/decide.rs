@@ -832,9 +832,23 @@ impl Ha {
     /// a heartbeat later. `None` when no such timer runs. Only when to look
     /// again: the decision itself is the round's, as always.
     pub fn fast_path_due(&self, heartbeat_ms: Millis) -> Option<Millis> {
+        // Not receiving while not listening: the receiver was let go.
+        self.not_streaming_since.as_ref()?;
+        let stopped_listening = matches!(&self.not_streaming_since, Some((None, _)));
+        self.silence_ends(heartbeat_ms, stopped_listening)
+    }
+
+    /// When the leader has been silent for two heartbeats and — unless
+    /// this standby stopped listening to it — this standby has received
+    /// nothing for one (no blip, no mere reconnect).
+    fn silence_ends(&self, heartbeat_ms: Millis, stopped_listening: bool) -> Option<Millis> {
         let (_, _, silent_since) = self.leader_silent.as_ref()?;
+        let silent_enough = silent_since + 2 * heartbeat_ms;
+        if stopped_listening {
+            return Some(silent_enough);
+        }
         let (_, not_streaming_since) = self.not_streaming_since.as_ref()?;
-        Some((silent_since + 2 * heartbeat_ms).max(not_streaming_since + heartbeat_ms))
+        Some(silent_enough.max(not_streaming_since + heartbeat_ms))
     }
 
     /// The fast path of synchronous mode. A primary acknowledges a commit
@@ -929,23 +943,12 @@ impl Ha {
         if someone_streams {
             return None;
         }
-        let silent_for = match &self.leader_silent {
-            Some((silent, _, since)) if silent == name => obs.now - since,
+        let since = match &self.leader_silent {
+            Some((silent, _, since)) if silent == name => *since,
             _ => return None,
         };
-        // Not on a blip: this standby must have stopped receiving for a
-        // heartbeat too, not just be reconnecting.
-        let not_receiving_for = self
-            .not_streaming_since
-            .as_ref()
-            .map_or(0, |(_, since)| obs.now - since);
-        let stopped_listening = running.upstream.is_none();
-        if silent_for < 2 * settings.heartbeat_ms
-            || (not_receiving_for < settings.heartbeat_ms && !stopped_listening)
-        {
-            return None;
-        }
-        Some(silent_for)
+        let due = self.silence_ends(settings.heartbeat_ms, running.upstream.is_none())?;
+        (obs.now >= due).then(|| obs.now - since)
     }
 
     /// Quorum commit: a member of the synchronous set stops receiving from
