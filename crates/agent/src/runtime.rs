@@ -631,10 +631,10 @@ fn taker_view(records: &store::ClusterRecords, state: &LocalState) -> TakerView 
     }
 }
 
-/// Changes that may call for a decision before the next heartbeat.
 /// The least time between two rounds that other members' statuses wake.
 const MEMBER_NEWS_SPACING: Duration = Duration::from_millis(50);
 
+/// Changes that may call for a decision before the next heartbeat.
 fn wakes(keys: &ClusterKeys, key: &str) -> bool {
     matches!(
         keys.classify(key),

@@ -49,7 +49,6 @@ impl fmt::Debug for Role {
     }
 }
 
-/// Bounds on how long PostgreSQL's programs may take.
 /// A physical replication slot and the WAL it holds back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotUsage {
@@ -60,6 +59,7 @@ pub struct SlotUsage {
     pub retained_bytes: Option<u64>,
 }
 
+/// Bounds on how long PostgreSQL's programs may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// initdb, start, stop, promote, reload.

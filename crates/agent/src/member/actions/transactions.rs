@@ -238,8 +238,6 @@ impl Member {
         Ok(())
     }
 
-    /// Deletes the switchover request this round read. One changed since
-    /// (a new request, or another member cleared it) is left alone.
     /// A switchover from this leader to `to`, asked by the agent itself:
     /// the switchover key created only if there is none (an operator's
     /// request, or another, wins).
@@ -272,6 +270,8 @@ impl Member {
         }
     }
 
+    /// Deletes the switchover request this round read. One changed since
+    /// (a new request, or another member cleared it) is left alone.
     pub(super) async fn clear_switchover(&self) -> Result<(), ActionError> {
         if let Some(request) = &self.records.switchover {
             match self
