@@ -11,8 +11,7 @@ use tokio::sync::mpsc;
 use crate::hooks::Hooks;
 use crate::member::MemberEvent;
 
-/// How many events the store keeps; the oldest are trimmed.
-pub const EVENTS_KEPT: usize = 1000;
+use store::cluster::EVENTS_KEPT;
 
 /// The sending side; dropping it ends the writer task.
 #[derive(Clone)]

@@ -165,16 +165,8 @@ impl Member {
                 removed_ms: api::time::now_ms(),
                 by: me.clone(),
             };
-            let retirement = store::cluster::Retirement {
-                record: record.clone(),
-                leader_revision: records.leader.as_ref().map(|l| l.mod_revision),
-                status_revision: records.members.get(&me).map(|m| m.mod_revision),
-                switchover_revision: records
-                    .switchover
-                    .as_ref()
-                    .filter(|_| clear_switchover)
-                    .map(|s| s.mod_revision),
-            };
+            let retirement =
+                store::cluster::Retirement::against(&records, record.clone(), clear_switchover);
             match self.keys.retire(self.store.as_ref(), &retirement).await {
                 Ok(()) => break (records, record),
                 Err(store::StoreError::Conflict { .. }) if attempts < 5 => continue,

@@ -64,18 +64,7 @@ async fn handle(
     }
     store::cluster::check_name("member name", &member)
         .map_err(|e| HttpError::bad_request(e.to_string()))?;
-    let hops = hops(&headers)?;
-    if hops >= MAX_HOPS {
-        return Err(HttpError::new(
-            StatusCode::LOOP_DETECTED,
-            format!(
-                "a request for {member} was forwarded to {here}, which is not {member}: {member}'s api_url \
-                 leads to the wrong member (or back); check its api.listen and member.connect_address, \
-                 or run the command against {member}'s API directly",
-                here = state.member
-            ),
-        ));
-    }
+    let hops = forward_hops(&headers, &state, &member)?;
     let Some(status) = state
         .keys
         .member(&member)?
@@ -98,7 +87,30 @@ async fn handle(
 }
 
 /// The hop count a forwarding member sent; 0 from a client.
-pub(super) fn hops(headers: &HeaderMap) -> Result<u32, HttpError> {
+/// How often a request for `member` was forwarded already; refused once
+/// it came the most hops a request may take (an api_url leading to the
+/// wrong member, or back).
+pub(super) fn forward_hops(
+    headers: &HeaderMap,
+    state: &AppState,
+    member: &str,
+) -> Result<u32, HttpError> {
+    let hops = hops(headers)?;
+    if hops >= MAX_HOPS {
+        return Err(HttpError::new(
+            StatusCode::LOOP_DETECTED,
+            format!(
+                "a request for {member} was forwarded to {here}, which is not {member}: {member}'s api_url \
+                 leads to the wrong member (or back); check its api.listen and member.connect_address, \
+                 or run the command against {member}'s API directly",
+                here = state.member
+            ),
+        ));
+    }
+    Ok(hops)
+}
+
+fn hops(headers: &HeaderMap) -> Result<u32, HttpError> {
     let Some(value) = headers.get(HOPS_HEADER) else {
         return Ok(0);
     };

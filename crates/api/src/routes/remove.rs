@@ -6,14 +6,14 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use store::cluster::{RemovedMember, Retirement};
 use store::{ClusterRecords, HaView, StoreError};
 
-use super::agent::{ask_agent, forward_with, hops, MAX_HOPS};
+use super::agent::{ask_agent, forward_hops, forward_with};
 use super::{json_body, AppState};
 use crate::admission::Refusal;
 use crate::error::HttpError;
@@ -21,20 +21,13 @@ use crate::local::Request;
 use crate::model::{ReadmitRequest, RemoveRequest};
 use crate::time::now_ms;
 
-/// Events kept in the store (as the agents keep them).
-const EVENTS_KEPT: usize = 1000;
-
 /// Whether the leader's primary keeps a slot for `member` (a member whose
 /// agent is down is known by it).
 fn has_slot(records: &ClusterRecords, member: &str) -> bool {
     let Some(leader) = records.leader_name().and_then(|l| records.member(l)) else {
         return false;
     };
-    let slot = member.replace('-', "_");
-    leader
-        .slots
-        .iter()
-        .any(|s| s.member == member || s.member == slot)
+    leader.slots.iter().any(|s| s.member == member)
 }
 
 pub async fn remove(
@@ -54,7 +47,8 @@ pub async fn remove(
             has_slot: has_slot(&records, &member),
             by_itself: false,
         };
-        let removal = ha::retire::admit_removal(&records.to_ha(), &ask, now_ms())
+        let cluster = records.to_ha();
+        let removal = ha::retire::admit_removal(&cluster, &ask, now_ms())
             .map_err(|r| HttpError::from(Refusal::from(r)))?;
         let clear_switchover = match removal {
             ha::retire::Removal::AskAgent => {
@@ -62,36 +56,32 @@ pub async fn remove(
             }
             ha::retire::Removal::Record { clear_switchover } => clear_switchover,
         };
-        let last = records.member(&member);
+        // Recorded here only for a member without a status (its agent is
+        // gone): nothing is known of its data directory.
         let record = RemovedMember {
             name: member.clone(),
             system_identifier: None,
-            timeline: last.and_then(|m| m.timeline),
+            timeline: None,
             removed_ms: now_ms(),
             by: state.member.clone(),
         };
-        let retirement = Retirement {
-            record: record.clone(),
-            leader_revision: records.leader.as_ref().map(|l| l.mod_revision),
-            status_revision: records.members.get(&member).map(|m| m.mod_revision),
-            switchover_revision: records
-                .switchover
-                .as_ref()
-                .filter(|_| clear_switchover)
-                .map(|s| s.mod_revision),
-        };
+        let retirement = Retirement::against(&records, record.clone(), clear_switchover);
         match state.keys.retire(state.store.as_ref(), &retirement).await {
             Ok(()) => {}
             Err(StoreError::Conflict { .. }) if attempt < 5 => continue,
             Err(err) => return Err(err.into()),
         }
-        let cluster = records.to_ha();
         let store = state.store.as_ref();
         let lsn = cluster.last_primary_lsn.unwrap_or(0);
-        state
+        // The removal stands: a history entry that could not be written is
+        // no reason to report it failed (a retry would say "already removed").
+        if let Err(err) = state
             .keys
             .record_retirement(store, &record, cluster.latest_timeline, lsn)
-            .await?;
+            .await
+        {
+            tracing::warn!("{member} removed, but the history entry could not be written: {err}");
+        }
         let details = format!(
             "{member} removed from the cluster (`pgwarden ctl remove`){}: the primary drops its slot; \
              its agent, if started again, refuses to rejoin until its data directory is re-cloned",
@@ -109,7 +99,7 @@ pub async fn remove(
                 &state.member,
                 "member_removed",
                 &details,
-                EVENTS_KEPT,
+                store::cluster::EVENTS_KEPT,
             )
             .await?;
         return Ok(Json(json!({
@@ -133,18 +123,7 @@ async fn ask_to_retire(
     if member == state.member {
         return ask_agent(state, Request::Retire).await;
     }
-    let hops = hops(headers)?;
-    if hops >= MAX_HOPS {
-        return Err(HttpError::new(
-            StatusCode::LOOP_DETECTED,
-            format!(
-                "a removal of {member} was forwarded to {here}, which is not {member}: {member}'s api_url \
-                 leads to the wrong member (or back); run `pgwarden ctl remove --force` against {member}'s \
-                 API directly",
-                here = state.member
-            ),
-        ));
-    }
+    let hops = forward_hops(headers, state, member)?;
     let status = records.member(member).ok_or_else(|| {
         HttpError::not_found(format!("{member} has no status any more; try again"))
     })?;
@@ -194,7 +173,7 @@ pub async fn readmit(State(state): State<AppState>, body: Bytes) -> Result<Respo
             &state.member,
             "member_readmitted",
             &details,
-            EVENTS_KEPT,
+            store::cluster::EVENTS_KEPT,
         )
         .await?;
     Ok(Json(json!({

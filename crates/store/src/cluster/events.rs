@@ -8,6 +8,10 @@ use crate::typed::Record;
 use crate::types::Expect;
 use crate::Store;
 
+/// How many events the store keeps (agents and the API append with
+/// it); the oldest are trimmed.
+pub const EVENTS_KEPT: usize = 1000;
+
 impl ClusterKeys {
     /// Appends an event with the next sequence number and trims the oldest
     /// so at most `keep` remain. Returns the stored event.

@@ -50,7 +50,7 @@ pub use backup::{
 pub use dynamic_config::{
     DynamicConfig, SynchronousMode, SLOT_RETENTION_MAX_MS, SLOT_RETENTION_MIN_MS,
 };
-pub use events::Event;
+pub use events::{Event, EVENTS_KEPT};
 pub use history::{History, HistoryEntry};
 pub use initialize::Initialize;
 pub use keys::{ClusterKey, ClusterKeys, DEFAULT_NAMESPACE};

@@ -45,6 +45,28 @@ pub struct Retirement {
     pub switchover_revision: Option<i64>,
 }
 
+impl Retirement {
+    /// The retirement `record` against the snapshot `records`: the leader
+    /// key and the member's status as read, and the switchover to it when
+    /// the admission rule says to cancel it.
+    pub fn against(
+        records: &crate::ClusterRecords,
+        record: RemovedMember,
+        clear_switchover: bool,
+    ) -> Retirement {
+        Retirement {
+            leader_revision: records.leader.as_ref().map(|l| l.mod_revision),
+            status_revision: records.members.get(&record.name).map(|m| m.mod_revision),
+            switchover_revision: records
+                .switchover
+                .as_ref()
+                .filter(|_| clear_switchover)
+                .map(|s| s.mod_revision),
+            record,
+        }
+    }
+}
+
 impl ClusterKeys {
     /// Records the retirement in one transaction: the removed record
     /// (created, so a second removal fails), its status and a request to
