@@ -7,6 +7,7 @@ use std::fmt;
 use async_trait::async_trait;
 pub use pg::ConfigReport;
 use pg::{ArchiverReport, Endpoint, Instance, PgError, Probe, RewindOutcome, Settings};
+use store::cluster::SlotStatus;
 use tokio::sync::Mutex;
 
 use crate::bootstrap::FromBackup;
@@ -93,21 +94,13 @@ pub trait LocalPostgres: Send + Sync {
     /// The physical slots as of the last [`LocalPostgres::keep_slots`]
     /// (the primary's), each with the member it is kept for (else its
     /// name) and the WAL it holds.
-    fn slots_report(&self) -> Vec<SlotReport> {
+    fn slots_report(&self) -> Vec<SlotStatus> {
         Vec::new()
     }
     /// The data directory, for what an operator is told to do with it.
     fn data_dir(&self) -> Option<String> {
         None
     }
-}
-
-/// A slot on this server, for the member status.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SlotReport {
-    pub member: String,
-    pub active: bool,
-    pub retained_bytes: Option<u64>,
 }
 
 /// The real thing: a data directory driven through the pg crate.
@@ -125,7 +118,7 @@ pub struct RealPostgres {
     config_read_at: std::sync::Mutex<Option<std::time::Instant>>,
     progress: std::sync::Arc<std::sync::Mutex<Option<(u64, u64)>>>,
     archiver_report: std::sync::Mutex<Option<ArchiverReport>>,
-    slots_report: std::sync::Mutex<Vec<SlotReport>>,
+    slots_report: std::sync::Mutex<Vec<SlotStatus>>,
     /// `[bootstrap]`: a new cluster comes from this backup, not initdb.
     from_backup: Option<FromBackup>,
     initdb_note: std::sync::Mutex<Option<String>>,
@@ -625,7 +618,7 @@ impl LocalPostgres for RealPostgres {
             .slot_usage()
             .await?
             .into_iter()
-            .map(|slot| SlotReport {
+            .map(|slot| SlotStatus {
                 member: members
                     .get(&slot.name)
                     .map_or_else(|| slot.name.clone(), |m| m.to_string()),
@@ -637,7 +630,7 @@ impl LocalPostgres for RealPostgres {
         Ok(())
     }
 
-    fn slots_report(&self) -> Vec<SlotReport> {
+    fn slots_report(&self) -> Vec<SlotStatus> {
         self.slots_report
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -2,7 +2,7 @@
 //! and the local state its REST API shows.
 
 use ha::{Local, Plan};
-use store::cluster::{MemberStatus, PgState, Role, SlotStatus, Tags};
+use store::cluster::{MemberStatus, PgState, Role, Tags};
 use store::HaView;
 
 use super::{archive_health, ActionError, Member, Now};
@@ -166,16 +166,7 @@ impl Member {
                 _ => None,
             },
             slots: match role {
-                Role::Primary => self
-                    .pg
-                    .slots_report()
-                    .into_iter()
-                    .map(|s| SlotStatus {
-                        member: s.member,
-                        active: s.active,
-                        retained_bytes: s.retained_bytes,
-                    })
-                    .collect(),
+                Role::Primary => self.pg.slots_report(),
                 _ => Vec::new(),
             },
             reachability: store::cluster::Reachability::from_ha(
