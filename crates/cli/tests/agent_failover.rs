@@ -1,6 +1,6 @@
 //! Automatic failover with real agents, PostgreSQL and etcd.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -61,13 +61,21 @@ async fn a_postgresql_crash_is_repaired_in_place_or_failed_over() {
         .await
         .unwrap();
     let old = healthy(&cluster, &ALL).await;
-    let pid = cluster.member(&old).instance.postmaster_pid().unwrap();
-    cluster.kill_postmaster(&old);
+    crash_and_wait_replaced(&cluster, &old).await;
+    healthy(&cluster, &ALL).await;
+}
+
+/// SIGKILLs `name`'s postmaster and waits until its agent has started
+/// another; returns when the kill was sent.
+async fn crash_and_wait_replaced(cluster: &AgentCluster, name: &str) -> Instant {
+    let pid = cluster.member(name).instance.postmaster_pid().unwrap();
+    let crashed_at = Instant::now();
+    cluster.kill_postmaster(name);
     wait_for(
         "the crashed postmaster to be replaced",
         DEADLINE,
         || async {
-            match cluster.member(&old).instance.postmaster_pid() {
+            match cluster.member(name).instance.postmaster_pid() {
                 Some(new) if new != pid => Ok(()),
                 other => Err(other),
             }
@@ -75,7 +83,7 @@ async fn a_postgresql_crash_is_repaired_in_place_or_failed_over() {
     )
     .await
     .unwrap_or_else(|err| panic!("{err}\n{}", cluster.logs()));
-    healthy(&cluster, &ALL).await;
+    crashed_at
 }
 
 /// Crash recovery that keeps the primary's agent waiting on pg_ctl for
@@ -90,6 +98,7 @@ async fn a_postgresql_crash_with_a_long_recovery_is_repaired_in_place() {
     // whether it is waited out is the point, not how long recovery takes.
     let mut options = ClusterOptions::default();
     options.config.restart_grace_ms = 60_000;
+    let heartbeat_ms = options.config.heartbeat_ms;
     let cluster = AgentCluster::start(binary(), options).await.unwrap();
     let old = healthy(&cluster, &ALL).await;
     cluster.wait_synchronous(DEADLINE).await.unwrap();
@@ -104,21 +113,24 @@ async fn a_postgresql_crash_with_a_long_recovery_is_repaired_in_place() {
         .await
         .unwrap();
     drop(client);
-    let pid = cluster.member(&old).instance.postmaster_pid().unwrap();
-    let crashed_at = std::time::Instant::now();
-    cluster.kill_postmaster(&old);
+    let crashed_at = crash_and_wait_replaced(&cluster, &old).await;
     wait_for(
-        "the crashed postmaster to be replaced",
+        "the restarted primary to accept connections",
         DEADLINE,
         || async {
-            match cluster.member(&old).instance.postmaster_pid() {
-                Some(new) if new != pid => Ok(()),
-                other => Err(other),
+            match cluster.member(&old).probe().await {
+                Probe::Up(_) => Ok(()),
+                down => Err(format!("{down:?}")),
             }
         },
     )
     .await
     .unwrap_or_else(|err| panic!("{err}\n{}", cluster.logs()));
+    let down_for = crashed_at.elapsed();
+    assert!(
+        down_for > Duration::from_millis(2 * heartbeat_ms),
+        "recovery took {down_for:?}, not more than two heartbeats: the test no longer covers a long recovery (write more WAL before the crash)"
+    );
     let primary = healthy(&cluster, &ALL).await;
     eprintln!(
         "{old} crashed; {primary} primary again after {} ms",

@@ -12,23 +12,10 @@ use testkit::{free_port, wait_for, AgentCluster, ClusterOptions, NetLab};
 
 mod common;
 
-use common::{api_primary, binary, healthy, ALL, DEADLINE};
+use common::{api_primary, binary, event_lines, healthy, last_promotion, ALL, DEADLINE};
 
 /// How long the primary's check must fail before it hands over.
 const GRACE_MS: u64 = 3_000;
-
-/// The events of the cluster so far, as `member kind: details` lines.
-async fn events(cluster: &AgentCluster) -> Vec<String> {
-    let listed = cluster.keys.events().list(cluster.store.as_ref()).await;
-    let mut events: Vec<_> = listed
-        .map(|snapshot| snapshot.entries.into_values().map(|e| e.value).collect())
-        .unwrap_or_else(|_: store::StoreError| Vec::new());
-    events.sort_by_key(|e| e.seq);
-    events
-        .into_iter()
-        .map(|e| format!("{} {}: {}", e.member, e.kind, e.details))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_cut_from_its_clients_hands_over_to_a_standby_they_reach_losing_nothing() {
@@ -126,7 +113,7 @@ async fn a_primary_cut_from_its_clients_hands_over_to_a_standby_they_reach_losin
     let primary = healthy(&cluster, &ALL).await;
     assert_eq!(primary, new, "{}", cluster.logs());
 
-    let events = events(&cluster).await;
+    let events = event_lines(&cluster).await;
     let asked = events.iter().find(|e| {
         e.starts_with(&format!(
             "{old} reachability: my reachability check has failed"
@@ -144,19 +131,13 @@ async fn a_primary_cut_from_its_clients_hands_over_to_a_standby_they_reach_losin
         "{}",
         events.join("\n")
     );
-    let history = cluster.keys.history().get(cluster.store.as_ref()).await;
-    let last = history
-        .unwrap()
-        .unwrap()
-        .value
-        .entries
-        .last()
-        .cloned()
-        .unwrap();
-    assert_eq!(last.reason, format!("switchover from {old}"));
+    assert_eq!(
+        last_promotion(&cluster).await.reason,
+        format!("switchover from {old}")
+    );
 
     let report = writer.stop().await;
-    let ids: Vec<i64> = report.acks.iter().map(|a| a.id).collect();
+    let ids = report.acked_ids();
     let missing = cluster.missing_ids(&new, &ids).await.unwrap();
     println!(
         "reachability: cut {old}'s client link; {new} primary after {} ms; {} writes acknowledged, {} missing",
@@ -173,8 +154,10 @@ async fn a_primary_cut_from_its_clients_hands_over_to_a_standby_they_reach_losin
     );
 
     lab.heal_clients(cluster.host(&old)).unwrap();
-    // Nothing moves back by itself.
-    healthy(&cluster, &ALL).await;
+    // Nothing moves back by itself: not within twice the grace that a
+    // move back would have to wait out.
+    tokio::time::sleep(Duration::from_millis(2 * GRACE_MS)).await;
+    assert_eq!(healthy(&cluster, &ALL).await, new, "{}", cluster.logs());
     drop(cluster);
     drop(lab);
 }

@@ -6,7 +6,7 @@ mod common;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{api_url, binary, events, healthy, shown, ALL, DEADLINE};
+use common::{api_url, binary, event_lines, healthy, shown, ALL, DEADLINE};
 use testkit::{wait_for, AgentCluster, ClusterOptions};
 
 async fn ctl(api: &str, args: &[&str]) -> Output {
@@ -21,12 +21,19 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// Whether `primary` has a replication slot for `member`.
-async fn has_slot(cluster: &AgentCluster, primary: &str, member: &str) -> bool {
+/// Whether `primary` has a replication slot for `member`; a failed query
+/// is an error, never "no slot".
+async fn slot_on(cluster: &AgentCluster, primary: &str, member: &str) -> Result<bool, String> {
     let sql =
         format!("SELECT count(*)::text FROM pg_replication_slots WHERE slot_name = '{member}'");
-    let count = cluster.member(primary).query_text(&sql).await;
-    count.ok().flatten().as_deref() == Some("1")
+    match cluster.member(primary).query_text(&sql).await {
+        Ok(Some(count)) => Ok(count == "1"),
+        other => Err(format!("counting {primary}'s slots: {other:?}")),
+    }
+}
+
+async fn has_slot(cluster: &AgentCluster, primary: &str, member: &str) -> bool {
+    slot_on(cluster, primary, member).await.unwrap()
 }
 
 async fn wait_slot(cluster: &AgentCluster, primary: &str, member: &str, present: bool) {
@@ -35,19 +42,19 @@ async fn wait_slot(cluster: &AgentCluster, primary: &str, member: &str, present:
         if present { "there" } else { "gone" }
     );
     wait_for(&what, DEADLINE, || async {
-        match has_slot(cluster, primary, member).await {
-            seen if seen == present => Ok(()),
-            seen => Err(seen),
+        match slot_on(cluster, primary, member).await {
+            Ok(seen) if seen == present => Ok(()),
+            seen => Err(format!("{seen:?}")),
         }
     })
     .await
     .unwrap_or_else(|err| panic!("{err}\n{}", cluster.logs()));
 }
 
-/// Whether `member` has a status key.
+/// Whether `member` has a status key; a failed read fails the test.
 async fn has_status(cluster: &AgentCluster, member: &str) -> bool {
     let key = cluster.keys.member(member).unwrap();
-    matches!(key.get(cluster.store.as_ref()).await, Ok(Some(_)))
+    key.get(cluster.store.as_ref()).await.unwrap().is_some()
 }
 
 fn log_len(cluster: &AgentCluster, member: &str) -> usize {
@@ -182,11 +189,7 @@ async fn a_standby_is_retired_under_load_and_its_agent_refuses_to_rejoin_until_r
         "{}",
         shown(&list)
     );
-    let kinds: Vec<String> = events(&cluster)
-        .await
-        .into_iter()
-        .map(|e| format!("{} {}: {}", e.member, e.kind, e.details))
-        .collect();
+    let kinds = event_lines(&cluster).await;
     assert!(
         kinds
             .iter()

@@ -100,6 +100,15 @@ pub async fn events(cluster: &AgentCluster) -> Vec<store::cluster::Event> {
     events.entries.into_values().map(|e| e.value).collect()
 }
 
+/// The event log as `member kind: details` lines, oldest first.
+pub async fn event_lines(cluster: &AgentCluster) -> Vec<String> {
+    events(cluster)
+        .await
+        .into_iter()
+        .map(|e| format!("{} {}: {}", e.member, e.kind, e.details))
+        .collect()
+}
+
 /// The newest entry of the timeline history.
 pub async fn last_promotion(cluster: &AgentCluster) -> store::cluster::HistoryEntry {
     let history = cluster
