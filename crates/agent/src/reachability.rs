@@ -19,12 +19,16 @@ pub fn spawn(config: &Reachability) -> Option<watch::Receiver<Reach>> {
     let (tx, rx) = watch::channel(Reach::Pending);
     let config = config.clone();
     tokio::spawn(async move {
-        let client = api::ApiClient::new(None).ok();
+        let client = api::ApiClient::new(None).map_err(|err| {
+            let err = err.to_string();
+            tracing::error!("reachability: HTTP targets cannot be checked, the HTTP client could not be set up: {err}");
+            err
+        });
         let mut tick = tokio::time::interval(config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let reach = check_all(&config, client.as_ref()).await;
+            let reach = check_all(&config, client.as_ref().map_err(String::as_str)).await;
             if tx.send(reach).is_err() {
                 return;
             }
@@ -35,7 +39,8 @@ pub fn spawn(config: &Reachability) -> Option<watch::Receiver<Reach>> {
 
 /// One check of every target, all at once; passes when at least
 /// `config.min` answer.
-pub async fn check_all(config: &Reachability, client: Option<&api::ApiClient>) -> Reach {
+/// `client` is what HTTP targets are asked with, or why there is none.
+pub async fn check_all(config: &Reachability, client: Result<&api::ApiClient, &str>) -> Reach {
     let results = futures::future::join_all(
         config
             .targets
@@ -68,7 +73,7 @@ pub async fn check_all(config: &Reachability, client: Option<&api::ApiClient>) -
 async fn check(
     target: &ReachTarget,
     timeout: Duration,
-    client: Option<&api::ApiClient>,
+    client: Result<&api::ApiClient, &str>,
 ) -> Result<(), String> {
     let timed_out = || format!("no answer within {}", config::format_duration(timeout));
     match target {
@@ -82,7 +87,7 @@ async fn check(
             }
         }
         ReachTarget::Http(url) => {
-            let client = client.ok_or("the HTTP client could not be set up")?;
+            let client = client.map_err(|e| format!("the HTTP client could not be set up: {e}"))?;
             let mut call = api::Call::new(hyper::Method::GET, url, "");
             call.timeout = timeout;
             match client.send(call).await {
@@ -156,10 +161,10 @@ mod tests {
             ReachTarget::Http(broken.clone()),
         ];
         assert_eq!(
-            check_all(&config(targets.clone(), 2), Some(&client)).await,
+            check_all(&config(targets.clone(), 2), Ok(&client)).await,
             Reach::Passes
         );
-        let Reach::Fails { detail } = check_all(&config(targets, 3), Some(&client)).await else {
+        let Reach::Fails { detail } = check_all(&config(targets, 3), Ok(&client)).await else {
             panic!("3 of 4 needed, 2 answer");
         };
         assert!(
@@ -175,15 +180,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_target_that_never_answers_fails_at_the_timeout() {
-        // A non-routable address (TEST-NET-1): the SYN goes nowhere.
+        // A server that accepts and never says a word.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let client = api::ApiClient::new(None).unwrap();
         let started = std::time::Instant::now();
-        let reach = check_all(
-            &config(vec![ReachTarget::Tcp("192.0.2.1:9".into())], 1),
-            None,
-        )
-        .await;
+        let reach = check_all(&config(vec![ReachTarget::Http(url)], 1), Ok(&client)).await;
         assert!(started.elapsed() < Duration::from_secs(3));
-        assert!(matches!(reach, Reach::Fails { .. }), "{reach:?}");
+        let Reach::Fails { detail } = reach else {
+            panic!("{reach:?}")
+        };
+        assert!(detail.contains("no answer within 500ms"), "{detail}");
+        silent.abort();
     }
 
     #[tokio::test]
