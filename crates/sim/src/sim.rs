@@ -509,9 +509,11 @@ struct Sim {
     last_reach_ask: Option<(usize, Millis)>,
     /// Reachability switchovers asked for (the report).
     reach_asks: u64,
-    /// Invariants 8 and 9 broken in a round, for the next check to report.
-    disagreement_8: Option<String>,
-    disagreement_9: Option<String>,
+    /// Invariants 9 (a candidate failing its check promoted) and 10 (a
+    /// second reachability switchover within the grace) broken in a round,
+    /// for the next check to report.
+    reach_promoted: Option<String>,
+    reach_asked_twice: Option<String>,
 }
 
 /// A member's client network down from `since` until `until`; with
@@ -589,8 +591,8 @@ impl Sim {
             reach_faults: vec![None; config.members],
             last_reach_ask: None,
             reach_asks: 0,
-            disagreement_8: None,
-            disagreement_9: None,
+            reach_promoted: None,
+            reach_asked_twice: None,
             script: script.map(|s| s.steps.iter().cloned().collect()),
             config,
         };
@@ -713,10 +715,7 @@ impl Sim {
             self.fault_count += 1;
             // A client network fault that flaps changes a target's check
             // with no new fault: not quiet either.
-            let quiet = self.faults.iter().all(Option::is_none)
-                && self.reach_faults.iter().all(Option::is_none)
-                && self.outage_until.is_none()
-                && self.agents.iter().all(|a| a.crash_after_round.is_none());
+            let quiet = self.no_fault_now();
             self.admitted_quietly = (quiet && admitted.from.is_some()).then_some(self.fault_count);
             let what = match &leader {
                 Some(from) => format!("a switchover from {from}"),
@@ -765,10 +764,7 @@ impl Sim {
                 }
                 Some(_) => {}
                 None => {
-                    let quiet = self.faults.iter().all(Option::is_none)
-                        && self.reach_faults.iter().all(Option::is_none)
-                        && self.outage_until.is_none()
-                        && self.agents.iter().all(|a| a.crash_after_round.is_none());
+                    let quiet = self.no_fault_now();
                     let over = match &self.script {
                         Some(steps) => steps.is_empty(),
                         None => self.now >= self.config.faults_until_ms,
@@ -1483,6 +1479,14 @@ impl Sim {
         }
     }
 
+    /// No fault is in force or scheduled on an agent's next round.
+    fn no_fault_now(&self) -> bool {
+        self.faults.iter().all(Option::is_none)
+            && self.reach_faults.iter().all(Option::is_none)
+            && self.outage_until.is_none()
+            && self.agents.iter().all(|a| a.crash_after_round.is_none())
+    }
+
     /// Agents watch the store: the others' watches deliver member `i`'s
     /// status as of now, where their hosts run and reach the store (the
     /// real watch may deliver it later; the rounds read it then).
@@ -1650,7 +1654,7 @@ impl Sim {
         all_ran: bool,
     ) {
         if reach_fails && plan.actions.contains(&Action::Promote) {
-            self.disagreement_8 = Some(format!(
+            self.reach_promoted = Some(format!(
                 "{} planned a promotion while its reachability check failed: {}",
                 self.names[i], plan.note
             ));
@@ -1667,7 +1671,7 @@ impl Sim {
         let grace = self.config.reachability_grace_ms;
         if let Some((before, at)) = self.last_reach_ask {
             if started < at + grace {
-                self.disagreement_9 = Some(format!(
+                self.reach_asked_twice = Some(format!(
                     "{} asked for a reachability switchover {} after {} did, within the grace ({grace} ms)",
                     self.names[i],
                     secs(started - at),
@@ -1711,13 +1715,13 @@ impl Sim {
         if let Some(detail) = self.disagreement.take() {
             return Err(self.fail("6. an admitted switchover is carried out", detail));
         }
-        if let Some(detail) = self.disagreement_8.take() {
+        if let Some(detail) = self.reach_promoted.take() {
             return Err(self.fail(
                 "9. no promotion of a member whose reachability check fails",
                 detail,
             ));
         }
-        if let Some(detail) = self.disagreement_9.take() {
+        if let Some(detail) = self.reach_asked_twice.take() {
             return Err(self.fail("10. at most one reachability switchover per grace", detail));
         }
         // 1. Never two writers.
