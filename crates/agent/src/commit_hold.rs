@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ha::commit_hold::{decide, CommitHold, CommitSignals, STORE_CHECK_TIMEOUT_MS};
+use ha::commit_hold::{
+    decide, CommitHold, CommitSignals, Confirmations, ASK_AGAIN_AFTER_MS, STORE_CHECK_TIMEOUT_MS,
+};
 use store::cluster::ClusterKeys;
 use store::Store;
 use tokio::sync::watch;
@@ -16,48 +18,9 @@ use crate::postgres::RealPostgres;
 /// How often the primary's WAL confirmations are looked at.
 const EVERY: Duration = Duration::from_millis(50);
 
-/// After the store answered, how long quiet standbys alone do not make
-/// the watcher ask again (a standby that is down but still connected
-/// would otherwise cost a store read every tick).
-const ASK_AGAIN_AFTER: Duration = Duration::from_millis(500);
-
 /// The synchronous mode while this member leads with a valid lease (the
 /// round sends it), `None` otherwise.
 pub type HoldPolicy = watch::Receiver<Option<ha::SyncMode>>;
-
-/// Since when WAL written has gone unconfirmed by every standby.
-#[derive(Default)]
-struct Confirmations {
-    /// The furthest confirmed position seen, and when it last moved.
-    confirmed: Option<(Option<u64>, Instant)>,
-}
-
-impl Confirmations {
-    /// How long the written WAL has been unconfirmed, `None` when every
-    /// byte of it is confirmed or no standby is connected (a lone primary
-    /// has nobody its writes could be lost to; a cut one's standbys stay
-    /// connected, silent, until `wal_sender_timeout`).
-    fn unconfirmed_for(
-        &mut self,
-        written: u64,
-        confirmed: Option<u64>,
-        now: Instant,
-    ) -> Option<u64> {
-        if confirmed.is_none_or(|c| c >= written) {
-            self.confirmed = Some((confirmed, now));
-            return None;
-        }
-        match self.confirmed {
-            Some((seen, since)) if seen == confirmed => {
-                Some(now.duration_since(since).as_millis() as u64)
-            }
-            _ => {
-                self.confirmed = Some((confirmed, now));
-                Some(0)
-            }
-        }
-    }
-}
 
 pub async fn watch_commits(
     mut policy: HoldPolicy,
@@ -71,6 +34,7 @@ pub async fn watch_commits(
     let mut held = false;
     let mut seen = Confirmations::default();
     let mut answered_at: Option<Instant> = None;
+    let epoch = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -84,7 +48,7 @@ pub async fn watch_commits(
         let unconfirmed_for = match mode {
             Some(ha::SyncMode::Off) => match pg.instance().wal_confirmed().await {
                 Ok((written, confirmed)) => {
-                    seen.unconfirmed_for(written, confirmed, Instant::now())
+                    seen.unconfirmed_for(written, confirmed, epoch.elapsed().as_millis() as u64)
                 }
                 Err(_) => None,
             },
@@ -100,7 +64,8 @@ pub async fn watch_commits(
             store_answered: None,
         };
         let mut verdict = decide(&signals);
-        let asked_lately = answered_at.is_some_and(|at| at.elapsed() < ASK_AGAIN_AFTER);
+        let asked_lately =
+            answered_at.is_some_and(|at| at.elapsed() < Duration::from_millis(ASK_AGAIN_AFTER_MS));
         if mode.is_some() && (held || (verdict == CommitHold::CheckStore && !asked_lately)) {
             let answered = still_leads(store.as_ref(), &keys, &member).await;
             answered_at = answered.then(Instant::now);
@@ -139,24 +104,5 @@ async fn still_leads(store: &dyn Store, keys: &ClusterKeys, member: &str) -> boo
     match tokio::time::timeout(Duration::from_millis(STORE_CHECK_TIMEOUT_MS), read).await {
         Ok(Ok(Some(leader))) => leader.value.member == member,
         _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unconfirmed_time_counts_from_when_confirmations_stopped_moving() {
-        let t0 = Instant::now();
-        let at = |ms| t0 + Duration::from_millis(ms);
-        let mut seen = Confirmations::default();
-        assert_eq!(seen.unconfirmed_for(100, Some(100), at(0)), None);
-        assert_eq!(seen.unconfirmed_for(200, Some(100), at(50)), Some(50));
-        assert_eq!(seen.unconfirmed_for(300, Some(250), at(100)), Some(0));
-        assert_eq!(seen.unconfirmed_for(400, Some(250), at(350)), Some(250));
-        // No standby connected: nothing to wait for.
-        assert_eq!(seen.unconfirmed_for(500, None, at(400)), None);
-        assert_eq!(seen.unconfirmed_for(600, Some(500), at(450)), Some(0));
     }
 }

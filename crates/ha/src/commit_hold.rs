@@ -20,6 +20,44 @@ pub const UNCONFIRMED_AFTER_MS: Millis = 200;
 /// How long the store may take to answer the check that follows.
 pub const STORE_CHECK_TIMEOUT_MS: Millis = 250;
 
+/// After the store answered, how long quiet standbys alone do not make
+/// the watcher ask again (a standby that is down but still connected
+/// would otherwise cost a store read every tick).
+pub const ASK_AGAIN_AFTER_MS: Millis = 500;
+
+/// Since when WAL written has gone unconfirmed by every standby.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Confirmations {
+    /// The furthest confirmed position seen, and when it last moved.
+    confirmed: Option<(Option<u64>, Millis)>,
+}
+
+impl Confirmations {
+    /// How long the `written` WAL has been unconfirmed at `now`, `None`
+    /// when every byte of it is confirmed or no standby is connected
+    /// (`confirmed` is `None`: a lone primary has nobody its writes could
+    /// be lost to; a cut one's standbys stay connected, silent, until
+    /// `wal_sender_timeout`).
+    pub fn unconfirmed_for(
+        &mut self,
+        written: u64,
+        confirmed: Option<u64>,
+        now: Millis,
+    ) -> Option<Millis> {
+        if confirmed.is_none_or(|c| c >= written) {
+            self.confirmed = Some((confirmed, now));
+            return None;
+        }
+        match self.confirmed {
+            Some((seen, since)) if seen == confirmed => Some(now.saturating_sub(since)),
+            _ => {
+                self.confirmed = Some((confirmed, now));
+                Some(0)
+            }
+        }
+    }
+}
+
 /// What the primary's commit-hold check sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CommitSignals {
@@ -63,6 +101,18 @@ pub fn decide(signals: &CommitSignals) -> CommitHold {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unconfirmed_time_counts_from_when_confirmations_stopped_moving() {
+        let mut seen = Confirmations::default();
+        assert_eq!(seen.unconfirmed_for(100, Some(100), 0), None);
+        assert_eq!(seen.unconfirmed_for(200, Some(100), 50), Some(50));
+        assert_eq!(seen.unconfirmed_for(300, Some(250), 100), Some(0));
+        assert_eq!(seen.unconfirmed_for(400, Some(250), 350), Some(250));
+        // No standby connected: nothing to wait for.
+        assert_eq!(seen.unconfirmed_for(500, None, 400), None);
+        assert_eq!(seen.unconfirmed_for(600, Some(500), 450), Some(0));
+    }
 
     fn signals(unconfirmed: Option<Millis>, store: Option<bool>) -> CommitSignals {
         CommitSignals {

@@ -187,8 +187,9 @@ pub const ASYNC_STALE_ACKS_BOUND: u64 = 1;
 /// (`ha::commit_hold`): WAL unconfirmed for 200 ms, then a store check that
 /// gets no answer within 250 ms — or, if the store answered a check just
 /// before the cut, the next check 500 ms after that one — and a tick (50 ms)
-/// to see it.
-pub const ASYNC_LOSS_WINDOW_BOUND_MS: Millis = 800;
+/// to see it: 800 ms.
+pub const ASYNC_LOSS_WINDOW_BOUND_MS: Millis =
+    ha::commit_hold::ASK_AGAIN_AFTER_MS + ha::commit_hold::STORE_CHECK_TIMEOUT_MS + 50;
 
 /// The runtime's commit hold watcher (`agent::commit_hold`), per tick: the
 /// furthest WAL position a standby confirmed and since when it stands
@@ -197,7 +198,7 @@ pub const ASYNC_LOSS_WINDOW_BOUND_MS: Millis = 800;
 #[derive(Clone, Debug, Default)]
 pub struct CommitWatch {
     standbys: Vec<usize>,
-    confirmed: Option<(usize, Millis)>,
+    confirmations: ha::commit_hold::Confirmations,
     asked_at: Option<Millis>,
     ask_again_at: Millis,
     pub held: bool,
@@ -589,8 +590,9 @@ impl World {
     /// still count as connected (their TCP connections stay open until
     /// `wal_sender_timeout`), confirming nothing more.
     fn watch_commits(&mut self, i: usize) {
-        use ha::commit_hold::{decide, CommitHold, CommitSignals, STORE_CHECK_TIMEOUT_MS};
-        const ASK_AGAIN_AFTER_MS: Millis = 500;
+        use ha::commit_hold::{
+            decide, CommitHold, CommitSignals, ASK_AGAIN_AFTER_MS, STORE_CHECK_TIMEOUT_MS,
+        };
         let now = self.now;
         let leading = self.nodes[i].leading && self.is_writable(i) && self.nodes[i].guarded;
         if self.synchronous_mode || !leading {
@@ -614,19 +616,10 @@ impl World {
             .max();
         let store_answers = self.nodes[i].cut_since.is_none();
         let watch = &mut self.nodes[i].commits;
-        let unconfirmed_for = match confirmed {
-            Some(c) if c < written => match watch.confirmed {
-                Some((seen, since)) if seen == c => Some(now - since),
-                _ => {
-                    watch.confirmed = Some((c, now));
-                    Some(0)
-                }
-            },
-            _ => {
-                watch.confirmed = confirmed.map(|c| (c, now));
-                None
-            }
-        };
+        let unconfirmed_for =
+            watch
+                .confirmations
+                .unconfirmed_for(written as u64, confirmed.map(|c| c as u64), now);
         if self.no_commit_hold {
             return;
         }
@@ -839,7 +832,7 @@ impl World {
         let n = &self.nodes[p.node];
         // Without a standby the hold does not apply: a lone primary has
         // nobody its writes could be lost to.
-        let lone = n.commits.confirmed.is_none();
+        let lone = n.commits.standbys.is_empty();
         if self.synchronous_mode || lone || !n.isolated || !n.guarded || !n.leading {
             return;
         }
