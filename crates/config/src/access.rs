@@ -173,7 +173,11 @@ pub fn reach(path: &Path, who: &Who) -> Result<(), Denied> {
         match component {
             Component::RootDir => at.push("/"),
             Component::Normal(part) => at.push(part),
-            // Relative and `..` paths are refused before this is asked.
+            // As the kernel resolves it (`..` of a link aside).
+            Component::ParentDir => {
+                at.pop();
+                continue;
+            }
             _ => continue,
         }
         let meta = match std::fs::metadata(&at) {

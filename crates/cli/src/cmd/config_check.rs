@@ -51,7 +51,7 @@ pub fn run(file: &Path, agent_user: Option<&str>) -> Result<()> {
         file.display(),
         problems.len(),
         if agent_user.is_none() && Who::current().is_root() {
-            " (an agent run as root: --agent-user root)"
+            "; if your agent runs as root, not as postgres, check again with --agent-user root"
         } else {
             ""
         }
@@ -64,7 +64,12 @@ pub fn run(file: &Path, agent_user: Option<&str>) -> Result<()> {
 fn users(agent_user: Option<&str>) -> Result<(Who, Who)> {
     let named = |name: &str| {
         Who::named(name).ok_or_else(|| {
-            anyhow!("there is no user {name} on this host: create it, or name another with --agent-user")
+            anyhow!(
+                "there is no user {name} on this host: an agent run as root runs PostgreSQL as {}, which \
+                 PostgreSQL's package creates (install it); an agent run as another user: name that user \
+                 with --agent-user",
+                pg::RunAs::SYSTEM_USER
+            )
         })
     };
     let current = Who::current();
@@ -74,7 +79,11 @@ fn users(agent_user: Option<&str>) -> Result<(Who, Who)> {
         None => current,
     };
     let postgres = if agent.is_root() {
-        named(pg::RunAs::SYSTEM_USER)?
+        // A root agent starts PostgreSQL with the user's primary group
+        // only (pg::RunAs: std drops supplementary groups from root).
+        let mut postgres = named(pg::RunAs::SYSTEM_USER)?;
+        postgres.groups = vec![postgres.gid];
+        postgres
     } else {
         agent.clone()
     };
