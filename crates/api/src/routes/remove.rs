@@ -157,7 +157,7 @@ pub async fn readmit(State(state): State<AppState>, body: Bytes) -> Result<Respo
         Ok(_) => {}
         Err(StoreError::Conflict { .. }) => {
             return Err(HttpError::conflict(format!(
-                "{member}'s removed record changed meanwhile (it re-admitted itself?); nothing was changed"
+                "{member}'s removed record changed meanwhile (it re-admitted itself?); nothing was changed: `pgwarden ctl list` shows whether it is still removed; if so, run readmit again"
             )))
         }
         Err(err) => return Err(err.into()),

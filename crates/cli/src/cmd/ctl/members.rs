@@ -52,19 +52,10 @@ pub async fn remove(
     force: bool,
 ) -> Result<(), CtlError> {
     let body = json!({ "member": member, "force": force });
-    let reply = target
-        .send(Method::POST, "/remove", Some(&body), None, CALL_TIMEOUT)
-        .await?;
-    success(&reply)?;
-    let answer: Value = reply.json().map_err(|e| CtlError::Refused(e.to_string()))?;
+    ask_with(target, output, "/remove", member, &body).await?;
     if output == Output::Json {
-        println!("{answer}");
         return Ok(());
     }
-    println!(
-        "{member}: {}",
-        answer["result"].as_str().unwrap_or("removed")
-    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let view: ClusterView = target.get("/cluster").await?;
@@ -75,7 +66,14 @@ pub async fn remove(
                 println!("{member}: no slot left on the primary {}", p.name);
                 return Ok(());
             }
-            _ if tokio::time::Instant::now() >= deadline => {
+            None if tokio::time::Instant::now() >= deadline => {
+                eprintln!(
+                    "{member} is removed; there is no primary now, and the one elected next keeps no \
+                     slot for it (`pgwarden ctl list` shows the slots it keeps)"
+                );
+                return Ok(());
+            }
+            Some(_) if tokio::time::Instant::now() >= deadline => {
                 eprintln!(
                     "{member} is removed, but the primary has not reported its slot dropped yet; \
                      `pgwarden ctl list` shows the slots it keeps"
