@@ -18,6 +18,10 @@ use crate::plan::{Action, Plan};
 
 /// The first wait after a failure.
 pub const FIRST_DELAY_MS: Millis = 500;
+
+/// How the plan's note of a member whose action keeps failing begins;
+/// `ctl list` reads it there.
+pub const FAILING_NOTE: &str = "FAILING: ";
 /// The longest wait between two attempts: short enough that a member whose
 /// problem was fixed catches up within seconds (and well inside the
 /// simulation's liveness bound), long enough to keep the log readable.
@@ -117,7 +121,7 @@ pub(crate) fn hold_back(failing: Option<&Failing>, now: Millis, mut plan: Plan) 
         plan.actions.truncate(at);
         let wait = failing.retry_at - now;
         plan.note = format!(
-            "FAILING: {} failed {times}, next attempt in {}: {} (was: {})",
+            "{FAILING_NOTE}{} failed {times}, next attempt in {}: {} (was: {})",
             failing_what(&failing.action),
             seconds(wait),
             failing.error,

@@ -17,7 +17,7 @@ fn role(m: &MemberView) -> &'static str {
 
 /// How the decision core's note begins while an action keeps failing and
 /// waits before its next attempt (`ha::retry`).
-const FAILING: &str = "FAILING: ";
+use ha::retry::FAILING_NOTE as FAILING;
 
 fn state(m: &MemberView) -> String {
     if m.note.starts_with(FAILING) {
@@ -36,7 +36,7 @@ fn lag_mb(m: &MemberView) -> String {
     }
     match m.lag_bytes {
         // Rounded like patronictl: a few bytes behind shows as 0.
-        Some(bytes) => format!("{}", (bytes + (1 << 19)) >> 20),
+        Some(bytes) => mib(bytes),
         None => "unknown".to_string(),
     }
 }
