@@ -540,7 +540,7 @@ impl Lab {
         let name = format!("line{}", block.line);
         let results: Vec<(String, String, Result<Output, String>)> = if block.annotation.together {
             let all = runs.iter().map(|(host, text)| self.run(host, text, &name));
-            let outputs = futures_join(all).await;
+            let outputs = futures::future::join_all(all).await;
             runs.into_iter()
                 .zip(outputs)
                 .map(|((h, t), o)| (h, t, o))
@@ -583,8 +583,12 @@ impl Lab {
     async fn members(&self) -> Result<Vec<(String, String, String)>, String> {
         let mut last = String::new();
         for host in DATABASE_HOSTS {
-            let Ok(output) = self.run(host, "pgwarden ctl list\n", "ctl-list").await else {
-                continue;
+            let output = match self.run(host, "pgwarden ctl list\n", "ctl-list").await {
+                Ok(output) => output,
+                Err(err) => {
+                    last = format!("{host}: {err}");
+                    continue;
+                }
             };
             if !output.status.success() {
                 last = common::shown(&output);
@@ -615,21 +619,14 @@ impl Lab {
         what: &str,
         check: impl Fn(&[(String, String, String)]) -> bool,
     ) -> Vec<(String, String, String)> {
-        let start = Instant::now();
-        let mut last = Err(String::new());
-        while start.elapsed() < WAIT {
-            last = self.members().await;
-            if let Ok(rows) = &last {
-                if check(rows) {
-                    return rows.clone();
-                }
+        testkit::wait_for(what, WAIT, || async {
+            match self.members().await {
+                Ok(rows) if check(&rows) => Ok(rows),
+                other => Err(format!("ctl list: {other:?}")),
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        panic!(
-            "{what}: not after {WAIT:?}; ctl list: {last:?}\n{}",
-            self.logs()
-        )
+        })
+        .await
+        .unwrap_or_else(|err| panic!("{err}\n{}", self.logs()))
     }
 
     /// The member `ctl list` shows as Leader and running.
@@ -713,30 +710,6 @@ impl Lab {
             }
         }
     }
-}
-
-/// Runs the futures at the same time, their outputs in order.
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(o) => *output = Some(o),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().map(|o| o.expect("ready")).collect()
 }
 
 /// `sh -c COMMAND` here, which must succeed.

@@ -45,7 +45,6 @@ pub struct HostNet {
 struct HostNs {
     host: String,
     namespace: String,
-    address: String,
     runtime: Option<NsRuntime>,
 }
 
@@ -81,7 +80,6 @@ impl HostNet {
             net.hosts.push(HostNs {
                 host: host.to_string(),
                 namespace: namespace.clone(),
-                address: address.to_string(),
                 runtime: None,
             });
             ip(&["-n", &namespace, "link", "set", "lo", "up"])?;
@@ -111,11 +109,6 @@ impl HostNet {
     /// The namespace of `host`, for `ip netns exec NAME …`.
     pub fn namespace(&self, host: &str) -> &str {
         &self.host(host).namespace
-    }
-
-    /// The address `host` was given.
-    pub fn address(&self, host: &str) -> &str {
-        &self.host(host).address
     }
 
     /// Every namespace of the net: the prefix its names start with.
