@@ -224,3 +224,33 @@ password_file = "{d}/etc/repl.pw"
         "{stderr}"
     );
 }
+
+/// An S3 repository's credentials file is read by `pgwarden wal push` as
+/// PostgreSQL's user: one only root may read is a problem, named with its
+/// fix, not an `ok` followed by failing archiving.
+#[test]
+fn an_s3_credentials_file_postgres_cannot_read_is_a_problem() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return; // Checked as postgres only when run as root.
+    }
+    let dir = scratch();
+    let credentials = dir.path().join("s3.credentials");
+    std::fs::write(&credentials, "[default]\naws_access_key_id = x\n").unwrap();
+    std::fs::set_permissions(&credentials, PermissionsExt::from_mode(0o600)).unwrap();
+    let toml = format!(
+        "{}\n[backup]\nrepository = \"s3://bucket/main\"\ns3_endpoint = \"http://127.0.0.1:9\"\n\
+         s3_credentials_file = \"{}\"\n",
+        VALID.replace("DIR", &dir.path().display().to_string()),
+        credentials.display()
+    );
+    std::fs::write(dir.path().join("su.pw"), "s3cret\n").unwrap();
+    std::fs::write(dir.path().join("repl.pw"), "r3pl\n").unwrap();
+    let file = dir.path().join("pgwarden.toml");
+    std::fs::write(&file, toml).unwrap();
+    let (ok, shown) = config_check(&file);
+    assert!(!ok, "{shown}");
+    assert!(
+        shown.contains(&format!("{}", credentials.display())) && shown.contains("postgres"),
+        "{shown}"
+    );
+}

@@ -102,6 +102,14 @@ fn check(config: &config::Config, file: &Path, agent: &Who, postgres: &Who) -> V
     for secret in secrets(config) {
         problems.extend(access::readable(&secret, agent).err());
     }
+    // The object store's files: read by the agent (backups) and by
+    // `pgwarden wal push` as PostgreSQL's user (archive_command).
+    for file in s3_files(config) {
+        problems.extend(access::readable(&file, agent).err());
+        if postgres != agent {
+            problems.extend(access::readable(&file, postgres).err());
+        }
+    }
     problems.extend(data_dir(&config.member.data_dir, agent, postgres));
     if let Some(socket_dir) = config.member.unix_socket_dir() {
         problems.extend(existing_dir(socket_dir, postgres, "2775"));
@@ -155,6 +163,18 @@ fn secrets(config: &config::Config) -> Vec<PathBuf> {
         .cloned(),
     );
     files
+}
+
+/// An S3 repository's credentials and CA files.
+fn s3_files(config: &config::Config) -> Vec<PathBuf> {
+    match config.backup.as_ref().map(|b| &b.repository) {
+        Some(config::Repository::S3(s3)) => [&s3.credentials_file, &s3.ca_file]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The data directory: if it exists, PostgreSQL's user owns it and nobody
